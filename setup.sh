@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything shardsweep needs on a Debian 12 machine, idempotently:
+# system libraries (OpenMPI, HDF5, clang for bindgen, fonts for plots) and a project-local
+# Python virtualenv that provides libtorch (the PyPI torch wheel matching the pinned tch).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+TORCH_VERSION=2.13.0   # tch 0.26 binds exactly this libtorch
+APT_PACKAGES=(libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libclang-dev clang pkg-config
+              libfontconfig1-dev fonts-dejavu-core python3-venv)
+
+log() { echo "[setup] $*" >&2; }
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing system packages: ${missing[*]}"
+  sudo_ apt-get update -qq
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  log "installing torch==$TORCH_VERSION into .venv (libtorch for tch)"
+  .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+# h5py lets the tests check that record files are readable by the Python ecosystem.
+.venv/bin/python -c "import h5py" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "h5py==3.12.1"
+# A stable path for cargo (.cargo/config.toml) whatever the Python minor version is.
+torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
+ln -sfn "$torch_dir" .venv/libtorch
+log "ready"

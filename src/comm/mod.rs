@@ -1,0 +1,30 @@
+//! Collective communication between ranks. Training code talks to the [`Comm`] trait; MPI is
+//! the backend today (host buffers; device tensors are staged through the host), and a
+//! NCCL/RCCL backend slots in beside it. [`SelfComm`] is the one-rank world for in-process use.
+
+mod mpi_backend;
+mod self_comm;
+
+pub use mpi_backend::MpiComm;
+pub use self_comm::SelfComm;
+
+use tch::Tensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommError {
+    #[error("{op}: unsupported tensor kind {kind:?} (this backend reduces fp32 only)")]
+    UnsupportedKind { op: &'static str, kind: tch::Kind },
+    #[error("{op}: {message}")]
+    Backend { op: &'static str, message: String },
+}
+
+/// A group of ranks that communicate. Results are new tensors on the input's device.
+pub trait Comm {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Element-wise sum of `input` over the group.
+    fn all_reduce_sum(&self, input: &Tensor) -> Result<Tensor, CommError>;
+    fn barrier(&self);
+    /// The communication library and its version, for provenance.
+    fn library_version(&self) -> String;
+}

@@ -1,0 +1,27 @@
+//! Launch: start each point's ranks, watch them, stop them at the time limit, and have their
+//! records finalised. Training code is never linked in here: ranks are separate processes
+//! (`shardsweep worker`), started by mpirun on this machine (Slurm's srun in a later profile).
+
+mod local;
+mod sweep;
+
+pub use local::{LocalLauncher, RunStatus};
+pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("sweep {0} is already running here (its results folder is locked)")]
+    Locked(String),
+    #[error(transparent)]
+    Record(#[from] crate::records::RecordError),
+}
+
+impl LaunchError {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| LaunchError::Io { path: path.display().to_string(), source }
+    }
+}

@@ -1,0 +1,103 @@
+//! Runs every point of a plan in order. A point with a finished manifest for the same
+//! configuration is skipped; anything else there (a failed, timed-out or interrupted attempt,
+//! or a finished one under `--force`) is moved into `.attempts/`, never deleted.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{LaunchError, LocalLauncher};
+use crate::plan::{LaunchSettings, Plan, PointSpec};
+use crate::records::{finalize, timestamp, write_atomic, Manifest, Outcome, POINT_FILE};
+
+pub struct SweepOptions {
+    /// Results root; the sweep writes to `<root>/<sweep>/<point>/`.
+    pub results: PathBuf,
+    /// Re-run points that already finished (their old results are kept under `.attempts/`).
+    pub force: bool,
+    /// The experiment file's text, kept beside the results for replay.
+    pub experiment_text: String,
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PointResult {
+    pub id: String,
+    pub outcome: Outcome,
+    /// True if the point had already finished and was not run again.
+    pub skipped: bool,
+    pub message: Option<String>,
+}
+
+pub fn point_dir(results: &Path, sweep: &str, point: &str) -> PathBuf {
+    results.join(sweep).join(point)
+}
+
+pub fn run_sweep(plan: &Plan, launch: &LaunchSettings, options: &SweepOptions) -> Result<Vec<PointResult>, LaunchError> {
+    let sweep_dir = options.results.join(&plan.sweep);
+    fs::create_dir_all(&sweep_dir).map_err(LaunchError::io(&sweep_dir))?;
+    let lock_path = sweep_dir.join(".lock");
+    let lock = File::create(&lock_path).map_err(LaunchError::io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(LaunchError::Locked(plan.sweep.clone()));
+    }
+    write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
+
+    let launcher = LocalLauncher { mpirun: launch.mpirun.clone(), extra_args: launch.mpirun_args.clone(), exe: options.exe.clone() };
+    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    let sweep_bar = bars.add(ProgressBar::new(plan.points.len() as u64));
+    sweep_bar.set_style(ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} points, {elapsed} {msg}").expect("valid template").progress_chars("=> "));
+    sweep_bar.set_prefix(plan.sweep.clone());
+
+    let mut results = Vec::new();
+    for point in &plan.points {
+        let dir = point_dir(&options.results, &plan.sweep, &point.id);
+        let previous = Manifest::read(&dir).ok().flatten();
+        let finished = previous.as_ref().is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest());
+        if finished && !options.force {
+            tracing::info!(point = %point.id, "already finished; skipping (use --force to run it again)");
+            results.push(PointResult { id: point.id.clone(), outcome: Outcome::Ok, skipped: true, message: None });
+            sweep_bar.inc(1);
+            continue;
+        }
+        if dir.exists() {
+            let kept = set_aside(&sweep_dir, &dir, &point.id)?;
+            tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");
+        }
+        let point_bar = bars.add(ProgressBar::new(u64::from(point.settings.steps)));
+        point_bar.set_style(ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} steps {elapsed}").expect("valid template").progress_chars("=> "));
+        point_bar.set_prefix(point.id.clone());
+        let manifest = run_point(&launcher, point, &dir, launch.timeout_s, |steps| point_bar.set_position(u64::from(steps)))?;
+        point_bar.finish_and_clear();
+        bars.remove(&point_bar);
+        let outcome = manifest.outcome;
+        match outcome {
+            Outcome::Ok => tracing::info!(point = %point.id, duration_s = manifest.duration_s, "ok"),
+            _ => tracing::warn!(point = %point.id, outcome = outcome.name(), message = manifest.message.as_deref().unwrap_or(""), "point did not finish"),
+        }
+        results.push(PointResult { id: point.id.clone(), outcome, skipped: false, message: manifest.message });
+        sweep_bar.inc(1);
+    }
+    sweep_bar.finish();
+    Ok(results)
+}
+
+/// Runs one point in `dir` (which must not exist yet) and returns its manifest.
+fn run_point(launcher: &LocalLauncher, point: &PointSpec, dir: &Path, timeout_s: u64, mut progress: impl FnMut(u32)) -> Result<Manifest, LaunchError> {
+    fs::create_dir_all(dir).map_err(LaunchError::io(dir))?;
+    let json = serde_json::to_vec_pretty(point).expect("a point serialises");
+    write_atomic(&dir.join(POINT_FILE), &json)?;
+    let end = launcher.run(point, dir, Duration::from_secs(timeout_s), |status| progress(status.steps_done))?;
+    Ok(finalize(dir, point, &end)?)
+}
+
+/// Moves a point's folder to `.attempts/<point>/<timestamp>` and returns where it went.
+fn set_aside(sweep_dir: &Path, dir: &Path, point: &str) -> Result<PathBuf, LaunchError> {
+    let attempts = sweep_dir.join(".attempts").join(point);
+    fs::create_dir_all(&attempts).map_err(LaunchError::io(&attempts))?;
+    let target = attempts.join(timestamp().replace(':', "-"));
+    fs::rename(dir, &target).map_err(LaunchError::io(dir))?;
+    Ok(target)
+}

@@ -1,0 +1,14 @@
+//! shardsweep: plan, launch, measure and analyse sweeps of FSDP-style sharded MAE training.
+//!
+//! The layout follows the data flow: [`plan`] turns an experiment file into points,
+//! [`launch`] starts them, each rank runs [`train`] over [`model`], [`data`] and [`comm`],
+//! timed by [`metrics`], and [`records`] turns what ranks wrote into the point's files.
+
+pub mod comm;
+pub mod data;
+pub mod launch;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod records;
+pub mod train;

@@ -1,0 +1,196 @@
+//! The `shardsweep` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use shardsweep::launch::{run_sweep, SweepOptions};
+use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine, Plan};
+use shardsweep::records::POINT_FILE;
+
+#[derive(Parser)]
+#[command(name = "shardsweep", version, about = "Sweeps of FSDP-style sharded MAE training: plan, run, measure, analyse")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Expand an experiment file into points and show them, with the points rejected and why.
+    Plan {
+        experiment: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every point of an experiment locally, then analyse the sweep.
+    Run {
+        experiment: PathBuf,
+        /// Results root (the sweep writes to <results>/<name>/).
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Run points again even if they already finished (old results are kept aside).
+        #[arg(long)]
+        force: bool,
+        /// Skip the analysis at the end.
+        #[arg(long)]
+        no_analysis: bool,
+    },
+    /// Analyse the records of a sweep: summary table, plots and a report.
+    #[cfg(feature = "analysis")]
+    Analyze {
+        /// The sweep's results folder, e.g. results/local-smoke.
+        sweep_dir: PathBuf,
+    },
+    /// Train one point as one MPI rank (started by `run` through mpirun).
+    #[command(hide = true)]
+    Worker { point_dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan { experiment, json } => plan(&experiment, json),
+        Command::Run { experiment, results, force, no_analysis } => run(&experiment, &results, force, no_analysis),
+        #[cfg(feature = "analysis")]
+        Command::Analyze { sweep_dir } => analyze(&sweep_dir),
+        Command::Worker { point_dir } => worker(&point_dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_plan(experiment: &Path) -> Result<(Experiment, Plan)> {
+    let loaded = Experiment::load(experiment)?;
+    let plan = expand(&loaded, &Machine::local());
+    Ok((loaded, plan))
+}
+
+fn plan(experiment: &Path, json: bool) -> Result<ExitCode> {
+    let (_, plan) = load_plan(experiment)?;
+    if json {
+        let points: Vec<serde_json::Value> = plan
+            .points
+            .iter()
+            .map(|p| {
+                let mut value = serde_json::to_value(p).expect("a point serialises");
+                let extra = serde_json::json!({
+                    "world_size": p.world_size(),
+                    "global_batch": p.global_batch(),
+                    "trainable_params": p.model.trainable_params(),
+                    "train_flop_per_step": p.train_flop_per_step(),
+                    "rank_memory_bytes": rank_memory_bytes(p),
+                });
+                value.as_object_mut().expect("a point is an object").extend(extra.as_object().expect("object").clone());
+                value
+            })
+            .collect();
+        let out = serde_json::json!({ "sweep": plan.sweep, "points": points, "rejected": plan.rejected });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "point", "model", "strategy", "nodes x ranks", "micro batch", "global batch", "params", "TFLOP/step", "memory/rank",
+    ]);
+    for p in &plan.points {
+        table.add_row([
+            p.id.clone(),
+            p.model.name.clone(),
+            p.strategy.name().into(),
+            format!("{} x {}", p.nodes, p.ranks_per_node),
+            p.micro_batch.to_string(),
+            p.global_batch().to_string(),
+            format!("{:.2}M", p.model.trainable_params() as f64 / 1e6),
+            format!("{:.4}", p.train_flop_per_step() / 1e12),
+            format!("{:.2} GiB", rank_memory_bytes(p) / (1u64 << 30) as f64),
+        ]);
+    }
+    println!("sweep {}: {} points to run", plan.sweep, plan.points.len());
+    println!("{table}");
+    if !plan.rejected.is_empty() {
+        let mut rejected = Table::new();
+        rejected.load_preset(UTF8_FULL_CONDENSED).set_header(["rejected point", "reason"]);
+        for r in &plan.rejected {
+            rejected.add_row([r.id.clone(), r.reason.clone()]);
+        }
+        println!("{} points rejected", plan.rejected.len());
+        println!("{rejected}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Result<ExitCode> {
+    let (loaded, plan) = load_plan(experiment)?;
+    for r in &plan.rejected {
+        tracing::warn!(point = %r.id, reason = %r.reason, "rejected at plan time");
+    }
+    if plan.points.is_empty() {
+        bail!("{}: no point to run ({} rejected; see `shardsweep plan`)", experiment.display(), plan.rejected.len());
+    }
+    let options = SweepOptions {
+        results: results.to_path_buf(),
+        force,
+        experiment_text: std::fs::read_to_string(experiment)?,
+        exe: std::env::current_exe().context("locating this program for mpirun")?,
+    };
+    let outcomes = run_sweep(&plan, &loaded.launch, &options)?;
+    let not_ok: Vec<_> = outcomes.iter().filter(|r| r.outcome != shardsweep::records::Outcome::Ok).collect();
+    for r in &not_ok {
+        eprintln!("{}: {} {}", r.id, r.outcome.name(), r.message.as_deref().unwrap_or(""));
+    }
+    let sweep_dir = results.join(&plan.sweep);
+    #[cfg(feature = "analysis")]
+    if !no_analysis {
+        analyze(&sweep_dir)?;
+    }
+    #[cfg(not(feature = "analysis"))]
+    let _ = no_analysis;
+    let ran = outcomes.iter().filter(|r| !r.skipped).count();
+    eprintln!("{}: {} points ({} run, {} already finished), {} not ok; results in {}", plan.sweep, outcomes.len(), ran, outcomes.len() - ran, not_ok.len(), sweep_dir.display());
+    Ok(if not_ok.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+#[cfg(feature = "analysis")]
+fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
+    let report = shardsweep_analysis::analyze_sweep(sweep_dir)?;
+    println!("{}", report.table);
+    for file in &report.files {
+        eprintln!("wrote {}", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn worker(point_dir: &Path) -> Result<ExitCode> {
+    use mpi::traits::Communicator;
+    let path = point_dir.join(POINT_FILE);
+    let point: shardsweep::plan::PointSpec = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let universe = mpi::initialize().context("MPI is already initialised")?;
+    let world = universe.world();
+    if world.size() as u32 != point.world_size() {
+        bail!("started with {} ranks but point {} needs {}", world.size(), point.id, point.world_size());
+    }
+    let comm = shardsweep::comm::MpiComm::new(universe.world());
+    match shardsweep::train::run_rank(&point, point_dir, &comm) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            eprintln!("rank {}: {error}", world.rank());
+            // The other ranks may be waiting in a collective: take the whole job down.
+            world.abort(3)
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Parameter layouts. A model is a fixed sequence of units (the root, then one per transformer
+//! block); each unit's parameters live in one flat 1-D tensor, in the order its layout lists
+//! them. The order is fixed by construction, so every rank agrees on it without negotiation, and
+//! a sharding strategy can treat a unit as one contiguous buffer.
+
+use tch::{Kind, Tensor};
+
+/// How a parameter is initialised (MAE's choices: xavier-uniform linear weights, zero biases,
+/// unit norms, normal(0.02) tokens).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    XavierUniform { fan_in: i64, fan_out: i64 },
+    Zeros,
+    Ones,
+    Normal { std: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub init: Init,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> i64 {
+        self.shape.iter().product()
+    }
+
+    /// Weight decay applies to tensors of two or more dimensions (MAE's `add_weight_decay`).
+    pub fn decays(&self) -> bool {
+        self.shape.len() >= 2
+    }
+}
+
+/// The parameters of one unit, in flat order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitLayout {
+    pub name: String,
+    pub params: Vec<ParamSpec>,
+}
+
+impl UnitLayout {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), params: Vec::new() }
+    }
+
+    pub fn push(&mut self, name: &str, shape: &[i64], init: Init) {
+        self.params.push(ParamSpec { name: name.into(), shape: shape.to_vec(), init });
+    }
+
+    pub fn linear(&mut self, name: &str, inputs: i64, outputs: i64) {
+        self.push(&format!("{name}.weight"), &[outputs, inputs], Init::XavierUniform { fan_in: inputs, fan_out: outputs });
+        self.push(&format!("{name}.bias"), &[outputs], Init::Zeros);
+    }
+
+    pub fn layer_norm(&mut self, name: &str, width: i64) {
+        self.push(&format!("{name}.weight"), &[width], Init::Ones);
+        self.push(&format!("{name}.bias"), &[width], Init::Zeros);
+    }
+
+    pub fn numel(&self) -> i64 {
+        self.params.iter().map(ParamSpec::numel).sum()
+    }
+
+    /// 1 where weight decay applies, 0 elsewhere, in flat order.
+    pub fn decay_mask(&self) -> Tensor {
+        let parts: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| Tensor::full([p.numel()], if p.decays() { 1.0 } else { 0.0 }, (Kind::Float, tch::Device::Cpu)))
+            .collect();
+        Tensor::cat(&parts, 0)
+    }
+}
+
+/// A fresh fp32 flat tensor for `layout`, initialised from the global torch generator (seed it
+/// first; initialising units in a fixed order then gives identical weights on every rank).
+pub fn init_unit(layout: &UnitLayout) -> Tensor {
+    let flat = Tensor::zeros([layout.numel()], (Kind::Float, tch::Device::Cpu));
+    tch::no_grad(|| {
+        let mut offset = 0;
+        for spec in &layout.params {
+            let mut view = flat.narrow(0, offset, spec.numel());
+            match spec.init {
+                Init::XavierUniform { fan_in, fan_out } => {
+                    let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                    let _ = view.uniform_(-bound, bound);
+                }
+                Init::Zeros => {
+                    let _ = view.zero_();
+                }
+                Init::Ones => {
+                    let _ = view.fill_(1.0);
+                }
+                Init::Normal { std } => {
+                    let _ = view.normal_(0.0, std);
+                }
+            }
+            offset += spec.numel();
+        }
+    });
+    flat
+}
+
+/// Named, shaped views into a unit's flat tensor. Views share storage (and autograd history)
+/// with the flat tensor, so gradients of the views land in the flat tensor's gradient.
+pub struct UnitViews {
+    views: Vec<(String, Tensor)>,
+}
+
+impl UnitViews {
+    pub fn new(flat: &Tensor, layout: &UnitLayout) -> Self {
+        let mut offset = 0;
+        let views = layout
+            .params
+            .iter()
+            .map(|spec| {
+                let view = flat.narrow(0, offset, spec.numel()).view(spec.shape.as_slice());
+                offset += spec.numel();
+                (spec.name.clone(), view)
+            })
+            .collect();
+        Self { views }
+    }
+
+    /// The view named `name`. Names come from the model's own layouts, so a miss is a bug.
+    pub fn get(&self, name: &str) -> &Tensor {
+        self.views
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .unwrap_or_else(|| panic!("no parameter named {name} in this unit"))
+    }
+}

@@ -1,0 +1,14 @@
+//! Plan: read an experiment file, expand its axes into points, reject the points that cannot
+//! run (with the reason), before anything is launched.
+
+mod experiment;
+mod feasibility;
+mod matrix;
+mod point;
+mod problems;
+
+pub use experiment::{DataSource, DeviceKind, Experiment, LaunchSettings, OptimizerSettings, Precision, Settings, Strategy, AXES};
+pub use feasibility::{check, rank_memory_bytes, Machine};
+pub use matrix::{expand, point_id, Plan, Rejected};
+pub use point::PointSpec;
+pub use problems::{ExperimentError, Problem};

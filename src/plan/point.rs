@@ -1,0 +1,50 @@
+//! One point of a sweep, fully resolved: everything a rank needs to train it, and nothing that
+//! depends on where it runs. It travels to the ranks as `point.json`.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::experiment::{OptimizerSettings, Settings, Strategy};
+use crate::model::ModelConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointSpec {
+    pub sweep: String,
+    pub id: String,
+    pub model: ModelConfig,
+    pub strategy: Strategy,
+    pub nodes: u32,
+    pub ranks_per_node: u32,
+    pub micro_batch: u32,
+    pub settings: Settings,
+    pub optimizer: OptimizerSettings,
+}
+
+impl PointSpec {
+    pub fn world_size(&self) -> u32 {
+        self.nodes * self.ranks_per_node
+    }
+
+    /// Images per optimizer step over all ranks.
+    pub fn global_batch(&self) -> u32 {
+        self.world_size() * self.micro_batch
+    }
+
+    /// Peak learning rate, scaled with the global batch as in MAE.
+    pub fn peak_lr(&self) -> f64 {
+        self.optimizer.base_lr * f64::from(self.global_batch()) / 256.0
+    }
+
+    /// Model FLOPs of one training step over all ranks.
+    pub fn train_flop_per_step(&self) -> f64 {
+        self.model.train_flop_per_image() * f64::from(self.global_batch())
+    }
+
+    /// A digest of everything that defines the point; a finished point whose digest differs
+    /// was run with other settings.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a point serialises");
+        Sha256::digest(json).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}

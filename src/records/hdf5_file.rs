@@ -1,0 +1,108 @@
+//! `records.h5`: one file per point, readable by h5py, pandas (via h5py) and Polars.
+//!
+//! ```text
+//! /                      attrs: schema_version, sweep, point, world_size, steps_planned, warmup_steps
+//! /steps/step            [steps] u32
+//! /steps/<phase>_s       [ranks, steps] f64  (NaN where a rank did not finish that step)
+//! /steps/loss            [ranks, steps] f64
+//! /steps/peak_rss_bytes  [ranks, steps] u64  (0 where missing)
+//! /steps/completed       [ranks] u32         steps each rank finished
+//! /collectives/<column>  [calls] one row per collective call: rank, step, unit (u32),
+//!                        kind, dtype (strings), payload_bytes (u64), group_size (u32),
+//!                        start_s, end_s (f64, from the start of the step)
+//! /ranks/<column>        [ranks] node, local_rank, pid (u32), hostname (string)
+//! ```
+
+use std::path::Path;
+
+use hdf5::types::VarLenUnicode;
+use hdf5::{File, Group, H5Type};
+use ndarray::{Array1, Array2};
+
+use super::atomic::sync_parent;
+use super::schema::{Phases, SCHEMA_VERSION};
+use super::spool::RankSpool;
+use super::RecordError;
+
+/// What the file is about, stored as root attributes.
+pub struct RecordsHeader<'a> {
+    pub sweep: &'a str,
+    pub point: &'a str,
+    pub steps_planned: u32,
+    pub warmup_steps: u32,
+}
+
+/// Writes the records of all ranks (index = rank) to `path`, atomically.
+pub fn write_records(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> Result<(), RecordError> {
+    let tmp = path.with_extension(format!("h5.tmp-{}", std::process::id()));
+    let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
+    let result = write_file(&tmp, header, ranks).map_err(err).and_then(|_| {
+        std::fs::rename(&tmp, path).and_then(|_| sync_parent(path)).map_err(RecordError::io(path))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn text(s: &str) -> VarLenUnicode {
+    s.parse().unwrap_or_else(|_| "?".parse().expect("ascii parses"))
+}
+
+fn write_file(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5::Result<()> {
+    let file = File::create(path)?;
+    attr(&file, "schema_version", SCHEMA_VERSION)?;
+    attr(&file, "world_size", ranks.len() as u32)?;
+    attr(&file, "steps_planned", header.steps_planned)?;
+    attr(&file, "warmup_steps", header.warmup_steps)?;
+    for (name, value) in [("sweep", header.sweep), ("point", header.point)] {
+        file.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&text(value))?;
+    }
+
+    let (r, s) = (ranks.len(), ranks.iter().map(|k| k.steps.len()).max().unwrap_or(0).max(header.steps_planned as usize));
+    let steps = file.create_group("steps")?;
+    dataset(&steps, "step", &Array1::from_iter(0..s as u32))?;
+    let table = |value: &dyn Fn(&super::StepRecord) -> f64| {
+        Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map(value).unwrap_or(f64::NAN))
+    };
+    for (i, name) in Phases::NAMES.iter().enumerate() {
+        dataset(&steps, name, &table(&|rec| rec.phases.values()[i]))?;
+    }
+    dataset(&steps, "loss", &table(&|rec| rec.loss))?;
+    let rss = Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map_or(0, |rec| rec.peak_rss_bytes));
+    dataset(&steps, "peak_rss_bytes", &rss)?;
+    dataset(&steps, "completed", &Array1::from_iter(ranks.iter().map(|k| k.steps.len() as u32)))?;
+
+    let calls: Vec<(u32, u32, &super::CollectiveRecord)> = ranks
+        .iter()
+        .enumerate()
+        .flat_map(|(rank, k)| k.steps.iter().flat_map(move |st| st.collectives.iter().map(move |c| (rank as u32, st.step, c))))
+        .collect();
+    let collectives = file.create_group("collectives")?;
+    let column = |f: &dyn Fn(&(u32, u32, &super::CollectiveRecord)) -> u32| Array1::from_iter(calls.iter().map(f));
+    dataset(&collectives, "rank", &column(&|c| c.0))?;
+    dataset(&collectives, "step", &column(&|c| c.1))?;
+    dataset(&collectives, "unit", &column(&|c| c.2.unit))?;
+    dataset(&collectives, "group_size", &column(&|c| c.2.group_size))?;
+    dataset(&collectives, "payload_bytes", &Array1::from_iter(calls.iter().map(|c| c.2.payload_bytes)))?;
+    dataset(&collectives, "start_s", &Array1::from_iter(calls.iter().map(|c| c.2.start_s)))?;
+    dataset(&collectives, "end_s", &Array1::from_iter(calls.iter().map(|c| c.2.end_s)))?;
+    dataset(&collectives, "kind", &Array1::from_iter(calls.iter().map(|c| text(c.2.kind.name()))))?;
+    dataset(&collectives, "dtype", &Array1::from_iter(calls.iter().map(|c| text(&c.2.dtype))))?;
+
+    let group = file.create_group("ranks")?;
+    let info = |f: &dyn Fn(&super::RankInfo) -> u32| Array1::from_iter(ranks.iter().map(|k| k.info.as_ref().map_or(u32::MAX, f)));
+    dataset(&group, "node", &info(&|i| i.node))?;
+    dataset(&group, "local_rank", &info(&|i| i.local_rank))?;
+    dataset(&group, "pid", &info(&|i| i.pid))?;
+    dataset(&group, "hostname", &Array1::from_iter(ranks.iter().map(|k| text(k.info.as_ref().map_or("", |i| &i.hostname)))))?;
+    file.close()
+}
+
+fn attr<T: H5Type>(file: &File, name: &str, value: T) -> hdf5::Result<()> {
+    file.new_attr::<T>().create(name)?.write_scalar(&value)
+}
+
+fn dataset<T: H5Type, D: ndarray::Dimension>(group: &Group, name: &str, data: &ndarray::Array<T, D>) -> hdf5::Result<()> {
+    group.new_dataset_builder().with_data(data.view()).create(name).map(|_| ())
+}

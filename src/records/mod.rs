@@ -1,0 +1,49 @@
+//! Record files: what each rank measured and how each point ended.
+//!
+//! While a point runs, each rank appends one JSON line per step to `ranks/rank-NNNNN.jsonl`
+//! (flushed every step, so a crash loses at most the step in flight). When the run ends, however
+//! it ends, [`finalize`] turns those spools into `records.h5` and writes `manifest.json` last:
+//! a manifest is the mark of a point that has been accounted for. Both are written atomically.
+
+mod atomic;
+mod finalize;
+mod hdf5_file;
+mod manifest;
+mod schema;
+mod spool;
+
+pub use atomic::write_atomic;
+pub use finalize::{finalize, RunEnd};
+pub use hdf5_file::{write_records, RecordsHeader};
+pub use manifest::{Manifest, Outcome, Provenance, RankLayout};
+pub use schema::{CollectiveKind, CollectiveRecord, Phases, RankInfo, SpoolLine, StepRecord, SCHEMA_VERSION};
+pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
+
+/// Now, as an RFC 3339 UTC timestamp with microseconds.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// File names inside a point's folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const RECORDS_FILE: &str = "records.h5";
+pub const POINT_FILE: &str = "point.json";
+pub const RANKS_DIR: &str = "ranks";
+pub const STDOUT_FILE: &str = "stdout.log";
+pub const STDERR_FILE: &str = "stderr.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Hdf5 { path: String, source: hdf5::Error },
+    #[error("{path}: {source}")]
+    Json { path: String, source: serde_json::Error },
+}
+
+impl RecordError {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| RecordError::Io { path: path.display().to_string(), source }
+    }
+}
