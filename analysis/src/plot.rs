@@ -43,17 +43,19 @@ where
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(label_width)
-        .build_cartesian_2d(0.0..max, (0..bars.len()).into_segmented())
+        .build_cartesian_2d(0.0..max, -0.5..(bars.len() as f64 - 0.5))
         .map_err(e)?;
+    let label_of = |y: &f64| {
+        let i = y.round();
+        if (y - i).abs() < 1e-6 && i >= 0.0 { bars.get(i as usize).map(|b| b.label.clone()).unwrap_or_default() } else { String::new() }
+    };
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(WHITE)
         .x_desc("images/s (bar: median step; whisker: 10th-90th percentile of steady steps)")
         .y_desc("point")
-        .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.label.clone()).unwrap_or_default(),
-            _ => String::new(),
-        })
+        .y_label_formatter(&label_of)
         .y_labels(bars.len().max(1))
         .label_style(("sans-serif", 14))
         .draw()
@@ -61,14 +63,15 @@ where
     let colour = RGBColor(46, 110, 180);
     chart
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
-            Rectangle::new([(0.0, SegmentValue::Exact(i)), (b.value, SegmentValue::Exact(i + 1))], colour.mix(0.8).filled())
+            let y = i as f64;
+            Rectangle::new([(0.0, y - 0.35), (b.value, y + 0.35)], colour.mix(0.8).filled())
         }))
         .map_err(e)?
         .label("median throughput")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
     chart
         .draw_series(bars.iter().enumerate().filter(|(_, b)| b.low.is_finite() && b.high.is_finite()).map(|(i, b)| {
-            PathElement::new(vec![(b.low, SegmentValue::CenterOf(i)), (b.high, SegmentValue::CenterOf(i))], BLACK.stroke_width(2))
+            PathElement::new(vec![(b.low, i as f64), (b.high, i as f64)], BLACK.stroke_width(2))
         }))
         .map_err(e)?
         .label("10th-90th percentile")

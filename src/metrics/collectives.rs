@@ -30,7 +30,7 @@ impl<'a> Collectives<'a> {
             kind: CollectiveKind::AllReduce,
             unit: unit as u32,
             payload_bytes: (input.numel() * input.kind().elt_size_in_bytes()) as u64,
-            dtype: format!("{:?}", input.kind()).to_lowercase(),
+            dtype: dtype_name(input.kind()).into(),
             group_size: self.comm.size() as u32,
             start_s: start_s - self.step_start_s,
             end_s: end_s - self.step_start_s,
@@ -45,5 +45,16 @@ impl<'a> Collectives<'a> {
 
     pub fn into_records(self) -> Vec<CollectiveRecord> {
         self.log
+    }
+}
+
+/// Conventional names of element types, as NCCL and PyTorch print them.
+pub fn dtype_name(kind: tch::Kind) -> &'static str {
+    match kind {
+        tch::Kind::Float => "float32",
+        tch::Kind::BFloat16 => "bfloat16",
+        tch::Kind::Half => "float16",
+        tch::Kind::Double => "float64",
+        _ => "other",
     }
 }

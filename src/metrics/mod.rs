@@ -3,7 +3,7 @@
 
 mod collectives;
 
-pub use collectives::Collectives;
+pub use collectives::{dtype_name, Collectives};
 
 use std::time::Instant;
 

@@ -2,13 +2,13 @@
 //!
 //! ```toml
 //! name = "local-smoke"
+//! zip = [["ranks_per_node", "micro_batch"]]   # vary together instead of crossing
 //! [axes]
 //! model = ["vit-tiny"]
 //! strategy = ["no_shard"]
 //! nodes = [1]
 //! ranks_per_node = [1, 2]
 //! micro_batch = [8, 4]
-//! zip = [["ranks_per_node", "micro_batch"]]   # vary together instead of crossing
 //! [[exclude]]                                  # drop points matching every key
 //! model = "vit-tiny"
 //! micro_batch = 8
@@ -22,7 +22,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::problems::{deserialize_all, ExperimentError, Problem};
-use crate::model;
+use super::validate::validate;
 
 /// Names of the sweepable axes, in the order points are expanded and named.
 pub const AXES: [&str; 5] = ["model", "strategy", "nodes", "ranks_per_node", "micro_batch"];
@@ -203,6 +203,17 @@ fn optional<T: serde::de::DeserializeOwned + Default>(table: &toml::Table, key: 
     }
 }
 
+/// A required section: `None` (with a problem) if absent or invalid.
+fn required<T: serde::de::DeserializeOwned>(table: &toml::Table, key: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match table.get(key) {
+        Some(value) => deserialize_all(key, value.clone(), problems),
+        None => {
+            problems.push(Problem::new(key, None, format!("missing section [{key}]")));
+            None
+        }
+    }
+}
+
 const TOP_LEVEL: [&str; 8] = ["name", "description", "axes", "zip", "exclude", "settings", "optimizer", "launch"];
 
 impl Experiment {
@@ -213,6 +224,8 @@ impl Experiment {
     }
 
     /// Parses and validates an experiment; `path` is only used to name the file in errors.
+    /// Every problem is reported: unknown keys, wrong types, and the checks of
+    /// [`validate`](super::validate) on every section that parsed.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ExperimentError> {
         let table: toml::Table = toml::from_str(text)
             .map_err(|e| ExperimentError::new(path, vec![Problem::new("(syntax)", None, e.to_string().trim_end().to_string())]))?;
@@ -220,169 +233,43 @@ impl Experiment {
         for key in table.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
             problems.push(Problem::new(key.clone(), table.get(key), format!("unknown key; expected one of {}", TOP_LEVEL.join(", "))));
         }
-        let section = |key: &str| table.get(key).cloned();
-        let name = match section("name") {
-            Some(toml::Value::String(s)) => Some(s),
-            Some(other) => {
-                problems.push(Problem::new("name", Some(&other), "must be a string"));
-                None
-            }
-            None => {
-                problems.push(Problem::new("name", None, "missing; every sweep needs a name (it names its results folder)"));
-                None
-            }
+        let name: Option<String> = required(&table, "name", &mut problems);
+        let description: Option<String> = optional(&table, "description", &mut problems);
+        let parts = Parts {
+            axes: required(&table, "axes", &mut problems),
+            settings: required(&table, "settings", &mut problems),
+            optimizer: optional(&table, "optimizer", &mut problems),
+            launch: optional(&table, "launch", &mut problems),
+            zip: optional(&table, "zip", &mut problems),
+            exclude: optional(&table, "exclude", &mut problems),
         };
-        let description = match section("description") {
-            Some(toml::Value::String(s)) => s,
-            Some(other) => {
-                problems.push(Problem::new("description", Some(&other), "must be a string"));
-                String::new()
+        let mut checks = Vec::new();
+        validate(name.as_deref(), &parts, &mut checks);
+        // A key whose type was wrong is not judged again on the value left after pruning it.
+        let reported: Vec<String> = problems.iter().map(|p| base_key(&p.key)).collect();
+        problems.extend(checks.into_iter().filter(|c| !reported.contains(&base_key(&c.key))));
+        match (name, description, parts) {
+            (Some(name), Some(description), Parts { axes: Some(axes), settings: Some(settings), optimizer: Some(optimizer), launch: Some(launch), zip: Some(zip), exclude: Some(exclude) })
+                if problems.is_empty() =>
+            {
+                Ok(Experiment { name, description, axes, zip, exclude, settings, optimizer, launch })
             }
-            None => String::new(),
-        };
-        let required = |key: &str, problems: &mut Vec<Problem>| {
-            let value = section(key);
-            if value.is_none() {
-                problems.push(Problem::new(key, None, format!("missing section [{key}]")));
-            }
-            value
-        };
-        let axes: Option<Axes> = required("axes", &mut problems).and_then(|v| deserialize_all("axes", v, &mut problems));
-        let settings: Option<Settings> = required("settings", &mut problems).and_then(|v| deserialize_all("settings", v, &mut problems));
-        let optimizer: Option<OptimizerSettings> = optional(&table, "optimizer", &mut problems);
-        let launch: Option<LaunchSettings> = optional(&table, "launch", &mut problems);
-        let zip: Option<Vec<Vec<String>>> = optional(&table, "zip", &mut problems);
-        let exclude: Option<Vec<toml::Table>> = optional(&table, "exclude", &mut problems);
-
-        match (name, axes, settings, optimizer, launch, zip, exclude) {
-            (Some(name), Some(axes), Some(settings), Some(optimizer), Some(launch), Some(zip), Some(exclude)) => {
-                let experiment = Experiment { name, description, axes, zip, exclude, settings, optimizer, launch };
-                experiment.validate(&mut problems);
-                if problems.is_empty() {
-                    Ok(experiment)
-                } else {
-                    Err(ExperimentError::new(path, problems))
-                }
-            }
-            _ => {
-                // Report what can still be checked semantically? The typed parts failed, so
-                // the problems found so far are what the user must fix first.
-                Err(ExperimentError::new(path, problems))
-            }
+            _ => Err(ExperimentError::new(path, problems)),
         }
     }
+}
 
-    /// Checks that need more than types: known names, positive sizes, consistent groups.
-    fn validate(&self, problems: &mut Vec<Problem>) {
-        let mut problem = |key: String, value: toml::Value, message: String| problems.push(Problem::new(key, Some(&value), message));
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || self.name.starts_with('.') {
-            problem("name".into(), self.name.clone().into(), "use letters, digits, '.', '_' and '-' only (it names a folder)".into());
-        }
-        for axis in AXES {
-            if self.axes.len(axis) == 0 {
-                problem(format!("axes.{axis}"), toml::Value::Array(vec![]), "an axis needs at least one value".into());
-            }
-            for i in 0..self.axes.len(axis) {
-                let value = self.axes.value(axis, i);
-                if (0..i).any(|j| self.axes.value(axis, j) == value) {
-                    problem(format!("axes.{axis}[{i}]"), value.clone(), "duplicate value".into());
-                }
-                if value.as_integer() == Some(0) {
-                    problem(format!("axes.{axis}[{i}]"), value, "must be at least 1".into());
-                }
-            }
-        }
-        for (i, name) in self.axes.model.iter().enumerate() {
-            match model::preset(name) {
-                None => problem(
-                    format!("axes.model[{i}]"),
-                    name.clone().into(),
-                    format!("unknown model; known: {}", model::preset_names().collect::<Vec<_>>().join(", ")),
-                ),
-                Some(config) => {
-                    if let Some(size) = self.settings.image_size {
-                        if size <= 0 || size % config.patch != 0 {
-                            problem("settings.image_size".into(), size.into(), format!("must be a positive multiple of {name}'s patch size {}", config.patch));
-                        }
-                    }
-                }
-            }
-        }
-        let s = &self.settings;
-        if s.steps == 0 {
-            problem("settings.steps".into(), 0.into(), "must be at least 1".into());
-        }
-        if s.warmup_steps >= s.steps {
-            problem("settings.warmup_steps".into(), i64::from(s.warmup_steps).into(), format!("must be less than settings.steps ({}) to leave steady-state steps", s.steps));
-        }
-        if s.threads_per_rank == 0 {
-            problem("settings.threads_per_rank".into(), 0.into(), "must be at least 1".into());
-        }
-        let o = &self.optimizer;
-        for (key, value, ok) in [
-            ("base_lr", o.base_lr, o.base_lr > 0.0),
-            ("weight_decay", o.weight_decay, o.weight_decay >= 0.0),
-            ("beta1", o.beta1, (0.0..1.0).contains(&o.beta1)),
-            ("beta2", o.beta2, (0.0..1.0).contains(&o.beta2)),
-            ("eps", o.eps, o.eps > 0.0),
-        ] {
-            if !ok || !value.is_finite() {
-                problem(format!("optimizer.{key}"), value.into(), "out of range (lr and eps > 0, weight_decay >= 0, betas in [0, 1))".into());
-            }
-        }
-        if self.launch.timeout_s == 0 {
-            problem("launch.timeout_s".into(), 0.into(), "must be at least 1".into());
-        }
-        self.validate_zip(&mut problem);
-        self.validate_exclude(&mut problem);
-    }
+/// `axes.model[1]` -> `axes.model`.
+fn base_key(key: &str) -> String {
+    key.split('[').next().unwrap_or(key).to_string()
+}
 
-    fn validate_zip(&self, problem: &mut impl FnMut(String, toml::Value, String)) {
-        let mut seen: Vec<&str> = Vec::new();
-        for (g, group) in self.zip.iter().enumerate() {
-            let key = format!("zip[{g}]");
-            let value = toml::Value::Array(group.iter().map(|a| a.clone().into()).collect());
-            if group.len() < 2 {
-                problem(key.clone(), value.clone(), "a zip group needs at least two axes".into());
-            }
-            for axis in group {
-                if !AXES.contains(&axis.as_str()) {
-                    problem(key.clone(), value.clone(), format!("unknown axis {axis:?}; axes are {}", AXES.join(", ")));
-                } else if seen.contains(&axis.as_str()) {
-                    problem(key.clone(), value.clone(), format!("axis {axis:?} is already in a zip group"));
-                } else {
-                    seen.push(axis);
-                }
-            }
-            let lengths: Vec<String> = group.iter().filter(|a| AXES.contains(&a.as_str())).map(|a| format!("{a}: {}", self.axes.len(a))).collect();
-            let first = group.iter().find(|a| AXES.contains(&a.as_str())).map(|a| self.axes.len(a));
-            if group.iter().filter(|a| AXES.contains(&a.as_str())).any(|a| Some(self.axes.len(a)) != first) {
-                problem(key, value, format!("zipped axes need equal lengths ({})", lengths.join(", ")));
-            }
-        }
-    }
-
-    fn validate_exclude(&self, problem: &mut impl FnMut(String, toml::Value, String)) {
-        for (r, rule) in self.exclude.iter().enumerate() {
-            if rule.is_empty() {
-                problem(format!("exclude[{r}]"), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
-            }
-            for (axis, wanted) in rule {
-                let key = format!("exclude[{r}].{axis}");
-                if !AXES.contains(&axis.as_str()) {
-                    problem(key, wanted.clone(), format!("unknown axis; axes are {}", AXES.join(", ")));
-                    continue;
-                }
-                let candidates = match wanted {
-                    toml::Value::Array(values) => values.clone(),
-                    single => vec![single.clone()],
-                };
-                for candidate in candidates {
-                    if !(0..self.axes.len(axis)).any(|i| self.axes.value(axis, i) == candidate) {
-                        problem(key.clone(), candidate, format!("not a value of axes.{axis}, so this rule can never match"));
-                    }
-                }
-            }
-        }
-    }
+/// The sections of an experiment file that parsed (`None`: absent and required, or invalid).
+pub(super) struct Parts {
+    pub axes: Option<Axes>,
+    pub settings: Option<Settings>,
+    pub optimizer: Option<OptimizerSettings>,
+    pub launch: Option<LaunchSettings>,
+    pub zip: Option<Vec<Vec<String>>>,
+    pub exclude: Option<Vec<toml::Table>>,
 }

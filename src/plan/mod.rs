@@ -6,6 +6,7 @@ mod feasibility;
 mod matrix;
 mod point;
 mod problems;
+mod validate;
 
 pub use experiment::{DataSource, DeviceKind, Experiment, LaunchSettings, OptimizerSettings, Precision, Settings, Strategy, AXES};
 pub use feasibility::{check, rank_memory_bytes, Machine};

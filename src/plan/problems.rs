@@ -68,64 +68,107 @@ fn render(value: &toml::Value) -> String {
 }
 
 /// Deserializes `value` (the table at `prefix`) into `T`, collecting every type error and
-/// unknown key rather than stopping at the first: a key that fails is reported, removed and
-/// the rest checked again. Returns `None` if any problem was found.
+/// unknown key rather than stopping at the first: the offending key (or array element) is
+/// reported, pruned, and the rest checked again. Returns what is left after pruning (so later
+/// checks can still look at it), or `None` if a required key had to go.
 pub fn deserialize_all<T: DeserializeOwned>(prefix: &str, mut value: toml::Value, problems: &mut Vec<Problem>) -> Option<T> {
-    let join = |path: &str| if prefix.is_empty() { path.to_string() } else if path.is_empty() || path == "." { prefix.to_string() } else { format!("{prefix}.{path}") };
-    let mut removed: Vec<String> = Vec::new();
-    let mut found = false;
+    let mut pruned = Pruned::default();
     loop {
-        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) => return if found { None } else { Some(t) },
-            Err(error) => {
-                let message = error.inner().to_string();
-                // A required key we removed ourselves: everything else has been checked.
-                if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-                    let parent = error.path().to_string();
-                    let key = if parent == "." { field.to_string() } else { format!("{parent}.{field}") };
-                    if removed.contains(&key) {
-                        return None;
-                    }
-                }
-                let segments = map_keys(&error);
-                let location = segments.join(".");
-                let full_path = error.path().to_string();
-                problems.push(Problem::new(join(&full_path), lookup(&value, &segments), message));
-                found = true;
-                if segments.is_empty() || !remove(&mut value, &segments) {
-                    return None;
-                }
-                removed.push(location);
+        let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return Some(t),
+            Err(error) => error,
+        };
+        // toml's messages end with a line naming the key; the path already does.
+        let message = error.inner().to_string().lines().next().unwrap_or_default().trim().to_string();
+        let mut keys: Vec<String> = Vec::new();
+        let mut index = None;
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } if index.is_none() => keys.push(key.clone()),
+                serde_path_to_error::Segment::Seq { index: i } if index.is_none() => index = Some(*i),
+                _ => break,
             }
+        }
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            // A required key pruned earlier: everything else in this section has been checked.
+            let mut missing = keys.clone();
+            missing.push(field.to_string());
+            if pruned.keys.contains(&missing) {
+                return None;
+            }
+        }
+        let original = index.map(|i| pruned.original_index(&keys, i));
+        let mut key = std::iter::once(prefix.to_string()).chain(keys.iter().cloned()).filter(|k| !k.is_empty()).collect::<Vec<_>>().join(".");
+        if let Some(i) = original {
+            key.push_str(&format!("[{i}]"));
+        }
+        let shown = lookup(&value, &keys).map(|v| match (v, index) {
+            (toml::Value::Array(items), Some(i)) => items.get(i).unwrap_or(v),
+            _ => v,
+        });
+        problems.push(Problem::new(if key.is_empty() { "(top level)".to_string() } else { key }, shown, message));
+        let removed = match (index, original) {
+            (Some(i), Some(o)) => remove_element(&mut value, &keys, i) && pruned.elements.push_then_true((keys.clone(), o)),
+            _ => !keys.is_empty() && remove(&mut value, &keys) && pruned.keys.push_then_true(keys),
+        };
+        if !removed {
+            return None;
         }
     }
 }
 
-/// The map keys leading to an error, up to the first array index (arrays are removed whole).
-fn map_keys(error: &serde_path_to_error::Error<toml::de::Error>) -> Vec<String> {
-    use serde_path_to_error::Segment;
-    let mut keys = Vec::new();
-    for segment in error.path().iter() {
-        match segment {
-            Segment::Map { key } => keys.push(key.clone()),
-            _ => break,
-        }
+trait PushThenTrue<T> {
+    fn push_then_true(&mut self, item: T) -> bool;
+}
+
+impl<T> PushThenTrue<T> for Vec<T> {
+    fn push_then_true(&mut self, item: T) -> bool {
+        self.push(item);
+        true
     }
-    keys
+}
+
+/// What has been pruned so far: whole keys, and array elements by their original index.
+#[derive(Default)]
+struct Pruned {
+    keys: Vec<Vec<String>>,
+    elements: Vec<(Vec<String>, usize)>,
+}
+
+impl Pruned {
+    /// The index in the file of what is now element `index` of the array at `keys`.
+    fn original_index(&self, keys: &[String], index: usize) -> usize {
+        let mut removed: Vec<usize> = self.elements.iter().filter(|(k, _)| k == keys).map(|(_, i)| *i).collect();
+        removed.sort_unstable();
+        let mut original = index;
+        for r in removed {
+            if r <= original {
+                original += 1;
+            }
+        }
+        original
+    }
 }
 
 fn lookup<'a>(value: &'a toml::Value, keys: &[String]) -> Option<&'a toml::Value> {
     keys.iter().try_fold(value, |v, k| v.get(k.as_str()))
 }
 
+fn lookup_mut<'a>(value: &'a mut toml::Value, keys: &[String]) -> Option<&'a mut toml::Value> {
+    keys.iter().try_fold(value, |v, k| v.get_mut(k.as_str()))
+}
+
 fn remove(value: &mut toml::Value, keys: &[String]) -> bool {
     let Some((last, parents)) = keys.split_last() else { return false };
-    let mut current = value;
-    for key in parents {
-        match current.get_mut(key.as_str()) {
-            Some(v) => current = v,
-            None => return false,
+    lookup_mut(value, parents).and_then(|v| v.as_table_mut()).and_then(|t| t.remove(last)).is_some()
+}
+
+fn remove_element(value: &mut toml::Value, keys: &[String], index: usize) -> bool {
+    match lookup_mut(value, keys).and_then(|v| v.as_array_mut()) {
+        Some(items) if index < items.len() => {
+            items.remove(index);
+            true
         }
+        _ => false,
     }
-    current.as_table_mut().and_then(|t| t.remove(last)).is_some()
 }

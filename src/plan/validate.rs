@@ -1,0 +1,124 @@
+//! Checks that need more than types: known names, positive sizes, consistent groups. Each runs
+//! on whatever sections parsed, so one pass reports every problem it can see.
+
+use super::experiment::{Axes, Parts, AXES};
+use super::problems::Problem;
+use crate::model;
+
+pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Problem>) {
+    let mut problem = |key: String, value: toml::Value, message: String| problems.push(Problem::new(key, Some(&value), message));
+    if let Some(name) = name {
+        if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            problem("name".into(), name.into(), "use letters, digits, '.', '_' and '-' only, not first '.' (it names a folder)".into());
+        }
+    }
+    if let Some(axes) = &parts.axes {
+        validate_axes(axes, parts.settings.as_ref().and_then(|s| s.image_size), &mut problem);
+    }
+    if let Some(s) = &parts.settings {
+        if s.steps == 0 {
+            problem("settings.steps".into(), 0.into(), "must be at least 1".into());
+        }
+        if s.warmup_steps >= s.steps {
+            problem("settings.warmup_steps".into(), i64::from(s.warmup_steps).into(), format!("must be less than settings.steps ({}) to leave steady-state steps", s.steps));
+        }
+        if s.threads_per_rank == 0 {
+            problem("settings.threads_per_rank".into(), 0.into(), "must be at least 1".into());
+        }
+    }
+    if let Some(o) = &parts.optimizer {
+        for (key, value, ok) in [
+            ("base_lr", o.base_lr, o.base_lr > 0.0),
+            ("weight_decay", o.weight_decay, o.weight_decay >= 0.0),
+            ("beta1", o.beta1, (0.0..1.0).contains(&o.beta1)),
+            ("beta2", o.beta2, (0.0..1.0).contains(&o.beta2)),
+            ("eps", o.eps, o.eps > 0.0),
+        ] {
+            if !ok || !value.is_finite() {
+                problem(format!("optimizer.{key}"), value.into(), "out of range (base_lr and eps > 0, weight_decay >= 0, betas in [0, 1))".into());
+            }
+        }
+    }
+    if parts.launch.as_ref().is_some_and(|l| l.timeout_s == 0) {
+        problem("launch.timeout_s".into(), 0.into(), "must be at least 1".into());
+    }
+    for (g, group) in parts.zip.iter().flatten().enumerate() {
+        validate_zip_group(g, group, parts.zip.as_deref().unwrap_or_default(), parts.axes.as_ref(), &mut problem);
+    }
+    for (r, rule) in parts.exclude.iter().flatten().enumerate() {
+        validate_exclude_rule(r, rule, parts.axes.as_ref(), &mut problem);
+    }
+}
+
+fn validate_axes(axes: &Axes, image_size: Option<i64>, problem: &mut impl FnMut(String, toml::Value, String)) {
+    for axis in AXES {
+        if axes.len(axis) == 0 {
+            problem(format!("axes.{axis}"), toml::Value::Array(vec![]), "an axis needs at least one value".into());
+        }
+        for i in 0..axes.len(axis) {
+            let value = axes.value(axis, i);
+            if (0..i).any(|j| axes.value(axis, j) == value) {
+                problem(format!("axes.{axis}[{i}]"), value.clone(), "duplicate value".into());
+            }
+            if value.as_integer() == Some(0) {
+                problem(format!("axes.{axis}[{i}]"), value, "must be at least 1".into());
+            }
+        }
+    }
+    for (i, name) in axes.model.iter().enumerate() {
+        match model::preset(name) {
+            None => problem(format!("axes.model[{i}]"), name.clone().into(), format!("unknown model; known: {}", model::preset_names().collect::<Vec<_>>().join(", "))),
+            Some(config) => {
+                if let Some(size) = image_size.filter(|size| *size <= 0 || size % config.patch != 0) {
+                    problem("settings.image_size".into(), size.into(), format!("must be a positive multiple of {name}'s patch size {}", config.patch));
+                }
+            }
+        }
+    }
+}
+
+fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
+    let key = format!("zip[{g}]");
+    let value = toml::Value::Array(group.iter().map(|a| a.clone().into()).collect());
+    if group.len() < 2 {
+        problem(key.clone(), value.clone(), "a zip group needs at least two axes".into());
+    }
+    for (i, axis) in group.iter().enumerate() {
+        let earlier = all[..g].iter().flatten().chain(&group[..i]).any(|a| a == axis);
+        if !AXES.contains(&axis.as_str()) {
+            problem(key.clone(), value.clone(), format!("unknown axis {axis:?}; axes are {}", AXES.join(", ")));
+        } else if earlier {
+            problem(key.clone(), value.clone(), format!("axis {axis:?} is already zipped"));
+        }
+    }
+    if let Some(axes) = axes {
+        let known: Vec<&String> = group.iter().filter(|a| AXES.contains(&a.as_str())).collect();
+        if known.windows(2).any(|w| axes.len(w[0]) != axes.len(w[1])) {
+            let lengths: Vec<String> = known.iter().map(|a| format!("{a} has {}", axes.len(a))).collect();
+            problem(key, value, format!("zipped axes need equal lengths ({})", lengths.join(", ")));
+        }
+    }
+}
+
+fn validate_exclude_rule(r: usize, rule: &toml::Table, axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
+    if rule.is_empty() {
+        problem(format!("exclude[{r}]"), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
+    }
+    for (axis, wanted) in rule {
+        let key = format!("exclude[{r}].{axis}");
+        if !AXES.contains(&axis.as_str()) {
+            problem(key, wanted.clone(), format!("unknown axis; axes are {}", AXES.join(", ")));
+            continue;
+        }
+        let Some(axes) = axes else { continue };
+        let candidates = match wanted {
+            toml::Value::Array(values) => values.clone(),
+            single => vec![single.clone()],
+        };
+        for candidate in candidates {
+            if !(0..axes.len(axis)).any(|i| axes.value(axis, i) == candidate) {
+                problem(key.clone(), candidate, format!("not a value of axes.{axis}, so this rule can never match"));
+            }
+        }
+    }
+}
