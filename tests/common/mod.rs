@@ -1,0 +1,60 @@
+//! Helpers for tests that run the real `shardsweep` binary (and through it, real mpirun).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Sweep {
+    pub dir: tempfile::TempDir,
+    pub experiment: PathBuf,
+}
+
+impl Sweep {
+    /// An experiment file `text` in a fresh folder, with its results beside it.
+    pub fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let experiment = dir.path().join("experiment.toml");
+        std::fs::write(&experiment, text).unwrap();
+        Self { dir, experiment }
+    }
+
+    pub fn results(&self) -> PathBuf {
+        self.dir.path().join("results")
+    }
+
+    pub fn command(&self, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardsweep"));
+        command.arg("run").arg(&self.experiment).arg("--results").arg(self.results()).args(extra);
+        command
+    }
+
+    pub fn run(&self, extra: &[&str]) -> Output {
+        let output = self.command(extra).output().unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        output
+    }
+
+    pub fn point(&self, sweep: &str, point: &str) -> PathBuf {
+        self.results().join(sweep).join(point)
+    }
+}
+
+pub fn manifest(point_dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(point_dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// A [ranks, steps] dataset of `records.h5`.
+pub fn table(file: &hdf5::File, name: &str) -> ndarray::Array2<f64> {
+    file.dataset(name).unwrap().read_2d::<f64>().unwrap()
+}
+
+pub fn column<T: hdf5::H5Type>(file: &hdf5::File, name: &str) -> Vec<T> {
+    file.dataset(name).unwrap().read_raw::<T>().unwrap()
+}
+
+/// Per step, the mean over ranks of the ranks' losses: the loss on the global batch.
+pub fn global_losses(point_dir: &Path) -> Vec<f64> {
+    let file = hdf5::File::open(point_dir.join("records.h5")).unwrap();
+    let loss = table(&file, "steps/loss");
+    loss.columns().into_iter().map(|c| c.mean().unwrap()).collect()
+}

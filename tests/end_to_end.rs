@@ -1,0 +1,183 @@
+//! The whole path with real mpirun ranks: plan, run, records (HDF5 + JSON), analysis, re-runs.
+
+mod common;
+
+use common::{column, manifest, table, Sweep};
+
+const STEPS: usize = 6;
+const WARMUP: usize = 2;
+
+fn experiment() -> String {
+    format!(
+        r#"
+name = "e2e"
+[axes]
+model = ["vit-tiny"]
+strategy = ["no_shard"]
+nodes = [1]
+ranks_per_node = [2]
+micro_batch = [2, 4]
+[settings]
+steps = {STEPS}
+warmup_steps = {WARMUP}
+[optimizer]
+base_lr = 0.05
+"#
+    )
+}
+
+const POINTS: [&str; 2] = ["vit-tiny-no_shard-n1x2-mb2", "vit-tiny-no_shard-n1x2-mb4"];
+/// vit-tiny: root, two encoder blocks, one decoder block.
+const UNITS: usize = 4;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+#[test]
+fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
+    let sweep = Sweep::new(&experiment());
+    let output = sweep.run(&[]);
+    assert!(output.status.success(), "run failed");
+    let trainable = shardsweep::model::preset("vit-tiny").unwrap().trainable_params() as u64;
+
+    let mut expected_medians = Vec::new();
+    for (point, micro_batch) in POINTS.iter().zip([2u64, 4]) {
+        let dir = sweep.point("e2e", point);
+        // The manifest: outcome, layout and provenance.
+        let m = manifest(&dir);
+        assert_eq!(m["outcome"], "ok");
+        assert_eq!(m["point"], *point);
+        assert_eq!(m["steps_completed"], serde_json::json!([STEPS, STEPS]));
+        assert_eq!((m["world_size"].as_u64(), m["global_batch"].as_u64()), (Some(2), Some(2 * micro_batch)));
+        assert_eq!(m["config"]["micro_batch"].as_u64(), Some(micro_batch));
+        let p = &m["provenance"];
+        assert!(p["torch_version"].as_str().unwrap().starts_with("2.13"), "{p}");
+        assert!(p["comm_library"].as_str().unwrap().contains("Open MPI"), "{p}");
+        assert!(!p["git_commit"].as_str().unwrap().is_empty());
+        assert_eq!(p["ranks"].as_array().unwrap().len(), 2);
+        assert_eq!((p["ranks"][1]["node"].as_u64(), p["ranks"][1]["local_rank"].as_u64()), (Some(0), Some(1)));
+        assert!(p["env"].as_object().unwrap().keys().any(|k| k.starts_with("OMPI_")), "mpirun's environment is recorded");
+        assert!(m["started_at"].as_str().unwrap() < m["ended_at"].as_str().unwrap());
+        assert!(p["command"][0].as_str().unwrap().ends_with("mpirun"));
+
+        // The HDF5 records.
+        let file = hdf5::File::open(dir.join("records.h5")).unwrap();
+        assert_eq!(file.attr("world_size").unwrap().read_scalar::<u32>().unwrap(), 2);
+        assert_eq!(file.attr("warmup_steps").unwrap().read_scalar::<u32>().unwrap(), WARMUP as u32);
+        let step_s = table(&file, "steps/step_s");
+        assert_eq!(step_s.dim(), (2, STEPS));
+        let phases: f64 = ["data_s", "forward_s", "backward_s", "comm_s", "optimizer_s"].iter().map(|p| table(&file, &format!("steps/{p}")).sum()).sum();
+        assert!(step_s.iter().all(|t| *t > 0.0 && t.is_finite()));
+        assert!(phases <= step_s.sum() && phases > 0.5 * step_s.sum(), "phases {phases} vs steps {}", step_s.sum());
+        let loss = table(&file, "steps/loss");
+        assert!(loss.iter().all(|l| l.is_finite() && *l > 0.0));
+        assert_eq!(column::<u32>(&file, "steps/completed"), [STEPS as u32; 2]);
+
+        // One all-reduce per unit per step per rank, moving the whole model's fp32 gradients.
+        let ranks = column::<u32>(&file, "collectives/rank");
+        let steps = column::<u32>(&file, "collectives/step");
+        let bytes = column::<u64>(&file, "collectives/payload_bytes");
+        let groups = column::<u32>(&file, "collectives/group_size");
+        let (starts, ends) = (column::<f64>(&file, "collectives/start_s"), column::<f64>(&file, "collectives/end_s"));
+        assert_eq!(ranks.len(), 2 * STEPS * UNITS);
+        assert!(groups.iter().all(|g| *g == 2));
+        assert!(starts.iter().zip(&ends).all(|(s, e)| 0.0 <= *s && s <= e));
+        let comm_s = table(&file, "steps/comm_s");
+        for rank in 0..2 {
+            for step in 0..STEPS {
+                let calls: Vec<usize> = (0..ranks.len()).filter(|&i| ranks[i] == rank && steps[i] == step as u32).collect();
+                assert_eq!(calls.iter().map(|&i| bytes[i]).sum::<u64>(), 4 * trainable);
+                let total: f64 = calls.iter().map(|&i| ends[i] - starts[i]).sum();
+                assert!((total - comm_s[[rank as usize, step]]).abs() < 1e-9);
+            }
+        }
+        // What the analysis must report for this point, computed here from the records.
+        let slowest: Vec<f64> = (WARMUP..STEPS).map(|s| step_s[[0, s]].max(step_s[[1, s]])).collect();
+        expected_medians.push(median(slowest));
+
+        // The same file read by h5py.
+        let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        let script = "import h5py,sys; f=h5py.File(sys.argv[1]); print(f['steps/loss'].shape, f['collectives/kind'][0].decode(), f.attrs['point'])";
+        let out = std::process::Command::new(python).args(["-c", script]).arg(dir.join("records.h5")).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("(2, {STEPS}) all_reduce {point}"));
+    }
+
+    // The analysis: summary table, plots and report.
+    let report = sweep.results().join("e2e/report");
+    let csv = std::fs::read_to_string(report.join("summary.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |row: &str, name: &str| -> String { row.split(',').nth(header.iter().position(|h| *h == name).unwrap()).unwrap().to_string() };
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2);
+    for (row, (point, expected)) in rows.iter().zip(POINTS.iter().zip(&expected_medians)) {
+        assert_eq!(col(row, "point"), *point);
+        let step: f64 = col(row, "step_s_median").parse().unwrap();
+        assert!((step - expected).abs() <= 1e-12 * expected, "{point}: {step} vs {expected}");
+        let images: f64 = col(row, "images_per_s").parse().unwrap();
+        let batch: f64 = col(row, "global_batch").parse().unwrap();
+        assert!((images - batch / expected).abs() < 1e-9 * images);
+        assert_eq!(col(row, "steady_steps"), (STEPS - WARMUP).to_string());
+        assert_eq!(col(row, "outcome"), "ok");
+    }
+    let svg = std::fs::read_to_string(report.join("throughput.svg")).unwrap();
+    assert!(POINTS.iter().all(|p| svg.contains(p)), "every point is a labelled bar");
+    assert!(svg.contains("images/s") && svg.contains("median throughput"));
+    assert!(std::fs::metadata(report.join("throughput.png")).unwrap().len() > 5_000);
+    assert!(std::fs::read_to_string(report.join("report.md")).unwrap().contains("throughput.svg"));
+}
+
+#[test]
+fn a_rerun_keeps_finished_points_and_force_keeps_the_old_attempt() {
+    let sweep = Sweep::new(&experiment().replace("micro_batch = [2, 4]", "micro_batch = [2]").replace(&format!("steps = {STEPS}"), "steps = 3").replace(&format!("warmup_steps = {WARMUP}"), "warmup_steps = 1"));
+    assert!(sweep.run(&[]).status.success());
+    let dir = sweep.point("e2e", POINTS[0]);
+    let first = manifest(&dir);
+
+    let again = sweep.run(&[]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already finished"));
+    assert_eq!(manifest(&dir), first, "a finished point is not touched");
+
+    assert!(sweep.run(&["--force"]).status.success());
+    let forced = manifest(&dir);
+    assert_ne!(forced["started_at"], first["started_at"]);
+    let attempts: Vec<_> = std::fs::read_dir(sweep.results().join("e2e/.attempts").join(POINTS[0])).unwrap().collect();
+    assert_eq!(attempts.len(), 1);
+    let kept = attempts[0].as_ref().unwrap().path();
+    assert_eq!(manifest(&kept), first, "the forced-over attempt is kept whole");
+    assert!(kept.join("records.h5").exists());
+
+    // An edited experiment changes the point's digest: the point runs again.
+    std::fs::write(&sweep.experiment, std::fs::read_to_string(&sweep.experiment).unwrap().replace("base_lr = 0.05", "base_lr = 0.04")).unwrap();
+    assert!(sweep.run(&[]).status.success());
+    assert_ne!(manifest(&dir)["digest"], forced["digest"]);
+}
+
+#[test]
+fn plan_prints_points_and_rejections_as_table_and_json() {
+    let sweep = Sweep::new(&experiment().replace("strategy = [\"no_shard\"]", "strategy = [\"no_shard\", \"full_shard\"]"));
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep")).args(args).arg(&sweep.experiment).output().unwrap();
+    let table = run(&["plan"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success());
+    assert!(text.contains("2 points to run") && text.contains(POINTS[0]) && text.contains("2 points rejected"), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&run(&["plan", "--json"]).stdout).unwrap();
+    assert_eq!(json["points"].as_array().unwrap().len(), 2);
+    assert_eq!(json["points"][1]["id"], POINTS[1]);
+    assert_eq!(json["points"][1]["global_batch"], 8);
+    assert!(json["rejected"][0]["reason"].as_str().unwrap().contains("not implemented"));
+
+    std::fs::write(&sweep.experiment, "name = 3\n").unwrap();
+    let bad = run(&["plan"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("experiment.toml: 3 problems") && err.contains("name = 3"), "{err}");
+}

@@ -1,0 +1,207 @@
+//! Experiment files and the matrix: expansion, zip, exclude, rejections, and every error path.
+
+use std::path::Path;
+
+use shardsweep::plan::{expand, Experiment, ExperimentError, Machine, Strategy};
+
+const MACHINE: Machine = Machine { memory_bytes: 24 << 30 };
+
+fn parse(text: &str) -> Result<Experiment, ExperimentError> {
+    Experiment::parse(text, Path::new("experiments/test.toml"))
+}
+
+fn with_axes(axes: &str, extra: &str) -> String {
+    format!("name = \"t\"\n{extra}\n[axes]\n{axes}\n[settings]\nsteps = 4\nwarmup_steps = 1\n")
+}
+
+const AXES: &str = r#"
+model = ["vit-tiny", "vit-mini"]
+strategy = ["no_shard"]
+nodes = [1, 2]
+ranks_per_node = [2]
+micro_batch = [4, 8]
+"#;
+
+/// All problems of a file, as "key: message" lines.
+fn problems(text: &str) -> Vec<String> {
+    let error = parse(text).expect_err("the file has problems");
+    assert_eq!(error.file, Path::new("experiments/test.toml"));
+    error.problems.iter().map(|p| p.to_string()).collect()
+}
+
+fn assert_reports(text: &str, expected: &[&str]) {
+    let found = problems(text);
+    for needle in expected {
+        assert!(found.iter().any(|p| p.contains(needle)), "expected a problem containing {needle:?}; got:\n{}", found.join("\n"));
+    }
+}
+
+#[test]
+fn cartesian_product_in_axis_order() {
+    let plan = expand(&parse(&with_axes(AXES, "")).unwrap(), &MACHINE);
+    let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "vit-tiny-no_shard-n1x2-mb4",
+            "vit-tiny-no_shard-n1x2-mb8",
+            "vit-tiny-no_shard-n2x2-mb4",
+            "vit-tiny-no_shard-n2x2-mb8",
+            "vit-mini-no_shard-n1x2-mb4",
+            "vit-mini-no_shard-n1x2-mb8",
+            "vit-mini-no_shard-n2x2-mb4",
+            "vit-mini-no_shard-n2x2-mb8",
+        ]
+    );
+    assert!(plan.rejected.is_empty());
+    let p = &plan.points[3];
+    assert_eq!((p.world_size(), p.global_batch()), (4, 32));
+    assert_eq!(p.model.name, "vit-tiny");
+    assert_eq!(p.strategy, Strategy::NoShard);
+}
+
+#[test]
+fn zip_groups_advance_together() {
+    let text = with_axes(AXES, r#"zip = [["nodes", "micro_batch"]]"#);
+    let plan = expand(&parse(&text).unwrap(), &MACHINE);
+    let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["vit-tiny-no_shard-n1x2-mb4", "vit-tiny-no_shard-n2x2-mb8", "vit-mini-no_shard-n1x2-mb4", "vit-mini-no_shard-n2x2-mb8"]);
+}
+
+#[test]
+fn exclude_rules_drop_matching_points_with_a_reason() {
+    let text = format!("{}\n[[exclude]]\nmodel = \"vit-mini\"\nmicro_batch = [4]\n[[exclude]]\nnodes = 2\nmodel = [\"vit-tiny\"]\n", with_axes(AXES, ""));
+    let plan = expand(&parse(&text).unwrap(), &MACHINE);
+    let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["vit-tiny-no_shard-n1x2-mb4", "vit-tiny-no_shard-n1x2-mb8", "vit-mini-no_shard-n1x2-mb8", "vit-mini-no_shard-n2x2-mb8"]);
+    let reasons: Vec<(&str, &str)> = plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
+    assert!(reasons.contains(&("vit-mini-no_shard-n2x2-mb4", "excluded by rule exclude[0]")));
+    assert!(reasons.contains(&("vit-tiny-no_shard-n2x2-mb8", "excluded by rule exclude[1]")));
+    assert_eq!(reasons.len(), 4);
+}
+
+#[test]
+fn points_that_cannot_run_are_rejected_with_the_reason() {
+    let axes = r#"
+model = ["vit-tiny", "vit-15b"]
+strategy = ["no_shard", "full_shard"]
+nodes = [1]
+ranks_per_node = [2]
+micro_batch = [32]
+"#;
+    let plan = expand(&parse(&with_axes(axes, "")).unwrap(), &MACHINE);
+    assert_eq!(plan.points.len(), 1);
+    assert_eq!(plan.points[0].id, "vit-tiny-no_shard-n1x2-mb32");
+    let reason = |id: &str| plan.rejected.iter().find(|r| r.id == id).map(|r| r.reason.clone()).unwrap();
+    let memory = reason("vit-15b-no_shard-n1x2-mb32");
+    assert!(memory.contains("does not fit") && memory.contains("GiB per rank"), "{memory}");
+    assert!(reason("vit-tiny-full_shard-n1x2-mb32").contains("not implemented"));
+}
+
+#[test]
+fn image_size_override_applies_to_every_point() {
+    let text = with_axes(AXES, "").replace("warmup_steps = 1", "warmup_steps = 1\nimage_size = 64");
+    let plan = expand(&parse(&text).unwrap(), &MACHINE);
+    assert!(plan.points.iter().all(|p| p.model.image_size == 64));
+}
+
+#[test]
+fn digest_changes_with_any_setting() {
+    let a = expand(&parse(&with_axes(AXES, "")).unwrap(), &MACHINE).points[0].clone();
+    let b = expand(&parse(&with_axes(AXES, "").replace("steps = 4", "steps = 5")).unwrap(), &MACHINE).points[0].clone();
+    assert_eq!(a.id, b.id);
+    assert_ne!(a.digest(), b.digest());
+    assert_eq!(a.digest(), a.clone().digest());
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    assert_reports("name = \"x\"\n[axes\n", &["(syntax)", "line 2"]);
+}
+
+#[test]
+fn missing_sections_and_name_are_reported_together() {
+    assert_reports("description = \"nothing else\"\n", &["name: missing", "axes: missing section [axes]", "settings: missing section [settings]"]);
+}
+
+#[test]
+fn unknown_keys_are_reported_at_every_level() {
+    let text = with_axes(&format!("{AXES}gpus = [8]"), "colour = \"blue\"").replace("warmup_steps = 1", "warmup_steps = 1\nstepz = 3");
+    assert_reports(&text, &["colour = \"blue\": unknown key", "axes.gpus = [8]: unknown field `gpus`", "settings.stepz = 3: unknown field `stepz`"]);
+}
+
+#[test]
+fn type_errors_name_key_value_and_expected_type() {
+    let axes = AXES.replace("micro_batch = [4, 8]", "micro_batch = [4, \"big\"]").replace("[\"no_shard\"]", "[\"no_shard\", \"fully_sharded\"]");
+    let text = with_axes(&axes, "").replace("steps = 4", "steps = 4\nprecision = \"fp8\"\nseed = -1");
+    let found = problems(&text);
+    assert_reports(
+        &text,
+        &[
+            "axes.micro_batch[1] = \"big\": invalid type: string \"big\", expected u32",
+            "axes.strategy[1] = \"fully_sharded\": unknown variant `fully_sharded`",
+            "settings.precision = \"fp8\": unknown variant `fp8`, expected `fp32` or `bf16`",
+            "settings.seed = -1",
+        ],
+    );
+    assert_eq!(found.len(), 4, "{found:#?}");
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let axes = r#"
+model = ["vit-tiny", "vit-giant"]
+strategy = ["no_shard", "no_shard"]
+nodes = [1, 0]
+ranks_per_node = []
+micro_batch = [4]
+"#;
+    let extra = r#"zip = [["nodes", "micro_batch"], ["speed"], ["nodes", "model"]]"#;
+    let text = format!(
+        "{}\n[optimizer]\nbeta1 = 1.5\nbase_lr = 0.0\n[launch]\ntimeout_s = 0\n[[exclude]]\nmodel = \"vit-huge\"\ncolour = 1\n[[exclude]]\n",
+        with_axes(axes, extra)
+    )
+    .replace("name = \"t\"", "name = \"../escape\"")
+    .replace("warmup_steps = 1", "warmup_steps = 4\nimage_size = 30\nthreads_per_rank = 0");
+    let expected = [
+        "name = \"../escape\": use letters",
+        "axes.model[1] = \"vit-giant\": unknown model; known: vit-tiny",
+        "axes.strategy[1] = \"no_shard\": duplicate value",
+        "axes.nodes[1] = 0: must be at least 1",
+        "axes.ranks_per_node = []: an axis needs at least one value",
+        "settings.image_size = 30: must be a positive multiple of vit-tiny's patch size 8",
+        "settings.warmup_steps = 4: must be less than settings.steps (4)",
+        "settings.threads_per_rank = 0: must be at least 1",
+        "optimizer.beta1 = 1.5: out of range",
+        "optimizer.base_lr = 0.0: out of range",
+        "launch.timeout_s = 0: must be at least 1",
+        "zip[0] = [\"nodes\", \"micro_batch\"]: zipped axes need equal lengths (nodes has 2, micro_batch has 1)",
+        "zip[1] = [\"speed\"]: a zip group needs at least two axes",
+        "zip[1] = [\"speed\"]: unknown axis \"speed\"",
+        "zip[2] = [\"nodes\", \"model\"]: axis \"nodes\" is already zipped",
+        "exclude[0].model = \"vit-huge\": not a value of axes.model, so this rule can never match",
+        "exclude[0].colour = 1: unknown axis",
+        "exclude[1] = {  }: an empty rule would exclude every point",
+    ];
+    assert_reports(&text, &expected);
+    assert_eq!(problems(&text).len(), expected.len(), "{:#?}", problems(&text));
+}
+
+#[test]
+fn error_message_names_the_file_and_lists_every_problem() {
+    let error = parse(&with_axes(&AXES.replace("[1, 2]", "[0, 2]"), "").replace("steps = 4", "steps = 0")).unwrap_err();
+    let text = error.to_string();
+    assert!(text.starts_with("experiments/test.toml: 3 problems"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("  - ")).count(), 3, "{text}");
+}
+
+#[test]
+fn shipped_experiments_are_valid() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let experiment = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!expand(&experiment, &MACHINE).points.is_empty() || path.ends_with("paper.toml"), "{}", path.display());
+        }
+    }
+}
