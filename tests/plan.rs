@@ -69,6 +69,15 @@ fn zip_groups_advance_together() {
 }
 
 #[test]
+fn zipped_axes_may_repeat_values_but_not_whole_combinations() {
+    let axes = AXES.replace("nodes = [1, 2]", "nodes = [1, 1, 2]").replace("micro_batch = [4, 8]", "micro_batch = [4, 8, 8]");
+    let plan = expand(&parse(&with_axes(&axes, r#"zip = [["nodes", "micro_batch"]]"#)).unwrap(), &MACHINE);
+    assert_eq!(plan.points.len(), 6);
+    let repeated = axes.replace("[1, 1, 2]", "[1, 1, 1]").replace("[4, 8, 8]", "[4, 8, 4]");
+    assert_reports(&with_axes(&repeated, r#"zip = [["nodes", "micro_batch"]]"#), &["zip[0] = [1, 4]: duplicate combination at position 2"]);
+}
+
+#[test]
 fn exclude_rules_drop_matching_points_with_a_reason() {
     let text = format!("{}\n[[exclude]]\nmodel = \"vit-mini\"\nmicro_batch = [4]\n[[exclude]]\nnodes = 2\nmodel = [\"vit-tiny\"]\n", with_axes(AXES, ""));
     let plan = expand(&parse(&text).unwrap(), &MACHINE);

@@ -54,6 +54,6 @@ impl Comm for MpiComm {
     }
 
     fn library_version(&self) -> String {
-        mpi::environment::library_version().unwrap_or_else(|_| "unknown MPI".into()).trim().to_string()
+        mpi::environment::library_version().unwrap_or_else(|_| "unknown MPI".into()).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string()
     }
 }

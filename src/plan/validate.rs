@@ -13,7 +13,8 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
         }
     }
     if let Some(axes) = &parts.axes {
-        validate_axes(axes, parts.settings.as_ref().and_then(|s| s.image_size), &mut problem);
+        let zipped: Vec<&str> = parts.zip.iter().flatten().flatten().map(String::as_str).collect();
+        validate_axes(axes, &zipped, parts.settings.as_ref().and_then(|s| s.image_size), &mut problem);
     }
     if let Some(s) = &parts.settings {
         if s.steps == 0 {
@@ -50,14 +51,16 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
     }
 }
 
-fn validate_axes(axes: &Axes, image_size: Option<i64>, problem: &mut impl FnMut(String, toml::Value, String)) {
+/// Repeated values would make repeated points; in zipped axes only whole repeated tuples do
+/// (checked with the zip groups).
+fn validate_axes(axes: &Axes, zipped: &[&str], image_size: Option<i64>, problem: &mut impl FnMut(String, toml::Value, String)) {
     for axis in AXES {
         if axes.len(axis) == 0 {
             problem(format!("axes.{axis}"), toml::Value::Array(vec![]), "an axis needs at least one value".into());
         }
         for i in 0..axes.len(axis) {
             let value = axes.value(axis, i);
-            if (0..i).any(|j| axes.value(axis, j) == value) {
+            if !zipped.contains(&axis) && (0..i).any(|j| axes.value(axis, j) == value) {
                 problem(format!("axes.{axis}[{i}]"), value.clone(), "duplicate value".into());
             }
             if value.as_integer() == Some(0) {
@@ -96,6 +99,13 @@ fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Opt
         if known.windows(2).any(|w| axes.len(w[0]) != axes.len(w[1])) {
             let lengths: Vec<String> = known.iter().map(|a| format!("{a} has {}", axes.len(a))).collect();
             problem(key, value, format!("zipped axes need equal lengths ({})", lengths.join(", ")));
+        } else if let Some(first) = known.first() {
+            let tuple = |i: usize| known.iter().map(|a| axes.value(a, i)).collect::<Vec<_>>();
+            for i in 0..axes.len(first) {
+                if (0..i).any(|j| tuple(j) == tuple(i)) {
+                    problem(key.clone(), toml::Value::Array(tuple(i)), format!("duplicate combination at position {i}"));
+                }
+            }
         }
     }
 }
