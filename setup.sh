@@ -12,6 +12,8 @@ APT_PACKAGES=(libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libclang-dev cla
 log() { echo "[setup] $*" >&2; }
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+command -v cargo >/dev/null || { echo "[setup] cargo not found: install Rust toolchain (rustup) first" >&2; exit 1; }
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
