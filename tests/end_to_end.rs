@@ -163,7 +163,7 @@ fn a_rerun_keeps_finished_points_and_force_keeps_the_old_attempt() {
 
 #[test]
 fn plan_prints_points_and_rejections_as_table_and_json() {
-    let sweep = Sweep::new(&experiment().replace("strategy = [\"no_shard\"]", "strategy = [\"no_shard\", \"full_shard\"]"));
+    let sweep = Sweep::new(&experiment().replace("strategy = [\"no_shard\"]", "strategy = [\"no_shard\", \"hybrid_shard\"]\nshard_group = [3]"));
     let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep")).args(args).arg(&sweep.experiment).output().unwrap();
     let table = run(&["plan"]);
     let text = String::from_utf8_lossy(&table.stdout);
@@ -173,7 +173,7 @@ fn plan_prints_points_and_rejections_as_table_and_json() {
     assert_eq!(json["points"].as_array().unwrap().len(), 2);
     assert_eq!(json["points"][1]["id"], POINTS[1]);
     assert_eq!(json["points"][1]["global_batch"], 8);
-    assert!(json["rejected"][0]["reason"].as_str().unwrap().contains("not implemented"));
+    assert!(json["rejected"][0]["reason"].as_str().unwrap().contains("shard group of 3 ranks does not divide the world of 2 ranks"));
 
     std::fs::write(&sweep.experiment, "name = 3\n").unwrap();
     let bad = run(&["plan"]);

@@ -99,12 +99,14 @@ ranks_per_node = [2]
 micro_batch = [32]
 "#;
     let plan = expand(&parse(&with_axes(axes, "")).unwrap(), &MACHINE);
-    assert_eq!(plan.points.len(), 1);
+    assert_eq!(plan.points.len(), 2);
     assert_eq!(plan.points[0].id, "vit-tiny-no_shard-n1x2-mb32");
     let reason = |id: &str| plan.rejected.iter().find(|r| r.id == id).map(|r| r.reason.clone()).unwrap();
     let memory = reason("vit-15b-no_shard-n1x2-mb32");
     assert!(memory.contains("does not fit") && memory.contains("GiB per rank"), "{memory}");
-    assert!(reason("vit-tiny-full_shard-n1x2-mb32").contains("not implemented"));
+    assert!(reason("vit-15b-full_shard-n1x2-mb32").contains("does not fit"));
+    // Sharding over both ranks halves the model states: vit-tiny fits either way.
+    assert!(plan.rejected.iter().all(|r| !r.id.starts_with("vit-tiny")));
 }
 
 #[test]
@@ -142,14 +144,14 @@ fn unknown_keys_are_reported_at_every_level() {
 #[test]
 fn type_errors_name_key_value_and_expected_type() {
     let axes = AXES.replace("micro_batch = [4, 8]", "micro_batch = [4, \"big\"]").replace("[\"no_shard\"]", "[\"no_shard\", \"fully_sharded\"]");
-    let text = with_axes(&axes, "").replace("steps = 4", "steps = 4\nprecision = \"fp8\"\nseed = -1");
+    let text = with_axes(&axes, "").replace("steps = 4", "steps = 4\ndevice = \"tpu\"\nseed = -1");
     let found = problems(&text);
     assert_reports(
         &text,
         &[
             "axes.micro_batch[1] = \"big\": invalid type: string \"big\", expected u32",
             "axes.strategy[1] = \"fully_sharded\": unknown variant `fully_sharded`",
-            "settings.precision = \"fp8\": unknown variant `fp8`, expected `fp32` or `bf16`",
+            "settings.device = \"tpu\": unknown variant `tpu`, expected `cpu` or `cuda`",
             "settings.seed = -1",
         ],
     );

@@ -4,29 +4,41 @@ use shardsweep::comm::SelfComm;
 use shardsweep::data::SyntheticImages;
 use shardsweep::metrics::{Clock, Collectives};
 use shardsweep::model::{preset, Mae};
-use shardsweep::plan::OptimizerSettings;
-use shardsweep::train::{Parallelism, Replicated};
-use tch::{Device, Kind};
+use shardsweep::plan::{BackwardPrefetch, Dtype, OptimizerSettings, ParallelSpec, Strategy};
+use shardsweep::train::Sharded;
+use tch::Device;
+
+fn knobs(param_dtype: Dtype) -> ParallelSpec {
+    ParallelSpec {
+        shard_group: 1,
+        accumulation: 1,
+        activation_checkpointing: false,
+        backward_prefetch: BackwardPrefetch::Pre,
+        limit_all_gathers: true,
+        param_dtype,
+        reduce_dtype: Dtype::Fp32,
+    }
+}
 
 /// Initialisation draws from libtorch's global generator: tests that seed it take turns.
 static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn train_fixed_batch(steps: usize, lr: f64, kind: Kind) -> Vec<f64> {
+fn train_fixed_batch(steps: usize, lr: f64, dtype: Dtype) -> Vec<f64> {
     let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(0);
     tch::set_num_threads(1);
     let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
-    let mut model = Replicated::new(&mae, Device::Cpu, kind, &OptimizerSettings::default());
+    let clock = Clock::new(Device::Cpu);
+    let mut model = Sharded::new(&mae, &clock, &SelfComm, Strategy::NoShard, knobs(dtype), Device::Cpu, &OptimizerSettings::default());
     let data = SyntheticImages { seed: 3, image_size: 32, channels: 3 };
     let (images, noise) = (data.images(0..8), data.mask_noise(0..8, mae.config.patches()));
-    let clock = Clock::new(Device::Cpu);
     (0..steps)
         .map(|_| {
-            let mut collectives = Collectives::new(&SelfComm, &clock, 0.0);
+            let mut collectives = Collectives::new(&clock, 0.0);
             let loss = model.forward(&images, &noise, &mut collectives).unwrap();
-            model.backward(&loss, &mut collectives).unwrap();
-            model.reduce_gradients(&mut collectives).unwrap();
+            model.backward(1.0, true, &mut collectives).unwrap();
             model.optimizer_step(lr);
+            assert!(collectives.into_records().is_empty(), "one rank communicates with no one");
             loss.double_value(&[])
         })
         .collect()
@@ -34,7 +46,7 @@ fn train_fixed_batch(steps: usize, lr: f64, kind: Kind) -> Vec<f64> {
 
 #[test]
 fn loss_falls_over_thirty_steps_on_a_fixed_batch() {
-    let losses = train_fixed_batch(30, 3e-3, Kind::Float);
+    let losses = train_fixed_batch(30, 3e-3, Dtype::Fp32);
     assert!(losses.iter().all(|l| l.is_finite()));
     let (first, last) = (losses[0], *losses.last().unwrap());
     assert!(last < 0.6 * first, "loss went from {first} to {last}: {losses:?}");
@@ -45,37 +57,42 @@ fn loss_falls_over_thirty_steps_on_a_fixed_batch() {
 
 #[test]
 fn bf16_compute_trains_too_and_stays_close_to_fp32_at_first() {
-    let fp32 = train_fixed_batch(10, 3e-3, Kind::Float);
-    let bf16 = train_fixed_batch(10, 3e-3, Kind::BFloat16);
+    let fp32 = train_fixed_batch(10, 3e-3, Dtype::Fp32);
+    let bf16 = train_fixed_batch(10, 3e-3, Dtype::Bf16);
     assert!((bf16[0] - fp32[0]).abs() / fp32[0] < 2e-2, "{} vs {}", bf16[0], fp32[0]);
     assert!(bf16[9] < bf16[0], "{bf16:?}");
 }
 
 #[test]
 fn training_is_deterministic() {
-    assert_eq!(train_fixed_batch(5, 3e-3, Kind::Float), train_fixed_batch(5, 3e-3, Kind::Float));
+    assert_eq!(train_fixed_batch(5, 3e-3, Dtype::Fp32), train_fixed_batch(5, 3e-3, Dtype::Fp32));
 }
 
 #[test]
-fn one_rank_records_one_all_reduce_per_unit() {
+fn accumulation_without_reduction_matches_one_big_batch() {
+    // Two micro-batches of 4 with the reduction skipped on the first give the gradients (and
+    // so the parameters) of one batch of 8.
     let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(0);
     let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
-    let mut model = Replicated::new(&mae, Device::Cpu, Kind::Float, &OptimizerSettings::default());
-    let data = SyntheticImages { seed: 0, image_size: 32, channels: 3 };
     let clock = Clock::new(Device::Cpu);
-    let mut collectives = Collectives::new(&SelfComm, &clock, clock.now_s());
-    let loss = model.forward(&data.images(0..2), &data.mask_noise(0..2, mae.config.patches()), &mut collectives).unwrap();
-    model.backward(&loss, &mut collectives).unwrap();
-    model.reduce_gradients(&mut collectives).unwrap();
-    let records = collectives.into_records();
-    assert_eq!(records.len(), mae.units().len());
-    for (unit, (record, layout)) in records.iter().zip(mae.units()).enumerate() {
-        assert_eq!(record.unit as usize, unit);
-        assert_eq!(record.payload_bytes as i64, 4 * layout.numel());
-        assert_eq!((record.group_size, record.dtype.as_str()), (1, "float32"));
-        assert!(record.end_s >= record.start_s && record.start_s >= 0.0);
+    let data = SyntheticImages { seed: 5, image_size: 32, channels: 3 };
+    let patches = mae.config.patches();
+    let train = |accumulation: u64| {
+        tch::manual_seed(0);
+        let mut model = Sharded::new(&mae, &clock, &SelfComm, Strategy::NoShard, knobs(Dtype::Fp32), Device::Cpu, &OptimizerSettings::default());
+        let mut collectives = Collectives::new(&clock, 0.0);
+        let micro = 8 / accumulation;
+        for k in 0..accumulation {
+            let samples = k * micro..(k + 1) * micro;
+            let _loss = model.forward(&data.images(samples.clone()), &data.mask_noise(samples, patches), &mut collectives).unwrap();
+            model.backward(1.0 / accumulation as f64, k + 1 == accumulation, &mut collectives).unwrap();
+        }
+        model.optimizer_step(1e-2);
+        model.full_parameters().unwrap()
+    };
+    let (whole, accumulated) = (train(1), train(2));
+    for (a, b) in whole.iter().zip(&accumulated) {
+        let difference = (a - b).abs().max().double_value(&[]);
+        assert!(difference < 1e-6, "largest difference {difference}");
     }
-    let total: i64 = records.iter().map(|r| r.payload_bytes as i64).sum();
-    assert_eq!(total, 4 * mae.config.trainable_params());
 }

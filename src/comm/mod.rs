@@ -12,18 +12,28 @@ use tch::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommError {
-    #[error("{op}: unsupported tensor kind {kind:?} (this backend reduces fp32 only)")]
+    #[error("{op}: unsupported tensor kind {kind:?} (this backend reduces fp32 and gathers fp32 or bf16)")]
     UnsupportedKind { op: &'static str, kind: tch::Kind },
+    #[error("{op}: {numel} elements do not split evenly over {size} ranks")]
+    Uneven { op: &'static str, numel: usize, size: usize },
     #[error("{op}: {message}")]
     Backend { op: &'static str, message: String },
 }
 
-/// A group of ranks that communicate. Results are new tensors on the input's device.
+/// A group of ranks that communicate. Inputs are 1-D; results are new tensors on the input's
+/// device.
 pub trait Comm {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
     /// Element-wise sum of `input` over the group.
     fn all_reduce_sum(&self, input: &Tensor) -> Result<Tensor, CommError>;
+    /// Every rank's `shard`, concatenated in rank order.
+    fn all_gather(&self, shard: &Tensor) -> Result<Tensor, CommError>;
+    /// This rank's chunk of the element-wise sum of `input` over the group (`input` splits
+    /// into `size` equal chunks).
+    fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, CommError>;
+    /// Sub-groups: ranks passing the same `color` form one group, ordered by `key`.
+    fn split(&self, color: u32, key: u32) -> Box<dyn Comm>;
     fn barrier(&self);
     /// The communication library and its version, for provenance.
     fn library_version(&self) -> String;

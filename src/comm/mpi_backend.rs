@@ -1,56 +1,89 @@
 use mpi::collective::SystemOperation;
-use mpi::topology::SimpleCommunicator;
+use mpi::topology::{Color, SimpleCommunicator};
 use mpi::traits::{Communicator, CommunicatorCollectives};
 use tch::{Device, Kind, Tensor};
 
 use super::{Comm, CommError};
 
-/// MPI through rsmpi. Buffers are host memory: a device tensor is copied to the host, reduced
-/// and copied back, so this backend measures host-staged MPI, not GPU-aware MPI.
+/// MPI through rsmpi. Buffers are host memory: a device tensor is copied to the host, moved and
+/// copied back, so this backend measures host-staged MPI, not GPU-aware MPI. Reductions are fp32
+/// (MPI has no bf16 sum); gathers move fp32 or bf16 (as 16-bit words).
 pub struct MpiComm {
-    world: SimpleCommunicator,
+    comm: SimpleCommunicator,
 }
 
 impl MpiComm {
-    pub fn new(world: SimpleCommunicator) -> Self {
-        Self { world }
+    pub fn new(comm: SimpleCommunicator) -> Self {
+        Self { comm }
     }
 }
 
-/// A contiguous fp32 host copy of `t` and a view of its elements.
-fn host_f32(op: &'static str, t: &Tensor) -> Result<Tensor, CommError> {
-    if t.kind() != Kind::Float {
+/// A contiguous host copy of `t`, checked to be one of `kinds`.
+fn host(op: &'static str, t: &Tensor, kinds: &[Kind]) -> Result<Tensor, CommError> {
+    if !kinds.contains(&t.kind()) {
         return Err(CommError::UnsupportedKind { op, kind: t.kind() });
     }
     Ok(t.to_device(Device::Cpu).contiguous())
 }
 
 /// # Safety
-/// `t` must be a contiguous fp32 CPU tensor that outlives the slice and is not aliased.
-unsafe fn as_mut_slice(t: &mut Tensor) -> &mut [f32] {
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel())
+/// `t` must be a contiguous CPU tensor whose elements are `T`-sized and -aligned, that outlives
+/// the slice and is not otherwise accessed meanwhile.
+unsafe fn elements<T>(t: &mut Tensor) -> &mut [T] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
 }
 
 impl Comm for MpiComm {
     fn rank(&self) -> usize {
-        self.world.rank() as usize
+        self.comm.rank() as usize
     }
 
     fn size(&self) -> usize {
-        self.world.size() as usize
+        self.comm.size() as usize
     }
 
     fn all_reduce_sum(&self, input: &Tensor) -> Result<Tensor, CommError> {
-        let mut send = host_f32("all_reduce", input)?;
+        let mut send = host("all_reduce", input, &[Kind::Float])?;
         let mut recv = send.empty_like();
-        // SAFETY: both are fresh contiguous fp32 CPU tensors owned here.
-        let (send_slice, recv_slice) = unsafe { (as_mut_slice(&mut send), as_mut_slice(&mut recv)) };
-        self.world.all_reduce_into(&*send_slice, recv_slice, SystemOperation::sum());
+        // SAFETY: fresh contiguous fp32 CPU tensors owned here.
+        let (s, r) = unsafe { (elements::<f32>(&mut send), elements::<f32>(&mut recv)) };
+        self.comm.all_reduce_into(&*s, r, SystemOperation::sum());
         Ok(recv.to_device(input.device()))
     }
 
+    fn all_gather(&self, shard: &Tensor) -> Result<Tensor, CommError> {
+        let mut send = host("all_gather", shard, &[Kind::Float, Kind::BFloat16])?;
+        let mut recv = Tensor::empty([shard.numel() as i64 * self.size() as i64], (shard.kind(), Device::Cpu));
+        // SAFETY: fresh contiguous CPU tensors owned here, element size matching the kind.
+        unsafe {
+            match shard.kind() {
+                Kind::Float => self.comm.all_gather_into(&*elements::<f32>(&mut send), elements::<f32>(&mut recv)),
+                _ => self.comm.all_gather_into(&*elements::<u16>(&mut send), elements::<u16>(&mut recv)),
+            }
+        }
+        Ok(recv.to_device(shard.device()))
+    }
+
+    fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, CommError> {
+        let size = self.size();
+        if input.numel() % size != 0 {
+            return Err(CommError::Uneven { op: "reduce_scatter", numel: input.numel(), size });
+        }
+        let mut send = host("reduce_scatter", input, &[Kind::Float])?;
+        let mut recv = Tensor::empty([(input.numel() / size) as i64], (Kind::Float, Device::Cpu));
+        // SAFETY: fresh contiguous fp32 CPU tensors owned here.
+        let (s, r) = unsafe { (elements::<f32>(&mut send), elements::<f32>(&mut recv)) };
+        self.comm.reduce_scatter_block_into(&*s, r, SystemOperation::sum());
+        Ok(recv.to_device(input.device()))
+    }
+
+    fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {
+        let comm = self.comm.split_by_color_with_key(Color::with_value(color as i32), key as i32).expect("every rank passes a color");
+        Box::new(MpiComm { comm })
+    }
+
     fn barrier(&self) {
-        self.world.barrier();
+        self.comm.barrier();
     }
 
     fn library_version(&self) -> String {

@@ -4,34 +4,54 @@ use super::Clock;
 use crate::comm::{Comm, CommError};
 use crate::records::{CollectiveKind, CollectiveRecord};
 
-/// The collectives of one step, each call timed and logged with its size and group.
+/// The collectives of one step, each call timed and logged with its size and group. A group of
+/// one rank moves nothing: such calls are skipped and not logged.
 pub struct Collectives<'a> {
-    comm: &'a dyn Comm,
     clock: &'a Clock,
     step_start_s: f64,
     log: Vec<CollectiveRecord>,
 }
 
 impl<'a> Collectives<'a> {
-    pub fn new(comm: &'a dyn Comm, clock: &'a Clock, step_start_s: f64) -> Self {
-        Self { comm, clock, step_start_s, log: Vec::new() }
+    pub fn new(clock: &'a Clock, step_start_s: f64) -> Self {
+        Self { clock, step_start_s, log: Vec::new() }
     }
 
-    pub fn group_size(&self) -> usize {
-        self.comm.size()
+    /// Sum of `input` over `group`, on behalf of model unit `unit`.
+    pub fn all_reduce_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor) -> Result<Tensor, CommError> {
+        if group.size() == 1 {
+            return Ok(input.shallow_clone());
+        }
+        self.timed(CollectiveKind::AllReduce, group, unit, input, 1, || group.all_reduce_sum(input))
     }
 
-    /// Sum of `input` over the group, on behalf of model unit `unit`.
-    pub fn all_reduce_sum(&mut self, unit: usize, input: &Tensor) -> Result<Tensor, CommError> {
+    /// Every rank's `shard` of unit `unit`, concatenated.
+    pub fn all_gather(&mut self, group: &dyn Comm, unit: usize, shard: &Tensor) -> Result<Tensor, CommError> {
+        if group.size() == 1 {
+            return Ok(shard.shallow_clone());
+        }
+        self.timed(CollectiveKind::AllGather, group, unit, shard, group.size(), || group.all_gather(shard))
+    }
+
+    /// This rank's chunk of the sum of `input` over `group`.
+    pub fn reduce_scatter_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor) -> Result<Tensor, CommError> {
+        if group.size() == 1 {
+            return Ok(input.shallow_clone());
+        }
+        self.timed(CollectiveKind::ReduceScatter, group, unit, input, 1, || group.reduce_scatter_sum(input))
+    }
+
+    /// Runs `op`, logging it with a payload of `input`'s size times `factor` (the full buffer).
+    fn timed(&mut self, kind: CollectiveKind, group: &dyn Comm, unit: usize, input: &Tensor, factor: usize, op: impl FnOnce() -> Result<Tensor, CommError>) -> Result<Tensor, CommError> {
         let start_s = self.clock.now_s();
-        let output = self.comm.all_reduce_sum(input)?;
+        let output = op()?;
         let end_s = self.clock.now_s();
         self.log.push(CollectiveRecord {
-            kind: CollectiveKind::AllReduce,
+            kind,
             unit: unit as u32,
-            payload_bytes: (input.numel() * input.kind().elt_size_in_bytes()) as u64,
+            payload_bytes: (input.numel() * factor * input.kind().elt_size_in_bytes()) as u64,
             dtype: dtype_name(input.kind()).into(),
-            group_size: self.comm.size() as u32,
+            group_size: group.size() as u32,
             start_s: start_s - self.step_start_s,
             end_s: end_s - self.step_start_s,
         });

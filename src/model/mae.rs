@@ -20,6 +20,28 @@ pub trait ParamSource {
     fn release(&mut self, _index: usize) {}
 }
 
+/// One step of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Patch embedding, masking, cls token (root unit).
+    Embed,
+    Encoder(usize),
+    /// Encoder norm, decoder embedding, mask tokens, unshuffling (root unit).
+    ToDecoder,
+    Decoder(usize),
+    /// Decoder norm, pixel prediction, loss (root unit).
+    Head,
+}
+
+/// A batch's patches and its masking, decided by noise alone.
+pub struct Masked {
+    pub patches: Tensor,
+    pub ids_keep: Tensor,
+    pub ids_restore: Tensor,
+    /// 1 where a patch is masked (and so counts in the loss), in original patch order.
+    pub mask: Tensor,
+}
+
 pub struct Mae {
     pub config: ModelConfig,
     units: Vec<UnitLayout>,
@@ -41,45 +63,93 @@ impl Mae {
         &self.units
     }
 
-    /// Mean squared error on the masked patches of `images` ([B, C, H, W]); `noise` ([B, patches])
-    /// decides which patches are masked (the lowest 1 - mask_ratio are kept).
-    pub fn loss(&self, params: &mut dyn ParamSource, images: &Tensor, noise: &Tensor) -> Tensor {
-        let c = &self.config;
-        let root_flat = params.unit(0);
-        let root = UnitViews::new(&root_flat, &self.units[0]);
-        let kind = root_flat.kind();
+    /// The stages of the forward pass in order; each uses the parameters of one unit.
+    pub fn stages(&self) -> Vec<Stage> {
+        let (depth, decoder_depth) = (self.config.depth as usize, self.config.decoder_depth as usize);
+        std::iter::once(Stage::Embed)
+            .chain((0..depth).map(Stage::Encoder))
+            .chain(std::iter::once(Stage::ToDecoder))
+            .chain((0..decoder_depth).map(Stage::Decoder))
+            .chain(std::iter::once(Stage::Head))
+            .collect()
+    }
+
+    /// The unit whose parameters `stage` uses.
+    pub fn unit_of(&self, stage: Stage) -> usize {
+        match stage {
+            Stage::Embed | Stage::ToDecoder | Stage::Head => 0,
+            Stage::Encoder(i) => 1 + i,
+            Stage::Decoder(i) => 1 + self.config.depth as usize + i,
+        }
+    }
+
+    /// Patches and the masking decided by `noise` ([B, patches]; the lowest 1 - mask_ratio
+    /// are kept). Nothing here depends on parameters.
+    pub fn mask(&self, images: &Tensor, noise: &Tensor) -> Masked {
         let patches = self.patchify(images);
+        let (batch, count, _) = patches.size3().expect("patches are [B, N, D]");
+        let keep = self.config.visible_patches();
+        let ids_shuffle = noise.argsort(1, false);
+        let ids_restore = ids_shuffle.argsort(1, false);
+        let ids_keep = ids_shuffle.narrow(1, 0, keep);
+        let mask = Tensor::ones([batch, count], (Kind::Float, images.device()));
+        let _ = mask.narrow(1, 0, keep).fill_(0.0);
+        let mask = mask.gather(1, &ids_restore, false);
+        Masked { patches, ids_keep, ids_restore, mask }
+    }
 
-        // Encoder: embed every patch, keep a random subset, prepend cls.
-        let x = patches.to_kind(kind).linear(root.get("patch_embed.weight"), Some(root.get("patch_embed.bias")));
-        let x = x + self.encoder_pos.narrow(1, 1, c.patches()).to_kind(kind);
-        let (x, mask, ids_restore) = self.random_masking(&x, noise);
-        let cls = root.get("cls_token") + self.encoder_pos.narrow(1, 0, 1).to_kind(kind);
-        let mut x = Tensor::cat(&[cls.expand([x.size()[0], 1, c.width], false), x], 1);
-        for unit in 1..=c.depth as usize {
-            x = self.block(params, unit, &x, c.heads);
+    /// Runs one stage with its unit's flat parameters `params` on the previous stage's output
+    /// `x` (none for [`Stage::Embed`]). [`Stage::Head`] returns the loss: mean squared error on
+    /// the masked patches, in fp32 whatever the compute dtype.
+    pub fn run(&self, stage: Stage, params: &Tensor, x: Option<&Tensor>, batch: &Masked) -> Tensor {
+        let c = &self.config;
+        let p = UnitViews::new(params, &self.units[self.unit_of(stage)]);
+        let kind = params.kind();
+        let input = || x.expect("only the embedding stage starts without input");
+        match stage {
+            Stage::Embed => {
+                let x = batch.patches.to_kind(kind).linear(p.get("patch_embed.weight"), Some(p.get("patch_embed.bias")));
+                let x = x + self.encoder_pos.narrow(1, 1, c.patches()).to_kind(kind);
+                let kept = x.gather(1, &batch.ids_keep.unsqueeze(-1).repeat([1, 1, c.width]), false);
+                let cls = p.get("cls_token") + self.encoder_pos.narrow(1, 0, 1).to_kind(kind);
+                Tensor::cat(&[cls.expand([kept.size()[0], 1, c.width], false), kept], 1)
+            }
+            Stage::Encoder(_) => self.block(&p, input(), c.heads),
+            Stage::Decoder(_) => self.block(&p, input(), c.decoder_heads),
+            Stage::ToDecoder => {
+                // Project, fill masked positions with the mask token, unshuffle, add positions.
+                let x = layer_norm(input(), &p, "norm").linear(p.get("decoder_embed.weight"), Some(p.get("decoder_embed.bias")));
+                let (size, kept) = (x.size()[0], x.size()[1] - 1);
+                let mask_tokens = p.get("mask_token").repeat([size, c.patches() - kept, 1]);
+                let shuffled = Tensor::cat(&[x.narrow(1, 1, kept), mask_tokens], 1);
+                let index = batch.ids_restore.unsqueeze(-1).repeat([1, 1, c.decoder_width]);
+                let unshuffled = shuffled.gather(1, &index, false);
+                Tensor::cat(&[x.narrow(1, 0, 1), unshuffled], 1) + self.decoder_pos.to_kind(kind)
+            }
+            Stage::Head => {
+                let x = layer_norm(input(), &p, "decoder_norm");
+                let prediction = x.linear(p.get("decoder_pred.weight"), Some(p.get("decoder_pred.bias")));
+                let prediction = prediction.narrow(1, 1, c.patches()).to_kind(Kind::Float);
+                let per_patch = (prediction - &batch.patches).square().mean_dim(-1, false, Kind::Float);
+                (per_patch * &batch.mask).sum(Kind::Float) / batch.mask.sum(Kind::Float)
+            }
         }
-        let x = layer_norm(&x, &root, "norm");
+    }
 
-        // Decoder: project, fill masked positions with the mask token, unshuffle.
-        let x = x.linear(root.get("decoder_embed.weight"), Some(root.get("decoder_embed.bias")));
-        let (batch, kept) = (x.size()[0], x.size()[1] - 1);
-        let mask_tokens = root.get("mask_token").repeat([batch, c.patches() - kept, 1]);
-        let shuffled = Tensor::cat(&[x.narrow(1, 1, kept), mask_tokens], 1);
-        let index = ids_restore.unsqueeze(-1).repeat([1, 1, c.decoder_width]);
-        let unshuffled = shuffled.gather(1, &index, false);
-        let mut x = Tensor::cat(&[x.narrow(1, 0, 1), unshuffled], 1) + self.decoder_pos.to_kind(kind);
-        for unit in 0..c.decoder_depth as usize {
-            x = self.block(params, 1 + c.depth as usize + unit, &x, c.decoder_heads);
+    /// The loss of `images` under `noise`, all stages in order, units taken from `params`.
+    pub fn loss(&self, params: &mut dyn ParamSource, images: &Tensor, noise: &Tensor) -> Tensor {
+        let batch = self.mask(images, noise);
+        let stages = self.stages();
+        let mut x: Option<Tensor> = None;
+        for (i, stage) in stages.iter().enumerate() {
+            let unit = self.unit_of(*stage);
+            let flat = params.unit(unit);
+            x = Some(self.run(*stage, &flat, x.as_ref(), &batch));
+            if !stages[i + 1..].iter().any(|s| self.unit_of(*s) == unit) {
+                params.release(unit);
+            }
         }
-        let x = layer_norm(&x, &root, "decoder_norm");
-        let prediction = x.linear(root.get("decoder_pred.weight"), Some(root.get("decoder_pred.bias")));
-        params.release(0);
-
-        // Loss in fp32 whatever the compute dtype.
-        let prediction = prediction.narrow(1, 1, c.patches()).to_kind(Kind::Float);
-        let per_patch = (prediction - patches).square().mean_dim(-1, false, Kind::Float);
-        (per_patch * &mask).sum(Kind::Float) / mask.sum(Kind::Float)
+        x.expect("a model has stages")
     }
 
     /// [B, C, H, W] -> [B, patches, patch * patch * C], patches row-major, pixels (p, q, c).
@@ -92,25 +162,9 @@ impl Mae {
             .reshape([n, g * g, c.patch_dim()])
     }
 
-    /// Keeps the patches with the lowest noise. Returns kept tokens, the mask (1 = masked) in
-    /// original patch order, and the permutation that restores that order.
-    fn random_masking(&self, x: &Tensor, noise: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let (batch, patches, width) = x.size3().expect("tokens are [B, N, D]");
-        let keep = self.config.visible_patches();
-        let ids_shuffle = noise.argsort(1, false);
-        let ids_restore = ids_shuffle.argsort(1, false);
-        let ids_keep = ids_shuffle.narrow(1, 0, keep);
-        let kept = x.gather(1, &ids_keep.unsqueeze(-1).repeat([1, 1, width]), false);
-        let mask = Tensor::ones([batch, patches], (Kind::Float, x.device()));
-        let _ = mask.narrow(1, 0, keep).fill_(0.0);
-        (kept, mask.gather(1, &ids_restore, false), ids_restore)
-    }
-
-    fn block(&self, params: &mut dyn ParamSource, unit: usize, x: &Tensor, heads: i64) -> Tensor {
-        let flat = params.unit(unit);
-        let p = UnitViews::new(&flat, &self.units[unit]);
+    fn block(&self, p: &UnitViews, x: &Tensor, heads: i64) -> Tensor {
         let (b, n, d) = x.size3().expect("tokens are [B, N, D]");
-        let h = layer_norm(x, &p, "norm1");
+        let h = layer_norm(x, p, "norm1");
         let qkv = h
             .linear(p.get("attn.qkv.weight"), Some(p.get("attn.qkv.bias")))
             .reshape([b, n, 3, heads, d / heads])
@@ -119,11 +173,10 @@ impl Mae {
         let attention = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false);
         let attention = attention.transpose(1, 2).reshape([b, n, d]);
         let x = x + attention.linear(p.get("attn.proj.weight"), Some(p.get("attn.proj.bias")));
-        let h = layer_norm(&x, &p, "norm2")
+        let h = layer_norm(&x, p, "norm2")
             .linear(p.get("mlp.fc1.weight"), Some(p.get("mlp.fc1.bias")))
             .gelu("none")
             .linear(p.get("mlp.fc2.weight"), Some(p.get("mlp.fc2.bias")));
-        params.release(unit);
         x + h
     }
 }
@@ -219,7 +272,8 @@ mod tests {
         let patches = mae.config.patches();
         let x = Tensor::arange(patches, (Kind::Float, Device::Cpu)).view([1, patches, 1]);
         let noise = Tensor::arange(patches, (Kind::Float, Device::Cpu)).flip([0]).view([1, patches]);
-        let (kept, mask, _) = mae.random_masking(&x, &noise);
+        let masked = mae.mask(&Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)), &noise);
+        let (kept, mask) = (x.gather(1, &masked.ids_keep.unsqueeze(-1), false), masked.mask);
         let keep = mae.config.visible_patches();
         let kept: Vec<f32> = Vec::try_from(kept.flatten(0, -1)).unwrap();
         let expected: Vec<f32> = (0..keep).map(|i| (patches - 1 - i) as f32).collect();

@@ -7,5 +7,5 @@ mod mae;
 mod presets;
 
 pub use layout::{init_unit, ParamSpec, UnitLayout, UnitViews};
-pub use mae::{Mae, ParamSource};
+pub use mae::{Mae, Masked, ParamSource, Stage};
 pub use presets::{preset, preset_names, ModelConfig, PRESETS};

@@ -25,7 +25,20 @@ use super::problems::{deserialize_all, ExperimentError, Problem};
 use super::validate::validate;
 
 /// Names of the sweepable axes, in the order points are expanded and named.
-pub const AXES: [&str; 5] = ["model", "strategy", "nodes", "ranks_per_node", "micro_batch"];
+pub const AXES: [&str; 12] = [
+    "model",
+    "strategy",
+    "shard_group",
+    "nodes",
+    "ranks_per_node",
+    "micro_batch",
+    "accumulation",
+    "activation_checkpointing",
+    "backward_prefetch",
+    "limit_all_gathers",
+    "param_dtype",
+    "reduce_dtype",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,21 +61,55 @@ impl Strategy {
         }
     }
 
-    /// Strategies this version can run; the others are planned but rejected with a reason.
-    pub fn implemented(self) -> bool {
-        matches!(self, Strategy::NoShard)
+    pub fn is_hybrid(self) -> bool {
+        matches!(self, Strategy::HybridShard | Strategy::HybridShardZero2)
+    }
+
+    /// Whether a unit's gathered parameters are freed after its forward (and gathered again
+    /// for its backward). The root unit is kept either way.
+    pub fn reshards_after_forward(self) -> bool {
+        matches!(self, Strategy::FullShard | Strategy::HybridShard)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// When the all-gather of the next unit is issued during backward (PyTorch's BackwardPrefetch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// fp32 parameters, compute and reductions.
-    #[default]
+pub enum BackwardPrefetch {
+    /// Before computing this unit's gradients (BACKWARD_PRE, PyTorch's default).
+    Pre,
+    /// After computing them, before reducing them (BACKWARD_POST).
+    Post,
+    /// When the next unit's backward starts, after this unit's reduction.
+    None,
+}
+
+impl BackwardPrefetch {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackwardPrefetch::Pre => "pre",
+            BackwardPrefetch::Post => "post",
+            BackwardPrefetch::None => "none",
+        }
+    }
+}
+
+/// Element type of gathered parameters and compute (`param_dtype`) or of gradient reductions
+/// (`reduce_dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
     Fp32,
-    /// bf16 compute from fp32 master weights; gradients reach the fp32 weights through autograd
-    /// and are reduced in fp32.
     Bf16,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Fp32 => "fp32",
+            Dtype::Bf16 => "bf16",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -82,14 +129,55 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// The swept dimensions. The first five are required; the FSDP knobs default to PyTorch's
+/// defaults (one value each), so a file names them only to change or sweep them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Axes {
     pub model: Vec<String>,
     pub strategy: Vec<Strategy>,
+    /// Ranks per shard group of the hybrid strategies; 0 means one simulated node
+    /// (ranks_per_node), FSDP's default. Other strategies ignore it.
+    #[serde(default = "zero")]
+    pub shard_group: Vec<u32>,
     pub nodes: Vec<u32>,
     pub ranks_per_node: Vec<u32>,
+    /// Images per rank per forward pass.
     pub micro_batch: Vec<u32>,
+    /// Micro-batches per optimizer step (gradient accumulation without communication).
+    #[serde(default = "one_u32")]
+    pub accumulation: Vec<u32>,
+    /// Recompute each transformer block in backward instead of storing its activations.
+    #[serde(default = "no")]
+    pub activation_checkpointing: Vec<bool>,
+    #[serde(default = "pre")]
+    pub backward_prefetch: Vec<BackwardPrefetch>,
+    /// At most two units' gathered parameters in flight (PyTorch's rate limiter).
+    #[serde(default = "yes")]
+    pub limit_all_gathers: Vec<bool>,
+    #[serde(default = "fp32")]
+    pub param_dtype: Vec<Dtype>,
+    #[serde(default = "fp32")]
+    pub reduce_dtype: Vec<Dtype>,
+}
+
+fn zero() -> Vec<u32> {
+    vec![0]
+}
+fn one_u32() -> Vec<u32> {
+    vec![1]
+}
+fn no() -> Vec<bool> {
+    vec![false]
+}
+fn yes() -> Vec<bool> {
+    vec![true]
+}
+fn pre() -> Vec<BackwardPrefetch> {
+    vec![BackwardPrefetch::Pre]
+}
+fn fp32() -> Vec<Dtype> {
+    vec![Dtype::Fp32]
 }
 
 impl Axes {
@@ -97,21 +185,36 @@ impl Axes {
         match axis {
             "model" => self.model.len(),
             "strategy" => self.strategy.len(),
+            "shard_group" => self.shard_group.len(),
             "nodes" => self.nodes.len(),
             "ranks_per_node" => self.ranks_per_node.len(),
             "micro_batch" => self.micro_batch.len(),
+            "accumulation" => self.accumulation.len(),
+            "activation_checkpointing" => self.activation_checkpointing.len(),
+            "backward_prefetch" => self.backward_prefetch.len(),
+            "limit_all_gathers" => self.limit_all_gathers.len(),
+            "param_dtype" => self.param_dtype.len(),
+            "reduce_dtype" => self.reduce_dtype.len(),
             _ => 0,
         }
     }
 
     /// The `index`-th value of `axis` as TOML, for matching exclude rules and naming points.
     pub fn value(&self, axis: &str, index: usize) -> toml::Value {
+        use toml::Value::{Boolean, Integer, String};
         match axis {
-            "model" => toml::Value::String(self.model[index].clone()),
-            "strategy" => toml::Value::String(self.strategy[index].name().into()),
-            "nodes" => toml::Value::Integer(self.nodes[index].into()),
-            "ranks_per_node" => toml::Value::Integer(self.ranks_per_node[index].into()),
-            "micro_batch" => toml::Value::Integer(self.micro_batch[index].into()),
+            "model" => String(self.model[index].clone()),
+            "strategy" => String(self.strategy[index].name().into()),
+            "shard_group" => Integer(self.shard_group[index].into()),
+            "nodes" => Integer(self.nodes[index].into()),
+            "ranks_per_node" => Integer(self.ranks_per_node[index].into()),
+            "micro_batch" => Integer(self.micro_batch[index].into()),
+            "accumulation" => Integer(self.accumulation[index].into()),
+            "activation_checkpointing" => Boolean(self.activation_checkpointing[index]),
+            "backward_prefetch" => String(self.backward_prefetch[index].name().into()),
+            "limit_all_gathers" => Boolean(self.limit_all_gathers[index]),
+            "param_dtype" => String(self.param_dtype[index].name().into()),
+            "reduce_dtype" => String(self.reduce_dtype[index].name().into()),
             other => unreachable!("unknown axis {other}"),
         }
     }
@@ -131,14 +234,19 @@ pub struct Settings {
     #[serde(default)]
     pub seed: u64,
     #[serde(default)]
-    pub precision: Precision,
-    #[serde(default)]
     pub data: DataSource,
     #[serde(default)]
     pub device: DeviceKind,
     /// libtorch intra-op threads per rank (ranks of one machine share its cores).
     #[serde(default = "one")]
     pub threads_per_rank: u32,
+    /// Caps each rank's data memory (RLIMIT_DATA), so a point too big for the memory it is
+    /// meant to have fails as `oom` instead of pushing the machine into swap or the OOM killer.
+    #[serde(default)]
+    pub rank_memory_limit_bytes: Option<u64>,
+    /// Write the final parameters (whole units, fp32) to `parameters.h5` in the point's folder.
+    #[serde(default)]
+    pub save_parameters: bool,
 }
 
 /// AdamW as in the MAE reference: lr = base_lr x global batch / 256, betas (0.9, 0.95).

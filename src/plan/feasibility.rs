@@ -1,7 +1,7 @@
 //! Can a point run on the machine it is planned for? Memory is estimated by formula before
 //! anything is allocated, so a 15B model is rejected in milliseconds, not after an OOM.
 
-use super::experiment::Precision;
+use super::experiment::{Dtype, Strategy};
 use super::point::PointSpec;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -28,36 +28,56 @@ impl Machine {
     }
 }
 
-/// Bytes one rank holds for a point: fp32 parameters, gradients and two AdamW moments for the
-/// whole model (NO_SHARD replicates everything, 16 B/param), plus stored activations.
+/// Bytes one rank holds for a point: its shard of fp32 parameters, gradients and two AdamW
+/// moments (16 B/param over the shard group), the gathered parameters of two units (current and
+/// prefetched; every unit for strategies that keep them), and stored activations.
 pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
     let m = &point.model;
-    let model_states = 16.0 * m.trainable_params() as f64;
-    // Activations per block after Korthikanti et al. (2022): s*b*h*(34 + 5*a*s/h) bytes in
-    // 16-bit; doubled for fp32.
-    let bytes_per_value = match point.settings.precision {
-        Precision::Fp32 => 2.0,
-        Precision::Bf16 => 1.0,
+    let k = &point.parallel;
+    let params = m.trainable_params() as f64;
+    let model_states = 16.0 * params / f64::from(k.shard_group);
+    let param_bytes = match k.param_dtype {
+        Dtype::Fp32 => 4.0,
+        Dtype::Bf16 => 2.0,
     };
+    let block_params = 12.0 * (m.width * m.width) as f64;
+    let gathered = match point.strategy {
+        Strategy::NoShard => 0.0,
+        Strategy::FullShard | Strategy::HybridShard => 2.0 * block_params * param_bytes,
+        Strategy::ShardGradOp | Strategy::HybridShardZero2 => params * param_bytes,
+    };
+    // Activations per block after Korthikanti et al. (2022): s*b*h*(34 + 5*a*s/h) bytes in
+    // 16-bit; doubled for fp32. Checkpointing keeps block inputs plus one block's worth.
+    let bytes_per_value = param_bytes / 2.0;
     let block = |tokens: i64, width: i64, heads: i64| {
         let (s, h, a, b) = (tokens as f64, width as f64, heads as f64, f64::from(point.micro_batch));
         s * b * h * (34.0 + 5.0 * a * s / h) * bytes_per_value
     };
-    let activations = m.depth as f64 * block(m.visible_patches() + 1, m.width, m.heads)
-        + m.decoder_depth as f64 * block(m.patches() + 1, m.decoder_width, m.decoder_heads);
-    model_states + activations
+    let encoder = block(m.visible_patches() + 1, m.width, m.heads);
+    let decoder = block(m.patches() + 1, m.decoder_width, m.decoder_heads);
+    let activations = if k.activation_checkpointing {
+        let inputs = |tokens: i64, width: i64, depth: i64| (tokens * width * depth) as f64 * f64::from(point.micro_batch) * 2.0 * bytes_per_value;
+        inputs(m.visible_patches() + 1, m.width, m.depth) + inputs(m.patches() + 1, m.decoder_width, m.decoder_depth) + encoder.max(decoder)
+    } else {
+        m.depth as f64 * encoder + m.decoder_depth as f64 * decoder
+    };
+    model_states + gathered + activations
 }
 
 /// `Ok` if `point` can run on `machine`, else the reason it cannot.
 pub fn check(point: &PointSpec, machine: &Machine) -> Result<(), String> {
-    if !point.strategy.implemented() {
-        return Err(format!("strategy {} is not implemented in this version (only no_shard runs)", point.strategy.name()));
+    let (world, group) = (point.world_size(), point.parallel.shard_group);
+    if group == 0 || group > world || world % group != 0 {
+        return Err(format!("shard group of {group} ranks does not divide the world of {world} ranks"));
+    }
+    if point.parallel.reduce_dtype == Dtype::Bf16 {
+        return Err("reduce_dtype bf16 needs a backend that sums bf16; MPI reduces fp32 only".into());
     }
     let needed = rank_memory_bytes(point);
     let available = machine.memory_bytes as f64 / f64::from(point.world_size());
     if needed > available {
         return Err(format!(
-            "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B + activations), {:.1} GiB available per rank",
+            "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B / shard group + gathered parameters + activations), {:.1} GiB available per rank",
             needed / GIB,
             point.world_size(),
             point.model.trainable_params(),

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use super::experiment::{Experiment, AXES};
+use super::experiment::{BackwardPrefetch, Dtype, Experiment, Strategy, AXES};
 use super::feasibility::{check, Machine};
-use super::point::PointSpec;
+use super::point::{ParallelSpec, PointSpec};
 use crate::model;
 
 /// A point that will not run, and why.
@@ -33,18 +33,41 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         if let Some(size) = experiment.settings.image_size {
             model.image_size = size;
         }
+        let (nodes, ranks_per_node) = (axes.nodes[index("nodes")], axes.ranks_per_node[index("ranks_per_node")]);
+        let shard_group = match strategy {
+            Strategy::NoShard => 1,
+            Strategy::FullShard | Strategy::ShardGradOp => nodes * ranks_per_node,
+            Strategy::HybridShard | Strategy::HybridShardZero2 => match axes.shard_group[index("shard_group")] {
+                0 => ranks_per_node,
+                chosen => chosen,
+            },
+        };
+        let parallel = ParallelSpec {
+            shard_group,
+            accumulation: axes.accumulation[index("accumulation")],
+            activation_checkpointing: axes.activation_checkpointing[index("activation_checkpointing")],
+            backward_prefetch: axes.backward_prefetch[index("backward_prefetch")],
+            limit_all_gathers: axes.limit_all_gathers[index("limit_all_gathers")],
+            param_dtype: axes.param_dtype[index("param_dtype")],
+            reduce_dtype: axes.reduce_dtype[index("reduce_dtype")],
+        };
         let point = PointSpec {
             sweep: experiment.name.clone(),
             id: String::new(),
             model,
             strategy,
-            nodes: axes.nodes[index("nodes")],
-            ranks_per_node: axes.ranks_per_node[index("ranks_per_node")],
+            parallel,
+            nodes,
+            ranks_per_node,
             micro_batch: axes.micro_batch[index("micro_batch")],
             settings: experiment.settings.clone(),
             optimizer: experiment.optimizer.clone(),
         };
         let point = PointSpec { id: point_id(&point), ..point };
+        // shard_group only applies to the hybrid strategies: other strategies would repeat.
+        if plan.points.iter().any(|p| p.id == point.id) || plan.rejected.iter().any(|r| r.id == point.id) {
+            continue;
+        }
         let excluded_by = experiment.exclude.iter().position(|rule| {
             rule.iter().all(|(axis, wanted)| {
                 let value = axes.value(axis, index(axis));
@@ -66,9 +89,34 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
     plan
 }
 
-/// A readable, unique, filesystem-safe name made of the point's axis values.
+/// A readable, unique, filesystem-safe name made of the point's axis values; knobs appear
+/// only where they differ from their defaults.
 pub fn point_id(p: &PointSpec) -> String {
-    format!("{}-{}-n{}x{}-mb{}", p.model.name, p.strategy.name(), p.nodes, p.ranks_per_node, p.micro_batch)
+    let k = &p.parallel;
+    let mut id = format!("{}-{}", p.model.name, p.strategy.name());
+    if p.strategy.is_hybrid() {
+        id += &format!("-sg{}", k.shard_group);
+    }
+    id += &format!("-n{}x{}-mb{}", p.nodes, p.ranks_per_node, p.micro_batch);
+    if k.accumulation != 1 {
+        id += &format!("-acc{}", k.accumulation);
+    }
+    if k.activation_checkpointing {
+        id += "-ac";
+    }
+    if k.backward_prefetch != BackwardPrefetch::Pre {
+        id += &format!("-bp{}", k.backward_prefetch.name());
+    }
+    if !k.limit_all_gathers {
+        id += "-nolimit";
+    }
+    if k.param_dtype != Dtype::Fp32 {
+        id += &format!("-p{}", k.param_dtype.name());
+    }
+    if k.reduce_dtype != Dtype::Fp32 {
+        id += &format!("-r{}", k.reduce_dtype.name());
+    }
+    id
 }
 
 /// Every combination of value indices, one index per axis in `AXES` order. Axes in one zip

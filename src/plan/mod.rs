@@ -8,8 +8,8 @@ mod point;
 mod problems;
 mod validate;
 
-pub use experiment::{DataSource, DeviceKind, Experiment, LaunchSettings, OptimizerSettings, Precision, Settings, Strategy, AXES};
+pub use experiment::{BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, LaunchSettings, OptimizerSettings, Settings, Strategy, AXES};
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected};
-pub use point::PointSpec;
+pub use point::{ParallelSpec, PointSpec};
 pub use problems::{ExperimentError, Problem};

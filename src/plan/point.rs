@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::experiment::{OptimizerSettings, Settings, Strategy};
+use super::experiment::{BackwardPrefetch, Dtype, OptimizerSettings, Settings, Strategy};
 use crate::model::ModelConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +14,7 @@ pub struct PointSpec {
     pub id: String,
     pub model: ModelConfig,
     pub strategy: Strategy,
+    pub parallel: ParallelSpec,
     pub nodes: u32,
     pub ranks_per_node: u32,
     pub micro_batch: u32,
@@ -21,14 +22,34 @@ pub struct PointSpec {
     pub optimizer: OptimizerSettings,
 }
 
+/// How the point spreads the model over ranks, beyond the strategy's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParallelSpec {
+    /// Ranks that shard each unit: the world for full_shard and shard_grad_op, 1 for no_shard,
+    /// the chosen group for the hybrid strategies. Groups are consecutive ranks.
+    pub shard_group: u32,
+    pub accumulation: u32,
+    pub activation_checkpointing: bool,
+    pub backward_prefetch: BackwardPrefetch,
+    pub limit_all_gathers: bool,
+    pub param_dtype: Dtype,
+    pub reduce_dtype: Dtype,
+}
+
 impl PointSpec {
     pub fn world_size(&self) -> u32 {
         self.nodes * self.ranks_per_node
     }
 
+    /// Ranks holding copies of the same shard (the all-reduce group of the hybrid strategies).
+    pub fn replicas(&self) -> u32 {
+        self.world_size() / self.parallel.shard_group.max(1)
+    }
+
     /// Images per optimizer step over all ranks.
     pub fn global_batch(&self) -> u32 {
-        self.world_size() * self.micro_batch
+        self.world_size() * self.micro_batch * self.parallel.accumulation
     }
 
     /// Peak learning rate, scaled with the global batch as in MAE.

@@ -63,7 +63,8 @@ fn validate_axes(axes: &Axes, zipped: &[&str], image_size: Option<i64>, problem:
             if !zipped.contains(&axis) && (0..i).any(|j| axes.value(axis, j) == value) {
                 problem(format!("axes.{axis}[{i}]"), value.clone(), "duplicate value".into());
             }
-            if value.as_integer() == Some(0) {
+            // shard_group 0 means "one node".
+            if value.as_integer() == Some(0) && axis != "shard_group" {
                 problem(format!("axes.{axis}[{i}]"), value, "must be at least 1".into());
             }
         }

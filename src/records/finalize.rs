@@ -60,7 +60,7 @@ pub fn finalize(point_dir: &Path, point: &PointSpec, end: &RunEnd) -> Result<Man
 pub fn classify(end: &RunEnd, ranks: &[RankSpool], steps_planned: u32) -> (Outcome, Option<String>) {
     let rank_error = ranks.iter().enumerate().find_map(|(r, k)| k.error.as_ref().map(|e| format!("rank {r}: {e}")));
     let stderr = end.stderr_tail.to_lowercase();
-    let oom = ["out of memory", "outofmemoryerror", "std::bad_alloc", "exited on signal 9", "oom-kill"]
+    let oom = ["out of memory", "outofmemoryerror", "std::bad_alloc", "can't allocate memory", "exited on signal 9", "oom-kill"]
         .iter()
         .any(|needle| stderr.contains(needle) || rank_error.as_deref().is_some_and(|e| e.to_lowercase().contains(needle)));
     let all_done = ranks.iter().all(|k| k.finished && k.steps.len() as u32 == steps_planned);

@@ -7,6 +7,11 @@
 //! /steps/loss            [ranks, steps] f64
 //! /steps/peak_rss_bytes  [ranks, steps] u64  (0 where missing)
 //! /steps/completed       [ranks] u32         steps each rank finished
+//! /memory/<category>_bytes [ranks, steps] u64  the harness's account: param_shards,
+//!                        grad_shards, optimizer_state, gathered_params_peak,
+//!                        unsharded_grads_peak, activations_peak (0 where missing)
+//! /units/<column>        [rows] one row per rank, step and unit: rank, step, unit (u32),
+//!                        forward_s, backward_s, recompute_s (f64)
 //! /collectives/<column>  [calls] one row per collective call: rank, step, unit (u32),
 //!                        kind, dtype (strings), payload_bytes (u64), group_size (u32),
 //!                        start_s, end_s (f64, from the start of the step)
@@ -20,7 +25,7 @@ use hdf5::{File, Group, H5Type};
 use ndarray::{Array1, Array2};
 
 use super::atomic::sync_parent;
-use super::schema::{Phases, SCHEMA_VERSION};
+use super::schema::{MemoryRecord, Phases, SCHEMA_VERSION};
 use super::spool::RankSpool;
 use super::RecordError;
 
@@ -34,11 +39,28 @@ pub struct RecordsHeader<'a> {
 
 /// Writes the records of all ranks (index = rank) to `path`, atomically.
 pub fn write_records(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> Result<(), RecordError> {
+    write_atomically(path, |file| write_file(file, header, ranks))
+}
+
+/// Writes one fp32 dataset per unit (`names[i]` holds `units[i]`), atomically.
+pub fn write_parameters(path: &Path, names: &[String], units: &[tch::Tensor]) -> Result<(), RecordError> {
+    write_atomically(path, |file| {
+        for (name, unit) in names.iter().zip(units) {
+            let values: Vec<f32> = Vec::try_from(unit.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous()).expect("a 1-D fp32 tensor converts");
+            dataset(file, name, &Array1::from_vec(values))?;
+        }
+        Ok(())
+    })
+}
+
+/// Creates an HDF5 file beside `path`, lets `fill` write it, then renames it into place.
+fn write_atomically(path: &Path, fill: impl FnOnce(&File) -> hdf5::Result<()>) -> Result<(), RecordError> {
     let tmp = path.with_extension(format!("h5.tmp-{}", std::process::id()));
     let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
-    let result = write_file(&tmp, header, ranks).map_err(err).and_then(|_| {
-        std::fs::rename(&tmp, path).and_then(|_| sync_parent(path)).map_err(RecordError::io(path))
-    });
+    let result = File::create(&tmp)
+        .and_then(|file| fill(&file).and_then(|_| file.close()))
+        .map_err(err)
+        .and_then(|_| std::fs::rename(&tmp, path).and_then(|_| sync_parent(path)).map_err(RecordError::io(path)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -49,12 +71,11 @@ fn text(s: &str) -> VarLenUnicode {
     s.parse().unwrap_or_else(|_| "?".parse().expect("ascii parses"))
 }
 
-fn write_file(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5::Result<()> {
-    let file = File::create(path)?;
-    attr(&file, "schema_version", SCHEMA_VERSION)?;
-    attr(&file, "world_size", ranks.len() as u32)?;
-    attr(&file, "steps_planned", header.steps_planned)?;
-    attr(&file, "warmup_steps", header.warmup_steps)?;
+fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5::Result<()> {
+    attr(file, "schema_version", SCHEMA_VERSION)?;
+    attr(file, "world_size", ranks.len() as u32)?;
+    attr(file, "steps_planned", header.steps_planned)?;
+    attr(file, "warmup_steps", header.warmup_steps)?;
     for (name, value) in [("sweep", header.sweep), ("point", header.point)] {
         file.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&text(value))?;
     }
@@ -69,9 +90,26 @@ fn write_file(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
         dataset(&steps, name, &table(&|rec| rec.phases.values()[i]))?;
     }
     dataset(&steps, "loss", &table(&|rec| rec.loss))?;
-    let rss = Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map_or(0, |rec| rec.peak_rss_bytes));
-    dataset(&steps, "peak_rss_bytes", &rss)?;
+    let counts = |value: &dyn Fn(&super::StepRecord) -> u64| Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map_or(0, value));
+    dataset(&steps, "peak_rss_bytes", &counts(&|rec| rec.peak_rss_bytes))?;
     dataset(&steps, "completed", &Array1::from_iter(ranks.iter().map(|k| k.steps.len() as u32)))?;
+    let memory = file.create_group("memory")?;
+    for (i, name) in MemoryRecord::NAMES.iter().enumerate() {
+        dataset(&memory, name, &counts(&|rec| rec.memory.values()[i]))?;
+    }
+
+    let unit_rows: Vec<(u32, u32, &super::UnitRecord)> = ranks
+        .iter()
+        .enumerate()
+        .flat_map(|(rank, k)| k.steps.iter().flat_map(move |st| st.units.iter().map(move |u| (rank as u32, st.step, u))))
+        .collect();
+    let units = file.create_group("units")?;
+    dataset(&units, "rank", &Array1::from_iter(unit_rows.iter().map(|u| u.0)))?;
+    dataset(&units, "step", &Array1::from_iter(unit_rows.iter().map(|u| u.1)))?;
+    dataset(&units, "unit", &Array1::from_iter(unit_rows.iter().map(|u| u.2.unit)))?;
+    dataset(&units, "forward_s", &Array1::from_iter(unit_rows.iter().map(|u| u.2.forward_s)))?;
+    dataset(&units, "backward_s", &Array1::from_iter(unit_rows.iter().map(|u| u.2.backward_s)))?;
+    dataset(&units, "recompute_s", &Array1::from_iter(unit_rows.iter().map(|u| u.2.recompute_s)))?;
 
     let calls: Vec<(u32, u32, &super::CollectiveRecord)> = ranks
         .iter()
@@ -96,7 +134,7 @@ fn write_file(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     dataset(&group, "local_rank", &info(&|i| i.local_rank))?;
     dataset(&group, "pid", &info(&|i| i.pid))?;
     dataset(&group, "hostname", &Array1::from_iter(ranks.iter().map(|k| text(k.info.as_ref().map_or("", |i| &i.hostname)))))?;
-    file.close()
+    Ok(())
 }
 
 fn attr<T: H5Type>(file: &File, name: &str, value: T) -> hdf5::Result<()> {

@@ -14,9 +14,9 @@ mod spool;
 
 pub use atomic::write_atomic;
 pub use finalize::{finalize, RunEnd};
-pub use hdf5_file::{write_records, RecordsHeader};
+pub use hdf5_file::{write_parameters, write_records, RecordsHeader};
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout};
-pub use schema::{CollectiveKind, CollectiveRecord, Phases, RankInfo, SpoolLine, StepRecord, SCHEMA_VERSION};
+pub use schema::{CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord, UnitRecord, SCHEMA_VERSION};
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 
 /// Now, as an RFC 3339 UTC timestamp with microseconds.
@@ -27,6 +27,8 @@ pub fn timestamp() -> String {
 /// File names inside a point's folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const RECORDS_FILE: &str = "records.h5";
+/// Final parameters, if the point asked for them: one fp32 dataset per unit, named after it.
+pub const PARAMETERS_FILE: &str = "parameters.h5";
 pub const POINT_FILE: &str = "point.json";
 pub const RANKS_DIR: &str = "ranks";
 pub const STDOUT_FILE: &str = "stdout.log";

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Wall time of each phase of one step on one rank, from a monotonic clock, with the device
-/// synchronised at every boundary. `comm_s` is the sum of this step's collective calls;
-/// `step_s` is the whole step (it also contains time in no phase, such as bookkeeping).
+/// synchronised at every boundary. The phases partition the step: `forward_s` and `backward_s`
+/// exclude the collectives issued inside them, which `comm_s` sums (all of it exposed, as the
+/// collectives block); `step_s` is the whole step, including time in no phase (bookkeeping).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phases {
@@ -62,6 +63,54 @@ pub struct CollectiveRecord {
     pub end_s: f64,
 }
 
+/// Compute time of one unit in one step (summed over micro-batches).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitRecord {
+    pub unit: u32,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    /// Forward recomputed in backward (activation checkpointing).
+    pub recompute_s: f64,
+}
+
+/// The harness's own account of what a rank holds, by category (FSDP's memory model).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryRecord {
+    pub param_shards_bytes: u64,
+    pub grad_shards_bytes: u64,
+    pub optimizer_state_bytes: u64,
+    /// Most gathered (unsharded) parameters held at once during the step.
+    pub gathered_params_peak_bytes: u64,
+    /// Most unsharded gradients held at once across micro-batches (accumulation).
+    pub unsharded_grads_peak_bytes: u64,
+    /// Most stage inputs and outputs kept for backward at once (not autograd's internals).
+    pub activations_peak_bytes: u64,
+}
+
+impl MemoryRecord {
+    pub const NAMES: [&'static str; 6] = [
+        "param_shards_bytes",
+        "grad_shards_bytes",
+        "optimizer_state_bytes",
+        "gathered_params_peak_bytes",
+        "unsharded_grads_peak_bytes",
+        "activations_peak_bytes",
+    ];
+
+    pub fn values(&self) -> [u64; 6] {
+        [
+            self.param_shards_bytes,
+            self.grad_shards_bytes,
+            self.optimizer_state_bytes,
+            self.gathered_params_peak_bytes,
+            self.unsharded_grads_peak_bytes,
+            self.activations_peak_bytes,
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepRecord {
@@ -72,6 +121,8 @@ pub struct StepRecord {
     pub phases: Phases,
     /// Peak resident set size of the process so far.
     pub peak_rss_bytes: u64,
+    pub memory: MemoryRecord,
+    pub units: Vec<UnitRecord>,
     pub collectives: Vec<CollectiveRecord>,
 }
 

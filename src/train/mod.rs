@@ -3,10 +3,12 @@
 //! appends what it measured to the rank's spool.
 
 mod adamw;
-mod replicated;
+mod memory;
+mod sharded;
 
 pub use adamw::{learning_rate, AdamW};
-pub use replicated::{predivide_factor, Replicated};
+pub use memory::MemoryAccount;
+pub use sharded::{kind_of, predivide_factor, Sharded};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,20 +19,8 @@ use crate::comm::{Comm, CommError};
 use crate::data::SyntheticImages;
 use crate::metrics::{peak_rss_bytes, Clock, Collectives};
 use crate::model::Mae;
-use crate::plan::{DeviceKind, PointSpec, Precision, Strategy};
-use crate::records::{timestamp, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord};
-
-/// How a model is spread over ranks: where parameters live, which collectives run when.
-pub trait Parallelism {
-    /// This rank's loss on its images.
-    fn forward(&mut self, images: &Tensor, noise: &Tensor, collectives: &mut Collectives) -> Result<Tensor, CommError>;
-    fn backward(&mut self, loss: &Tensor, collectives: &mut Collectives) -> Result<(), CommError>;
-    /// Collectives left after backward so that every rank holds its averaged gradients.
-    fn reduce_gradients(&mut self, collectives: &mut Collectives) -> Result<(), CommError>;
-    fn optimizer_step(&mut self, lr: f64);
-    /// The whole model's fp32 parameters, one flat tensor per unit (for checks, not hot paths).
-    fn full_parameters(&self) -> Vec<Tensor>;
-}
+use crate::plan::{DeviceKind, PointSpec};
+use crate::records::{timestamp, write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord, PARAMETERS_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -38,12 +28,14 @@ pub enum TrainError {
     Comm(#[from] CommError),
     #[error(transparent)]
     Record(#[from] RecordError),
-    #[error("strategy {0} is not implemented in this version")]
-    Unsupported(&'static str),
     #[error("device {0:?} is not available in this build of libtorch")]
     NoDevice(DeviceKind),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("{0}")]
+    Panic(String),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Where this rank sits: ranks are grouped into (possibly simulated) nodes of `ranks_per_node`.
@@ -60,10 +52,11 @@ pub fn device_for(kind: DeviceKind, local_rank: u32) -> Result<Device, TrainErro
     }
 }
 
-/// Losses of every step on this rank, in order (what `train` returns besides its spool).
+/// What `train` returns besides its spool: this rank's loss at each step and, if asked for,
+/// the final parameters (whole units, gathered).
 pub struct TrainOutcome {
     pub losses: Vec<f64>,
-    pub parameters: Vec<Tensor>,
+    pub parameters: Option<Vec<Tensor>>,
 }
 
 /// Trains `point` on this rank, appending to `spool`. Steps already written stay written if
@@ -74,53 +67,63 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
     tch::set_num_threads(point.settings.threads_per_rank as i32);
     tch::manual_seed(point.settings.seed as i64);
     let model = Mae::new(point.model.clone(), device);
-    let compute_kind = match point.settings.precision {
-        Precision::Fp32 => Kind::Float,
-        Precision::Bf16 => Kind::BFloat16,
-    };
-    let mut parallel: Box<dyn Parallelism> = match point.strategy {
-        Strategy::NoShard => Box::new(Replicated::new(&model, device, compute_kind, &point.optimizer)),
-        other => return Err(TrainError::Unsupported(other.name())),
-    };
+    let clock = Clock::new(device);
+    let mut engine = Sharded::new(&model, &clock, comm, point.strategy, point.parallel.clone(), device, &point.optimizer);
     spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
 
     let data = SyntheticImages { seed: point.settings.seed, image_size: point.model.image_size, channels: point.model.channels };
-    let clock = Clock::new(device);
-    let (global_batch, micro_batch) = (u64::from(point.global_batch()), u64::from(point.micro_batch));
+    let micro_batch = u64::from(point.micro_batch);
+    let accumulation = point.parallel.accumulation;
+    let local_batch = micro_batch * u64::from(accumulation);
     let mut losses = Vec::new();
     for step in 0..point.settings.steps {
         let start = clock.now_s();
-        let mut collectives = Collectives::new(comm, &clock, start);
-        let first = u64::from(step) * global_batch + comm.rank() as u64 * micro_batch;
-        let samples = first..first + micro_batch;
-        let images = data.images(samples.clone()).to_device(device);
-        let noise = data.mask_noise(samples, point.model.patches()).to_device(device);
-        let data_done = clock.now_s();
-        let loss = parallel.forward(&images, &noise, &mut collectives)?;
-        let forward_done = clock.now_s();
-        parallel.backward(&loss, &mut collectives)?;
-        let backward_done = clock.now_s();
-        parallel.reduce_gradients(&mut collectives)?;
-        let reduce_done = clock.now_s();
+        let mut collectives = Collectives::new(&clock, start);
+        let mut phases = Phases::default();
+        let mut loss_sum = 0.0;
+        for micro in 0..accumulation {
+            // This rank's micro-batch of the global batch: ranks take consecutive slices.
+            let first = u64::from(step) * u64::from(point.global_batch()) + comm.rank() as u64 * local_batch + u64::from(micro) * micro_batch;
+            let t0 = clock.now_s();
+            let samples = first..first + micro_batch;
+            let images = data.images(samples.clone()).to_device(device);
+            let noise = data.mask_noise(samples, point.model.patches()).to_device(device);
+            let (t1, c1) = (clock.now_s(), collectives.total_s());
+            let loss = engine.forward(&images, &noise, &mut collectives)?;
+            let (t2, c2) = (clock.now_s(), collectives.total_s());
+            engine.backward(1.0 / f64::from(accumulation), micro + 1 == accumulation, &mut collectives)?;
+            let (t3, c3) = (clock.now_s(), collectives.total_s());
+            loss_sum += loss.to_kind(Kind::Double).double_value(&[]);
+            // Phases partition the step: collectives inside forward and backward count in
+            // comm_s only (they block, so all of their time is exposed).
+            phases.data_s += t1 - t0;
+            phases.forward_s += (t2 - t1) - (c2 - c1);
+            phases.backward_s += (t3 - t2) - (c3 - c2);
+        }
+        let optimizer_start = clock.now_s();
         let lr = learning_rate(step, point.settings.steps, point.optimizer.lr_warmup_steps, point.peak_lr());
-        parallel.optimizer_step(lr);
+        engine.optimizer_step(lr);
         let end = clock.now_s();
-        let loss = loss.to_kind(Kind::Double).double_value(&[]);
+        phases.optimizer_s = end - optimizer_start;
+        phases.comm_s = collectives.total_s();
+        phases.step_s = end - start;
+        let loss = loss_sum / f64::from(accumulation);
         losses.push(loss);
-        let phases = Phases {
-            data_s: data_done - start,
-            forward_s: forward_done - data_done,
-            backward_s: backward_done - forward_done,
-            comm_s: collectives.total_s(),
-            optimizer_s: end - reduce_done,
-            step_s: end - start,
+        let record = StepRecord {
+            step,
+            loss,
+            phases,
+            peak_rss_bytes: peak_rss_bytes(),
+            memory: engine.memory().take_record(),
+            units: engine.take_unit_records(),
+            collectives: collectives.into_records(),
         };
-        let record = StepRecord { step, loss, phases, peak_rss_bytes: peak_rss_bytes(), collectives: collectives.into_records() };
         spool.write(&SpoolLine::Step(record))?;
         tracing::debug!(rank = comm.rank(), step, loss, "step done");
     }
+    let parameters = if point.settings.save_parameters { Some(engine.full_parameters()?) } else { None };
     spool.write(&SpoolLine::End { ended_at: timestamp() })?;
-    Ok(TrainOutcome { losses, parameters: parallel.full_parameters() })
+    Ok(TrainOutcome { losses, parameters })
 }
 
 /// Environment variables that change how training or communication behaves.
@@ -150,12 +153,43 @@ fn rank_info(point: &PointSpec, comm: &dyn Comm, node: u32, local_rank: u32, dev
 }
 
 /// Runs `point` on this rank with its spool under `point_dir`, recording an error line if
-/// training fails so the finalised records say why.
+/// training fails (libtorch errors surface as panics in tch) so the records say why.
 pub fn run_rank(point: &PointSpec, point_dir: &Path, comm: &dyn Comm) -> Result<TrainOutcome, TrainError> {
     let mut spool = SpoolWriter::create(point_dir, comm.rank() as u32)?;
-    let result = train(point, comm, &mut spool);
+    if let Some(limit) = point.settings.rank_memory_limit_bytes {
+        limit_data_memory(limit)?;
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(point, comm, &mut spool)))
+        .unwrap_or_else(|panic| Err(TrainError::Panic(panic_message(panic.as_ref()))))
+        .and_then(|outcome| {
+            if let (Some(parameters), 0) = (&outcome.parameters, comm.rank()) {
+                write_parameters(&point_dir.join(PARAMETERS_FILE), &model_unit_names(point), parameters)?;
+            }
+            Ok(outcome)
+        });
     if let Err(error) = &result {
         let _ = spool.write(&SpoolLine::Error { message: error.to_string() });
     }
     result
+}
+
+fn model_unit_names(point: &PointSpec) -> Vec<String> {
+    Mae::new(point.model.clone(), Device::Cpu).units().iter().map(|u| u.name.clone()).collect()
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic without a message".into())
+}
+
+fn limit_data_memory(bytes: u64) -> Result<(), TrainError> {
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+        return Err(TrainError::Setup(format!("cannot limit memory to {bytes} bytes: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
 }

@@ -1,0 +1,336 @@
+//! PyTorch FSDP's sharding strategies over any [`Comm`], driven stage by stage (tch has no
+//! module hooks, so the loop below plays the part of FSDP's pre/post forward and backward
+//! hooks). Each unit is one flat parameter, padded to a multiple of the shard group; each rank
+//! keeps fp32 master weights, gradients and AdamW moments for its contiguous shard only.
+//!
+//! | strategy | shard group S | after forward | gradient reduction |
+//! |---|---|---|---|
+//! | no_shard | 1 | kept | all-reduce over the world |
+//! | full_shard | world | freed (root kept), gathered again for backward | reduce-scatter |
+//! | shard_grad_op | world | kept until after backward | reduce-scatter |
+//! | hybrid_shard | chosen | freed (root kept) | reduce-scatter in the group, all-reduce of the shard across groups |
+//! | hybrid_shard_zero2 | chosen | kept until after backward | as hybrid_shard |
+//!
+//! Collectives are blocking here (MPI), so `backward_prefetch` changes when the next unit's
+//! all-gather is issued relative to this unit's compute and reduction, and so the order in the
+//! records and the memory held, but nothing overlaps; `limit_all_gathers` (at most two units in
+//! flight) is always met because at most one collective is ever in flight.
+
+use tch::{Kind, Tensor};
+
+use super::adamw::AdamW;
+use super::memory::MemoryAccount;
+use crate::comm::{Comm, CommError};
+use crate::metrics::{Clock, Collectives};
+use crate::model::{init_unit, Mae, Masked, Stage};
+use crate::plan::{BackwardPrefetch, Dtype, ParallelSpec, Strategy};
+use crate::records::UnitRecord;
+
+/// FSDP divides gradients by f before the reduction and by world/f after it, to keep low
+/// precision sums in range; f is the largest power of two with world % f == 0 and world/f > f
+/// (torch.distributed.fsdp `_get_gradient_predivide_factor`, with world = shard group x
+/// replicas for the hybrid strategies).
+pub fn predivide_factor(world: usize) -> f64 {
+    let mut factor = 1;
+    while world % factor == 0 && world / factor > factor {
+        factor *= 2;
+    }
+    factor as f64
+}
+
+pub fn kind_of(dtype: Dtype) -> Kind {
+    match dtype {
+        Dtype::Fp32 => Kind::Float,
+        Dtype::Bf16 => Kind::BFloat16,
+    }
+}
+
+/// One unit's flat parameter on this rank.
+struct FlatUnit {
+    /// Elements of the unit before padding.
+    numel: i64,
+    /// This rank's chunk of the padded fp32 master parameters.
+    shard: Tensor,
+    /// Averaged fp32 gradient of the shard, from the last reduction.
+    grad: Tensor,
+    optimizer: AdamW,
+    /// The whole padded unit in `param_dtype`, a leaf that collects gradients, while gathered.
+    gathered: Option<Tensor>,
+    /// Gradients summed over micro-batches whose reduction was skipped (accumulation).
+    unsharded_grad: Option<Tensor>,
+}
+
+/// A forward stage awaiting its backward.
+struct Saved {
+    stage: Stage,
+    /// The stage's input, cut from the previous stage's graph (a leaf that collects gradients).
+    input: Option<Tensor>,
+    /// Output with its graph, or `None` if the stage was checkpointed (recomputed in backward).
+    output: Option<Tensor>,
+    /// The parameters the forward used (kept by the graph when not checkpointed).
+    params: Option<Tensor>,
+}
+
+pub struct Sharded<'m> {
+    model: &'m Mae,
+    clock: &'m Clock,
+    strategy: Strategy,
+    knobs: ParallelSpec,
+    shard_group: Box<dyn Comm>,
+    replicas: Box<dyn Comm>,
+    world: usize,
+    units: Vec<FlatUnit>,
+    saved: Vec<Saved>,
+    batch: Option<Masked>,
+    timings: Vec<UnitRecord>,
+    memory: MemoryAccount,
+}
+
+impl<'m> Sharded<'m> {
+    /// Initialises every unit in order from the global generator (seed it first), so all ranks
+    /// start from the same weights without a broadcast, then keeps this rank's shard of each.
+    pub fn new(model: &'m Mae, clock: &'m Clock, comm: &dyn Comm, strategy: Strategy, knobs: ParallelSpec, device: tch::Device, optimizer: &crate::plan::OptimizerSettings) -> Self {
+        let (rank, world, s) = (comm.rank(), comm.size(), knobs.shard_group as usize);
+        assert!(s >= 1 && world % s == 0, "shard group {s} must divide world {world} (checked at plan time)");
+        // Consecutive ranks shard together; ranks with the same position across groups replicate.
+        let shard_group = comm.split((rank / s) as u32, rank as u32);
+        let replicas = comm.split((rank % s) as u32, rank as u32);
+        let position = shard_group.rank() as i64;
+        let units = model
+            .units()
+            .iter()
+            .map(|layout| {
+                let numel = layout.numel();
+                let chunk = (numel + s as i64 - 1) / s as i64;
+                let pad = chunk * s as i64 - numel;
+                let full = Tensor::cat(&[init_unit(layout), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))], 0);
+                let mask = Tensor::cat(&[layout.decay_mask(), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))], 0);
+                let shard = full.narrow(0, position * chunk, chunk).contiguous().to_device(device);
+                let decay = mask.narrow(0, position * chunk, chunk).contiguous();
+                FlatUnit {
+                    numel,
+                    grad: shard.zeros_like(),
+                    optimizer: AdamW::new(&shard, decay, optimizer.clone()),
+                    shard,
+                    gathered: None,
+                    unsharded_grad: None,
+                }
+            })
+            .collect::<Vec<_>>();
+        let timings = (0..units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
+        let memory = MemoryAccount::new(units.iter().map(|u| u.shard.numel()).sum::<usize>(), units.iter().map(|u| u.optimizer.state_bytes()).sum());
+        Self { model, clock, strategy, knobs, shard_group, replicas, world, units, saved: Vec::new(), batch: None, timings, memory }
+    }
+
+    fn param_kind(&self) -> Kind {
+        kind_of(self.knobs.param_dtype)
+    }
+
+    fn is_block(stage: Stage) -> bool {
+        matches!(stage, Stage::Encoder(_) | Stage::Decoder(_))
+    }
+
+    /// The gathered leaf of `unit`, gathering it if needed (FSDP's unshard).
+    fn unshard(&mut self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+        if let Some(leaf) = &self.units[unit].gathered {
+            return Ok(leaf.shallow_clone());
+        }
+        let full = self.gather(unit, collectives)?;
+        let leaf = full.set_requires_grad(true);
+        self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
+        self.units[unit].gathered = Some(leaf.shallow_clone());
+        Ok(leaf)
+    }
+
+    /// All-gathers `unit` in `param_dtype` (a cast copy of the fp32 shard; no copy at all when
+    /// a single rank holds the whole fp32 unit).
+    fn gather(&self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+        let low = self.units[unit].shard.detach().to_kind(self.param_kind());
+        collectives.all_gather(self.shard_group.as_ref(), unit, &low)
+    }
+
+    /// FSDP's reshard: the gathered parameters are released.
+    fn reshard(&mut self, unit: usize) {
+        if self.units[unit].gathered.take().is_some() {
+            self.memory.released(unit);
+        }
+    }
+
+    /// Before a stage's backward: its parameters gathered again if they were freed after
+    /// forward. A stage that was not checkpointed still holds, through its graph, the tensor its
+    /// forward used: the fresh all-gather is written into it.
+    fn regather(&mut self, index: usize, collectives: &mut Collectives) -> Result<(), CommError> {
+        let unit = self.model.unit_of(self.saved[index].stage);
+        if self.units[unit].gathered.is_some() {
+            return Ok(());
+        }
+        match self.saved[index].params.as_ref().map(Tensor::shallow_clone) {
+            Some(used) => {
+                let fresh = self.gather(unit, collectives)?;
+                tch::no_grad(|| used.data().copy_(&fresh));
+                self.memory.gathered(unit, used.numel() * used.kind().elt_size_in_bytes());
+                self.units[unit].gathered = Some(used);
+            }
+            None => {
+                let _ = self.unshard(unit, collectives)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// FSDP's post-backward for `unit`: reduce its gradient (or keep accumulating it), then
+    /// reshard.
+    fn post_backward(&mut self, unit: usize, sync: bool, collectives: &mut Collectives) -> Result<(), CommError> {
+        let leaf = self.units[unit].gathered.as_ref().expect("a unit is gathered during its backward").shallow_clone();
+        let mut grad = leaf.grad();
+        let local = grad.detach().copy();
+        let _ = grad.zero_();
+        let total = match self.units[unit].unsharded_grad.take() {
+            Some(earlier) => earlier + local,
+            None => local,
+        };
+        if sync {
+            let pre = predivide_factor(self.world);
+            let post = self.world as f64 / pre;
+            let reduce_kind = kind_of(self.knobs.reduce_dtype);
+            let scaled = total.to_kind(reduce_kind) / pre;
+            let shard = collectives.reduce_scatter_sum(self.shard_group.as_ref(), unit, &scaled)?;
+            let shard = collectives.all_reduce_sum(self.replicas.as_ref(), unit, &shard)?;
+            let averaged = (shard / post).to_kind(Kind::Float);
+            tch::no_grad(|| self.units[unit].grad.copy_(&averaged));
+            self.memory.unsharded_grad(unit, 0);
+        } else {
+            self.memory.unsharded_grad(unit, total.numel() * total.kind().elt_size_in_bytes());
+            self.units[unit].unsharded_grad = Some(total);
+        }
+        // Without a reduction, strategies that keep parameters after forward keep them for the
+        // next micro-batch too (no_sync); otherwise they are freed after backward.
+        if sync || self.strategy.reshards_after_forward() {
+            self.reshard(unit);
+        }
+        Ok(())
+    }
+
+    /// The next block to be gathered for backward after the stage at `index`, if it was freed.
+    fn prefetch_target(&self, index: usize) -> Option<usize> {
+        (0..index).rev().find(|&j| Self::is_block(self.saved[j].stage)).filter(|&j| self.units[self.model.unit_of(self.saved[j].stage)].gathered.is_none())
+    }
+
+    fn time_unit(&mut self, unit: usize, start_s: f64, field: fn(&mut UnitRecord) -> &mut f64) -> f64 {
+        let now = self.clock.now_s();
+        *field(&mut self.timings[unit]) += now - start_s;
+        now
+    }
+}
+
+impl Sharded<'_> {
+    /// This rank's loss on its images; keeps what backward needs.
+    pub fn forward(&mut self, images: &Tensor, noise: &Tensor, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+        let batch = self.model.mask(images, noise);
+        let mut x: Option<Tensor> = None;
+        for stage in self.model.stages() {
+            let unit = self.model.unit_of(stage);
+            let params = self.unshard(unit, collectives)?;
+            let start = self.clock.now_s();
+            let input = x.map(|t| t.detach().set_requires_grad(true));
+            let view = params.narrow(0, 0, self.units[unit].numel);
+            let checkpointed = self.knobs.activation_checkpointing && Self::is_block(stage);
+            let output = if checkpointed {
+                tch::no_grad(|| self.model.run(stage, &view, input.as_ref(), &batch))
+            } else {
+                self.model.run(stage, &view, input.as_ref(), &batch)
+            };
+            self.memory.activations(input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes()) + if checkpointed { 0 } else { output.numel() * output.kind().elt_size_in_bytes() });
+            self.saved.push(Saved { stage, input, output: (!checkpointed).then(|| output.shallow_clone()), params: (!checkpointed).then_some(params) });
+            if Self::is_block(stage) && self.strategy.reshards_after_forward() {
+                self.reshard(unit);
+            }
+            self.time_unit(unit, start, |t| &mut t.forward_s);
+            x = Some(output);
+        }
+        self.batch = Some(batch);
+        Ok(x.expect("a model has stages"))
+    }
+
+    /// Backward through every stage in reverse, scaling the loss by `loss_scale`; each unit's
+    /// gradient is reduced at its post-backward if `sync`, else accumulated (no_sync).
+    pub fn backward(&mut self, loss_scale: f64, sync: bool, collectives: &mut Collectives) -> Result<(), CommError> {
+        let batch = self.batch.take().expect("forward runs before backward");
+        let mut upstream: Option<Tensor> = None;
+        for index in (0..self.saved.len()).rev() {
+            let stage = self.saved[index].stage;
+            let unit = self.model.unit_of(stage);
+            self.regather(index, collectives)?;
+            let next = if Self::is_block(stage) { self.prefetch_target(index) } else { None };
+            if let (Some(j), BackwardPrefetch::Pre) = (next, self.knobs.backward_prefetch) {
+                self.regather(j, collectives)?;
+            }
+            let start = self.clock.now_s();
+            let input = self.saved[index].input.as_ref().map(Tensor::shallow_clone);
+            let output = match self.saved[index].output.as_ref().map(Tensor::shallow_clone) {
+                Some(output) => output,
+                None => {
+                    let params = self.units[unit].gathered.as_ref().expect("gathered for backward").shallow_clone();
+                    let view = params.narrow(0, 0, self.units[unit].numel);
+                    let recomputed = self.model.run(stage, &view, input.as_ref(), &batch);
+                    self.time_unit(unit, start, |t| &mut t.recompute_s);
+                    recomputed
+                }
+            };
+            let start_backward = self.clock.now_s();
+            match upstream.take() {
+                None => (output * loss_scale).backward(),
+                Some(gradient) => (output * gradient).sum(Kind::Float).backward(),
+            }
+            upstream = input.map(|input| input.grad().detach());
+            self.time_unit(unit, start_backward, |t| &mut t.backward_s);
+            if let (Some(j), BackwardPrefetch::Post) = (next, self.knobs.backward_prefetch) {
+                self.regather(j, collectives)?;
+            }
+            // A unit's post-backward runs when its earliest forward stage has had its backward.
+            let last_use = !(0..index).any(|j| self.model.unit_of(self.saved[j].stage) == unit);
+            if last_use {
+                self.post_backward(unit, sync, collectives)?;
+            }
+        }
+        self.saved.clear();
+        self.memory.activations_released();
+        Ok(())
+    }
+
+    /// AdamW on each shard, locally (no collective).
+    pub fn optimizer_step(&mut self, lr: f64) {
+        for unit in &mut self.units {
+            unit.optimizer.step(&mut unit.shard, &unit.grad, lr);
+        }
+    }
+
+    /// The whole model's fp32 parameters, one flat tensor per unit (a collective: for checks,
+    /// outside timed steps).
+    pub fn full_parameters(&self) -> Result<Vec<Tensor>, CommError> {
+        self.units.iter().map(|u| Ok(self.shard_group.all_gather(&u.shard)?.narrow(0, 0, u.numel))).collect()
+    }
+
+    /// Per-unit times since the last call.
+    pub fn take_unit_records(&mut self) -> Vec<UnitRecord> {
+        let fresh = (0..self.units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
+        std::mem::replace(&mut self.timings, fresh)
+    }
+
+    pub fn memory(&mut self) -> &mut MemoryAccount {
+        &mut self.memory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::predivide_factor;
+
+    #[test]
+    fn predivide_factor_matches_pytorch() {
+        // Values of torch.distributed.fsdp's _get_gradient_predivide_factor.
+        for (world, factor) in [(1, 1.0), (2, 2.0), (4, 2.0), (8, 4.0), (16, 4.0), (64, 8.0), (1024, 32.0), (6, 4.0), (12, 4.0)] {
+            assert_eq!(predivide_factor(world), factor, "world {world}");
+        }
+    }
+}
