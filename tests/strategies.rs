@@ -141,3 +141,99 @@ fn a_different_global_batch_moves_parameters_far_beyond_the_tolerance() {
     let norm: f64 = b.values().flatten().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
     assert!(distance > 1e-3 * norm, "relative distance {}", distance / norm);
 }
+
+/// Collective calls and bytes per rank per step that PyTorch FSDP issues (section 1.3 of the
+/// project's FSDP notes), from the model's unit sizes alone: (all-gathers, reduce-scatters,
+/// all-reduces, bytes sent per rank by bandwidth-optimal algorithms).
+fn fsdp_formula(strategy: &str, world: i64, shard_group: i64, accumulation: i64, units: &[i64]) -> (usize, usize, usize, f64) {
+    let (s, r, a, u) = (shard_group, world / shard_group, accumulation, units.len());
+    let padded: Vec<i64> = units.iter().map(|n| (n + s - 1) / s * s).collect();
+    let (p, p_root) = (padded.iter().sum::<i64>() as f64, padded[0] as f64);
+    let (b_p, b_r) = (4.0, 4.0);
+    let intra = |g: i64| (g - 1) as f64 / g as f64;
+    let inter = if r > 1 { 2.0 * (r - 1) as f64 / r as f64 * p * b_r / s as f64 } else { 0.0 };
+    let reduce_across = if r > 1 { u } else { 0 };
+    let twice = a as usize * (2 * u - 1);
+    match strategy {
+        "no_shard" => (0, 0, u, 2.0 * intra(world) * p * b_r),
+        "full_shard" => (twice, u, 0, intra(world) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r)),
+        "shard_grad_op" => (u, u, 0, intra(world) * p * (b_p + b_r)),
+        "hybrid_shard" => (twice, u, reduce_across, intra(s) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r) + inter),
+        "hybrid_shard_zero2" => (u, u, reduce_across, intra(s) * p * (b_p + b_r) + inter),
+        other => panic!("unknown strategy {other}"),
+    }
+}
+
+fn unit_sizes() -> Vec<i64> {
+    let model = shardsweep::model::Mae::new(shardsweep::model::preset(MODEL).unwrap(), tch::Device::Cpu);
+    model.units().iter().map(|u| u.numel()).collect()
+}
+
+#[test]
+fn recorded_collectives_match_fsdp_counts_and_bytes() {
+    let units = unit_sizes();
+    for point in points(strategies()).into_iter().chain(points(knobs())) {
+        let m = manifest(&point);
+        let config = &m["config"];
+        let strategy = config["strategy"].as_str().unwrap();
+        let shard_group = config["parallel"]["shard_group"].as_i64().unwrap();
+        let accumulation = config["parallel"]["accumulation"].as_i64().unwrap();
+        let world = m["world_size"].as_i64().unwrap();
+        let (ag, rs, ar, traffic) = fsdp_formula(strategy, world, shard_group, accumulation, &units);
+
+        let file = hdf5::File::open(point.join("records.h5")).unwrap();
+        let (ranks, steps) = (column::<u32>(&file, "collectives/rank"), column::<u32>(&file, "collectives/step"));
+        let kinds: Vec<String> = file.dataset("collectives/kind").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
+        let (bytes, groups) = (column::<u64>(&file, "collectives/payload_bytes"), column::<u32>(&file, "collectives/group_size"));
+        let name = point.file_name().unwrap().to_string_lossy().to_string();
+        for rank in 0..world as u32 {
+            for step in 0..STEPS as u32 {
+                let calls: Vec<usize> = (0..ranks.len()).filter(|&i| ranks[i] == rank && steps[i] == step).collect();
+                let count = |kind: &str| calls.iter().filter(|&&i| kinds[i] == kind).count();
+                assert_eq!((count("all_gather"), count("reduce_scatter"), count("all_reduce")), (ag, rs, ar), "{name} rank {rank} step {step}");
+                let sent: f64 = calls
+                    .iter()
+                    .map(|&i| {
+                        let g = f64::from(groups[i]);
+                        let factor = if kinds[i] == "all_reduce" { 2.0 * (g - 1.0) / g } else { (g - 1.0) / g };
+                        bytes[i] as f64 * factor
+                    })
+                    .sum();
+                assert!((sent - traffic).abs() <= 1e-9 * traffic.max(1.0), "{name} rank {rank} step {step}: {sent} bytes vs {traffic}");
+                // Groups: shard groups gather and scatter, replica groups all-reduce.
+                for &i in &calls {
+                    let expected = if kinds[i] == "all_reduce" { world / shard_group } else { shard_group };
+                    assert_eq!(i64::from(groups[i]), expected, "{name}: {} group", kinds[i]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn memory_accounting_matches_fsdp_model_states() {
+    let units = unit_sizes();
+    for point in points(strategies()) {
+        let m = manifest(&point);
+        let shard_group = m["config"]["parallel"]["shard_group"].as_i64().unwrap();
+        let strategy = m["config"]["strategy"].as_str().unwrap().to_string();
+        let padded: Vec<i64> = units.iter().map(|n| (n + shard_group - 1) / shard_group * shard_group).collect();
+        let total: i64 = padded.iter().sum();
+        let file = hdf5::File::open(point.join("records.h5")).unwrap();
+        let table = |name: &str| file.dataset(&format!("memory/{name}")).unwrap().read_2d::<u64>().unwrap();
+        let name = point.file_name().unwrap().to_string_lossy().to_string();
+        // Section 1.4: fp32 parameter and gradient shards 4P/S each, AdamW moments 8P/S.
+        assert!(table("param_shards_bytes").iter().all(|&b| b as i64 == 4 * total / shard_group), "{name}");
+        assert!(table("grad_shards_bytes").iter().all(|&b| b as i64 == 4 * total / shard_group), "{name}");
+        assert!(table("optimizer_state_bytes").iter().all(|&b| b as i64 == 8 * total / shard_group), "{name}");
+        let gathered = table("gathered_params_peak_bytes");
+        let largest_block = *padded[1..].iter().max().unwrap();
+        let peak = gathered.iter().copied().max().unwrap() as i64;
+        match strategy.as_str() {
+            // Kept from forward to the end of backward: every unit at once.
+            "shard_grad_op" | "hybrid_shard_zero2" | "no_shard" => assert_eq!(peak, 4 * total, "{name}"),
+            // Freed after use: the root plus at most the current and the prefetched block.
+            _ => assert!(peak <= 4 * (padded[0] + 2 * largest_block) && peak >= 4 * (padded[0] + largest_block), "{name}: {peak}"),
+        }
+    }
+}
