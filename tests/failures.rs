@@ -95,3 +95,19 @@ fn a_launcher_that_cannot_start_is_reported() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot start /nonexistent/mpirun"));
 }
+
+#[test]
+fn a_rank_out_of_memory_is_recorded_as_oom() {
+    // A per-rank memory cap stands in for a device's memory: the activations of 512 images
+    // do not fit in 1.5 GB.
+    let text = long_running("oom", 120)
+        .replace("model = [\"vit-tiny\"]", "model = [\"vit-small-cpu\"]")
+        .replace("micro_batch = [2]", "micro_batch = [512]")
+        .replace("steps = 100000", "steps = 3\nrank_memory_limit_bytes = 1500000000");
+    let sweep = Sweep::new(&text);
+    assert_eq!(sweep.run(&["--no-analysis"]).status.code(), Some(2));
+    let m = manifest(&sweep.point("oom", "vit-small-cpu-no_shard-n1x2-mb512"));
+    assert_eq!(m["outcome"], "oom", "{m}");
+    let message = m["message"].as_str().unwrap();
+    assert!(message.contains("can't allocate memory") && !message.contains("frame #"), "{message}");
+}

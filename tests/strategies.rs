@@ -237,3 +237,36 @@ fn memory_accounting_matches_fsdp_model_states() {
         }
     }
 }
+
+/// bf16 parameters: all-gathers move half the bytes, reductions stay fp32, training follows
+/// fp32 closely; checkpointed blocks record their recompute time.
+#[test]
+fn bf16_parameters_gather_half_the_bytes_and_train() {
+    static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
+    let dir = sweep(&CELL, "mixed", &format!("[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"full_shard\"]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2]\nparam_dtype = [\"bf16\"]\nactivation_checkpointing = [true]\n"));
+    let point = dir.join("vit-tiny-full_shard-n2x2-mb2-ac-pbf16");
+    let units = unit_sizes();
+    let file = hdf5::File::open(point.join("records.h5")).unwrap();
+    let kinds: Vec<String> = file.dataset("collectives/kind").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
+    let dtypes: Vec<String> = file.dataset("collectives/dtype").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
+    let (unit, bytes) = (column::<u32>(&file, "collectives/unit"), column::<u64>(&file, "collectives/payload_bytes"));
+    for i in 0..kinds.len() {
+        let padded = ((units[unit[i] as usize] + 3) / 4 * 4) as u64;
+        match kinds[i].as_str() {
+            "all_gather" => assert_eq!((dtypes[i].as_str(), bytes[i]), ("bfloat16", 2 * padded)),
+            _ => assert_eq!((dtypes[i].as_str(), bytes[i]), ("float32", 4 * padded)),
+        }
+    }
+    let (losses, reference) = (global_losses(&point), global_losses(&reference().join("vit-tiny-no_shard-n1x1-mb8")));
+    for (a, b) in losses.iter().zip(&reference) {
+        assert!((a - b).abs() < 2e-2 * b, "bf16 {a} vs fp32 {b}");
+    }
+    // Per-unit times: blocks are recomputed, the root never is.
+    let (unit, recompute) = (column::<u32>(&file, "units/unit"), column::<f64>(&file, "units/recompute_s"));
+    let forward = column::<f64>(&file, "units/forward_s");
+    assert_eq!(unit.len(), 4 * STEPS * units.len());
+    for i in 0..unit.len() {
+        assert!(forward[i] > 0.0);
+        assert_eq!(recompute[i] > 0.0, unit[i] != 0, "unit {} recompute {}", unit[i], recompute[i]);
+    }
+}

@@ -177,12 +177,16 @@ fn model_unit_names(point: &PointSpec) -> Vec<String> {
     Mae::new(point.model.clone(), Device::Cpu).units().iter().map(|u| u.name.clone()).collect()
 }
 
+/// The panic's message without libtorch's native stack frames.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
+    let text = panic
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic without a message".into())
+        .unwrap_or_else(|| "panic without a message".into());
+    // tch formats libtorch errors with Debug, so the frames follow an escaped newline.
+    let text = text.lines().next().unwrap_or_default().split("\\nframe #").next().unwrap_or_default();
+    text.chars().take(600).collect()
 }
 
 fn limit_data_memory(bytes: u64) -> Result<(), TrainError> {
