@@ -45,9 +45,49 @@ enum Command {
         /// The sweep's results folder, e.g. results/local-smoke.
         sweep_dir: PathBuf,
     },
+    /// Measure what the harness costs: its collectives against bare MPI calls of the same
+    /// size, and training steps with instrumentation against steps without.
+    Bench {
+        #[command(flatten)]
+        options: BenchOptions,
+        /// Ranks to run with (mpirun -np).
+        #[arg(long, default_value_t = 4)]
+        ranks: u32,
+        #[arg(long, default_value = "mpirun")]
+        mpirun: String,
+    },
     /// Train one point as one MPI rank (started by `run` through mpirun).
     #[command(hide = true)]
     Worker { point_dir: PathBuf },
+    /// One rank of `bench` (started by `bench` through mpirun).
+    #[command(hide = true)]
+    BenchWorker {
+        #[command(flatten)]
+        options: BenchOptions,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct BenchOptions {
+    /// Model whose unit sizes the collectives use and which the training steps train.
+    #[arg(long, default_value = "vit-small-cpu")]
+    model: String,
+    /// Repetitions of each collective.
+    #[arg(long, default_value_t = 50)]
+    repeats: usize,
+    /// Training steps with and without instrumentation, each.
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+    #[arg(long, default_value_t = 4)]
+    micro_batch: u64,
+}
+
+impl BenchOptions {
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["--model".to_string(), self.model.clone()];
+        args.extend(["--repeats".into(), self.repeats.to_string(), "--steps".into(), self.steps.to_string(), "--micro-batch".into(), self.micro_batch.to_string()]);
+        args
+    }
 }
 
 fn main() -> ExitCode {
@@ -63,6 +103,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "analysis")]
         Command::Analyze { sweep_dir } => analyze(&sweep_dir),
         Command::Worker { point_dir } => worker(&point_dir),
+        Command::Bench { options, ranks, mpirun } => bench(&options, ranks, &mpirun),
+        Command::BenchWorker { options } => bench_worker(&options),
     };
     match result {
         Ok(code) => code,
@@ -193,4 +235,39 @@ fn worker(point_dir: &Path) -> Result<ExitCode> {
             world.abort(3)
         }
     }
+}
+
+fn bench(options: &BenchOptions, ranks: u32, mpirun: &str) -> Result<ExitCode> {
+    if shardsweep::model::preset(&options.model).is_none() {
+        bail!("unknown model {}", options.model);
+    }
+    let mut command = std::process::Command::new(mpirun);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        command.arg("--allow-run-as-root");
+    }
+    command.args(["--oversubscribe", "--bind-to", "none", "-np", &ranks.to_string()]);
+    command.arg(std::env::current_exe()?).arg("bench-worker").args(options.args());
+    let status = command.status().with_context(|| format!("starting {mpirun}"))?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn bench_worker(options: &BenchOptions) -> Result<ExitCode> {
+    use mpi::traits::Communicator;
+    tch::set_num_threads(1);
+    let universe = mpi::initialize().context("MPI is already initialised")?;
+    let world = universe.world();
+    let comm = shardsweep::comm::MpiComm::new(universe.world());
+    let mut results = shardsweep::bench::collectives(&world, &comm, &options.model, options.repeats)?;
+    results.push(shardsweep::bench::instrumentation(&world, &comm, &options.model, options.micro_batch, options.steps)?);
+    if world.rank() == 0 {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_header(["what", "size", "harness (median)", "bare (median)", "ratio"]);
+        for r in &results {
+            table.add_row([r.what.clone(), r.detail.clone(), format!("{:.1} us", r.harness_s * 1e6), format!("{:.1} us", r.bare_s * 1e6), format!("{:.3}", r.ratio())]);
+        }
+        println!("harness vs bare MPI (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
+        println!("{table}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -181,3 +181,17 @@ fn plan_prints_points_and_rejections_as_table_and_json() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("experiment.toml: 3 problems") && err.contains("name = 3"), "{err}");
 }
+
+#[test]
+fn bench_compares_the_harness_with_bare_mpi() {
+    // Runs the benchmark briefly: no speed is asserted here, only that every row is measured.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--ranks", "2", "--model", "vit-tiny", "--repeats", "3", "--steps", "5"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for what in ["all_gather", "reduce_scatter", "all_reduce", "training step"] {
+        assert!(text.lines().any(|l| l.contains(what) && l.contains(" us")), "{what} missing:\n{text}");
+    }
+}

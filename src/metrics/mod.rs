@@ -14,14 +14,28 @@ use tch::Device;
 pub struct Clock {
     origin: Instant,
     device: Device,
+    enabled: bool,
 }
 
 impl Clock {
     pub fn new(device: Device) -> Self {
-        Self { origin: Instant::now(), device }
+        Self { origin: Instant::now(), device, enabled: true }
+    }
+
+    /// A clock that measures nothing (reads 0, never synchronises, logs no collective): the
+    /// baseline for measuring what instrumentation costs.
+    pub fn off() -> Self {
+        Self { origin: Instant::now(), device: Device::Cpu, enabled: false }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     pub fn now_s(&self) -> f64 {
+        if !self.enabled {
+            return 0.0;
+        }
         if let Device::Cuda(index) = self.device {
             tch::Cuda::synchronize(index as i64);
         }
