@@ -91,8 +91,10 @@ fn accumulation_without_reduction_matches_one_big_batch() {
         model.full_parameters().unwrap()
     };
     let (whole, accumulated) = (train(1), train(2));
+    // Relative to each unit's norm: AdamW's first step is lr x sign(g) where |g| >> eps, so
+    // elements whose gradient is at rounding level may move either way.
     for (a, b) in whole.iter().zip(&accumulated) {
-        let difference = (a - b).abs().max().double_value(&[]);
-        assert!(difference < 1e-6, "largest difference {difference}");
+        let relative = (a - b).norm().double_value(&[]) / a.norm().double_value(&[]);
+        assert!(relative < 1e-5, "relative difference {relative}");
     }
 }
