@@ -42,19 +42,25 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// Times `op` `repeats` times, all ranks starting together; the slowest rank's time counts.
-fn time(world: &SimpleCommunicator, repeats: usize, mut op: impl FnMut()) -> f64 {
-    let samples = (0..repeats)
-        .map(|_| {
-            world.barrier();
-            let start = Instant::now();
-            op();
-            let mut slowest = 0.0;
-            world.all_reduce_into(&start.elapsed().as_secs_f64(), &mut slowest, SystemOperation::max());
-            slowest
-        })
-        .collect();
-    median(samples)
+/// The slowest rank's time of `op`, all ranks starting together.
+fn time_once(world: &SimpleCommunicator, op: &mut dyn FnMut()) -> f64 {
+    world.barrier();
+    let start = Instant::now();
+    op();
+    let mut slowest = 0.0;
+    world.all_reduce_into(&start.elapsed().as_secs_f64(), &mut slowest, SystemOperation::max());
+    slowest
+}
+
+/// Medians of `harness` and `bare` over `repeats`, alternating them so that drift and noise
+/// from the rest of the machine fall on both alike.
+fn compare(world: &SimpleCommunicator, repeats: usize, harness: &mut dyn FnMut(), bare: &mut dyn FnMut()) -> (f64, f64) {
+    let (mut h, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..repeats {
+        h.push(time_once(world, harness));
+        b.push(time_once(world, bare));
+    }
+    (median(h), median(b))
 }
 
 /// Collectives on every distinct unit size of `model`, sharded over the whole world.
@@ -69,30 +75,31 @@ pub fn collectives(world: &SimpleCommunicator, comm: &dyn Comm, model: &str, rep
     for full in sizes {
         let shard = full / size;
         let (shard_tensor, full_tensor) = (Tensor::rand([shard as i64], (Kind::Float, Device::Cpu)), Tensor::rand([full as i64], (Kind::Float, Device::Cpu)));
+        // As in training, outputs are buffers kept from call to call.
+        let (shard_out, full_out) = (shard_tensor.empty_like(), full_tensor.empty_like());
         let (send_shard, send_full) = (vec![1.0f32; shard], vec![1.0f32; full]);
         let (mut recv_shard, mut recv_full) = (vec![0.0f32; shard], vec![0.0f32; full]);
         let mut log = Collectives::new(&clock, 0.0);
         let mut failure = None;
-        let mut harness = |op: &mut dyn FnMut(&mut Collectives) -> Result<Tensor, CommError>| {
-            time(world, repeats, || {
-                if let Err(e) = op(&mut log) {
-                    failure = Some(e);
-                }
-            })
+        let mut check = |result: Result<(), CommError>| {
+            if let Err(e) = result {
+                failure = Some(e);
+            }
         };
-        let gather_s = harness(&mut |c| c.all_gather(comm, 0, &shard_tensor));
-        let scatter_s = harness(&mut |c| c.reduce_scatter_sum(comm, 0, &full_tensor));
-        let reduce_s = harness(&mut |c| c.all_reduce_sum(comm, 0, &full_tensor));
+        let detail = format!("{} bytes fp32 over {size} ranks", 4 * full);
+        let (h, b) = compare(world, repeats, &mut || check(log.all_gather(comm, 0, &shard_tensor, &full_out)), &mut || world.all_gather_into(&send_shard[..], &mut recv_full[..]));
+        out.push(Comparison { what: "all_gather".into(), detail: detail.clone(), harness_s: h, bare_s: b });
+        let (h, b) = compare(world, repeats, &mut || check(log.reduce_scatter_sum(comm, 0, &full_tensor, &shard_out)), &mut || {
+            world.reduce_scatter_block_into(&send_full[..], &mut recv_shard[..], SystemOperation::sum())
+        });
+        out.push(Comparison { what: "reduce_scatter".into(), detail: detail.clone(), harness_s: h, bare_s: b });
+        let (h, b) = compare(world, repeats, &mut || check(log.all_reduce_sum(comm, 0, &full_tensor, &full_out)), &mut || {
+            world.all_reduce_into(&send_full[..], &mut recv_full[..], SystemOperation::sum())
+        });
+        out.push(Comparison { what: "all_reduce".into(), detail, harness_s: h, bare_s: b });
         if let Some(e) = failure {
             return Err(e);
         }
-        let bare_gather = time(world, repeats, || world.all_gather_into(&send_shard[..], &mut recv_full[..]));
-        let bare_scatter = time(world, repeats, || world.reduce_scatter_block_into(&send_full[..], &mut recv_shard[..], SystemOperation::sum()));
-        let bare_reduce = time(world, repeats, || world.all_reduce_into(&send_full[..], &mut recv_full[..], SystemOperation::sum()));
-        let detail = format!("{} bytes fp32 over {size} ranks", 4 * full);
-        out.push(Comparison { what: "all_gather".into(), detail: detail.clone(), harness_s: gather_s, bare_s: bare_gather });
-        out.push(Comparison { what: "reduce_scatter".into(), detail: detail.clone(), harness_s: scatter_s, bare_s: bare_scatter });
-        out.push(Comparison { what: "all_reduce".into(), detail, harness_s: reduce_s, bare_s: bare_reduce });
     }
     Ok(out)
 }

@@ -20,18 +20,19 @@ pub enum CommError {
     Backend { op: &'static str, message: String },
 }
 
-/// A group of ranks that communicate. Inputs are 1-D; results are new tensors on the input's
-/// device.
+/// A group of ranks that communicate. Tensors are 1-D and contiguous; results are written into
+/// `output`, which the caller allocates once and reuses (as NCCL users keep communication
+/// buffers), so a collective costs no allocation.
 pub trait Comm {
     fn rank(&self) -> usize;
     fn size(&self) -> usize;
-    /// Element-wise sum of `input` over the group.
-    fn all_reduce_sum(&self, input: &Tensor) -> Result<Tensor, CommError>;
-    /// Every rank's `shard`, concatenated in rank order.
-    fn all_gather(&self, shard: &Tensor) -> Result<Tensor, CommError>;
+    /// Element-wise sum of `input` over the group (`output` has `input`'s size).
+    fn all_reduce_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError>;
+    /// Every rank's `shard`, concatenated in rank order (`output` has size x the shard's size).
+    fn all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<(), CommError>;
     /// This rank's chunk of the element-wise sum of `input` over the group (`input` splits
-    /// into `size` equal chunks).
-    fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, CommError>;
+    /// into `size` equal chunks; `output` has one chunk's size).
+    fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError>;
     /// Sub-groups: ranks passing the same `color` form one group, ordered by `key`.
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm>;
     fn barrier(&self);

@@ -5,9 +5,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::{Comm, CommError};
 
-/// MPI through rsmpi. Buffers are host memory: a device tensor is copied to the host, moved and
-/// copied back, so this backend measures host-staged MPI, not GPU-aware MPI. Reductions are fp32
-/// (MPI has no bf16 sum); gathers move fp32 or bf16 (as 16-bit words).
+/// MPI through rsmpi. Buffers are host memory: device tensors are staged through the host, so
+/// this backend measures host-staged MPI, not GPU-aware MPI. Reductions are fp32 (MPI has no
+/// bf16 sum); gathers move fp32 or bf16 (as 16-bit words).
 pub struct MpiComm {
     comm: SimpleCommunicator,
 }
@@ -18,18 +18,40 @@ impl MpiComm {
     }
 }
 
-/// A contiguous host copy of `t`, checked to be one of `kinds`.
+/// `t` as contiguous host memory of one of `kinds`: itself when it already is, else a copy.
 fn host(op: &'static str, t: &Tensor, kinds: &[Kind]) -> Result<Tensor, CommError> {
     if !kinds.contains(&t.kind()) {
         return Err(CommError::UnsupportedKind { op, kind: t.kind() });
     }
+    if t.device() == Device::Cpu && t.is_contiguous() {
+        return Ok(t.shallow_clone());
+    }
     Ok(t.to_device(Device::Cpu).contiguous())
 }
 
+/// Runs `fill` on host memory for `output`: `output` itself when it is contiguous host memory,
+/// else a staging tensor copied into `output` afterwards.
+fn into_output(output: &Tensor, fill: impl FnOnce(&mut Tensor)) {
+    if output.device() == Device::Cpu && output.is_contiguous() {
+        fill(&mut output.shallow_clone());
+    } else {
+        let mut staging = Tensor::empty(output.size(), (output.kind(), Device::Cpu));
+        fill(&mut staging);
+        tch::no_grad(|| output.shallow_clone().copy_(&staging));
+    }
+}
+
+fn check_numel(op: &'static str, output: &Tensor, expected: usize) -> Result<(), CommError> {
+    if output.numel() != expected {
+        return Err(CommError::Backend { op, message: format!("output holds {} elements, {expected} expected", output.numel()) });
+    }
+    Ok(())
+}
+
 /// # Safety
-/// `t` must be a contiguous CPU tensor whose elements are `T`-sized and -aligned, that outlives
-/// the slice and is not otherwise accessed meanwhile.
-unsafe fn elements<T>(t: &mut Tensor) -> &mut [T] {
+/// `t` must be a contiguous CPU tensor whose elements are `T`-sized, that outlives the slice and
+/// is not otherwise accessed meanwhile.
+unsafe fn elements<'a, T>(t: &'a Tensor) -> &'a mut [T] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
 }
 
@@ -42,39 +64,37 @@ impl Comm for MpiComm {
         self.comm.size() as usize
     }
 
-    fn all_reduce_sum(&self, input: &Tensor) -> Result<Tensor, CommError> {
-        let mut send = host("all_reduce", input, &[Kind::Float])?;
-        let mut recv = send.empty_like();
-        // SAFETY: fresh contiguous fp32 CPU tensors owned here.
-        let (s, r) = unsafe { (elements::<f32>(&mut send), elements::<f32>(&mut recv)) };
-        self.comm.all_reduce_into(&*s, r, SystemOperation::sum());
-        Ok(recv.to_device(input.device()))
+    fn all_reduce_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        let send = host("all_reduce", input, &[Kind::Float])?;
+        check_numel("all_reduce", output, input.numel())?;
+        // SAFETY: contiguous fp32 host tensors; input and output are distinct buffers.
+        into_output(output, |recv| unsafe { self.comm.all_reduce_into(&*elements::<f32>(&send), elements::<f32>(recv), SystemOperation::sum()) });
+        Ok(())
     }
 
-    fn all_gather(&self, shard: &Tensor) -> Result<Tensor, CommError> {
-        let mut send = host("all_gather", shard, &[Kind::Float, Kind::BFloat16])?;
-        let mut recv = Tensor::empty([shard.numel() as i64 * self.size() as i64], (shard.kind(), Device::Cpu));
-        // SAFETY: fresh contiguous CPU tensors owned here, element size matching the kind.
-        unsafe {
+    fn all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        let send = host("all_gather", shard, &[Kind::Float, Kind::BFloat16])?;
+        check_numel("all_gather", output, shard.numel() * self.size())?;
+        // SAFETY: contiguous host tensors whose element size matches the kind.
+        into_output(output, |recv| unsafe {
             match shard.kind() {
-                Kind::Float => self.comm.all_gather_into(&*elements::<f32>(&mut send), elements::<f32>(&mut recv)),
-                _ => self.comm.all_gather_into(&*elements::<u16>(&mut send), elements::<u16>(&mut recv)),
+                Kind::Float => self.comm.all_gather_into(&*elements::<f32>(&send), elements::<f32>(recv)),
+                _ => self.comm.all_gather_into(&*elements::<u16>(&send), elements::<u16>(recv)),
             }
-        }
-        Ok(recv.to_device(shard.device()))
+        });
+        Ok(())
     }
 
-    fn reduce_scatter_sum(&self, input: &Tensor) -> Result<Tensor, CommError> {
+    fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
         let size = self.size();
         if input.numel() % size != 0 {
             return Err(CommError::Uneven { op: "reduce_scatter", numel: input.numel(), size });
         }
-        let mut send = host("reduce_scatter", input, &[Kind::Float])?;
-        let mut recv = Tensor::empty([(input.numel() / size) as i64], (Kind::Float, Device::Cpu));
-        // SAFETY: fresh contiguous fp32 CPU tensors owned here.
-        let (s, r) = unsafe { (elements::<f32>(&mut send), elements::<f32>(&mut recv)) };
-        self.comm.reduce_scatter_block_into(&*s, r, SystemOperation::sum());
-        Ok(recv.to_device(input.device()))
+        let send = host("reduce_scatter", input, &[Kind::Float])?;
+        check_numel("reduce_scatter", output, input.numel() / size)?;
+        // SAFETY: contiguous fp32 host tensors; input and output are distinct buffers.
+        into_output(output, |recv| unsafe { self.comm.reduce_scatter_block_into(&*elements::<f32>(&send), elements::<f32>(recv), SystemOperation::sum()) });
+        Ok(())
     }
 
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {

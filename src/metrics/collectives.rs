@@ -5,7 +5,7 @@ use crate::comm::{Comm, CommError};
 use crate::records::{CollectiveKind, CollectiveRecord};
 
 /// The collectives of one step, each call timed and logged with its size and group. A group of
-/// one rank moves nothing: such calls are skipped and not logged.
+/// one rank moves nothing: such calls copy input to output and are not logged.
 pub struct Collectives<'a> {
     clock: &'a Clock,
     step_start_s: f64,
@@ -17,37 +17,33 @@ impl<'a> Collectives<'a> {
         Self { clock, step_start_s, log: Vec::new() }
     }
 
-    /// Sum of `input` over `group`, on behalf of model unit `unit`.
-    pub fn all_reduce_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor) -> Result<Tensor, CommError> {
-        if group.size() == 1 {
-            return Ok(input.shallow_clone());
-        }
-        self.timed(CollectiveKind::AllReduce, group, unit, input, 1, || group.all_reduce_sum(input))
+    /// Sum of `input` over `group` into `output`, on behalf of model unit `unit`.
+    pub fn all_reduce_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        self.timed(CollectiveKind::AllReduce, group, unit, input, output, 1, || group.all_reduce_sum(input, output))
     }
 
-    /// Every rank's `shard` of unit `unit`, concatenated.
-    pub fn all_gather(&mut self, group: &dyn Comm, unit: usize, shard: &Tensor) -> Result<Tensor, CommError> {
-        if group.size() == 1 {
-            return Ok(shard.shallow_clone());
-        }
-        self.timed(CollectiveKind::AllGather, group, unit, shard, group.size(), || group.all_gather(shard))
+    /// Every rank's `shard` of unit `unit`, concatenated into `output`.
+    pub fn all_gather(&mut self, group: &dyn Comm, unit: usize, shard: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        self.timed(CollectiveKind::AllGather, group, unit, shard, output, group.size(), || group.all_gather(shard, output))
     }
 
-    /// This rank's chunk of the sum of `input` over `group`.
-    pub fn reduce_scatter_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor) -> Result<Tensor, CommError> {
-        if group.size() == 1 {
-            return Ok(input.shallow_clone());
-        }
-        self.timed(CollectiveKind::ReduceScatter, group, unit, input, 1, || group.reduce_scatter_sum(input))
+    /// This rank's chunk of the sum of `input` over `group`, into `output`.
+    pub fn reduce_scatter_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        self.timed(CollectiveKind::ReduceScatter, group, unit, input, output, 1, || group.reduce_scatter_sum(input, output))
     }
 
     /// Runs `op`, logging it with a payload of `input`'s size times `factor` (the full buffer).
-    fn timed(&mut self, kind: CollectiveKind, group: &dyn Comm, unit: usize, input: &Tensor, factor: usize, op: impl FnOnce() -> Result<Tensor, CommError>) -> Result<Tensor, CommError> {
+    #[allow(clippy::too_many_arguments)]
+    fn timed(&mut self, kind: CollectiveKind, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor, factor: usize, op: impl FnOnce() -> Result<(), CommError>) -> Result<(), CommError> {
+        if group.size() == 1 {
+            tch::no_grad(|| output.shallow_clone().copy_(input));
+            return Ok(());
+        }
         if !self.clock.enabled() {
             return op();
         }
         let start_s = self.clock.now_s();
-        let output = op()?;
+        op()?;
         let end_s = self.clock.now_s();
         self.log.push(CollectiveRecord {
             kind,
@@ -58,7 +54,7 @@ impl<'a> Collectives<'a> {
             start_s: start_s - self.step_start_s,
             end_s: end_s - self.step_start_s,
         });
-        Ok(output)
+        Ok(())
     }
 
     /// Total time spent in collective calls so far.

@@ -58,6 +58,9 @@ struct FlatUnit {
     gathered: Option<Tensor>,
     /// Gradients summed over micro-batches whose reduction was skipped (accumulation).
     unsharded_grad: Option<Tensor>,
+    /// Reduce-scatter output awaiting the all-reduce across groups (hybrid strategies), kept
+    /// from step to step like NCCL users keep communication buffers.
+    scatter_buffer: Option<Tensor>,
 }
 
 /// A forward stage awaiting its backward.
@@ -84,6 +87,9 @@ pub struct Sharded<'m> {
     batch: Option<Masked>,
     timings: Vec<UnitRecord>,
     memory: MemoryAccount,
+    /// Gather buffers no tensor in use refers to any more, reused by the next gather of the
+    /// same size (what PyTorch's caching allocator does for FSDP's freed parameters).
+    free_buffers: Vec<Tensor>,
 }
 
 impl<'m> Sharded<'m> {
@@ -114,12 +120,13 @@ impl<'m> Sharded<'m> {
                     shard,
                     gathered: None,
                     unsharded_grad: None,
+                    scatter_buffer: None,
                 }
             })
             .collect::<Vec<_>>();
         let timings = (0..units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
         let memory = MemoryAccount::new(units.iter().map(|u| u.shard.numel()).sum::<usize>(), units.iter().map(|u| u.optimizer.state_bytes()).sum());
-        Self { model, clock, strategy, knobs, shard_group, replicas, world, units, saved: Vec::new(), batch: None, timings, memory }
+        Self { model, clock, strategy, knobs, shard_group, replicas, world, units, saved: Vec::new(), batch: None, timings, memory, free_buffers: Vec::new() }
     }
 
     fn param_kind(&self) -> Kind {
@@ -136,7 +143,7 @@ impl<'m> Sharded<'m> {
             return Ok(leaf.shallow_clone());
         }
         let full = self.gather(unit, collectives)?;
-        let leaf = full.set_requires_grad(true);
+        let leaf = full.detach().set_requires_grad(true);
         self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
         self.units[unit].gathered = Some(leaf.shallow_clone());
         Ok(leaf)
@@ -144,15 +151,30 @@ impl<'m> Sharded<'m> {
 
     /// All-gathers `unit` in `param_dtype` (a cast copy of the fp32 shard; no copy at all when
     /// a single rank holds the whole fp32 unit).
-    fn gather(&self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
-        let low = self.units[unit].shard.detach().to_kind(self.param_kind());
-        collectives.all_gather(self.shard_group.as_ref(), unit, &low)
+    fn gather(&mut self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+        let shard = self.units[unit].shard.shallow_clone();
+        let low = shard.detach().to_kind(self.param_kind());
+        if self.shard_group.size() == 1 {
+            return Ok(low);
+        }
+        let numel = shard.numel() * self.shard_group.size();
+        let kind = self.param_kind();
+        let full = match self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind) {
+            Some(i) => self.free_buffers.swap_remove(i),
+            None => Tensor::empty([numel as i64], (kind, shard.device())),
+        };
+        collectives.all_gather(self.shard_group.as_ref(), unit, &low, &full)?;
+        Ok(full.detach())
     }
 
-    /// FSDP's reshard: the gathered parameters are released.
-    fn reshard(&mut self, unit: usize) {
-        if self.units[unit].gathered.take().is_some() {
+    /// FSDP's reshard: the gathered parameters are released. Their buffer is reused only if
+    /// no autograd graph still reads it (`reusable`).
+    fn reshard(&mut self, unit: usize, reusable: bool) {
+        if let Some(leaf) = self.units[unit].gathered.take() {
             self.memory.released(unit);
+            if reusable && self.shard_group.size() > 1 {
+                self.free_buffers.push(leaf.detach());
+            }
         }
     }
 
@@ -194,10 +216,18 @@ impl<'m> Sharded<'m> {
             let post = self.world as f64 / pre;
             let reduce_kind = kind_of(self.knobs.reduce_dtype);
             let scaled = total.to_kind(reduce_kind) / pre;
-            let shard = collectives.reduce_scatter_sum(self.shard_group.as_ref(), unit, &scaled)?;
-            let shard = collectives.all_reduce_sum(self.replicas.as_ref(), unit, &shard)?;
-            let averaged = (shard / post).to_kind(Kind::Float);
-            tch::no_grad(|| self.units[unit].grad.copy_(&averaged));
+            let grad = self.units[unit].grad.shallow_clone();
+            let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
+            if shard_group.size() > 1 && replicas.size() > 1 {
+                let buffer = self.units[unit].scatter_buffer.get_or_insert_with(|| grad.empty_like()).shallow_clone();
+                collectives.reduce_scatter_sum(shard_group, unit, &scaled, &buffer)?;
+                collectives.all_reduce_sum(replicas, unit, &buffer, &grad)?;
+            } else if replicas.size() > 1 {
+                collectives.all_reduce_sum(replicas, unit, &scaled, &grad)?;
+            } else {
+                collectives.reduce_scatter_sum(shard_group, unit, &scaled, &grad)?;
+            }
+            let _ = tch::no_grad(|| grad.shallow_clone().g_div_scalar_(post));
             self.memory.unsharded_grad(unit, 0);
         } else {
             self.memory.unsharded_grad(unit, total.numel() * total.kind().elt_size_in_bytes());
@@ -206,7 +236,7 @@ impl<'m> Sharded<'m> {
         // Without a reduction, strategies that keep parameters after forward keep them for the
         // next micro-batch too (no_sync); otherwise they are freed after backward.
         if sync || self.strategy.reshards_after_forward() {
-            self.reshard(unit);
+            self.reshard(unit, true);
         }
         Ok(())
     }
@@ -243,7 +273,8 @@ impl Sharded<'_> {
             self.memory.activations(input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes()) + if checkpointed { 0 } else { output.numel() * output.kind().elt_size_in_bytes() });
             self.saved.push(Saved { stage, input, output: (!checkpointed).then(|| output.shallow_clone()), params: (!checkpointed).then_some(params) });
             if Self::is_block(stage) && self.strategy.reshards_after_forward() {
-                self.reshard(unit);
+                // Without checkpointing the forward graph still reads these parameters.
+                self.reshard(unit, checkpointed);
             }
             self.time_unit(unit, start, |t| &mut t.forward_s);
             x = Some(output);
@@ -308,7 +339,14 @@ impl Sharded<'_> {
     /// The whole model's fp32 parameters, one flat tensor per unit (a collective: for checks,
     /// outside timed steps).
     pub fn full_parameters(&self) -> Result<Vec<Tensor>, CommError> {
-        self.units.iter().map(|u| Ok(self.shard_group.all_gather(&u.shard)?.narrow(0, 0, u.numel))).collect()
+        self.units
+            .iter()
+            .map(|u| {
+                let full = Tensor::empty([u.shard.numel() as i64 * self.shard_group.size() as i64], (Kind::Float, u.shard.device()));
+                self.shard_group.all_gather(&u.shard, &full)?;
+                Ok(full.narrow(0, 0, u.numel))
+            })
+            .collect()
     }
 
     /// Per-unit times since the last call.
