@@ -142,16 +142,15 @@ impl<'m> Sharded<'m> {
         if let Some(leaf) = &self.units[unit].gathered {
             return Ok(leaf.shallow_clone());
         }
-        let full = self.gather(unit, collectives)?;
-        let leaf = full.detach().set_requires_grad(true);
+        let leaf = self.gather(unit, None, collectives)?.set_requires_grad(true);
         self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
         self.units[unit].gathered = Some(leaf.shallow_clone());
         Ok(leaf)
     }
 
     /// All-gathers `unit` in `param_dtype` (a cast copy of the fp32 shard; no copy at all when
-    /// a single rank holds the whole fp32 unit).
-    fn gather(&mut self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+    /// a single rank holds the whole fp32 unit), into `into` or a free or fresh buffer.
+    fn gather(&mut self, unit: usize, into: Option<Tensor>, collectives: &mut Collectives) -> Result<Tensor, CommError> {
         let shard = self.units[unit].shard.shallow_clone();
         let low = shard.detach().to_kind(self.param_kind());
         if self.shard_group.size() == 1 {
@@ -159,9 +158,10 @@ impl<'m> Sharded<'m> {
         }
         let numel = shard.numel() * self.shard_group.size();
         let kind = self.param_kind();
-        let full = match self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind) {
-            Some(i) => self.free_buffers.swap_remove(i),
-            None => Tensor::empty([numel as i64], (kind, shard.device())),
+        let full = match (into, self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind)) {
+            (Some(into), _) => into,
+            (None, Some(i)) => self.free_buffers.swap_remove(i),
+            (None, None) => Tensor::empty([numel as i64], (kind, shard.device())),
         };
         collectives.all_gather(self.shard_group.as_ref(), unit, &low, &full)?;
         Ok(full.detach())
@@ -180,7 +180,8 @@ impl<'m> Sharded<'m> {
 
     /// Before a stage's backward: its parameters gathered again if they were freed after
     /// forward. A stage that was not checkpointed still holds, through its graph, the tensor its
-    /// forward used: the fresh all-gather is written into it.
+    /// forward used: the all-gather writes into that tensor's memory (outside autograd, whose
+    /// saved copy holds the same values).
     fn regather(&mut self, index: usize, collectives: &mut Collectives) -> Result<(), CommError> {
         let unit = self.model.unit_of(self.saved[index].stage);
         if self.units[unit].gathered.is_some() {
@@ -188,8 +189,7 @@ impl<'m> Sharded<'m> {
         }
         match self.saved[index].params.as_ref().map(Tensor::shallow_clone) {
             Some(used) => {
-                let fresh = self.gather(unit, collectives)?;
-                tch::no_grad(|| used.data().copy_(&fresh));
+                let _ = self.gather(unit, Some(used.data()), collectives)?;
                 self.memory.gathered(unit, used.numel() * used.kind().elt_size_in_bytes());
                 self.units[unit].gathered = Some(used);
             }
