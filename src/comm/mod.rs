@@ -33,9 +33,29 @@ pub trait Comm {
     /// This rank's chunk of the element-wise sum of `input` over the group (`input` splits
     /// into `size` equal chunks; `output` has one chunk's size).
     fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError>;
+    /// Starts gathering `shard` into `output` and returns at once; the gather completes in
+    /// [`Pending::wait`], and compute can run meanwhile. `shard` and `output` stay untouched by
+    /// the caller until then. Backends without non-blocking collectives complete it here.
+    fn start_all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<Box<dyn Pending>, CommError> {
+        self.all_gather(shard, output)?;
+        Ok(Box::new(Completed))
+    }
     /// Sub-groups: ranks passing the same `color` form one group, ordered by `key`.
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm>;
     fn barrier(&self);
     /// The communication library and its version, for provenance.
     fn library_version(&self) -> String;
+}
+
+/// A collective in flight.
+pub trait Pending {
+    /// Blocks until the collective has completed.
+    fn wait(self: Box<Self>);
+}
+
+/// A collective that completed when it was started.
+pub struct Completed;
+
+impl Pending for Completed {
+    fn wait(self: Box<Self>) {}
 }

@@ -1,9 +1,10 @@
 use mpi::collective::SystemOperation;
+use mpi::request::StaticScope;
 use mpi::topology::{Color, SimpleCommunicator};
 use mpi::traits::{Communicator, CommunicatorCollectives};
 use tch::{Device, Kind, Tensor};
 
-use super::{Comm, CommError};
+use super::{Comm, CommError, Pending};
 
 /// MPI through rsmpi. Buffers are host memory: device tensors are staged through the host, so
 /// this backend measures host-staged MPI, not GPU-aware MPI. Reductions are fp32 (MPI has no
@@ -49,10 +50,31 @@ fn check_numel(op: &'static str, output: &Tensor, expected: usize) -> Result<(),
 }
 
 /// # Safety
-/// `t` must be a contiguous CPU tensor whose elements are `T`-sized, that outlives the slice and
-/// is not otherwise accessed meanwhile.
-unsafe fn elements<'a, T>(t: &'a Tensor) -> &'a mut [T] {
+/// `t` must be a contiguous CPU tensor whose elements are `T`-sized, whose storage outlives the
+/// slice and is not otherwise accessed meanwhile.
+unsafe fn elements<'a, T>(t: &Tensor) -> &'a mut [T] {
     std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
+}
+
+/// A non-blocking MPI collective and the tensors whose memory it reads and writes.
+struct InFlight {
+    finish: Option<Box<dyn FnOnce()>>,
+    _buffers: (Tensor, Tensor),
+}
+
+impl Pending for InFlight {
+    fn wait(self: Box<Self>) {
+        drop(self);
+    }
+}
+
+impl Drop for InFlight {
+    /// Completes the request before its memory can go: waiting is dropping.
+    fn drop(&mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish();
+        }
+    }
 }
 
 impl Comm for MpiComm {
@@ -83,6 +105,36 @@ impl Comm for MpiComm {
             }
         });
         Ok(())
+    }
+
+    fn start_all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<Box<dyn Pending>, CommError> {
+        if output.device() != Device::Cpu || !output.is_contiguous() {
+            self.all_gather(shard, output)?;
+            return Ok(Box::new(super::Completed));
+        }
+        let send = host("all_gather", shard, &[Kind::Float, Kind::BFloat16])?;
+        check_numel("all_gather", output, shard.numel() * self.size())?;
+        let recv = output.shallow_clone();
+        // SAFETY: the slices outlive the request because the pending value owns both tensors
+        // (and so their storage) until it has waited for the request; the caller does not touch
+        // them meanwhile (the trait's contract).
+        let finish: Box<dyn FnOnce()> = unsafe {
+            match shard.kind() {
+                Kind::Float => {
+                    let request = self.comm.immediate_all_gather_into(StaticScope, &*elements::<f32>(&send), elements::<f32>(&recv));
+                    Box::new(move || {
+                        request.wait();
+                    })
+                }
+                _ => {
+                    let request = self.comm.immediate_all_gather_into(StaticScope, &*elements::<u16>(&send), elements::<u16>(&recv));
+                    Box::new(move || {
+                        request.wait();
+                    })
+                }
+            }
+        };
+        Ok(Box::new(InFlight { finish: Some(finish), _buffers: (send, recv) }))
     }
 
     fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError> {

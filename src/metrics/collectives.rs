@@ -1,7 +1,7 @@
 use tch::Tensor;
 
 use super::Clock;
-use crate::comm::{Comm, CommError};
+use crate::comm::{Comm, CommError, Pending};
 use crate::records::{CollectiveKind, CollectiveRecord};
 
 /// The collectives of one step, each call timed and logged with its size and group. A group of
@@ -27,6 +27,29 @@ impl<'a> Collectives<'a> {
         self.timed(CollectiveKind::AllGather, group, unit, shard, output, group.size(), || group.all_gather(shard, output))
     }
 
+    /// Starts gathering `shard` into `output` without waiting; [`Collectives::finish`] waits.
+    pub fn start_all_gather(&mut self, group: &dyn Comm, unit: usize, shard: &Tensor, output: &Tensor) -> Result<InFlight, CommError> {
+        let record = self.record(CollectiveKind::AllGather, group, unit, shard, group.size());
+        let start_s = self.clock.now_s();
+        let pending = if group.size() == 1 {
+            tch::no_grad(|| output.shallow_clone().copy_(shard));
+            Box::new(crate::comm::Completed)
+        } else {
+            group.start_all_gather(shard, output)?
+        };
+        Ok(InFlight { pending, record: (group.size() > 1 && self.clock.enabled()).then_some(CollectiveRecord { start_s: start_s - self.step_start_s, ..record }) })
+    }
+
+    /// Waits for a collective started earlier; the wait is its exposed time.
+    pub fn finish(&mut self, in_flight: InFlight) {
+        let wait_start = self.clock.now_s();
+        in_flight.pending.wait();
+        let end_s = self.clock.now_s() - self.step_start_s;
+        if let Some(record) = in_flight.record {
+            self.log.push(CollectiveRecord { end_s, wait_s: end_s - (wait_start - self.step_start_s), ..record });
+        }
+    }
+
     /// This rank's chunk of the sum of `input` over `group`, into `output`.
     pub fn reduce_scatter_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
         self.timed(CollectiveKind::ReduceScatter, group, unit, input, output, 1, || group.reduce_scatter_sum(input, output))
@@ -42,29 +65,44 @@ impl<'a> Collectives<'a> {
         if !self.clock.enabled() {
             return op();
         }
-        let start_s = self.clock.now_s();
+        let record = self.record(kind, group, unit, input, factor);
+        let start_s = self.clock.now_s() - self.step_start_s;
         op()?;
-        let end_s = self.clock.now_s();
-        self.log.push(CollectiveRecord {
+        let end_s = self.clock.now_s() - self.step_start_s;
+        self.log.push(CollectiveRecord { start_s, end_s, wait_s: end_s - start_s, ..record });
+        Ok(())
+    }
+
+    /// A record of a call with a payload of `input`'s size times `factor` (the full buffer),
+    /// its times still to be filled in.
+    fn record(&self, kind: CollectiveKind, group: &dyn Comm, unit: usize, input: &Tensor, factor: usize) -> CollectiveRecord {
+        CollectiveRecord {
             kind,
             unit: unit as u32,
             payload_bytes: (input.numel() * factor * input.kind().elt_size_in_bytes()) as u64,
             dtype: dtype_name(input.kind()).into(),
             group_size: group.size() as u32,
-            start_s: start_s - self.step_start_s,
-            end_s: end_s - self.step_start_s,
-        });
-        Ok(())
+            start_s: 0.0,
+            end_s: 0.0,
+            wait_s: 0.0,
+        }
     }
 
-    /// Total time spent in collective calls so far.
-    pub fn total_s(&self) -> f64 {
-        self.log.iter().map(|c| c.end_s - c.start_s).sum()
+    /// Time compute has waited for collectives so far (exposed communication).
+    pub fn waited_s(&self) -> f64 {
+        self.log.iter().map(|c| c.wait_s).sum()
     }
 
     pub fn into_records(self) -> Vec<CollectiveRecord> {
         self.log
     }
+}
+
+/// A collective started by [`Collectives::start_all_gather`], to be passed to
+/// [`Collectives::finish`].
+pub struct InFlight {
+    pending: Box<dyn Pending>,
+    record: Option<CollectiveRecord>,
 }
 
 /// Conventional names of element types, as NCCL and PyTorch print them.

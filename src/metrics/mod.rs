@@ -3,7 +3,7 @@
 
 mod collectives;
 
-pub use collectives::{dtype_name, Collectives};
+pub use collectives::{dtype_name, Collectives, InFlight};
 
 use std::time::Instant;
 

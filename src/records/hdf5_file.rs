@@ -14,7 +14,8 @@
 //!                        forward_s, backward_s, recompute_s (f64)
 //! /collectives/<column>  [calls] one row per collective call: rank, step, unit (u32),
 //!                        kind, dtype (strings), payload_bytes (u64), group_size (u32),
-//!                        start_s, end_s (f64, from the start of the step)
+//!                        start_s, end_s (f64, from the start of the step), wait_s (f64,
+//!                        how long compute waited for it)
 //! /ranks/<column>        [ranks] node, local_rank, pid (u32), hostname (string)
 //! ```
 
@@ -125,6 +126,7 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     dataset(&collectives, "payload_bytes", &Array1::from_iter(calls.iter().map(|c| c.2.payload_bytes)))?;
     dataset(&collectives, "start_s", &Array1::from_iter(calls.iter().map(|c| c.2.start_s)))?;
     dataset(&collectives, "end_s", &Array1::from_iter(calls.iter().map(|c| c.2.end_s)))?;
+    dataset(&collectives, "wait_s", &Array1::from_iter(calls.iter().map(|c| c.2.wait_s)))?;
     dataset(&collectives, "kind", &Array1::from_iter(calls.iter().map(|c| text(c.2.kind.name()))))?;
     dataset(&collectives, "dtype", &Array1::from_iter(calls.iter().map(|c| text(&c.2.dtype))))?;
 

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Wall time of each phase of one step on one rank, from a monotonic clock, with the device
-/// synchronised at every boundary. The phases partition the step: `forward_s` and `backward_s`
-/// exclude the collectives issued inside them, which `comm_s` sums (all of it exposed, as the
-/// collectives block); `step_s` is the whole step, including time in no phase (bookkeeping).
+/// synchronised at every boundary. The phases partition the step: `comm_s` is the time compute
+/// waited for collectives (exposed communication), and `forward_s` and `backward_s` exclude the
+/// waits inside them; `step_s` is the whole step, including time in no phase (bookkeeping).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Phases {
@@ -48,7 +48,9 @@ impl CollectiveKind {
     }
 }
 
-/// One collective call. Times are seconds from the start of its step.
+/// One collective call. Times are seconds from the start of its step: issued at `start_s`,
+/// complete at `end_s`; `wait_s` is how long compute waited for it (exposed communication),
+/// the whole duration for a blocking call, less when a non-blocking one overlapped compute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectiveRecord {
@@ -61,6 +63,7 @@ pub struct CollectiveRecord {
     pub group_size: u32,
     pub start_s: f64,
     pub end_s: f64,
+    pub wait_s: f64,
 }
 
 /// Compute time of one unit in one step (summed over micro-batches).

@@ -88,11 +88,11 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
             let samples = first..first + micro_batch;
             let images = data.images(samples.clone()).to_device(device);
             let noise = data.mask_noise(samples, point.model.patches()).to_device(device);
-            let (t1, c1) = (clock.now_s(), collectives.total_s());
+            let (t1, c1) = (clock.now_s(), collectives.waited_s());
             let loss = engine.forward(&images, &noise, &mut collectives)?;
-            let (t2, c2) = (clock.now_s(), collectives.total_s());
+            let (t2, c2) = (clock.now_s(), collectives.waited_s());
             engine.backward(1.0 / f64::from(accumulation), micro + 1 == accumulation, &mut collectives)?;
-            let (t3, c3) = (clock.now_s(), collectives.total_s());
+            let (t3, c3) = (clock.now_s(), collectives.waited_s());
             loss_sum += loss.to_kind(Kind::Double).double_value(&[]);
             // Phases partition the step: collectives inside forward and backward count in
             // comm_s only (they block, so all of their time is exposed).
@@ -105,7 +105,7 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
         engine.optimizer_step(lr);
         let end = clock.now_s();
         phases.optimizer_s = end - optimizer_start;
-        phases.comm_s = collectives.total_s();
+        phases.comm_s = collectives.waited_s();
         phases.step_s = end - start;
         let loss = loss_sum / f64::from(accumulation);
         losses.push(loss);

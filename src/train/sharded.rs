@@ -11,17 +11,19 @@
 //! | hybrid_shard | chosen | freed (root kept) | reduce-scatter in the group, all-reduce of the shard across groups |
 //! | hybrid_shard_zero2 | chosen | kept until after backward | as hybrid_shard |
 //!
-//! Collectives are blocking here (MPI), so `backward_prefetch` changes when the next unit's
-//! all-gather is issued relative to this unit's compute and reduction, and so the order in the
-//! records and the memory held, but nothing overlaps; `limit_all_gathers` (at most two units in
-//! flight) is always met because at most one collective is ever in flight.
+//! Prefetching all-gathers are non-blocking: in forward the next block's gather starts before
+//! this stage computes, in backward as `backward_prefetch` says (`pre`: before this unit's
+//! gradient compute; `post`: after it, before its reduction; `none`: when the next unit's
+//! backward starts, blocking). Whether a started gather progresses during compute is up to the
+//! MPI library (the records' `wait_s` shows what was exposed). At most one gather is in flight
+//! besides the gathered current unit, so `limit_all_gathers` (two) always holds.
 
 use tch::{Kind, Tensor};
 
 use super::adamw::AdamW;
 use super::memory::MemoryAccount;
 use crate::comm::{Comm, CommError};
-use crate::metrics::{Clock, Collectives};
+use crate::metrics::{Clock, Collectives, InFlight};
 use crate::model::{init_unit, Mae, Masked, Stage};
 use crate::plan::{BackwardPrefetch, Dtype, ParallelSpec, Strategy};
 use crate::records::UnitRecord;
@@ -90,6 +92,18 @@ pub struct Sharded<'m> {
     /// Gather buffers no tensor in use refers to any more, reused by the next gather of the
     /// same size (what PyTorch's caching allocator does for FSDP's freed parameters).
     free_buffers: Vec<Tensor>,
+    prefetch: Option<Prefetch>,
+}
+
+/// An all-gather started ahead of the stage that needs it.
+struct Prefetch {
+    unit: usize,
+    in_flight: InFlight,
+    /// Where the gather lands.
+    output: Tensor,
+    /// The parameters a forward graph still holds, whose memory `output` is; `None` when
+    /// `output` is a buffer that becomes the unit's new leaf.
+    used: Option<Tensor>,
 }
 
 impl<'m> Sharded<'m> {
@@ -126,7 +140,7 @@ impl<'m> Sharded<'m> {
             .collect::<Vec<_>>();
         let timings = (0..units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
         let memory = MemoryAccount::new(units.iter().map(|u| u.shard.numel()).sum::<usize>(), units.iter().map(|u| u.optimizer.state_bytes()).sum());
-        Self { model, clock, strategy, knobs, shard_group, replicas, world, units, saved: Vec::new(), batch: None, timings, memory, free_buffers: Vec::new() }
+        Self { model, clock, strategy, knobs, shard_group, replicas, world, units, saved: Vec::new(), batch: None, timings, memory, free_buffers: Vec::new(), prefetch: None }
     }
 
     fn param_kind(&self) -> Kind {
@@ -139,6 +153,7 @@ impl<'m> Sharded<'m> {
 
     /// The gathered leaf of `unit`, gathering it if needed (FSDP's unshard).
     fn unshard(&mut self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+        self.complete_prefetch(unit, collectives);
         if let Some(leaf) = &self.units[unit].gathered {
             return Ok(leaf.shallow_clone());
         }
@@ -148,21 +163,51 @@ impl<'m> Sharded<'m> {
         Ok(leaf)
     }
 
+    /// Starts gathering `unit` (into the memory of `used`, the parameters a forward graph
+    /// holds, if given) unless it is gathered, being gathered, or held whole by this rank.
+    fn start_prefetch(&mut self, unit: usize, used: Option<Tensor>, collectives: &mut Collectives) -> Result<(), CommError> {
+        if self.units[unit].gathered.is_some() || self.prefetch.is_some() || self.shard_group.size() == 1 {
+            return Ok(());
+        }
+        let low = self.units[unit].shard.detach().to_kind(self.param_kind());
+        let output = self.gather_buffer(unit, used.as_ref().map(Tensor::data));
+        let in_flight = collectives.start_all_gather(self.shard_group.as_ref(), unit, &low, &output)?;
+        self.prefetch = Some(Prefetch { unit, in_flight, output, used });
+        Ok(())
+    }
+
+    /// Waits for a prefetch of `unit`, if one is in flight, and makes its result the unit's
+    /// gathered parameters.
+    fn complete_prefetch(&mut self, unit: usize, collectives: &mut Collectives) {
+        if self.prefetch.as_ref().is_none_or(|p| p.unit != unit) {
+            return;
+        }
+        let Prefetch { in_flight, output, used, .. } = self.prefetch.take().expect("checked above");
+        collectives.finish(in_flight);
+        let leaf = used.unwrap_or_else(|| output.detach().set_requires_grad(true));
+        self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
+        self.units[unit].gathered = Some(leaf);
+    }
+
+    /// A buffer for the whole of `unit`: `into`, else a free one of its size, else a new one.
+    fn gather_buffer(&mut self, unit: usize, into: Option<Tensor>) -> Tensor {
+        let numel = self.units[unit].shard.numel() * self.shard_group.size();
+        let kind = self.param_kind();
+        match (into, self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind)) {
+            (Some(into), _) => into,
+            (None, Some(i)) => self.free_buffers.swap_remove(i),
+            (None, None) => Tensor::empty([numel as i64], (kind, self.units[unit].shard.device())),
+        }
+    }
+
     /// All-gathers `unit` in `param_dtype` (a cast copy of the fp32 shard; no copy at all when
     /// a single rank holds the whole fp32 unit), into `into` or a free or fresh buffer.
     fn gather(&mut self, unit: usize, into: Option<Tensor>, collectives: &mut Collectives) -> Result<Tensor, CommError> {
-        let shard = self.units[unit].shard.shallow_clone();
-        let low = shard.detach().to_kind(self.param_kind());
+        let low = self.units[unit].shard.detach().to_kind(self.param_kind());
         if self.shard_group.size() == 1 {
             return Ok(low);
         }
-        let numel = shard.numel() * self.shard_group.size();
-        let kind = self.param_kind();
-        let full = match (into, self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind)) {
-            (Some(into), _) => into,
-            (None, Some(i)) => self.free_buffers.swap_remove(i),
-            (None, None) => Tensor::empty([numel as i64], (kind, shard.device())),
-        };
+        let full = self.gather_buffer(unit, into);
         collectives.all_gather(self.shard_group.as_ref(), unit, &low, &full)?;
         Ok(full.detach())
     }
@@ -184,6 +229,7 @@ impl<'m> Sharded<'m> {
     /// saved copy holds the same values).
     fn regather(&mut self, index: usize, collectives: &mut Collectives) -> Result<(), CommError> {
         let unit = self.model.unit_of(self.saved[index].stage);
+        self.complete_prefetch(unit, collectives);
         if self.units[unit].gathered.is_some() {
             return Ok(());
         }
@@ -246,6 +292,14 @@ impl<'m> Sharded<'m> {
         (0..index).rev().find(|&j| Self::is_block(self.saved[j].stage)).filter(|&j| self.units[self.model.unit_of(self.saved[j].stage)].gathered.is_none())
     }
 
+    /// Starts the backward gather of the stage at `index` (into the parameters its forward
+    /// graph holds, if it was not checkpointed).
+    fn prefetch_for_backward(&mut self, index: usize, collectives: &mut Collectives) -> Result<(), CommError> {
+        let unit = self.model.unit_of(self.saved[index].stage);
+        let used = self.saved[index].params.as_ref().map(Tensor::shallow_clone);
+        self.start_prefetch(unit, used, collectives)
+    }
+
     fn time_unit(&mut self, unit: usize, start_s: f64, field: fn(&mut UnitRecord) -> &mut f64) -> f64 {
         let now = self.clock.now_s();
         *field(&mut self.timings[unit]) += now - start_s;
@@ -258,9 +312,14 @@ impl Sharded<'_> {
     pub fn forward(&mut self, images: &Tensor, noise: &Tensor, collectives: &mut Collectives) -> Result<Tensor, CommError> {
         let batch = self.model.mask(images, noise);
         let mut x: Option<Tensor> = None;
-        for stage in self.model.stages() {
+        let stages = self.model.stages();
+        for (i, &stage) in stages.iter().enumerate() {
             let unit = self.model.unit_of(stage);
             let params = self.unshard(unit, collectives)?;
+            // FSDP's forward prefetch: the next block's gather runs while this stage computes.
+            if let Some(&next) = stages.get(i + 1).filter(|s| Self::is_block(**s)) {
+                self.start_prefetch(self.model.unit_of(next), None, collectives)?;
+            }
             let start = self.clock.now_s();
             let input = x.map(|t| t.detach().set_requires_grad(true));
             let view = params.narrow(0, 0, self.units[unit].numel);
@@ -294,7 +353,7 @@ impl Sharded<'_> {
             self.regather(index, collectives)?;
             let next = if Self::is_block(stage) { self.prefetch_target(index) } else { None };
             if let (Some(j), BackwardPrefetch::Pre) = (next, self.knobs.backward_prefetch) {
-                self.regather(j, collectives)?;
+                self.prefetch_for_backward(j, collectives)?;
             }
             let start = self.clock.now_s();
             let input = self.saved[index].input.as_ref().map(Tensor::shallow_clone);
@@ -316,7 +375,7 @@ impl Sharded<'_> {
             upstream = input.map(|input| input.grad().detach());
             self.time_unit(unit, start_backward, |t| &mut t.backward_s);
             if let (Some(j), BackwardPrefetch::Post) = (next, self.knobs.backward_prefetch) {
-                self.regather(j, collectives)?;
+                self.prefetch_for_backward(j, collectives)?;
             }
             // A unit's post-backward runs when its earliest forward stage has had its backward.
             let last_use = !(0..index).any(|j| self.model.unit_of(self.saved[j].stage) == unit);
