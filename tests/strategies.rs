@@ -186,6 +186,17 @@ fn recorded_collectives_match_fsdp_counts_and_bytes() {
         let kinds: Vec<String> = file.dataset("collectives/kind").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
         let (bytes, groups) = (column::<u64>(&file, "collectives/payload_bytes"), column::<u32>(&file, "collectives/group_size"));
         let name = point.file_name().unwrap().to_string_lossy().to_string();
+        // Exposed time: none beyond the call's span; all of it for blocking reductions.
+        let (starts, ends, waits) = (column::<f64>(&file, "collectives/start_s"), column::<f64>(&file, "collectives/end_s"), column::<f64>(&file, "collectives/wait_s"));
+        for i in 0..kinds.len() {
+            let span = ends[i] - starts[i];
+            assert!(waits[i] >= 0.0 && waits[i] <= span + 1e-9, "{name}: waited {} of {span}", waits[i]);
+            if kinds[i] != "all_gather" {
+                assert!((waits[i] - span).abs() < 1e-9, "{name}: a blocking {} waited {} of {span}", kinds[i], waits[i]);
+            }
+        }
+        let comm_s = file.dataset("steps/comm_s").unwrap().read_2d::<f64>().unwrap();
+        assert!((comm_s.sum() - waits.iter().sum::<f64>()).abs() < 1e-6, "{name}: comm_s is the time waited");
         for rank in 0..world as u32 {
             for step in 0..STEPS as u32 {
                 let calls: Vec<usize> = (0..ranks.len()).filter(|&i| ranks[i] == rank && steps[i] == step).collect();
