@@ -216,3 +216,37 @@ fn shipped_experiments_are_valid() {
         }
     }
 }
+
+#[test]
+fn hybrid_shard_groups_must_divide_the_world_and_may_span_nodes() {
+    let axes = r#"
+model = ["vit-tiny"]
+strategy = ["hybrid_shard", "full_shard"]
+shard_group = [0, 3, 4, 8]
+nodes = [2]
+ranks_per_node = [2]
+micro_batch = [2]
+"#;
+    let plan = expand(&parse(&with_axes(axes, "")).unwrap(), &MACHINE);
+    let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
+    // 0 means one node (2 ranks); 4 spans both nodes; full_shard ignores shard_group.
+    assert_eq!(ids, ["vit-tiny-hybrid_shard-sg2-n2x2-mb2", "vit-tiny-hybrid_shard-sg4-n2x2-mb2", "vit-tiny-full_shard-n2x2-mb2"]);
+    assert_eq!(plan.points[1].replicas(), 1);
+    assert_eq!(plan.points[2].parallel.shard_group, 4);
+    let reasons: Vec<(&str, &str)> = plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("vit-tiny-hybrid_shard-sg3-n2x2-mb2", "shard group of 3 ranks does not divide the world of 4 ranks"),
+            ("vit-tiny-hybrid_shard-sg8-n2x2-mb2", "shard group of 8 ranks does not divide the world of 4 ranks"),
+        ]
+    );
+}
+
+#[test]
+fn bf16_reductions_are_rejected_on_mpi_with_the_reason() {
+    let axes = AXES.to_string() + "reduce_dtype = [\"bf16\"]\n";
+    let plan = expand(&parse(&with_axes(&axes, "")).unwrap(), &MACHINE);
+    assert!(plan.points.is_empty());
+    assert!(plan.rejected.iter().all(|r| r.reason.contains("MPI reduces fp32 only") && r.id.ends_with("-rbf16")));
+}
