@@ -37,15 +37,15 @@ fn reference() -> &'static Path {
     sweep(&CELL, "reference", &format!("zip = [[\"ranks_per_node\", \"micro_batch\"]]\n[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [1, 2, 1]\nmicro_batch = [8, 4, 4]\n"))
 }
 
-/// Every strategy (hybrid with a group of one node and of the whole world), with and without
-/// activation checkpointing and gradient accumulation, on 4 ranks in 2 simulated nodes.
+/// Every strategy (hybrid with groups of one rank, one node and the whole world), with and
+/// without activation checkpointing and gradient accumulation, on 4 ranks in 2 simulated nodes.
 fn strategies() -> &'static Path {
     static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
     sweep(
         &CELL,
         "strategies",
         &format!(
-            "zip = [[\"micro_batch\", \"accumulation\"]]\n[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"no_shard\", \"full_shard\", \"shard_grad_op\", \"hybrid_shard\", \"hybrid_shard_zero2\"]\nshard_group = [2, 4]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2, 1]\naccumulation = [1, 2]\nactivation_checkpointing = [false, true]\n"
+            "zip = [[\"micro_batch\", \"accumulation\"]]\n[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"no_shard\", \"full_shard\", \"shard_grad_op\", \"hybrid_shard\", \"hybrid_shard_zero2\"]\nshard_group = [1, 2, 4]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2, 1]\naccumulation = [1, 2]\nactivation_checkpointing = [false, true]\n"
         ),
     )
 }
@@ -111,8 +111,8 @@ fn no_shard_on_two_ranks_matches_one_rank() {
 #[test]
 fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank() {
     let all = points(strategies());
-    // 5 strategies, the hybrid ones with two group sizes: 7, x2 checkpointing, x2 accumulation.
-    assert_eq!(all.len(), 28, "{all:?}");
+    // 5 strategies, the hybrid ones with three group sizes: 9, x2 checkpointing, x2 accumulation.
+    assert_eq!(all.len(), 36, "{all:?}");
     for point in all {
         assert_same_training(&point, &reference().join("vit-tiny-no_shard-n1x1-mb8"));
     }
@@ -144,7 +144,8 @@ fn a_different_global_batch_moves_parameters_far_beyond_the_tolerance() {
 
 /// Collective calls and bytes per rank per step that PyTorch FSDP issues (section 1.3 of the
 /// project's FSDP notes), from the model's unit sizes alone: (all-gathers, reduce-scatters,
-/// all-reduces, bytes sent per rank by bandwidth-optimal algorithms).
+/// all-reduces, bytes sent per rank by bandwidth-optimal algorithms). A group of one rank
+/// communicates nothing.
 fn fsdp_formula(strategy: &str, world: i64, shard_group: i64, accumulation: i64, units: &[i64]) -> (usize, usize, usize, f64) {
     let (s, r, a, u) = (shard_group, world / shard_group, accumulation, units.len());
     let padded: Vec<i64> = units.iter().map(|n| (n + s - 1) / s * s).collect();
@@ -153,13 +154,13 @@ fn fsdp_formula(strategy: &str, world: i64, shard_group: i64, accumulation: i64,
     let intra = |g: i64| (g - 1) as f64 / g as f64;
     let inter = if r > 1 { 2.0 * (r - 1) as f64 / r as f64 * p * b_r / s as f64 } else { 0.0 };
     let reduce_across = if r > 1 { u } else { 0 };
-    let twice = a as usize * (2 * u - 1);
+    let (twice, once) = if s > 1 { (a as usize * (2 * u - 1), u) } else { (0, 0) };
     match strategy {
         "no_shard" => (0, 0, u, 2.0 * intra(world) * p * b_r),
         "full_shard" => (twice, u, 0, intra(world) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r)),
         "shard_grad_op" => (u, u, 0, intra(world) * p * (b_p + b_r)),
-        "hybrid_shard" => (twice, u, reduce_across, intra(s) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r) + inter),
-        "hybrid_shard_zero2" => (u, u, reduce_across, intra(s) * p * (b_p + b_r) + inter),
+        "hybrid_shard" => (twice, once, reduce_across, intra(s) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r) + inter),
+        "hybrid_shard_zero2" => (once, once, reduce_across, intra(s) * p * (b_p + b_r) + inter),
         other => panic!("unknown strategy {other}"),
     }
 }

@@ -1,6 +1,7 @@
 //! Training on one rank: each step draws this rank's share of the global batch, runs forward
-//! and backward, reduces gradients through the chosen parallelism, steps the optimizer, and
-//! appends what it measured to the rank's spool.
+//! and backward under the point's FSDP strategy (which gathers parameters and reduces
+//! gradients), steps the optimizer on this rank's shards, and appends what it measured to the
+//! rank's spool.
 
 mod adamw;
 mod memory;
@@ -30,8 +31,7 @@ pub enum TrainError {
     Record(#[from] RecordError),
     #[error("device {0:?} is not available in this build of libtorch")]
     NoDevice(DeviceKind),
-    #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    /// libtorch reports errors (out of memory among them) as panics in tch.
     #[error("{0}")]
     Panic(String),
     #[error("{0}")]
