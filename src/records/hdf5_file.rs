@@ -99,36 +99,27 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
         dataset(&memory, name, &counts(&|rec| rec.memory.values()[i]))?;
     }
 
-    let unit_rows: Vec<(u32, u32, &super::UnitRecord)> = ranks
-        .iter()
-        .enumerate()
-        .flat_map(|(rank, k)| k.steps.iter().flat_map(move |st| st.units.iter().map(move |u| (rank as u32, st.step, u))))
-        .collect();
     let units = file.create_group("units")?;
-    dataset(&units, "rank", &Array1::from_iter(unit_rows.iter().map(|u| u.0)))?;
-    dataset(&units, "step", &Array1::from_iter(unit_rows.iter().map(|u| u.1)))?;
-    dataset(&units, "unit", &Array1::from_iter(unit_rows.iter().map(|u| u.2.unit)))?;
-    dataset(&units, "forward_s", &Array1::from_iter(unit_rows.iter().map(|u| u.2.forward_s)))?;
-    dataset(&units, "backward_s", &Array1::from_iter(unit_rows.iter().map(|u| u.2.backward_s)))?;
-    dataset(&units, "recompute_s", &Array1::from_iter(unit_rows.iter().map(|u| u.2.recompute_s)))?;
+    let rows = table_rows(ranks, |step| &step.units);
+    column(&units, "rank", &rows, |r| r.0)?;
+    column(&units, "step", &rows, |r| r.1)?;
+    column(&units, "unit", &rows, |r| r.2.unit)?;
+    column(&units, "forward_s", &rows, |r| r.2.forward_s)?;
+    column(&units, "backward_s", &rows, |r| r.2.backward_s)?;
+    column(&units, "recompute_s", &rows, |r| r.2.recompute_s)?;
 
-    let calls: Vec<(u32, u32, &super::CollectiveRecord)> = ranks
-        .iter()
-        .enumerate()
-        .flat_map(|(rank, k)| k.steps.iter().flat_map(move |st| st.collectives.iter().map(move |c| (rank as u32, st.step, c))))
-        .collect();
     let collectives = file.create_group("collectives")?;
-    let column = |f: &dyn Fn(&(u32, u32, &super::CollectiveRecord)) -> u32| Array1::from_iter(calls.iter().map(f));
-    dataset(&collectives, "rank", &column(&|c| c.0))?;
-    dataset(&collectives, "step", &column(&|c| c.1))?;
-    dataset(&collectives, "unit", &column(&|c| c.2.unit))?;
-    dataset(&collectives, "group_size", &column(&|c| c.2.group_size))?;
-    dataset(&collectives, "payload_bytes", &Array1::from_iter(calls.iter().map(|c| c.2.payload_bytes)))?;
-    dataset(&collectives, "start_s", &Array1::from_iter(calls.iter().map(|c| c.2.start_s)))?;
-    dataset(&collectives, "end_s", &Array1::from_iter(calls.iter().map(|c| c.2.end_s)))?;
-    dataset(&collectives, "wait_s", &Array1::from_iter(calls.iter().map(|c| c.2.wait_s)))?;
-    dataset(&collectives, "kind", &Array1::from_iter(calls.iter().map(|c| text(c.2.kind.name()))))?;
-    dataset(&collectives, "dtype", &Array1::from_iter(calls.iter().map(|c| text(&c.2.dtype))))?;
+    let rows = table_rows(ranks, |step| &step.collectives);
+    column(&collectives, "rank", &rows, |r| r.0)?;
+    column(&collectives, "step", &rows, |r| r.1)?;
+    column(&collectives, "unit", &rows, |r| r.2.unit)?;
+    column(&collectives, "group_size", &rows, |r| r.2.group_size)?;
+    column(&collectives, "payload_bytes", &rows, |r| r.2.payload_bytes)?;
+    column(&collectives, "start_s", &rows, |r| r.2.start_s)?;
+    column(&collectives, "end_s", &rows, |r| r.2.end_s)?;
+    column(&collectives, "wait_s", &rows, |r| r.2.wait_s)?;
+    column(&collectives, "kind", &rows, |r| text(r.2.kind.name()))?;
+    column(&collectives, "dtype", &rows, |r| text(&r.2.dtype))?;
 
     let group = file.create_group("ranks")?;
     let info = |f: &dyn Fn(&super::RankInfo) -> u32| Array1::from_iter(ranks.iter().map(|k| k.info.as_ref().map_or(u32::MAX, f)));
@@ -137,6 +128,22 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     dataset(&group, "pid", &info(&|i| i.pid))?;
     dataset(&group, "hostname", &Array1::from_iter(ranks.iter().map(|k| text(k.info.as_ref().map_or("", |i| &i.hostname)))))?;
     Ok(())
+}
+
+/// One row per rank, step and item of the step (`items` picks them), in rank and step order.
+fn table_rows<'a, T>(ranks: &'a [RankSpool], items: impl Fn(&'a super::StepRecord) -> &'a Vec<T>) -> Vec<(u32, u32, &'a T)> {
+    let mut rows = Vec::new();
+    for (rank, spool) in ranks.iter().enumerate() {
+        for step in &spool.steps {
+            rows.extend(items(step).iter().map(|item| (rank as u32, step.step, item)));
+        }
+    }
+    rows
+}
+
+/// A 1-D dataset of `value` over `rows`.
+fn column<R, T: H5Type>(group: &Group, name: &str, rows: &[R], value: impl Fn(&R) -> T) -> hdf5::Result<()> {
+    dataset(group, name, &Array1::from_iter(rows.iter().map(value)))
 }
 
 fn attr<T: H5Type>(file: &File, name: &str, value: T) -> hdf5::Result<()> {
