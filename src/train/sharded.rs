@@ -151,65 +151,64 @@ impl<'m> Sharded<'m> {
         matches!(stage, Stage::Encoder(_) | Stage::Decoder(_))
     }
 
-    /// The gathered leaf of `unit`, gathering it if needed (FSDP's unshard).
-    fn unshard(&mut self, unit: usize, collectives: &mut Collectives) -> Result<Tensor, CommError> {
-        self.complete_prefetch(unit, collectives);
+    /// The gathered parameters of `unit` (a leaf collecting gradients), gathering them if
+    /// needed: FSDP's unshard. `used`: the parameters a not-checkpointed forward graph still
+    /// holds, into whose memory a backward gather writes (autograd's saved copy is the same
+    /// memory and the same values).
+    fn unshard(&mut self, unit: usize, used: Option<Tensor>, collectives: &mut Collectives) -> Result<Tensor, CommError> {
         if let Some(leaf) = &self.units[unit].gathered {
             return Ok(leaf.shallow_clone());
         }
-        let leaf = self.gather(unit, None, collectives)?.set_requires_grad(true);
-        self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
-        self.units[unit].gathered = Some(leaf.shallow_clone());
-        Ok(leaf)
+        if self.shard_group.size() == 1 {
+            // One rank holds the whole unit: compute reads the fp32 shard itself (or its cast),
+            // or the tensor a forward graph still holds.
+            let leaf = used.unwrap_or_else(|| self.units[unit].shard.detach().to_kind(self.param_kind()).set_requires_grad(true));
+            self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
+            self.units[unit].gathered = Some(leaf);
+        } else {
+            // One gather in flight at a time: another unit's completes first.
+            if self.prefetch.as_ref().is_some_and(|p| p.unit != unit) {
+                self.complete_prefetch(collectives);
+            }
+            self.start_prefetch(unit, used, collectives)?;
+            self.complete_prefetch(collectives);
+        }
+        Ok(self.units[unit].gathered.as_ref().expect("gathered above").shallow_clone())
     }
 
-    /// Starts gathering `unit` (into the memory of `used`, the parameters a forward graph
-    /// holds, if given) unless it is gathered, being gathered, or held whole by this rank.
+    /// Starts gathering `unit` (into the memory of `used`, if given) unless it is gathered,
+    /// being gathered, or held whole by this rank.
     fn start_prefetch(&mut self, unit: usize, used: Option<Tensor>, collectives: &mut Collectives) -> Result<(), CommError> {
         if self.units[unit].gathered.is_some() || self.prefetch.is_some() || self.shard_group.size() == 1 {
             return Ok(());
         }
         let low = self.units[unit].shard.detach().to_kind(self.param_kind());
-        let output = self.gather_buffer(unit, used.as_ref().map(Tensor::data));
+        let output = match used.as_ref() {
+            Some(used) => used.data(),
+            None => self.free_buffer(unit),
+        };
         let in_flight = collectives.start_all_gather(self.shard_group.as_ref(), unit, &low, &output)?;
         self.prefetch = Some(Prefetch { unit, in_flight, output, used });
         Ok(())
     }
 
-    /// Waits for a prefetch of `unit`, if one is in flight, and makes its result the unit's
-    /// gathered parameters.
-    fn complete_prefetch(&mut self, unit: usize, collectives: &mut Collectives) {
-        if self.prefetch.as_ref().is_none_or(|p| p.unit != unit) {
-            return;
-        }
-        let Prefetch { in_flight, output, used, .. } = self.prefetch.take().expect("checked above");
+    /// Waits for the gather in flight, if any, and makes its result its unit's parameters.
+    fn complete_prefetch(&mut self, collectives: &mut Collectives) {
+        let Some(Prefetch { unit, in_flight, output, used }) = self.prefetch.take() else { return };
         collectives.finish(in_flight);
         let leaf = used.unwrap_or_else(|| output.detach().set_requires_grad(true));
         self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
         self.units[unit].gathered = Some(leaf);
     }
 
-    /// A buffer for the whole of `unit`: `into`, else a free one of its size, else a new one.
-    fn gather_buffer(&mut self, unit: usize, into: Option<Tensor>) -> Tensor {
+    /// A buffer for the whole of `unit`: a free one of its size, else a new one.
+    fn free_buffer(&mut self, unit: usize) -> Tensor {
         let numel = self.units[unit].shard.numel() * self.shard_group.size();
         let kind = self.param_kind();
-        match (into, self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind)) {
-            (Some(into), _) => into,
-            (None, Some(i)) => self.free_buffers.swap_remove(i),
-            (None, None) => Tensor::empty([numel as i64], (kind, self.units[unit].shard.device())),
+        match self.free_buffers.iter().position(|b| b.numel() == numel && b.kind() == kind) {
+            Some(i) => self.free_buffers.swap_remove(i),
+            None => Tensor::empty([numel as i64], (kind, self.units[unit].shard.device())),
         }
-    }
-
-    /// All-gathers `unit` in `param_dtype` (a cast copy of the fp32 shard; no copy at all when
-    /// a single rank holds the whole fp32 unit), into `into` or a free or fresh buffer.
-    fn gather(&mut self, unit: usize, into: Option<Tensor>, collectives: &mut Collectives) -> Result<Tensor, CommError> {
-        let low = self.units[unit].shard.detach().to_kind(self.param_kind());
-        if self.shard_group.size() == 1 {
-            return Ok(low);
-        }
-        let full = self.gather_buffer(unit, into);
-        collectives.all_gather(self.shard_group.as_ref(), unit, &low, &full)?;
-        Ok(full.detach())
     }
 
     /// FSDP's reshard: the gathered parameters are released. Their buffer is reused only if
@@ -223,27 +222,11 @@ impl<'m> Sharded<'m> {
         }
     }
 
-    /// Before a stage's backward: its parameters gathered again if they were freed after
-    /// forward. A stage that was not checkpointed still holds, through its graph, the tensor its
-    /// forward used: the all-gather writes into that tensor's memory (outside autograd, whose
-    /// saved copy holds the same values).
+    /// Before a stage's backward: its parameters, gathered again if they were freed.
     fn regather(&mut self, index: usize, collectives: &mut Collectives) -> Result<(), CommError> {
         let unit = self.model.unit_of(self.saved[index].stage);
-        self.complete_prefetch(unit, collectives);
-        if self.units[unit].gathered.is_some() {
-            return Ok(());
-        }
-        match self.saved[index].params.as_ref().map(Tensor::shallow_clone) {
-            Some(used) => {
-                let _ = self.gather(unit, Some(used.data()), collectives)?;
-                self.memory.gathered(unit, used.numel() * used.kind().elt_size_in_bytes());
-                self.units[unit].gathered = Some(used);
-            }
-            None => {
-                let _ = self.unshard(unit, collectives)?;
-            }
-        }
-        Ok(())
+        let used = self.saved[index].params.as_ref().map(Tensor::shallow_clone);
+        self.unshard(unit, used, collectives).map(|_| ())
     }
 
     /// FSDP's post-backward for `unit`: reduce its gradient (or keep accumulating it), then
@@ -315,7 +298,7 @@ impl Sharded<'_> {
         let stages = self.model.stages();
         for (i, &stage) in stages.iter().enumerate() {
             let unit = self.model.unit_of(stage);
-            let params = self.unshard(unit, collectives)?;
+            let params = self.unshard(unit, None, collectives)?;
             // FSDP's forward prefetch: the next block's gather runs while this stage computes.
             if let Some(&next) = stages.get(i + 1).filter(|s| Self::is_block(**s)) {
                 self.start_prefetch(self.model.unit_of(next), None, collectives)?;

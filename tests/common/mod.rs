@@ -10,9 +10,10 @@ pub struct Sweep {
 }
 
 impl Sweep {
-    /// An experiment file `text` in a fresh folder, with its results beside it.
+    /// An experiment file `text` in a fresh folder, with its results beside it. Folders go
+    /// under cargo's target tmp dir: sweeps shared through statics are never dropped.
     pub fn new(text: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let experiment = dir.path().join("experiment.toml");
         std::fs::write(&experiment, text).unwrap();
         Self { dir, experiment }
