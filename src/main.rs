@@ -241,14 +241,10 @@ fn bench(options: &BenchOptions, ranks: u32, mpirun: &str) -> Result<ExitCode> {
     if shardsweep::model::preset(&options.model).is_none() {
         bail!("unknown model {}", options.model);
     }
-    let mut command = std::process::Command::new(mpirun);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        command.arg("--allow-run-as-root");
-    }
-    command.args(["--oversubscribe", "--bind-to", "none", "-np", &ranks.to_string()]);
-    command.arg(std::env::current_exe()?).arg("bench-worker").args(options.args());
-    let status = command.status().with_context(|| format!("starting {mpirun}"))?;
+    let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
+    program.extend(options.args());
+    let command = shardsweep::launch::mpirun_command(mpirun, ranks, &[], &program);
+    let status = std::process::Command::new(&command[0]).args(&command[1..]).status().with_context(|| format!("starting {mpirun}"))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -28,16 +28,8 @@ const GRACE: Duration = Duration::from_secs(5);
 
 impl LocalLauncher {
     pub fn command(&self, point: &PointSpec, dir: &Path) -> Vec<String> {
-        let mut args = vec![self.mpirun.clone()];
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            args.push("--allow-run-as-root".into());
-        }
-        args.extend(["--oversubscribe", "--bind-to", "none", "-np"].map(String::from));
-        args.push(point.world_size().to_string());
-        args.extend(self.extra_args.iter().cloned());
-        args.extend([self.exe.display().to_string(), "worker".into(), dir.display().to_string()]);
-        args
+        let program = [self.exe.display().to_string(), "worker".into(), dir.display().to_string()];
+        mpirun_command(&self.mpirun, point.world_size(), &self.extra_args, &program)
     }
 
     /// Runs the point to its end or its time limit; output goes to the point's log files.
@@ -88,6 +80,21 @@ impl LocalLauncher {
             command,
         })
     }
+}
+
+/// `mpirun` starting `ranks` copies of `program` on this machine, more ranks than cores
+/// allowed and no pinning (ranks share the cores), `extra_args` before the program.
+pub fn mpirun_command(mpirun: &str, ranks: u32, extra_args: &[String], program: &[String]) -> Vec<String> {
+    let mut args = vec![mpirun.to_string()];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        args.push("--allow-run-as-root".into());
+    }
+    args.extend(["--oversubscribe", "--bind-to", "none", "-np"].map(String::from));
+    args.push(ranks.to_string());
+    args.extend(extra_args.iter().cloned());
+    args.extend(program.iter().cloned());
+    args
 }
 
 fn stop_group(pid: u32, signal: libc::c_int) {

@@ -5,7 +5,7 @@
 mod local;
 mod sweep;
 
-pub use local::{LocalLauncher, RunStatus};
+pub use local::{mpirun_command, LocalLauncher, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
 
 #[derive(Debug, thiserror::Error)]

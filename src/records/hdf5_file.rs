@@ -43,10 +43,10 @@ pub fn write_records(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -
     write_atomically(path, |file| write_file(file, header, ranks))
 }
 
-/// Writes one fp32 dataset per unit (`names[i]` holds `units[i]`), atomically.
-pub fn write_parameters(path: &Path, names: &[String], units: &[tch::Tensor]) -> Result<(), RecordError> {
+/// Writes one fp32 dataset per named unit, atomically.
+pub fn write_parameters(path: &Path, units: &[(String, tch::Tensor)]) -> Result<(), RecordError> {
     write_atomically(path, |file| {
-        for (name, unit) in names.iter().zip(units) {
+        for (name, unit) in units {
             let values: Vec<f32> = Vec::try_from(unit.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous()).expect("a 1-D fp32 tensor converts");
             dataset(file, name, &Array1::from_vec(values))?;
         }

@@ -53,10 +53,10 @@ pub fn device_for(kind: DeviceKind, local_rank: u32) -> Result<Device, TrainErro
 }
 
 /// What `train` returns besides its spool: this rank's loss at each step and, if asked for,
-/// the final parameters (whole units, gathered).
+/// the final parameters (whole units, gathered, with their units' names).
 pub struct TrainOutcome {
     pub losses: Vec<f64>,
-    pub parameters: Option<Vec<Tensor>>,
+    pub parameters: Option<Vec<(String, Tensor)>>,
 }
 
 /// Trains `point` on this rank, appending to `spool`. Steps already written stay written if
@@ -94,8 +94,8 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
             engine.backward(1.0 / f64::from(accumulation), micro + 1 == accumulation, &mut collectives)?;
             let (t3, c3) = (clock.now_s(), collectives.waited_s());
             loss_sum += loss.to_kind(Kind::Double).double_value(&[]);
-            // Phases partition the step: collectives inside forward and backward count in
-            // comm_s only (they block, so all of their time is exposed).
+            // Phases partition the step: waits for collectives inside forward and backward
+            // count in comm_s only.
             phases.data_s += t1 - t0;
             phases.forward_s += (t2 - t1) - (c2 - c1);
             phases.backward_s += (t3 - t2) - (c3 - c2);
@@ -121,7 +121,12 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
         spool.write(&SpoolLine::Step(record))?;
         tracing::debug!(rank = comm.rank(), step, loss, "step done");
     }
-    let parameters = if point.settings.save_parameters { Some(engine.full_parameters()?) } else { None };
+    let parameters = if point.settings.save_parameters {
+        let names = model.units().iter().map(|u| u.name.clone());
+        Some(names.zip(engine.full_parameters()?).collect())
+    } else {
+        None
+    };
     spool.write(&SpoolLine::End { ended_at: timestamp() })?;
     Ok(TrainOutcome { losses, parameters })
 }
@@ -163,7 +168,7 @@ pub fn run_rank(point: &PointSpec, point_dir: &Path, comm: &dyn Comm) -> Result<
         .unwrap_or_else(|panic| Err(TrainError::Panic(panic_message(panic.as_ref()))))
         .and_then(|outcome| {
             if let (Some(parameters), 0) = (&outcome.parameters, comm.rank()) {
-                write_parameters(&point_dir.join(PARAMETERS_FILE), &model_unit_names(point), parameters)?;
+                write_parameters(&point_dir.join(PARAMETERS_FILE), parameters)?;
             }
             Ok(outcome)
         });
@@ -171,10 +176,6 @@ pub fn run_rank(point: &PointSpec, point_dir: &Path, comm: &dyn Comm) -> Result<
         let _ = spool.write(&SpoolLine::Error { message: error.to_string() });
     }
     result
-}
-
-fn model_unit_names(point: &PointSpec) -> Vec<String> {
-    Mae::new(point.model.clone(), Device::Cpu).units().iter().map(|u| u.name.clone()).collect()
 }
 
 /// The panic's message without libtorch's native stack frames.
