@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything shardsweep needs on a Debian 12 machine, idempotently:
-# system libraries (OpenMPI, HDF5, clang for bindgen, fonts for plots) and a project-local
+# system libraries (OpenMPI, HDF5, clang for bindgen, fonts for plots), Slurm for the tests'
+# local cluster (slurm/local/cluster.sh starts it), and a project-local
 # Python virtualenv that provides libtorch (the PyPI torch wheel matching the pinned tch).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 TORCH_VERSION=2.13.0   # tch 0.26 binds exactly this libtorch
 APT_PACKAGES=(libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libclang-dev clang pkg-config
-              libfontconfig1-dev fonts-dejavu-core python3-venv)
+              libfontconfig1-dev fonts-dejavu-core python3-venv
+              munge slurmctld slurmd slurm-client)   # the tests' one-node Slurm cluster
 
 log() { echo "[setup] $*" >&2; }
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use shardsweep::launch::slurm::{self, Selection, SubmitOptions, System};
 use shardsweep::launch::{run_sweep, SweepOptions};
+use shardsweep::records::Outcome;
 use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine, Plan};
 use shardsweep::records::POINT_FILE;
 
@@ -25,6 +27,12 @@ enum Command {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Check fit against a Slurm system's devices instead of this machine.
+        #[arg(long)]
+        system: Option<String>,
+        /// Folder of system profiles.
+        #[arg(long, default_value = "slurm")]
+        systems: PathBuf,
     },
     /// Run every point of an experiment locally, then analyse the sweep.
     Run {
@@ -56,6 +64,59 @@ enum Command {
         #[arg(long, default_value = "mpirun")]
         mpirun: String,
     },
+    /// Render an experiment's points into batch jobs for a Slurm system and submit them.
+    Submit {
+        experiment: PathBuf,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+    },
+    /// Submit again the points that never ran or ended in a way a retry can change
+    /// (failed, timeout, node_fail, cancelled; never oom or nan_loss); finished points stay.
+    Resume {
+        experiment: PathBuf,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+        /// Give up on a point after this many attempts.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+    },
+    /// Show where each submitted point stands (scheduler state and records).
+    Status {
+        /// An experiment file or a sweep's results folder.
+        sweep: PathBuf,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Record how each point of ended jobs finished, including points a job's end cut short.
+    Collect {
+        /// An experiment file or a sweep's results folder.
+        sweep: PathBuf,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Wait until none of the sweep's jobs is queued or running first.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel the sweep's queued and running jobs (`collect` then records what they cut short).
+    Cancel {
+        /// An experiment file or a sweep's results folder.
+        sweep: PathBuf,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Run one point's launcher inside a batch job under the point's time limit, then write its
+    /// records and manifest (the line each rendered job script runs per point).
+    #[command(hide = true)]
+    Supervise {
+        point_dir: PathBuf,
+        #[arg(long)]
+        timeout_s: u64,
+        /// The rendered script that runs this (its hash goes into the manifest).
+        #[arg(long)]
+        script: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Train one point as one MPI rank (started by `run` through mpirun).
     #[command(hide = true)]
     Worker { point_dir: PathBuf },
@@ -65,6 +126,28 @@ enum Command {
         #[command(flatten)]
         options: BenchOptions,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct SlurmArgs {
+    /// System profile: <systems>/<name>.toml and its template, or a built-in one
+    /// (frontier, generic, local).
+    #[arg(long)]
+    system: String,
+    /// Folder of system profiles.
+    #[arg(long, default_value = "slurm")]
+    systems: PathBuf,
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Account to charge (overrides the profile's).
+    #[arg(long)]
+    account: Option<String>,
+    /// Nodes to keep the jobs off (a Slurm node list, e.g. from the analysis' straggler list).
+    #[arg(long)]
+    exclude: Option<String>,
+    /// Write the rendered scripts under <sweep>/slurm/dry-run/ and submit nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -98,10 +181,16 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan { experiment, json } => plan(&experiment, json),
+        Command::Plan { experiment, json, system, systems } => plan(&experiment, json, system.as_deref(), &systems),
         Command::Run { experiment, results, force, no_analysis } => run(&experiment, &results, force, no_analysis),
         #[cfg(feature = "analysis")]
         Command::Analyze { sweep_dir } => analyze(&sweep_dir),
+        Command::Submit { experiment, slurm } => submit(&experiment, &slurm, Selection::Unfinished),
+        Command::Resume { experiment, slurm, max_attempts } => submit(&experiment, &slurm, Selection::Resume { max_attempts }),
+        Command::Status { sweep, results } => status(&sweep, &results, false, false),
+        Command::Collect { sweep, results, wait } => status(&sweep, &results, true, wait),
+        Command::Cancel { sweep, results } => cancel(&sweep, &results),
+        Command::Supervise { point_dir, timeout_s, script, command } => supervise(&point_dir, timeout_s, &script, &command),
         Command::Worker { point_dir } => worker(&point_dir),
         Command::Bench { options, ranks, mpirun } => bench(&options, ranks, &mpirun),
         Command::BenchWorker { options } => bench_worker(&options),
@@ -121,8 +210,12 @@ fn load_plan(experiment: &Path) -> Result<(Experiment, Plan)> {
     Ok((loaded, plan))
 }
 
-fn plan(experiment: &Path, json: bool) -> Result<ExitCode> {
-    let (_, plan) = load_plan(experiment)?;
+fn plan(experiment: &Path, json: bool, system: Option<&str>, systems: &Path) -> Result<ExitCode> {
+    let machine = match system {
+        Some(name) => System::load(name, systems)?.0.machine(),
+        None => Machine::local(),
+    };
+    let plan = expand(&Experiment::load(experiment)?, &machine);
     if json {
         let points: Vec<serde_json::Value> = plan
             .points
@@ -190,7 +283,7 @@ fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Res
         exe: std::env::current_exe().context("locating this program for mpirun")?,
     };
     let outcomes = run_sweep(&plan, &loaded.launch, &options)?;
-    let not_ok: Vec<_> = outcomes.iter().filter(|r| r.outcome != shardsweep::records::Outcome::Ok).collect();
+    let not_ok: Vec<_> = outcomes.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     for r in &not_ok {
         eprintln!("{}: {} {}", r.id, r.outcome.name(), r.message.as_deref().unwrap_or(""));
     }
@@ -214,6 +307,96 @@ fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
         eprintln!("wrote {}", file.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn submit(experiment: &Path, args: &SlurmArgs, selection: Selection) -> Result<ExitCode> {
+    let (system, template) = System::load(&args.system, &args.systems)?;
+    let loaded = Experiment::load(experiment)?;
+    let plan = expand(&loaded, &system.machine());
+    let options = SubmitOptions {
+        results: args.results.clone(),
+        exe: std::env::current_exe().context("locating this program for the job scripts")?,
+        account: args.account.clone(),
+        exclude_nodes: args.exclude.clone(),
+        dry_run: args.dry_run,
+        experiment_text: std::fs::read_to_string(experiment)?,
+    };
+    let submission = slurm::submit(&plan, &loaded.launch, &system, &template, selection, &options)?;
+    for r in &plan.rejected {
+        println!("rejected {}: {}", r.id, r.reason);
+    }
+    for u in &submission.unfit {
+        println!("does not fit {}: {}", u.id, u.reason);
+    }
+    for (id, why) in &submission.left {
+        println!("left out {id}: {why}");
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["job", "job id", "nodes", "walltime", "points", "node-hours", "script"]);
+    for (k, job) in submission.jobs.iter().enumerate() {
+        table.add_row([
+            (k + 1).to_string(),
+            job.job_id.clone().unwrap_or_else(|| "(dry run)".into()),
+            job.plan.nodes.to_string(),
+            slurm::walltime(job.plan.walltime_s),
+            job.plan.points.len().to_string(),
+            format!("{:.2}", job.plan.node_hours()),
+            job.script.display().to_string(),
+        ]);
+    }
+    println!("{table}");
+    let points: usize = submission.jobs.iter().map(|j| j.plan.points.len()).sum();
+    println!(
+        "budget: {} points in {} jobs on {}, at most {:.2} node-hours{}",
+        points,
+        submission.jobs.len(),
+        system.name,
+        submission.node_hours(),
+        if args.dry_run { " (dry run: nothing submitted)" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A sweep's results folder from an experiment file or the folder itself.
+fn sweep_dir(target: &Path, results: &Path) -> Result<PathBuf> {
+    if target.is_dir() {
+        return Ok(target.to_path_buf());
+    }
+    Ok(results.join(Experiment::load(target)?.name))
+}
+
+fn status(target: &Path, results: &Path, collect: bool, wait: bool) -> Result<ExitCode> {
+    let dir = sweep_dir(target, results)?;
+    let mut statuses = slurm::survey(&dir, false)?;
+    while wait && statuses.iter().any(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str())) {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        statuses = slurm::survey(&dir, false)?;
+    }
+    if collect {
+        statuses = slurm::survey(&dir, true)?;
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["point", "job id", "state", "steps", "nodes", "message"]);
+    for s in &statuses {
+        let message: String = s.message.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(80).collect();
+        table.add_row([s.id.clone(), s.job_id.clone(), s.state.clone(), s.steps_completed.map(|n| n.to_string()).unwrap_or_default(), s.node_list.clone(), message]);
+    }
+    println!("{table}");
+    let ok = statuses.iter().filter(|s| s.outcome == Some(Outcome::Ok)).count();
+    println!("{}: {} points submitted, {} ok", dir.display(), statuses.len(), ok);
+    Ok(if !collect || ok == statuses.len() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn cancel(target: &Path, results: &Path) -> Result<ExitCode> {
+    let cancelled = slurm::cancel(&sweep_dir(target, results)?)?;
+    println!("cancelled {} jobs: {}", cancelled.len(), cancelled.join(" "));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn supervise(point_dir: &Path, timeout_s: u64, script: &Path, command: &[String]) -> Result<ExitCode> {
+    let manifest = slurm::supervise_point(point_dir, std::time::Duration::from_secs(timeout_s), script, command)?;
+    eprintln!("{}: {} {}", manifest.point, manifest.outcome.name(), manifest.message.as_deref().unwrap_or(""));
+    Ok(if manifest.outcome == Outcome::Ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 fn worker(point_dir: &Path) -> Result<ExitCode> {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use shardsweep::plan::{expand, Experiment, ExperimentError, Machine, Strategy};
 
-const MACHINE: Machine = Machine { memory_bytes: 24 << 30 };
+const MACHINE: Machine = Machine { memory_bytes: 24 << 30, per_rank: false };
 
 fn parse(text: &str) -> Result<Experiment, ExperimentError> {
     Experiment::parse(text, Path::new("experiments/test.toml"))
@@ -249,4 +249,14 @@ fn bf16_reductions_are_rejected_on_mpi_with_the_reason() {
     let plan = expand(&parse(&with_axes(&axes, "")).unwrap(), &MACHINE);
     assert!(plan.points.is_empty());
     assert!(plan.rejected.iter().all(|r| r.reason.contains("MPI reduces fp32 only") && r.id.ends_with("-rbf16")));
+}
+
+#[test]
+fn fault_rules_plant_a_fault_in_matching_points_and_are_validated() {
+    let text = format!("{}\n[[fault]]\nkind = \"crash\"\nat_step = 2\nmodel = \"vit-mini\"\nmicro_batch = 8\n", with_axes(AXES, ""));
+    let plan = expand(&parse(&text).unwrap(), &MACHINE);
+    let faulty: Vec<&str> = plan.points.iter().filter(|p| p.fault.is_some()).map(|p| p.id.as_str()).collect();
+    assert_eq!(faulty, ["vit-mini-no_shard-n1x2-mb8", "vit-mini-no_shard-n2x2-mb8"]);
+    let bad = format!("{}\n[[fault]]\nkind = \"explode\"\n[[fault]]\nkind = \"hang\"\nat_step = 1\ncolour = \"red\"\n", with_axes(AXES, ""));
+    assert_reports(&bad, &["fault[0].kind = \"explode\": must be \"crash\", \"nan_loss\" or \"hang\"", "fault[1].colour = \"red\": unknown axis"]);
 }

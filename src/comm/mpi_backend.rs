@@ -139,7 +139,7 @@ impl Comm for MpiComm {
 
     fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
         let size = self.size();
-        if input.numel() % size != 0 {
+        if !input.numel().is_multiple_of(size) {
             return Err(CommError::Uneven { op: "reduce_scatter", numel: input.numel(), size });
         }
         let send = host("reduce_scatter", input, &[Kind::Float])?;

@@ -3,9 +3,12 @@
 //! (`shardsweep worker`), started by mpirun on this machine (Slurm's srun in a later profile).
 
 mod local;
+pub mod slurm;
+mod supervise;
 mod sweep;
 
-pub use local::{mpirun_command, LocalLauncher, RunStatus};
+pub use local::{mpirun_command, LocalLauncher};
+pub use supervise::{supervise, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
 
 #[derive(Debug, thiserror::Error)]

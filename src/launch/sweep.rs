@@ -37,12 +37,7 @@ pub fn point_dir(results: &Path, sweep: &str, point: &str) -> PathBuf {
 
 pub fn run_sweep(plan: &Plan, launch: &LaunchSettings, options: &SweepOptions) -> Result<Vec<PointResult>, LaunchError> {
     let sweep_dir = options.results.join(&plan.sweep);
-    fs::create_dir_all(&sweep_dir).map_err(LaunchError::io(&sweep_dir))?;
-    let lock_path = sweep_dir.join(".lock");
-    let lock = File::create(&lock_path).map_err(LaunchError::io(&lock_path))?;
-    if lock.try_lock().is_err() {
-        return Err(LaunchError::Locked(plan.sweep.clone()));
-    }
+    let _lock = lock_sweep(&sweep_dir, &plan.sweep)?;
     write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
 
     let launcher = LocalLauncher { mpirun: launch.mpirun.clone(), extra_args: launch.mpirun_args.clone(), exe: options.exe.clone() };
@@ -62,10 +57,7 @@ pub fn run_sweep(plan: &Plan, launch: &LaunchSettings, options: &SweepOptions) -
             sweep_bar.inc(1);
             continue;
         }
-        if dir.exists() {
-            let kept = set_aside(&sweep_dir, &dir, &point.id)?;
-            tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");
-        }
+        prepare_point_dir(&sweep_dir, &dir, point)?;
         let point_bar = bars.add(ProgressBar::new(u64::from(point.settings.steps)));
         point_bar.set_style(ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} steps {elapsed}").expect("valid template").progress_chars("=> "));
         point_bar.set_prefix(point.id.clone());
@@ -84,17 +76,39 @@ pub fn run_sweep(plan: &Plan, launch: &LaunchSettings, options: &SweepOptions) -
     Ok(results)
 }
 
-/// Runs one point in `dir` (which must not exist yet) and returns its manifest.
+/// Runs one point in its prepared `dir` and returns its manifest.
 fn run_point(launcher: &LocalLauncher, point: &PointSpec, dir: &Path, timeout_s: u64, mut progress: impl FnMut(u32)) -> Result<Manifest, LaunchError> {
-    fs::create_dir_all(dir).map_err(LaunchError::io(dir))?;
-    let json = serde_json::to_vec_pretty(point).expect("a point serialises");
-    write_atomic(&dir.join(POINT_FILE), &json)?;
     let end = launcher.run(point, dir, Duration::from_secs(timeout_s), |status| progress(status.steps_done))?;
     Ok(finalize(dir, point, &end)?)
 }
 
+/// Gives a point a fresh folder holding only its `point.json`; an earlier attempt there is
+/// moved into `.attempts/`.
+pub(crate) fn prepare_point_dir(sweep_dir: &Path, dir: &Path, point: &PointSpec) -> Result<(), LaunchError> {
+    if dir.exists() {
+        let kept = set_aside(sweep_dir, dir, &point.id)?;
+        tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");
+    }
+    fs::create_dir_all(dir).map_err(LaunchError::io(dir))?;
+    let json = serde_json::to_vec_pretty(point).expect("a point serialises");
+    write_atomic(&dir.join(POINT_FILE), &json)?;
+    Ok(())
+}
+
+/// Creates the sweep's folder and locks it against a second run or submission; the lock lasts
+/// as long as the returned file is open.
+pub(crate) fn lock_sweep(sweep_dir: &Path, sweep: &str) -> Result<File, LaunchError> {
+    fs::create_dir_all(sweep_dir).map_err(LaunchError::io(sweep_dir))?;
+    let lock_path = sweep_dir.join(".lock");
+    let lock = File::create(&lock_path).map_err(LaunchError::io(&lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(LaunchError::Locked(sweep.to_string()));
+    }
+    Ok(lock)
+}
+
 /// Moves a point's folder to `.attempts/<point>/<timestamp>` and returns where it went.
-fn set_aside(sweep_dir: &Path, dir: &Path, point: &str) -> Result<PathBuf, LaunchError> {
+pub(crate) fn set_aside(sweep_dir: &Path, dir: &Path, point: &str) -> Result<PathBuf, LaunchError> {
     let attempts = sweep_dir.join(".attempts").join(point);
     fs::create_dir_all(&attempts).map_err(LaunchError::io(&attempts))?;
     let target = attempts.join(timestamp().replace(':', "-"));

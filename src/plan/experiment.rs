@@ -289,6 +289,50 @@ fn one() -> u32 {
     1
 }
 
+/// A failure planted on purpose in the points a `[[fault]]` rule selects, so the way the
+/// harness records crashes and divergence can be tested end to end (locally and under Slurm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// The step (from 0) at which it strikes.
+    pub at_step: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The last rank aborts (SIGABRT), as a failed assertion in native code would.
+    Crash,
+    /// Every rank's loss becomes NaN, as in a diverged run.
+    NanLoss,
+    /// The last rank stops making progress (the others wait for it in the next collective),
+    /// as in a hung network or a deadlock.
+    Hang,
+}
+
+impl Fault {
+    const FIELDS: [&'static str; 2] = ["kind", "at_step"];
+
+    /// The fault of a rule, or the field that is wrong and why.
+    pub fn from_rule(rule: &toml::Table) -> Result<Self, (&'static str, String)> {
+        let kind = match rule.get("kind").and_then(|v| v.as_str()) {
+            Some("crash") => FaultKind::Crash,
+            Some("nan_loss") => FaultKind::NanLoss,
+            Some("hang") => FaultKind::Hang,
+            _ => return Err(("kind", "must be \"crash\", \"nan_loss\" or \"hang\"".into())),
+        };
+        let at_step = rule.get("at_step").and_then(|v| v.as_integer()).and_then(|n| u32::try_from(n).ok());
+        let at_step = at_step.ok_or(("at_step", "must be a step number (0 or more)".to_string()))?;
+        Ok(Self { kind, at_step })
+    }
+
+    /// The rule's axis keys: the points it applies to.
+    pub fn matchers(rule: &toml::Table) -> toml::Table {
+        rule.iter().filter(|(k, _)| !Self::FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Experiment {
     pub name: String,
@@ -298,6 +342,8 @@ pub struct Experiment {
     pub zip: Vec<Vec<String>>,
     /// Each rule drops the points whose axes equal every listed value (a list means any of).
     pub exclude: Vec<toml::Table>,
+    /// `[[fault]]` rules: a fault (`kind`, `at_step`) and the axis values of the points it hits.
+    pub fault: Vec<toml::Table>,
     pub settings: Settings,
     pub optimizer: OptimizerSettings,
     pub launch: LaunchSettings,
@@ -322,7 +368,7 @@ fn required<T: serde::de::DeserializeOwned>(table: &toml::Table, key: &str, prob
     }
 }
 
-const TOP_LEVEL: [&str; 8] = ["name", "description", "axes", "zip", "exclude", "settings", "optimizer", "launch"];
+const TOP_LEVEL: [&str; 9] = ["name", "description", "axes", "zip", "exclude", "fault", "settings", "optimizer", "launch"];
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self, ExperimentError> {
@@ -350,6 +396,7 @@ impl Experiment {
             launch: optional(&table, "launch", &mut problems),
             zip: optional(&table, "zip", &mut problems),
             exclude: optional(&table, "exclude", &mut problems),
+            fault: optional(&table, "fault", &mut problems),
         };
         let mut checks = Vec::new();
         validate(name.as_deref(), &parts, &mut checks);
@@ -357,11 +404,11 @@ impl Experiment {
         let reported: Vec<String> = problems.iter().map(|p| base_key(&p.key)).collect();
         problems.extend(checks.into_iter().filter(|c| !reported.contains(&base_key(&c.key))));
         match (name, description, parts) {
-            (Some(name), Some(description), Parts { axes: Some(axes), settings: Some(settings), optimizer: Some(optimizer), launch: Some(launch), zip: Some(zip), exclude: Some(exclude) })
-                if problems.is_empty() =>
-            {
-                Ok(Experiment { name, description, axes, zip, exclude, settings, optimizer, launch })
-            }
+            (
+                Some(name),
+                Some(description),
+                Parts { axes: Some(axes), settings: Some(settings), optimizer: Some(optimizer), launch: Some(launch), zip: Some(zip), exclude: Some(exclude), fault: Some(fault) },
+            ) if problems.is_empty() => Ok(Experiment { name, description, axes, zip, exclude, fault, settings, optimizer, launch }),
             _ => Err(ExperimentError::new(path, problems)),
         }
     }
@@ -380,4 +427,5 @@ pub(super) struct Parts {
     pub launch: Option<LaunchSettings>,
     pub zip: Option<Vec<Vec<String>>>,
     pub exclude: Option<Vec<toml::Table>>,
+    pub fault: Option<Vec<toml::Table>>,
 }

@@ -9,8 +9,10 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// What the planner knows of the machine the points run on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Machine {
-    /// Memory all ranks of the run share (on one machine, every simulated node shares it).
     pub memory_bytes: u64,
+    /// Whether each rank has `memory_bytes` to itself (a GPU) or all ranks of a run share it
+    /// (this machine, where every simulated node lives).
+    pub per_rank: bool,
 }
 
 impl Machine {
@@ -24,7 +26,7 @@ impl Machine {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
             .unwrap_or(0);
-        Self { memory_bytes: total_kib * 1024 }
+        Self { memory_bytes: total_kib * 1024, per_rank: false }
     }
 }
 
@@ -74,7 +76,7 @@ pub fn check(point: &PointSpec, machine: &Machine) -> Result<(), String> {
         return Err("reduce_dtype bf16 needs a backend that sums bf16; MPI reduces fp32 only".into());
     }
     let needed = rank_memory_bytes(point);
-    let available = machine.memory_bytes as f64 / f64::from(point.world_size());
+    let available = if machine.per_rank { machine.memory_bytes as f64 } else { machine.memory_bytes as f64 / f64::from(point.world_size()) };
     if needed > available {
         return Err(format!(
             "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B / shard group + gathered parameters + activations), {:.1} GiB available per rank",

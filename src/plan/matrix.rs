@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::experiment::{BackwardPrefetch, Dtype, Experiment, Strategy, AXES};
+use super::experiment::{BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 use crate::model;
@@ -62,13 +62,15 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             micro_batch: axes.micro_batch[index("micro_batch")],
             settings: experiment.settings.clone(),
             optimizer: experiment.optimizer.clone(),
+            fault: None,
+            system: None,
         };
         let point = PointSpec { id: point_id(&point), ..point };
         // shard_group only applies to the hybrid strategies: other strategies would repeat.
         if plan.points.iter().any(|p| p.id == point.id) || plan.rejected.iter().any(|r| r.id == point.id) {
             continue;
         }
-        let excluded_by = experiment.exclude.iter().position(|rule| {
+        let matches = |rule: &toml::Table| {
             rule.iter().all(|(axis, wanted)| {
                 let value = axes.value(axis, index(axis));
                 match wanted {
@@ -76,7 +78,10 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
                     single => *single == value,
                 }
             })
-        });
+        };
+        let excluded_by = experiment.exclude.iter().position(matches);
+        let fault = experiment.fault.iter().find(|rule| matches(&Fault::matchers(rule))).and_then(|rule| Fault::from_rule(rule).ok());
+        let point = PointSpec { fault, ..point };
         let reason = match excluded_by {
             Some(r) => Some(format!("excluded by rule exclude[{r}]")),
             None => check(&point, machine).err(),

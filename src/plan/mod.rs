@@ -8,8 +8,8 @@ mod point;
 mod problems;
 mod validate;
 
-pub use experiment::{BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, LaunchSettings, OptimizerSettings, Settings, Strategy, AXES};
+pub use experiment::{BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind, LaunchSettings, OptimizerSettings, Settings, Strategy, AXES};
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected};
-pub use point::{ParallelSpec, PointSpec};
+pub use point::{ParallelSpec, PointSpec, SystemSpec};
 pub use problems::{ExperimentError, Problem};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::experiment::{BackwardPrefetch, Dtype, OptimizerSettings, Settings, Strategy};
+use super::experiment::{BackwardPrefetch, Dtype, Fault, OptimizerSettings, Settings, Strategy};
 use crate::model::ModelConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +20,21 @@ pub struct PointSpec {
     pub micro_batch: u32,
     pub settings: Settings,
     pub optimizer: OptimizerSettings,
+    /// A failure planted by a `[[fault]]` rule (tests of the harness itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// The system the point is submitted to, with the peak its MFU is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    pub name: String,
+    /// Peak FLOP/s of one rank's device for the point's compute type, if the system states it.
+    pub peak_flop_per_s: Option<f64>,
+    pub peak_source: String,
 }
 
 /// How the point spreads the model over ranks, beyond the strategy's name.

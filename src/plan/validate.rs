@@ -1,7 +1,7 @@
 //! Checks that need more than types: known names, positive sizes, consistent groups. Each runs
 //! on whatever sections parsed, so one pass reports every problem it can see.
 
-use super::experiment::{Axes, Parts, AXES};
+use super::experiment::{Axes, Fault, Parts, AXES};
 use super::problems::Problem;
 use crate::model;
 
@@ -47,7 +47,14 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
         validate_zip_group(g, group, parts.zip.as_deref().unwrap_or_default(), parts.axes.as_ref(), &mut problem);
     }
     for (r, rule) in parts.exclude.iter().flatten().enumerate() {
-        validate_exclude_rule(r, rule, parts.axes.as_ref(), &mut problem);
+        validate_rule(&format!("exclude[{r}]"), rule, parts.axes.as_ref(), &mut problem);
+    }
+    for (r, rule) in parts.fault.iter().flatten().enumerate() {
+        let key = format!("fault[{r}]");
+        match Fault::from_rule(rule) {
+            Ok(_) => validate_rule(&key, &Fault::matchers(rule), parts.axes.as_ref(), &mut problem),
+            Err((field, message)) => problem(format!("{key}.{field}"), rule.get(field).cloned().unwrap_or(toml::Value::Table(rule.clone())), message),
+        }
     }
 }
 
@@ -111,12 +118,13 @@ fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Opt
     }
 }
 
-fn validate_exclude_rule(r: usize, rule: &toml::Table, axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
-    if rule.is_empty() {
-        problem(format!("exclude[{r}]"), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
+/// A rule that selects points by axis values (an exclude rule, a fault's target).
+fn validate_rule(name: &str, rule: &toml::Table, axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
+    if rule.is_empty() && name.starts_with("exclude") {
+        problem(name.into(), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
     }
     for (axis, wanted) in rule {
-        let key = format!("exclude[{r}].{axis}");
+        let key = format!("{name}.{axis}");
         if !AXES.contains(&axis.as_str()) {
             problem(key, wanted.clone(), format!("unknown axis; axes are {}", AXES.join(", ")));
             continue;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::hdf5_file::RecordsHeader;
-use super::manifest::{Manifest, Outcome, Provenance, RankLayout};
+use super::manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
 use super::spool::{read_spool, spool_path, RankSpool};
 use super::{write_records, RecordError, RECORDS_FILE, SCHEMA_VERSION};
 use crate::plan::PointSpec;
@@ -14,13 +14,16 @@ use crate::plan::PointSpec;
 pub struct RunEnd {
     /// Exit status of the launcher process (mpirun, srun); `None` if it was killed.
     pub exit_code: Option<i32>,
-    pub timed_out: bool,
+    /// Set when something outside the ranks ended the run: the launcher at the point's time
+    /// limit, or the scheduler (job time limit, scancel, a lost node), with why.
+    pub stopped_by: Option<(Outcome, String)>,
     pub started_at: String,
     pub ended_at: String,
     pub duration_s: f64,
     /// The end of the run's standard error, for the manifest's message.
     pub stderr_tail: String,
     pub command: Vec<String>,
+    pub scheduler: Option<SchedulerInfo>,
 }
 
 /// Reads every rank's spool, writes `records.h5` and then `manifest.json`.
@@ -51,6 +54,7 @@ pub fn finalize(point_dir: &Path, point: &PointSpec, end: &RunEnd) -> Result<Man
         config: serde_json::to_value(point).expect("a point serialises"),
         provenance: provenance(&ranks, end),
         records_file: Some(RECORDS_FILE.into()),
+        scheduler: end.scheduler.clone(),
     };
     manifest.write(point_dir)?;
     Ok(manifest)
@@ -65,8 +69,11 @@ pub fn classify(end: &RunEnd, ranks: &[RankSpool], steps_planned: u32) -> (Outco
         .any(|needle| stderr.contains(needle) || rank_error.as_deref().is_some_and(|e| e.to_lowercase().contains(needle)));
     let all_done = ranks.iter().all(|k| k.finished && k.steps.len() as u32 == steps_planned);
     let tail = || Some(last_lines(&end.stderr_tail, 20)).filter(|s| !s.is_empty());
-    if end.timed_out {
-        (Outcome::Timeout, Some(format!("stopped at the time limit after {:.1} s", end.duration_s)))
+    let diverged = ranks.iter().enumerate().find_map(|(r, k)| k.steps.iter().find(|s| !s.loss.is_finite()).map(|s| (r, s.step, s.loss)));
+    if let Some((outcome, why)) = &end.stopped_by {
+        (*outcome, Some(why.clone()))
+    } else if let Some((rank, step, loss)) = diverged {
+        (Outcome::NanLoss, Some(format!("rank {rank}: loss {loss} at step {step}")))
     } else if oom {
         (Outcome::Oom, rank_error.or_else(tail))
     } else if end.exit_code == Some(0) && all_done {

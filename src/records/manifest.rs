@@ -16,6 +16,12 @@ pub enum Outcome {
     Timeout,
     /// Killed for memory (out-of-memory error or SIGKILL from the OOM killer).
     Oom,
+    /// The scheduler lost a node the point ran on.
+    NodeFail,
+    /// Cancelled by a user or an administrator (scancel) before it finished.
+    Cancelled,
+    /// Training diverged: a step's loss was NaN or infinite.
+    NanLoss,
 }
 
 impl Outcome {
@@ -25,8 +31,32 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
             Outcome::Oom => "oom",
+            Outcome::NodeFail => "node_fail",
+            Outcome::Cancelled => "cancelled",
+            Outcome::NanLoss => "nan_loss",
         }
     }
+
+    /// Whether running the point again may end differently: the machine, the scheduler or the
+    /// clock stopped it, not the point itself. OOM and diverged losses repeat; a crash is
+    /// assumed transient (a bad node, a network error) and retried a bounded number of times.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::Timeout | Outcome::NodeFail | Outcome::Cancelled)
+    }
+}
+
+/// Where a batch scheduler ran the point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerInfo {
+    pub scheduler: String,
+    pub job_id: String,
+    pub node_list: String,
+    /// The rendered batch script (the replay artifact) and its SHA-256.
+    pub script: String,
+    pub script_sha256: String,
+    /// The job's state when the point's outcome was decided, if the scheduler was asked.
+    pub job_state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +113,8 @@ pub struct Manifest {
     pub config: serde_json::Value,
     pub provenance: Provenance,
     pub records_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerInfo>,
 }
 
 impl Manifest {

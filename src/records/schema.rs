@@ -118,7 +118,9 @@ impl MemoryRecord {
 #[serde(deny_unknown_fields)]
 pub struct StepRecord {
     pub step: u32,
-    /// This rank's loss on its part of the global batch.
+    /// This rank's loss on its part of the global batch. JSON has no NaN: a diverged loss is
+    /// written as null and read back as NaN.
+    #[serde(with = "nan_as_null")]
     pub loss: f64,
     #[serde(flatten)]
     pub phases: Phases,
@@ -159,4 +161,20 @@ pub enum SpoolLine {
     End { ended_at: String },
     /// The rank stopped on an error it could report.
     Error { message: String },
+}
+
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
 }

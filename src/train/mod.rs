@@ -20,7 +20,7 @@ use crate::comm::{Comm, CommError};
 use crate::data::SyntheticImages;
 use crate::metrics::{peak_rss_bytes, Clock, Collectives};
 use crate::model::Mae;
-use crate::plan::{DeviceKind, PointSpec};
+use crate::plan::{DeviceKind, FaultKind, PointSpec};
 use crate::records::{timestamp, write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord, PARAMETERS_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,8 @@ pub enum TrainError {
     Panic(String),
     #[error("{0}")]
     Setup(String),
+    #[error("loss is {loss} at step {step}: training diverged")]
+    NonFiniteLoss { step: u32, loss: f64 },
 }
 
 /// Where this rank sits: ranks are grouped into (possibly simulated) nodes of `ranks_per_node`.
@@ -107,7 +109,10 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
         phases.optimizer_s = end - optimizer_start;
         phases.comm_s = collectives.waited_s();
         phases.step_s = end - start;
-        let loss = loss_sum / f64::from(accumulation);
+        let mut loss = loss_sum / f64::from(accumulation);
+        if let Some(fault) = point.fault.filter(|f| f.at_step == step) {
+            loss = strike(fault.kind, comm, loss);
+        }
         losses.push(loss);
         let record = StepRecord {
             step,
@@ -120,6 +125,9 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
         };
         spool.write(&SpoolLine::Step(record))?;
         tracing::debug!(rank = comm.rank(), step, loss, "step done");
+        if !loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss { step, loss });
+        }
     }
     let parameters = if point.settings.save_parameters {
         let names = model.units().iter().map(|u| u.name.clone());
@@ -129,6 +137,19 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
     };
     spool.write(&SpoolLine::End { ended_at: timestamp() })?;
     Ok(TrainOutcome { losses, parameters })
+}
+
+/// A planted fault: the last rank aborts or hangs, or every rank's loss turns NaN.
+fn strike(kind: FaultKind, comm: &dyn Comm, loss: f64) -> f64 {
+    let last = comm.rank() + 1 == comm.size();
+    match kind {
+        FaultKind::Crash if last => std::process::abort(),
+        FaultKind::Hang if last => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        FaultKind::Crash | FaultKind::Hang => loss,
+        FaultKind::NanLoss => f64::NAN,
+    }
 }
 
 /// Environment variables that change how training or communication behaves.
@@ -164,7 +185,14 @@ pub fn run_rank(point: &PointSpec, point_dir: &Path, comm: &dyn Comm) -> Result<
     if let Some(limit) = point.settings.rank_memory_limit_bytes {
         limit_data_memory(limit)?;
     }
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(point, comm, &mut spool)))
+    // Panics here are libtorch errors, caught and recorded below. The default hook would print
+    // a backtrace, and at a memory limit that can deadlock: the allocation-failure handler waits
+    // for the backtrace lock the printing panic holds.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(point, comm, &mut spool)));
+    std::panic::set_hook(default_hook);
+    let result = caught
         .unwrap_or_else(|panic| Err(TrainError::Panic(panic_message(panic.as_ref()))))
         .and_then(|outcome| {
             if let (Some(parameters), 0) = (&outcome.parameters, comm.rank()) {

@@ -34,7 +34,7 @@ use crate::records::UnitRecord;
 /// replicas for the hybrid strategies).
 pub fn predivide_factor(world: usize) -> f64 {
     let mut factor = 1;
-    while world % factor == 0 && world / factor > factor {
+    while world.is_multiple_of(factor) && world / factor > factor {
         factor *= 2;
     }
     factor as f64

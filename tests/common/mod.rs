@@ -35,6 +35,17 @@ impl Sweep {
         output
     }
 
+    /// `shardsweep <subcommand> <args>` with this sweep's results folder, against the local
+    /// Slurm cluster.
+    pub fn shardsweep(&self, subcommand: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shardsweep"));
+        command.arg(subcommand).args(args).arg("--results").arg(self.results()).env("SLURM_CONF", slurm_conf());
+        command.current_dir(env!("CARGO_MANIFEST_DIR"));
+        let output = command.output().unwrap();
+        eprintln!("$ shardsweep {subcommand} {}\n{}{}", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        output
+    }
+
     pub fn point(&self, sweep: &str, point: &str) -> PathBuf {
         self.results().join(sweep).join(point)
     }
@@ -58,4 +69,18 @@ pub fn global_losses(point_dir: &Path) -> Vec<f64> {
     let file = hdf5::File::open(point_dir.join("records.h5")).unwrap();
     let loss = table(&file, "steps/loss");
     loss.columns().into_iter().map(|c| c.mean().unwrap()).collect()
+}
+
+/// The one-node Slurm cluster of `slurm/local/cluster.sh`, started once (idempotently) for all
+/// tests of a file; returns its `SLURM_CONF`.
+pub fn slurm_conf() -> &'static Path {
+    static CONF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CONF.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/local/cluster.sh");
+        let output = Command::new(&script).arg("up").output().unwrap();
+        assert!(output.status.success(), "the local Slurm cluster did not start:\n{}", String::from_utf8_lossy(&output.stderr));
+        let env = Command::new(&script).arg("env").output().unwrap();
+        let line = String::from_utf8(env.stdout).unwrap();
+        PathBuf::from(line.trim().strip_prefix("export SLURM_CONF=").expect("cluster.sh env prints SLURM_CONF"))
+    })
 }

@@ -1,0 +1,378 @@
+//! Slurm: render a sweep's points into batch jobs for a system, submit them, follow them, decide
+//! how each point ended, and resubmit what a retry can fix. Each point inside a job runs under
+//! `shardsweep supervise`, which enforces the point's own time limit and writes its records and
+//! manifest; `collect` accounts for the points a job's end (time limit, scancel, a lost node)
+//! cut short before their supervisor could.
+
+mod ledger;
+mod pack;
+mod render;
+mod scheduler;
+mod system;
+
+pub use ledger::{JobEntry, Ledger};
+pub use pack::{pack, walltime, JobPlan, Unfit};
+pub use render::{render, JobContext, PointContext, ScriptContext};
+pub use scheduler::{JobState, Slurm};
+pub use system::{QueueLimit, System};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::supervise::{stderr_tail, supervise};
+use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
+use super::LaunchError;
+use crate::plan::{LaunchSettings, Plan, PointSpec};
+use crate::records::{finalize, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome, RecordError, RunEnd, SchedulerInfo, POINT_FILE, RANKS_DIR, STDERR_FILE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error("unknown system {name:?}: no {name}.toml in {dir} and no such built-in profile ({built_in})")]
+    UnknownSystem { name: String, dir: String, built_in: String },
+    #[error("{path}: {}", problems.join("; "))]
+    BadSystem { path: String, problems: Vec<String> },
+    #[error("{what} name {name:?} may reach a batch script: use letters, digits, '.', '_' and '-' only")]
+    UnsafeName { what: &'static str, name: String },
+    #[error("path {0:?} cannot appear in an #SBATCH line: use letters, digits and ._/+,=@:- only")]
+    UnsafePath(String),
+    #[error("system {0} needs an account: pass --account or set account in its profile")]
+    NoAccount(String),
+    #[error("rendering the batch script: {0}")]
+    Template(String),
+    #[error("{command}: {message}")]
+    Command { command: String, message: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("ledger {0}")]
+    Ledger(String),
+    #[error("{0} already has a manifest: a finished point is never overwritten")]
+    AlreadyRecorded(String),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
+/// Names that reach batch scripts and `#SBATCH` lines.
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with(['.', '-']) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn sbatch_safe_path(path: &Path) -> Result<String, SlurmError> {
+    let text = path.display().to_string();
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || "._/+,=@:%-".contains(c)) {
+        return Err(SlurmError::UnsafePath(text));
+    }
+    Ok(text)
+}
+
+pub struct SubmitOptions {
+    pub results: PathBuf,
+    pub exe: PathBuf,
+    pub account: Option<String>,
+    pub exclude_nodes: Option<String>,
+    /// Render and keep the scripts, submit nothing, touch no point folder.
+    pub dry_run: bool,
+    pub experiment_text: String,
+}
+
+/// Which of a sweep's points a submission takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    /// Every point not finished and not already queued or running.
+    Unfinished,
+    /// Points never run, and points that ended in a way a retry can change (failed, timeout,
+    /// node_fail, cancelled), up to `max_attempts` attempts each; never oom or nan_loss.
+    Resume { max_attempts: u32 },
+}
+
+/// What a submission did (or, dry, would do).
+#[derive(Debug)]
+pub struct Submission {
+    pub jobs: Vec<SubmittedJob>,
+    pub unfit: Vec<Unfit>,
+    /// Points left out, and why (finished, queued, out of attempts, not retryable).
+    pub left: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub struct SubmittedJob {
+    pub plan: JobPlan,
+    pub script: PathBuf,
+    pub job_id: Option<String>,
+}
+
+impl Submission {
+    pub fn node_hours(&self) -> f64 {
+        self.jobs.iter().fold(0.0, |sum, j| sum + j.plan.node_hours())
+    }
+}
+
+pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &str, selection: Selection, options: &SubmitOptions) -> Result<Submission, SlurmError> {
+    if !safe_name(&plan.sweep) {
+        return Err(SlurmError::UnsafeName { what: "sweep", name: plan.sweep.clone() });
+    }
+    if let Some(bad) = plan.points.iter().find(|p| !safe_name(&p.id)) {
+        return Err(SlurmError::UnsafeName { what: "point", name: bad.id.clone() });
+    }
+    if let Some(nodes) = options.exclude_nodes.as_deref().filter(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || "[],-_.".contains(c))) {
+        return Err(SlurmError::UnsafeName { what: "node list", name: nodes.into() });
+    }
+    let account = options.account.clone().or_else(|| system.account.clone());
+    if let Some(a) = account.as_deref().filter(|a| !safe_name(a)) {
+        return Err(SlurmError::UnsafeName { what: "account", name: a.into() });
+    }
+    if system.account_required && account.is_none() {
+        return Err(SlurmError::NoAccount(system.name.clone()));
+    }
+    let results = std::path::absolute(&options.results).map_err(|e| SlurmError::Io { path: options.results.display().to_string(), source: e })?;
+    let sweep_dir = results.join(&plan.sweep);
+    sbatch_safe_path(&sweep_dir)?;
+    let _lock = if options.dry_run { None } else { Some(lock_sweep(&sweep_dir, &plan.sweep)?) };
+
+    // Each point carries the system it is for (and the peak its MFU is measured against).
+    let points: Vec<PointSpec> = plan.points.iter().map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() }).collect();
+    let mut ledger = Ledger::read(&sweep_dir)?;
+    let states = if ledger.jobs.is_empty() { BTreeMap::new() } else { Slurm.states(&ledger.job_ids())? };
+    let mut chosen = Vec::new();
+    let mut left = Vec::new();
+    for point in &points {
+        match choose(point, &sweep_dir, &ledger, &states, selection) {
+            Ok(()) => chosen.push(point),
+            Err(reason) => left.push((point.id.clone(), reason)),
+        }
+    }
+    let (jobs, unfit) = pack(&chosen, system, launch.timeout_s);
+    if jobs.is_empty() {
+        return Ok(Submission { jobs: Vec::new(), unfit, left });
+    }
+    let submission = ledger.next_submission();
+    let scripts_dir = sweep_dir.join("slurm").join(if options.dry_run { "dry-run".to_string() } else { format!("submission-{submission:03}") });
+    std::fs::create_dir_all(&scripts_dir).map_err(|e| SlurmError::Io { path: scripts_dir.display().to_string(), source: e })?;
+    if !options.dry_run {
+        write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
+    }
+    let by_id: BTreeMap<&str, &PointSpec> = points.iter().map(|p| (p.id.as_str(), p)).collect();
+    let mut submitted = Vec::new();
+    for (k, job) in jobs.into_iter().enumerate() {
+        let script = scripts_dir.join(format!("job-{:03}.sh", k + 1));
+        let context = ScriptContext {
+            sweep: &plan.sweep,
+            system,
+            account: account.as_deref(),
+            exclude_nodes: options.exclude_nodes.as_deref(),
+            exe: options.exe.display().to_string(),
+            script: script.display().to_string(),
+            rerun: format!("sbatch {}", shlex::try_quote(&script.display().to_string()).unwrap_or_default()),
+            template: system.template_file(),
+            job: JobContext {
+                name: format!("{}-s{submission}-j{}", plan.sweep, k + 1).chars().take(60).collect(),
+                nodes: job.nodes,
+                max_ranks: job.max_ranks,
+                walltime: walltime(job.walltime_s),
+                output: sbatch_safe_path(&scripts_dir.join(format!("job-{:03}-%j.out", k + 1)))?,
+                points: job
+                    .points
+                    .iter()
+                    .map(|id| {
+                        let p = by_id[id.as_str()];
+                        PointContext {
+                            id: id.clone(),
+                            dir: point_dir(&results, &plan.sweep, id).display().to_string(),
+                            nodes: p.nodes,
+                            ranks_per_node: p.ranks_per_node,
+                            ranks: p.world_size(),
+                            timeout_s: launch.timeout_s,
+                        }
+                    })
+                    .collect(),
+            },
+        };
+        let text = render(template, &context)?;
+        write_atomic(&script, text.as_bytes())?;
+        let job_id = if options.dry_run {
+            None
+        } else {
+            for id in &job.points {
+                prepare_point_dir(&sweep_dir, &point_dir(&results, &plan.sweep, id), by_id[id.as_str()])?;
+            }
+            let id = Slurm.submit(&script)?;
+            ledger.jobs.push(JobEntry {
+                job_id: id.clone(),
+                system: system.name.clone(),
+                submission,
+                script: script.display().to_string(),
+                script_sha256: sha256(text.as_bytes()),
+                nodes: job.nodes,
+                walltime_s: job.walltime_s,
+                points: job.points.clone(),
+                submitted_at: timestamp(),
+            });
+            // After every job, so an interrupted submission still knows what it submitted.
+            ledger.write(&sweep_dir)?;
+            tracing::info!(job = %id, points = job.points.len(), nodes = job.nodes, "submitted");
+            Some(id)
+        };
+        submitted.push(SubmittedJob { plan: job, script, job_id });
+    }
+    Ok(Submission { jobs: submitted, unfit, left })
+}
+
+/// Whether `selection` takes `point`, or why not.
+fn choose(point: &PointSpec, sweep_dir: &Path, ledger: &Ledger, states: &BTreeMap<String, JobState>, selection: Selection) -> Result<(), String> {
+    if let Some(job) = ledger.latest_job_of(&point.id) {
+        if let Some(state) = states.get(&job.job_id).filter(|s| s.is_live()) {
+            return Err(format!("in job {} ({})", job.job_id, state.state.to_lowercase()));
+        }
+    }
+    let dir = sweep_dir.join(&point.id);
+    let manifest = Manifest::read(&dir).ok().flatten();
+    if manifest.as_ref().is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest()) {
+        return Err("finished".into());
+    }
+    let Selection::Resume { max_attempts } = selection else { return Ok(()) };
+    let Some(manifest) = manifest else { return Ok(()) };
+    if !manifest.outcome.is_retryable() {
+        return Err(format!("ended {}: running it again would end the same way", manifest.outcome.name()));
+    }
+    let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id)).map(|d| d.count() as u32).unwrap_or(0) + 1;
+    if attempts >= max_attempts {
+        return Err(format!("ended {} after {attempts} attempts (--max-attempts {max_attempts})", manifest.outcome.name()));
+    }
+    Ok(())
+}
+
+/// Runs one point inside a job: the launcher `command` under the point's time limit, then its
+/// records and manifest, with the job's id, node list and the script's hash.
+pub fn supervise_point(dir: &Path, timeout: Duration, script: &Path, command: &[String]) -> Result<Manifest, SlurmError> {
+    if dir.join(crate::records::MANIFEST_FILE).exists() {
+        return Err(SlurmError::AlreadyRecorded(dir.display().to_string()));
+    }
+    let point = read_point(dir)?;
+    let mut end = supervise(command, dir, timeout, |_| {})?;
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    end.scheduler = Some(scheduler_info(&env("SLURM_JOB_ID"), &env("SLURM_JOB_NODELIST"), script, None));
+    Ok(finalize(dir, &point, &end)?)
+}
+
+fn scheduler_info(job_id: &str, node_list: &str, script: &Path, job_state: Option<String>) -> SchedulerInfo {
+    SchedulerInfo {
+        scheduler: "slurm".into(),
+        job_id: job_id.into(),
+        node_list: node_list.into(),
+        script: script.display().to_string(),
+        script_sha256: std::fs::read(script).map(|b| sha256(&b)).unwrap_or_default(),
+        job_state,
+    }
+}
+
+fn read_point(dir: &Path) -> Result<PointSpec, SlurmError> {
+    let path = dir.join(POINT_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| SlurmError::Io { path: path.display().to_string(), source: e })?;
+    serde_json::from_slice(&bytes).map_err(|source| RecordError::Json { path: path.display().to_string(), source }.into())
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where one submitted point stands.
+#[derive(Debug, Clone)]
+pub struct PointStatus {
+    pub id: String,
+    pub job_id: String,
+    /// `queued`, `running`, an outcome name, `not started` or `ended, not collected`.
+    pub state: String,
+    pub outcome: Option<Outcome>,
+    pub node_list: String,
+    pub steps_completed: Option<u32>,
+    pub message: Option<String>,
+}
+
+/// Every point the sweep submitted, as the scheduler and the records see it. With `collect`,
+/// points that a job's end cut short get their records and manifest now.
+pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, SlurmError> {
+    let ledger = Ledger::read(sweep_dir)?;
+    let states = Slurm.states(&ledger.job_ids())?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut statuses = Vec::new();
+    for job in ledger.jobs.iter().rev() {
+        let state = states.get(&job.job_id);
+        for id in job.points.iter().filter(|id| seen.insert(id.to_string())) {
+            let dir = sweep_dir.join(id);
+            let mut status = PointStatus {
+                id: id.clone(),
+                job_id: job.job_id.clone(),
+                state: String::new(),
+                outcome: None,
+                node_list: state.map(|s| s.node_list.clone()).unwrap_or_default(),
+                steps_completed: None,
+                message: None,
+            };
+            let started = dir.join(RANKS_DIR).exists() || dir.join(STDERR_FILE).exists();
+            let mut manifest = Manifest::read(&dir)?;
+            if manifest.is_none() && collect && started && state.is_some_and(|s| !s.is_live()) {
+                manifest = Some(collect_point(&dir, job, state.expect("checked"))?);
+            }
+            if let Some(m) = manifest {
+                status.state = m.outcome.name().into();
+                status.outcome = Some(m.outcome);
+                status.steps_completed = m.steps_completed.iter().min().copied();
+                status.message = m.message.clone();
+                if let Some(s) = &m.scheduler {
+                    status.node_list = s.node_list.clone();
+                }
+            } else {
+                status.state = match state {
+                    None => "unknown to the scheduler".into(),
+                    Some(s) if s.state == "PENDING" => "queued".into(),
+                    Some(s) if s.is_live() && started => "running".into(),
+                    Some(s) if s.is_live() => "waiting in its job".into(),
+                    Some(s) if started => format!("ended {}, not collected", s.state.to_lowercase()),
+                    Some(s) => format!("not started (job ended {})", s.state.to_lowercase()),
+                };
+            }
+            statuses.push(status);
+        }
+    }
+    statuses.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(statuses)
+}
+
+/// Records a point whose job ended while it ran (its supervisor was stopped with the job).
+fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifest, SlurmError> {
+    let point = read_point(dir)?;
+    let stopped_by = state.stopped_outcome().map(|o| (o, format!("job {} ended {} while the point ran", job.job_id, state.state)));
+    // The run's span: from rank 0's start to the last thing any rank wrote.
+    let started_at = read_spool(&spool_path(dir, 0))?.info.map(|i| i.started_at).unwrap_or_default();
+    let last_write = std::fs::read_dir(dir.join(RANKS_DIR)).into_iter().flatten().flatten().filter_map(|e| e.metadata().and_then(|m| m.modified()).ok()).max();
+    let ended_at = last_write.map(chrono::DateTime::<chrono::Utc>::from);
+    let duration_s = match (chrono::DateTime::parse_from_rfc3339(&started_at), ended_at) {
+        (Ok(start), Some(end)) => (end - start.with_timezone(&chrono::Utc)).as_seconds_f64().max(0.0),
+        _ => 0.0,
+    };
+    let end = RunEnd {
+        exit_code: None,
+        stopped_by,
+        started_at,
+        ended_at: ended_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default(),
+        duration_s,
+        stderr_tail: stderr_tail(&dir.join(STDERR_FILE)),
+        command: Vec::new(),
+        scheduler: Some(scheduler_info(&job.job_id, &state.node_list, Path::new(&job.script), Some(state.state.clone()))),
+    };
+    tracing::info!(point = %point.id, job = %job.job_id, state = %state.state, "collected a point its job's end cut short");
+    Ok(finalize(dir, &point, &end)?)
+}
+
+/// Cancels the sweep's live jobs; returns their ids.
+pub fn cancel(sweep_dir: &Path) -> Result<Vec<String>, SlurmError> {
+    let ledger = Ledger::read(sweep_dir)?;
+    let states = Slurm.states(&ledger.job_ids())?;
+    let live: Vec<String> = ledger.job_ids().into_iter().filter(|id| states.get(id).is_some_and(|s| s.is_live())).collect();
+    Slurm.cancel(&live)?;
+    Ok(live)
+}
