@@ -53,6 +53,45 @@ enum Command {
         /// The sweep's results folder, e.g. results/local-smoke.
         sweep_dir: PathBuf,
     },
+    /// Compare two result sets (before and after an upgrade): per point and phase, the ratio
+    /// of medians with a 95% interval and a verdict only where the change is clear.
+    #[cfg(feature = "analysis")]
+    Compare {
+        before: PathBuf,
+        after: PathBuf,
+        /// Fields allowed to differ between the environments: torch_version, comm_library,
+        /// git_commit, binary_version, or an environment variable (NCCL_* for a prefix).
+        #[arg(long)]
+        declared: Vec<String>,
+        /// Compare even if undeclared fields differ (they are flagged in the report).
+        #[arg(long)]
+        allow_undeclared: bool,
+        /// Where the comparison goes (default: <after>/report/compare-<before's name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write one step of one point as a Chrome trace (chrome://tracing, ui.perfetto.dev).
+    #[cfg(feature = "analysis")]
+    Trace {
+        point_dir: PathBuf,
+        /// Step to show (default: the last warm-up step + 1).
+        #[arg(long)]
+        step: Option<usize>,
+        /// Output file (default: <point>/trace-step<N>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Time the analysis on a synthetic tidy store of the given shape (generated once into DIR).
+    #[cfg(feature = "analysis")]
+    BenchAnalysis {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        points: usize,
+        #[arg(long, default_value_t = 512)]
+        ranks: usize,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+    },
     /// Measure what the harness costs: its collectives against bare MPI calls of the same
     /// size, and training steps with instrumentation against steps without.
     Bench {
@@ -191,6 +230,12 @@ fn main() -> ExitCode {
         Command::Collect { sweep, results, wait } => status(&sweep, &results, true, wait),
         Command::Cancel { sweep, results } => cancel(&sweep, &results),
         Command::Supervise { point_dir, timeout_s, script, command } => supervise(&point_dir, timeout_s, &script, &command),
+        #[cfg(feature = "analysis")]
+        Command::Compare { before, after, declared, allow_undeclared, out } => compare(&before, &after, declared, allow_undeclared, out),
+        #[cfg(feature = "analysis")]
+        Command::Trace { point_dir, step, out } => trace(&point_dir, step, out),
+        #[cfg(feature = "analysis")]
+        Command::BenchAnalysis { dir, points, ranks, steps } => bench_analysis(&dir, shardsweep_analysis::bench::Shape { points, ranks, steps }),
         Command::Worker { point_dir } => worker(&point_dir),
         Command::Bench { options, ranks, mpirun } => bench(&options, ranks, &mpirun),
         Command::BenchWorker { options } => bench_worker(&options),
@@ -303,9 +348,69 @@ fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Res
 fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
     let report = shardsweep_analysis::analyze_sweep(sweep_dir)?;
     println!("{}", report.table);
+    if !report.exclude.is_empty() {
+        println!("slow nodes: resume with --exclude {}", report.exclude.join(","));
+    }
+    eprintln!("tidy store {}: {} points rebuilt, {} unchanged", report.store.dir.display(), report.store.rebuilt.len(), report.store.reused);
     for file in &report.files {
         eprintln!("wrote {}", file.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "analysis")]
+fn compare(before: &Path, after: &Path, declared: Vec<String>, allow_undeclared: bool, out: Option<PathBuf>) -> Result<ExitCode> {
+    let options = shardsweep_analysis::CompareOptions { declared, allow_undeclared, ..Default::default() };
+    let name = before.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let out = out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
+    let (comparison, files) = shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
+    for d in &comparison.environment {
+        println!("environment {}: {:?} -> {:?}{}", d.field, d.before, d.after, if d.declared { " (declared)" } else { " (NOT declared)" });
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["point", "phase", "ratio after/before", "95% interval", "p", "verdict"]);
+    for c in comparison.changes.iter().filter(|c| c.phase == "step" || c.verdict != shardsweep_analysis::Verdict::NoSignificantChange) {
+        table.add_row([c.point.clone(), c.phase.clone(), format!("{:.3}", c.ratio.estimate), format!("{:.3}-{:.3}", c.ratio.low, c.ratio.high), format!("{:.1e}", c.p_value), c.verdict.name().into()]);
+    }
+    println!("{table}");
+    for file in &files {
+        eprintln!("wrote {}", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "analysis")]
+fn trace(point_dir: &Path, step: Option<usize>, out: Option<PathBuf>) -> Result<ExitCode> {
+    let manifest = shardsweep_analysis::read_manifest(point_dir)?;
+    let step = step.unwrap_or(manifest.warmup_steps as usize);
+    let trace = shardsweep_analysis::trace::chrome_trace(point_dir, step)?;
+    let out = out.unwrap_or_else(|| point_dir.join(format!("trace-step{step}.json")));
+    std::fs::write(&out, serde_json::to_vec(&trace)?)?;
+    eprintln!("wrote {} (open in ui.perfetto.dev or chrome://tracing)", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "analysis")]
+fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Result<ExitCode> {
+    use shardsweep_analysis::bench;
+    let rows = shape.points * shape.ranks * shape.steps * 4;
+    if !dir.exists() {
+        let start = std::time::Instant::now();
+        bench::generate(dir, &shape)?;
+        eprintln!("generated {rows} rows in {} in {:.1} s", dir.display(), start.elapsed().as_secs_f64());
+    }
+    let start = std::time::Instant::now();
+    let timing = bench::analyze(dir, &shape)?;
+    let total = start.elapsed().as_secs_f64();
+    println!(
+        "analysis of {rows} rows ({} points x {} ranks x {} steps x 4 phases): {total:.2} s (summaries {:.2} s, stragglers {:.2} s), peak RSS {:.2} GiB",
+        shape.points,
+        shape.ranks,
+        shape.steps,
+        timing.summarize_s,
+        timing.stragglers_s,
+        shardsweep::metrics::peak_rss_bytes() as f64 / (1u64 << 30) as f64
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,15 +1,28 @@
 //! Analysis of shardsweep records. It reads only record files (`manifest.json` and
 //! `records.h5` of each point), never the harness's own types, so any tool that reads the same
 //! files sees the same numbers.
+//!
+//! records -> [`tidy`] store (Parquet) -> [`summary`] per point (steady state, statistics, MFU,
+//! [`scaling`], [`breakdown`]) -> [`stragglers`], [`compare`] -> [`plot`]s and [`report`].
 
+pub mod bench;
+pub mod breakdown;
+pub mod compare;
 mod load;
 mod plot;
-mod report;
-mod summary;
+pub mod report;
+pub mod scaling;
+pub mod stats;
+pub mod steady;
+pub mod stragglers;
+pub mod summary;
+pub mod tidy;
+pub mod trace;
 
-pub use load::{load_sweep, PointRecords, SweepRecords};
-pub use report::{analyze_sweep, Report};
-pub use summary::{summarize, Summary};
+pub use compare::{compare, CompareOptions, Comparison, Verdict};
+pub use load::{load_points, read_manifest, PointRecords};
+pub use report::{analyze_sweep, summarize_sweep, Report};
+pub use summary::{summarize, PointSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
@@ -23,6 +36,8 @@ pub enum AnalysisError {
     Plot { path: String, message: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error("the environments differ outside the declared fields (declare them with --declared, or --allow-undeclared):\n  {}", .0.join("\n  "))]
+    EnvironmentDiffers(Vec<String>),
 }
 
 impl AnalysisError {

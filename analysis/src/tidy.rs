@@ -1,0 +1,216 @@
+//! The tidy store: every point's records as long-format rows, one Parquet file per point under
+//! `<sweep>/tidy/`, so `results/*/tidy/*.parquet` is one dataset that Polars, pandas and DuckDB
+//! read directly. Columns: sweep, point, the point's configuration (model, strategy,
+//! shard_group, nodes, ranks_per_node, world_size, micro_batch, global_batch, accumulation,
+//! activation_checkpointing, param_dtype), rank, hostname, step, phase, metric, value, unit.
+//!
+//! | phase | metric | unit | from |
+//! |---|---|---|---|
+//! | data, forward, backward, comm, optimizer, step | time | s | `/steps/<phase>_s` |
+//! | recompute | time | s | `/units/recompute_s`, summed over units |
+//! | comm.<kind> (all_gather, ...) | wait / span / payload | s / s / bytes | `/collectives`, summed |
+//! | step | loss | 1 | `/steps/loss` |
+//! | step | peak_rss | bytes | `/steps/peak_rss_bytes` |
+//! | memory.<category> | bytes | bytes | `/memory/<category>_bytes` |
+//!
+//! The store is rebuilt per point only when the point's records change (a fingerprint of its
+//! manifest and records file is kept in `tidy/index.json`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::load::PointRecords;
+use crate::AnalysisError;
+
+pub const STORE_DIR: &str = "tidy";
+const INDEX: &str = "index.json";
+
+/// What updating the store did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreUpdate {
+    pub dir: PathBuf,
+    pub rebuilt: Vec<String>,
+    pub reused: usize,
+}
+
+/// Brings `<sweep>/tidy/` up to date with the points' records.
+pub fn update_store(sweep_dir: &Path, points: &[PointRecords]) -> Result<StoreUpdate, AnalysisError> {
+    let dir = sweep_dir.join(STORE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::read(&dir, e))?;
+    let index_path = dir.join(INDEX);
+    let old: BTreeMap<String, String> = std::fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut index = BTreeMap::new();
+    let mut rebuilt = Vec::new();
+    let mut reused = 0;
+    for point in points {
+        let fingerprint = fingerprint(&point.dir)?;
+        let file = dir.join(format!("{}.parquet", point.point));
+        if old.get(&point.point) == Some(&fingerprint) && file.exists() {
+            reused += 1;
+        } else {
+            let mut frame = tidy_point(point)?;
+            write_parquet(&file, &mut frame)?;
+            rebuilt.push(point.point.clone());
+        }
+        index.insert(point.point.clone(), fingerprint);
+    }
+    // Points whose folders are gone (moved to .attempts/) leave the store too.
+    for stale in old.keys().filter(|p| !index.contains_key(*p)) {
+        let _ = std::fs::remove_file(dir.join(format!("{stale}.parquet")));
+    }
+    let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
+    write_file(&index_path, &json)?;
+    Ok(StoreUpdate { dir, rebuilt, reused })
+}
+
+/// All points of the store at `dir` (or a glob of stores) as one lazy frame.
+pub fn scan_store(glob: &Path) -> Result<LazyFrame, AnalysisError> {
+    let pattern = if glob.is_dir() { glob.join("*.parquet") } else { glob.to_path_buf() };
+    Ok(LazyFrame::scan_parquet(PlRefPath::new(pattern.display().to_string()), ScanArgsParquet::default())?)
+}
+
+/// Size and modification time of the manifest and the records: they change when a point is
+/// re-run or re-collected.
+fn fingerprint(point_dir: &Path) -> Result<String, AnalysisError> {
+    let mut parts = Vec::new();
+    for name in ["manifest.json", "records.h5"] {
+        let path = point_dir.join(name);
+        let meta = std::fs::metadata(&path).map_err(|e| AnalysisError::read(&path, e))?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        parts.push(format!("{}:{modified}", meta.len()));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Long rows of one point's records.
+pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
+    let path = point.dir.join("records.h5");
+    let file = hdf5::File::open(&path).map_err(|e| AnalysisError::read(&path, e))?;
+    let read = |e: hdf5::Error| AnalysisError::read(&path, e);
+    let mut rows = Rows::default();
+    let steps = file.group("steps").map_err(read)?;
+    for name in steps.member_names().map_err(read)? {
+        let (phase, metric, unit) = match name.as_str() {
+            "loss" => ("step".to_string(), "loss", "1"),
+            "peak_rss_bytes" => ("step".to_string(), "peak_rss", "bytes"),
+            other => match other.strip_suffix("_s") {
+                Some(phase) => (phase.to_string(), "time", "s"),
+                None => continue,
+            },
+        };
+        let table = steps.dataset(&name).and_then(|d| d.read_2d::<f64>()).map_err(read)?;
+        for ((rank, step), value) in table.indexed_iter() {
+            if value.is_finite() || metric == "loss" && step < point.steps_completed(rank) {
+                rows.push(rank as u32, step as u32, &phase, metric, *value, unit);
+            }
+        }
+    }
+    if let Ok(memory) = file.group("memory") {
+        for name in memory.member_names().map_err(read)? {
+            let table = memory.dataset(&name).and_then(|d| d.read_2d::<f64>()).map_err(read)?;
+            let phase = format!("memory.{}", name.trim_end_matches("_bytes"));
+            for ((rank, step), value) in table.indexed_iter() {
+                if step < point.steps_completed(rank) {
+                    rows.push(rank as u32, step as u32, &phase, "bytes", *value, "bytes");
+                }
+            }
+        }
+    }
+    let column = |group: &hdf5::Group, name: &str| group.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read);
+    if let Ok(units) = file.group("units") {
+        let (rank, step) = (column(&units, "rank")?, column(&units, "step")?);
+        let mut sums: BTreeMap<(u32, u32), f64> = BTreeMap::new();
+        for (i, value) in column(&units, "recompute_s")?.into_iter().enumerate() {
+            *sums.entry((rank[i] as u32, step[i] as u32)).or_default() += value;
+        }
+        for ((rank, step), value) in sums {
+            rows.push(rank, step, "recompute", "time", value, "s");
+        }
+    }
+    if let Ok(collectives) = file.group("collectives") {
+        let kinds: Vec<String> = collectives.dataset("kind").and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>()).map_err(read)?.iter().map(|k| k.as_str().to_string()).collect();
+        let (rank, step) = (column(&collectives, "rank")?, column(&collectives, "step")?);
+        let (start, end, bytes) = (column(&collectives, "start_s")?, column(&collectives, "end_s")?, column(&collectives, "payload_bytes")?);
+        // Records from before exposed waits were measured have no wait_s: NaN, left out below.
+        let wait = column(&collectives, "wait_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
+        let mut sums: BTreeMap<(u32, u32, &str), [f64; 3]> = BTreeMap::new();
+        for i in 0..kinds.len() {
+            let sum = sums.entry((rank[i] as u32, step[i] as u32, kinds[i].as_str())).or_default();
+            sum[0] += wait[i];
+            sum[1] += end[i] - start[i];
+            sum[2] += bytes[i];
+        }
+        for ((rank, step, kind), [wait, span, bytes]) in sums {
+            let phase = format!("comm.{kind}");
+            if wait.is_finite() {
+                rows.push(rank, step, &phase, "wait", wait, "s");
+            }
+            rows.push(rank, step, &phase, "span", span, "s");
+            rows.push(rank, step, &phase, "payload", bytes, "bytes");
+        }
+    }
+    rows.into_frame(point)
+}
+
+#[derive(Default)]
+struct Rows {
+    rank: Vec<u32>,
+    step: Vec<u32>,
+    phase: Vec<String>,
+    metric: Vec<&'static str>,
+    value: Vec<f64>,
+    unit: Vec<&'static str>,
+}
+
+impl Rows {
+    fn push(&mut self, rank: u32, step: u32, phase: &str, metric: &'static str, value: f64, unit: &'static str) {
+        self.rank.push(rank);
+        self.step.push(step);
+        self.phase.push(phase.to_string());
+        self.metric.push(metric);
+        self.value.push(value);
+        self.unit.push(unit);
+    }
+
+    fn into_frame(self, p: &PointRecords) -> Result<DataFrame, AnalysisError> {
+        let n = self.value.len();
+        let hostname: Vec<&str> = self.rank.iter().map(|&r| p.hostnames.get(r as usize).map_or("", String::as_str)).collect();
+        Ok(df!(
+            "sweep" => vec![p.sweep.as_str(); n],
+            "point" => vec![p.point.as_str(); n],
+            "model" => vec![p.model.as_str(); n],
+            "strategy" => vec![p.strategy.as_str(); n],
+            "shard_group" => vec![p.shard_group; n],
+            "nodes" => vec![p.nodes; n],
+            "ranks_per_node" => vec![p.ranks_per_node; n],
+            "world_size" => vec![p.world_size; n],
+            "micro_batch" => vec![p.micro_batch; n],
+            "global_batch" => vec![p.global_batch; n],
+            "accumulation" => vec![p.accumulation; n],
+            "activation_checkpointing" => vec![p.activation_checkpointing; n],
+            "param_dtype" => vec![p.param_dtype.as_str(); n],
+            "rank" => self.rank,
+            "hostname" => hostname,
+            "step" => self.step,
+            "phase" => self.phase,
+            "metric" => self.metric,
+            "value" => self.value,
+            "unit" => self.unit,
+        )?)
+    }
+}
+
+/// Writes a Parquet file atomically (temporary file, then rename).
+pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<(), AnalysisError> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| AnalysisError::read(&tmp, e))?;
+    ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).finish(frame)?;
+    std::fs::rename(&tmp, path).map_err(|e| AnalysisError::read(path, e))
+}
+
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalysisError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| AnalysisError::read(path, e))
+}

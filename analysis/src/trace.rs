@@ -1,0 +1,49 @@
+//! One step of one point as a Chrome trace (chrome://tracing, ui.perfetto.dev): a process per
+//! rank with two threads. "collectives" has each collective call at its recorded start and end;
+//! "phases" lays the step's phase durations end to end (data, forward, backward, exposed
+//! comm, optimizer), since the records keep how long each phase took, not when.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::AnalysisError;
+
+pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisError> {
+    let path = point_dir.join("records.h5");
+    let read = |e: hdf5::Error| AnalysisError::read(&path, e);
+    let file = hdf5::File::open(&path).map_err(read)?;
+    let steps = file.group("steps").map_err(read)?;
+    let table = |name: &str| steps.dataset(name).and_then(|d| d.read_2d::<f64>()).map_err(read);
+    let step_s = table("step_s")?;
+    if step >= step_s.ncols() || step_s.column(step).iter().any(|v| !v.is_finite()) {
+        return Err(AnalysisError::read(&path, format!("step {step} was not completed by every rank")));
+    }
+    let us = 1e6;
+    let mut events = Vec::new();
+    // Ranks share a clock only within a host; each rank's step starts at 0 here.
+    for rank in 0..step_s.nrows() {
+        events.push(json!({"ph": "M", "name": "process_name", "pid": rank, "args": {"name": format!("rank {rank}")}}));
+        events.push(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 0, "args": {"name": "phases"}}));
+        events.push(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 1, "args": {"name": "collectives"}}));
+        let mut t = 0.0;
+        for phase in ["data", "forward", "backward", "comm", "optimizer"] {
+            let d = table(&format!("{phase}_s"))?[[rank, step]];
+            events.push(json!({"ph": "X", "name": phase, "cat": "phase", "pid": rank, "tid": 0, "ts": t * us, "dur": d * us}));
+            t += d;
+        }
+    }
+    let collectives = file.group("collectives").map_err(read)?;
+    let column = |name: &str| collectives.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read);
+    let kinds = collectives.dataset("kind").and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>()).map_err(read)?;
+    let (ranks, steps_of, units) = (column("rank")?, column("step")?, column("unit")?);
+    let (start, end, wait, bytes, group) = (column("start_s")?, column("end_s")?, column("wait_s")?, column("payload_bytes")?, column("group_size")?);
+    for i in (0..kinds.len()).filter(|&i| steps_of[i] as usize == step) {
+        events.push(json!({
+            "ph": "X", "name": format!("{} unit {}", kinds[i].as_str(), units[i]), "cat": "collective",
+            "pid": ranks[i] as u64, "tid": 1, "ts": start[i] * us, "dur": (end[i] - start[i]) * us,
+            "args": {"payload_bytes": bytes[i], "group_size": group[i], "wait_s": wait[i]},
+        }));
+    }
+    Ok(json!({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"point_dir": point_dir.display().to_string(), "step": step}}))
+}

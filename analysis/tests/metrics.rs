@@ -1,0 +1,101 @@
+//! Every metric on hand-built records with known answers.
+
+mod fixture;
+
+use fixture::{noise, sweep, Point};
+use shardsweep_analysis::{analyze_sweep, summarize_sweep};
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what}: {a} vs {b}");
+}
+
+#[test]
+fn step_time_throughput_mfu_and_the_breakdown_have_their_known_values() {
+    let (_root, dir) = sweep("known");
+    let mut p = Point::new("p1", 1, 12);
+    // Rank 1 is the slowest: its forward takes 0.15 s, the others' 0.1 s.
+    p.phases = Box::new(|r, _| [0.01, if r == 1 { 0.15 } else { 0.1 }, 0.2, 0.03, 0.005]);
+    p.recompute = Box::new(|_, _| 0.05);
+    p.write(&dir);
+    let (summaries, _, _) = summarize_sweep(&dir).unwrap();
+    let s = &summaries[0];
+    let step = 0.01 + 0.15 + 0.2 + 0.03 + 0.005 + 0.02 + 0.04;
+    close(s.step_s_median.estimate, step, "median step (slowest rank)");
+    assert_eq!((s.steady_from, s.step_s.len()), (2, 10), "warm-up steps dropped; flat series kept whole");
+    assert!(s.step_s_median.contains(step));
+    close(s.images_per_s.estimate, 8.0 / step, "images/s = global batch / step");
+    close(s.images_per_s_per_device(), 4.0 / step, "per device");
+    close(s.model_flop_per_s, 1e12 / step, "model FLOP/s");
+    close(s.mfu.unwrap(), 1e12 / step / (2.0 * 1e12), "MFU against ranks x peak");
+    let parts: std::collections::BTreeMap<&str, f64> = s.breakdown.critical_path.iter().map(|(c, v)| (c.as_str(), *v)).collect();
+    close(parts["forward"], 0.15, "the slowest rank's forward");
+    close(parts["backward"], 0.15, "backward without recompute");
+    close(parts["recompute"], 0.05, "recompute");
+    close(parts["exposed all_gather"], 0.02, "all-gather wait");
+    close(parts["exposed reduce_scatter"], 0.04, "reduce-scatter wait");
+    close(parts["optimizer"], 0.03, "optimizer");
+    close(parts["data"], 0.01, "data");
+    close(parts["other"], 0.005, "time in no phase");
+    close(parts.values().sum::<f64>(), s.breakdown.step_s_mean, "the critical path adds up to the step");
+    close(s.peak_rss_bytes, 1e9 + 1e6, "largest peak RSS over ranks");
+    close(s.accounted_peak_bytes, 2e6, "memory account");
+}
+
+#[test]
+fn a_slow_start_is_dropped_by_rule() {
+    let (_root, dir) = sweep("slowstart");
+    let mut p = Point::new("p", 1, 60);
+    // The first 15 steps run three times slower, then settle with 1% noise.
+    p.phases = Box::new(|r, s| [0.01, if s < 15 { 0.3 } else { 0.1 } * (1.0 + 0.01 * noise(1, r, s)), 0.2, 0.03, 0.0]);
+    p.write(&dir);
+    let (summaries, _, _) = summarize_sweep(&dir).unwrap();
+    let s = &summaries[0];
+    assert!((15..=20).contains(&s.steady_from), "steady from {}", s.steady_from);
+    assert!(s.step_s.iter().all(|&t| t < 0.5), "no slow step counted as steady");
+}
+
+#[test]
+fn weak_and_strong_scaling_efficiency_against_the_fewest_nodes() {
+    let (_root, dir) = sweep("scaling");
+    // Weak scaling: 4 images per rank on 1, 2 and 4 nodes; per-device throughput falls 10% and 25%.
+    for (nodes, slowdown) in [(1, 1.0), (2, 1.0 / 0.9), (4, 1.0 / 0.75)] {
+        let mut p = Point::new(&format!("weak-n{nodes}"), nodes, 12);
+        p.phases = Box::new(move |_, _| [0.0, 0.1 * slowdown, 0.2 * slowdown, 0.0, 0.0]);
+        p.waits = Box::new(|_, _| [0.0, 0.0]);
+        p.write(&dir);
+    }
+    // Strong scaling: a global batch of 16 on 1 node (8 per rank) and 2 nodes (4 per rank),
+    // with the step time falling from 1.0 s to 0.6 s: speed-up 1.667 on 2x the devices.
+    for (nodes, mb, step) in [(1, 8, 1.0), (2, 4, 0.6)] {
+        let mut p = Point::new(&format!("strong-n{nodes}"), nodes, 12);
+        p.strategy = "no_shard".into();
+        p.micro_batch = mb;
+        p.phases = Box::new(move |_, _| [0.0, step, 0.0, 0.0, 0.0]);
+        p.waits = Box::new(|_, _| [0.0, 0.0]);
+        p.write(&dir);
+    }
+    let (summaries, _, _) = summarize_sweep(&dir).unwrap();
+    let by = |name: &str| summaries.iter().find(|s| s.meta.point == name).unwrap();
+    close(by("weak-n1").weak_scaling_efficiency.unwrap(), 1.0, "baseline");
+    close(by("weak-n2").weak_scaling_efficiency.unwrap(), 0.9, "weak at 2 nodes");
+    close(by("weak-n4").weak_scaling_efficiency.unwrap(), 0.75, "weak at 4 nodes");
+    assert_eq!(by("weak-n2").strong_scaling_efficiency, None, "the global batch grows: not a strong-scaling series");
+    close(by("strong-n2").strong_scaling_efficiency.unwrap(), (1.0 / 0.6) / 2.0, "strong at 2 nodes");
+    assert_eq!(by("strong-n1").weak_scaling_efficiency, None, "one point per micro-batch: no weak series");
+}
+
+#[test]
+fn a_slow_node_is_named_for_exclusion() {
+    let (_root, dir) = sweep("stragglers");
+    for (i, nodes) in [(0, 2), (1, 2)] {
+        let mut p = Point::new(&format!("p{i}"), nodes, 12);
+        // Ranks 2 and 3 run on node n1, which computes 20% slower.
+        p.phases = Box::new(|r, s| [0.01, 0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * noise(2, r, s)), 0.2, 0.03, 0.0]);
+        p.write(&dir);
+    }
+    let report = analyze_sweep(&dir).unwrap();
+    assert_eq!(report.exclude, ["n1"]);
+    let n1 = report.stragglers.iter().find(|n| n.hostname == "n1").unwrap();
+    assert!((n1.score - 1.2 / 1.1).abs() < 0.02, "n1 is 1.2x the median of four ranks (1.1x): {}", n1.score);
+    assert!(std::fs::read_to_string(dir.join("report/report.md")).unwrap().contains("--exclude n1"));
+}
