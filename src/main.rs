@@ -399,16 +399,15 @@ fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Resul
         bench::generate(dir, &shape)?;
         eprintln!("generated {rows} rows in {} in {:.1} s", dir.display(), start.elapsed().as_secs_f64());
     }
-    let start = std::time::Instant::now();
     let timing = bench::analyze(dir, &shape)?;
-    let total = start.elapsed().as_secs_f64();
     println!(
-        "analysis of {rows} rows ({} points x {} ranks x {} steps x 4 phases): {total:.2} s (summaries {:.2} s, stragglers {:.2} s), peak RSS {:.2} GiB",
+        "analysis of {rows} rows ({} points x {} ranks x {} steps x 4 phases): {:.2} s for {} point summaries and {} node scores, peak RSS {:.2} GiB",
         shape.points,
         shape.ranks,
         shape.steps,
-        timing.summarize_s,
-        timing.stragglers_s,
+        timing.total_s,
+        timing.points,
+        timing.nodes,
         shardsweep::metrics::peak_rss_bytes() as f64 / (1u64 << 30) as f64
     );
     Ok(ExitCode::SUCCESS)

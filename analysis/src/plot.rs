@@ -36,7 +36,7 @@ fn e<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> Stri
     error.to_string()
 }
 
-const PALETTE: [RGBColor; 8] = [
+const PALETTE: [RGBColor; 10] = [
     RGBColor(46, 110, 180),
     RGBColor(214, 96, 39),
     RGBColor(60, 150, 70),
@@ -45,6 +45,8 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(200, 160, 20),
     RGBColor(30, 170, 170),
     RGBColor(150, 80, 40),
+    RGBColor(100, 70, 200),
+    RGBColor(230, 130, 170),
 ];
 
 fn legend_box<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, impl CoordTranslate>) -> Result<(), String>
@@ -52,6 +54,12 @@ where
     DB::ErrorType: 'static,
 {
     chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.9)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(e)
+}
+
+/// The label of the row at `y` (rows sit at whole numbers; ticks between them stay blank).
+fn row_label(labels: &[&str], y: f64) -> String {
+    let i = y.round();
+    if (y - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).map(|l| l.to_string()).unwrap_or_default() } else { String::new() }
 }
 
 /// A horizontal bar with a whisker: a median and its spread.
@@ -110,10 +118,8 @@ impl Figure for Bars<'_> {
             .y_label_area_size(label_width)
             .build_cartesian_2d(min..max, -0.5..(bars.len() as f64 - 0.5))
             .map_err(e)?;
-        let label_of = |y: &f64| {
-            let i = y.round();
-            if (y - i).abs() < 1e-6 && i >= 0.0 { bars.get(i as usize).map(|b| b.label.clone()).unwrap_or_default() } else { String::new() }
-        };
+        let labels: Vec<&str> = bars.iter().map(|b| b.label.as_str()).collect();
+        let label_of = |y: &f64| row_label(&labels, *y);
         chart
             .configure_mesh()
             .disable_y_mesh()
@@ -280,10 +286,8 @@ impl Figure for Stacks<'_> {
             .y_label_area_size(label_width)
             .build_cartesian_2d(0.0..max, -0.5..(stacks.len() as f64 - 0.5))
             .map_err(e)?;
-        let label_of = |y: &f64| {
-            let i = y.round();
-            if (y - i).abs() < 1e-6 && i >= 0.0 { stacks.get(i as usize).map(|s| s.label.clone()).unwrap_or_default() } else { String::new() }
-        };
+        let labels: Vec<&str> = stacks.iter().map(|s| s.label.as_str()).collect();
+        let label_of = |y: &f64| row_label(&labels, *y);
         chart.configure_mesh().disable_y_mesh().x_desc(self.x_desc).y_label_formatter(&label_of).y_labels(stacks.len().max(1)).label_style(("sans-serif", 13)).draw().map_err(e)?;
         let mut components: Vec<String> = Vec::new();
         for s in &stacks {

@@ -11,7 +11,7 @@ use crate::load::load_points;
 use crate::plot::{line_panels, stacked_bars, throughput_bars, Bar, Line, Panel, Stack};
 use crate::stragglers::{exclude_list, node_scores, NodeScore};
 use crate::summary::{summarize, PointSummary, MFU_FORMULA};
-use crate::tidy::{scan_store, update_store, write_file, StoreUpdate};
+use crate::tidy::{update_store, write_file, Store, StoreUpdate};
 use crate::AnalysisError;
 
 /// A node is a straggler when its ranks are this much slower than the typical rank.
@@ -29,16 +29,16 @@ pub struct Report {
 }
 
 /// Summarises a sweep from its tidy store (brought up to date first).
-pub fn summarize_sweep(sweep_dir: &Path) -> Result<(Vec<PointSummary>, StoreUpdate, LazyFrame), AnalysisError> {
+/// Points' summaries, node straggler scores and what updating the store did.
+pub fn summarize_sweep(sweep_dir: &Path) -> Result<(Vec<PointSummary>, Vec<NodeScore>, StoreUpdate), AnalysisError> {
     let points = load_points(sweep_dir)?;
-    let store = update_store(sweep_dir, &points)?;
-    let frame = scan_store(&store.dir)?;
-    Ok((summarize(&points, frame.clone())?, store, frame))
+    let update = update_store(sweep_dir, &points)?;
+    let (summaries, rank_scores) = summarize(&points, &Store::open(&update.dir)?)?;
+    Ok((summaries, node_scores(&rank_scores, &points)?, update))
 }
 
 pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
-    let (summaries, store, frame) = summarize_sweep(sweep_dir)?;
-    let stragglers = node_scores(frame, &summaries)?;
+    let (summaries, stragglers, update) = summarize_sweep(sweep_dir)?;
     let exclude = exclude_list(&stragglers, STRAGGLER_THRESHOLD);
     let sweep = sweep_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = sweep_dir.join("report");
@@ -53,7 +53,7 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     let markdown = out.join("report.md");
     write_file(&markdown, markdown_report(&sweep, &summaries, &stragglers, &exclude, &table).as_bytes())?;
     files.push(markdown);
-    Ok(Report { table, summaries, stragglers, exclude, store, files })
+    Ok(Report { table, summaries, stragglers, exclude, store: update, files })
 }
 
 fn label(p: &PointSummary) -> String {

@@ -1,12 +1,16 @@
 //! Slow ranks and the nodes they ran on, across a whole sweep. A rank's score in a step is its
 //! forward time over the median forward time of all ranks in that step (forward time excludes
 //! waits for collectives, so it measures the device and host, not the network); its score in a
-//! point is the median over steady steps. A node's score is the median of its ranks' scores
+//! point is the median over the steps after the warm-up (a slow start slows every rank alike). A node's score is the median of its ranks' scores
 //! over every point it ran; nodes above the threshold make an `--exclude` list.
+
+use std::collections::BTreeMap;
 
 use polars::prelude::*;
 
-use crate::summary::PointSummary;
+use crate::load::PointRecords;
+use crate::stats::median;
+
 use crate::AnalysisError;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,35 +22,35 @@ pub struct NodeScore {
     pub rank_points: usize,
 }
 
-/// Node scores, slowest first.
-pub fn node_scores(store: LazyFrame, summaries: &[PointSummary]) -> Result<Vec<NodeScore>, AnalysisError> {
-    let steady = df!(
-        "point" => summaries.iter().map(|s| s.meta.point.clone()).collect::<Vec<_>>(),
-        "steady_from" => summaries.iter().map(|s| s.steady_from).collect::<Vec<_>>(),
-    )?;
-    let per_rank = store
-        .filter(col("metric").eq(lit("time")).and(col("phase").eq(lit("forward"))))
-        .select([col("point"), col("rank"), col("hostname"), col("step"), col("value")])
-        .join(steady.lazy(), [col("point")], [col("point")], JoinArgs::new(JoinType::Inner))
-        .filter(col("step").gt_eq(col("steady_from")))
+/// Per point and rank, the median over steps after the warm-up of the rank's forward time
+/// over the median rank's in the same step (a lazy part of the analysis' one pass).
+pub(crate) fn rank_scores(timed: LazyFrame, warmups: &DataFrame) -> Result<LazyFrame, AnalysisError> {
+    Ok(timed
+        .filter(col("phase").eq(lit("forward")))
+        .join(warmups.clone().lazy(), [col("point")], [col("point")], JoinArgs::new(JoinType::Inner))
+        .filter(col("step").gt_eq(col("warmup_steps")))
         .with_column((col("value") / col("value").median().over([col("point"), col("step")])?).alias("ratio"))
-        .group_by([col("point"), col("rank"), col("hostname")])
-        .agg([col("ratio").median().alias("score")]);
-    let nodes = per_rank
-        .group_by([col("hostname")])
-        .agg([col("score").median().alias("score"), col("score").max().alias("worst"), len().alias("n")])
-        .sort(["score"], SortMultipleOptions::default().with_order_descending(true))
-        .collect_with_engine(Engine::Streaming)?
-        .unwrap_single();
-    let (host, score, worst, n) = (nodes.column("hostname")?.str()?, nodes.column("score")?.f64()?, nodes.column("worst")?.f64()?, nodes.column("n")?.u32()?);
-    Ok((0..nodes.height())
-        .map(|i| NodeScore {
-            hostname: host.get(i).unwrap_or_default().to_string(),
-            score: score.get(i).unwrap_or(f64::NAN),
-            worst_score: worst.get(i).unwrap_or(f64::NAN),
-            rank_points: n.get(i).unwrap_or(0) as usize,
-        })
-        .collect())
+        .group_by([col("point"), col("rank")])
+        .agg([col("ratio").median().alias("score")]))
+}
+
+/// Node scores from rank scores (point, rank, score), slowest first; each rank's node comes
+/// from its point's manifest.
+pub fn node_scores(rank_scores: &DataFrame, points: &[PointRecords]) -> Result<Vec<NodeScore>, AnalysisError> {
+    let hosts: BTreeMap<&str, &[String]> = points.iter().map(|p| (p.point.as_str(), p.hostnames.as_slice())).collect();
+    let (point, rank, score) = (rank_scores.column("point")?.str()?, rank_scores.column("rank")?.u32()?, rank_scores.column("score")?.f64()?);
+    let mut by_node: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for i in 0..rank_scores.height() {
+        let (Some(p), Some(r), Some(s)) = (point.get(i), rank.get(i), score.get(i)) else { continue };
+        let host = hosts.get(p).and_then(|h| h.get(r as usize)).cloned().unwrap_or_default();
+        by_node.entry(host).or_default().push(s);
+    }
+    let mut nodes: Vec<NodeScore> = by_node
+        .into_iter()
+        .map(|(hostname, scores)| NodeScore { hostname, score: median(&scores), worst_score: scores.iter().copied().fold(f64::MIN, f64::max), rank_points: scores.len() })
+        .collect();
+    nodes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(nodes)
 }
 
 /// Nodes slower than `1 + threshold` times the typical rank, as a Slurm node list.

@@ -71,6 +71,34 @@ pub fn scan_store(glob: &Path) -> Result<LazyFrame, AnalysisError> {
     Ok(LazyFrame::scan_parquet(PlRefPath::new(pattern.display().to_string()), ScanArgsParquet::default())?)
 }
 
+/// A store's point files, read a batch of points at a time: every aggregation of the analysis
+/// groups by point, so batches bound memory by the batch, not by the sweep.
+pub struct Store {
+    pub files: Vec<PathBuf>,
+}
+
+/// Points per query: enough rows to keep both cores busy, few enough to stay small in memory.
+const POINTS_PER_BATCH: usize = 100;
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, AnalysisError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| AnalysisError::read(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        files.sort();
+        Ok(Self { files })
+    }
+
+    pub fn batches(&self) -> impl Iterator<Item = Result<LazyFrame, AnalysisError>> + '_ {
+        self.files.chunks(POINTS_PER_BATCH).map(|chunk| {
+            let paths: Vec<PlRefPath> = chunk.iter().map(|p| PlRefPath::new(p.display().to_string())).collect();
+            Ok(LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?)
+        })
+    }
+}
+
 /// Size and modification time of the manifest and the records: they change when a point is
 /// re-run or re-collected.
 fn fingerprint(point_dir: &Path) -> Result<String, AnalysisError> {
