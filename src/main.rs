@@ -118,6 +118,10 @@ enum Command {
         /// Give up on a point after this many attempts.
         #[arg(long, default_value_t = 3)]
         max_attempts: u32,
+        /// Also keep the jobs off the nodes the sweep's records show to be slow (the analysis'
+        /// straggler list: nodes whose ranks compute more than 5% slower than the typical rank).
+        #[arg(long)]
+        exclude_slow_nodes: bool,
     },
     /// Show where each submitted point stands (scheduler state and records).
     Status {
@@ -225,7 +229,12 @@ fn main() -> ExitCode {
         #[cfg(feature = "analysis")]
         Command::Analyze { sweep_dir } => analyze(&sweep_dir),
         Command::Submit { experiment, slurm } => submit(&experiment, &slurm, Selection::Unfinished),
-        Command::Resume { experiment, slurm, max_attempts } => submit(&experiment, &slurm, Selection::Resume { max_attempts }),
+        Command::Resume { experiment, mut slurm, max_attempts, exclude_slow_nodes } => (|| {
+            if exclude_slow_nodes {
+                slurm.exclude = with_slow_nodes(slurm.exclude.take(), &sweep_dir(&experiment, &slurm.results)?)?;
+            }
+            submit(&experiment, &slurm, Selection::Resume { max_attempts })
+        })(),
         Command::Status { sweep, results } => status(&sweep, &results, false, false),
         Command::Collect { sweep, results, wait } => status(&sweep, &results, true, wait),
         Command::Cancel { sweep, results } => cancel(&sweep, &results),
@@ -356,6 +365,33 @@ fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
         eprintln!("wrote {}", file.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `exclude` and the nodes the analysis of the sweep's records finds slow, as one node list.
+#[cfg(feature = "analysis")]
+fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Option<String>> {
+    use shardsweep_analysis::{report::STRAGGLER_THRESHOLD, stragglers::exclude_list, AnalysisError};
+    let summary = if sweep_dir.is_dir() { shardsweep_analysis::summarize_sweep(sweep_dir) } else { Err(AnalysisError::Empty(sweep_dir.display().to_string())) };
+    let slow = match summary {
+        Ok((_, nodes, _)) => {
+            for node in nodes.iter().filter(|n| n.score > 1.0 + STRAGGLER_THRESHOLD) {
+                eprintln!("excluding {}: its ranks compute {:.1}% slower than the typical rank", node.hostname, (node.score - 1.0) * 100.0);
+            }
+            exclude_list(&nodes, STRAGGLER_THRESHOLD)
+        }
+        Err(AnalysisError::Empty(_)) => {
+            eprintln!("no finished records in {} yet: no node is known to be slow", sweep_dir.display());
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let all: Vec<String> = exclude.into_iter().chain(slow).collect();
+    Ok((!all.is_empty()).then(|| all.join(",")))
+}
+
+#[cfg(not(feature = "analysis"))]
+fn with_slow_nodes(_: Option<String>, _: &Path) -> Result<Option<String>> {
+    anyhow::bail!("--exclude-slow-nodes needs the analysis, which this build leaves out (build with the default features)")
 }
 
 #[cfg(feature = "analysis")]

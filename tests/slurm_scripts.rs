@@ -2,6 +2,8 @@
 //! Frontier, checked line by line; and names and values that must never reach a shell unquoted.
 
 mod common;
+#[path = "../analysis/tests/fixture/mod.rs"]
+mod fixture;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -147,4 +149,22 @@ fn hostile_names_and_values_never_reach_a_script_unquoted() {
     // A dry run touches no point folder and records no job.
     assert!(!results.join("fine/vit-tiny-no_shard-n1x2-mb2").exists());
     assert!(!results.join("fine/slurm/ledger.json").exists());
+}
+
+#[test]
+fn resume_keeps_jobs_off_the_nodes_the_records_show_slow() {
+    let sweep = Sweep::new(&SMALL.replace("NAME", "slowish"));
+    let (experiment, results) = (sweep.experiment.to_str().unwrap(), sweep.results());
+    let resume = || {
+        let out = shardsweep(&["resume", experiment, "--system", "generic", "--dry-run", "--results", results.to_str().unwrap(), "--exclude", "n7", "--exclude-slow-nodes"]);
+        assert!(out.status.success());
+        std::fs::read_to_string(results.join("slowish/slurm/dry-run/job-001.sh")).unwrap()
+    };
+    // Nothing has run yet: only the nodes asked for.
+    assert_eq!(sbatch(&resume(), "exclude"), "n7");
+    // An earlier point ran on nodes n0 and n1; n1's ranks computed 20% slower.
+    let mut earlier = fixture::Point::new("earlier", 2, 12);
+    earlier.phases = Box::new(|r, s| [0.01, 0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * fixture::noise(3, r, s)), 0.2, 0.03, 0.0]);
+    earlier.write(&results.join("slowish"));
+    assert_eq!(sbatch(&resume(), "exclude"), "n7,n1");
 }

@@ -28,6 +28,8 @@ pub use summary::{summarize, PointSummary};
 pub enum AnalysisError {
     #[error("{path}: {message}")]
     Read { path: String, message: String },
+    #[error("more than one analysis handles at once: at most {points} points, {steps} steps per point and {ranks} ranks")]
+    TooLarge { points: usize, steps: usize, ranks: usize },
     #[error("no finished records under {0}")]
     Empty(String),
     #[error("polars: {0}")]

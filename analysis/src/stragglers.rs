@@ -23,26 +23,26 @@ pub struct NodeScore {
 }
 
 /// Per point and rank, the median over steps after the warm-up of the rank's forward time
-/// over the median rank's in the same step (a lazy part of the analysis' one pass).
-pub(crate) fn rank_scores(timed: LazyFrame, warmups: &DataFrame) -> Result<LazyFrame, AnalysisError> {
+/// over the median rank's in the same step (a lazy part of the analysis' one pass over
+/// rows with packed keys `point_step`, then `rank`, `phase`, `value`, `steady`); the result's
+/// key is `point_rank`.
+pub(crate) fn rank_scores(timed: LazyFrame, step_bits: u32, rank_bits: u32) -> Result<LazyFrame, AnalysisError> {
+    let point = col("point_step") / lit(1u64 << step_bits);
     Ok(timed
-        .filter(col("phase").eq(lit("forward")))
-        .join(warmups.clone().lazy(), [col("point")], [col("point")], JoinArgs::new(JoinType::Inner))
-        .filter(col("step").gt_eq(col("warmup_steps")))
-        .with_column((col("value") / col("value").median().over([col("point"), col("step")])?).alias("ratio"))
-        .group_by([col("point"), col("rank")])
+        .filter(col("phase").eq(lit("forward")).and(col("steady")))
+        .with_column((col("value") / col("value").median().over([col("point_step")])?).alias("ratio"))
+        .group_by([(point * lit(1u64 << rank_bits) + col("rank").cast(DataType::UInt64)).alias("point_rank")])
         .agg([col("ratio").median().alias("score")]))
 }
 
-/// Node scores from rank scores (point, rank, score), slowest first; each rank's node comes
-/// from its point's manifest.
+/// Node scores from rank scores (point: index in `points`, rank, score), slowest first; each
+/// rank's node comes from its point's manifest.
 pub fn node_scores(rank_scores: &DataFrame, points: &[PointRecords]) -> Result<Vec<NodeScore>, AnalysisError> {
-    let hosts: BTreeMap<&str, &[String]> = points.iter().map(|p| (p.point.as_str(), p.hostnames.as_slice())).collect();
-    let (point, rank, score) = (rank_scores.column("point")?.str()?, rank_scores.column("rank")?.u32()?, rank_scores.column("score")?.f64()?);
+    let (point, rank, score) = (rank_scores.column("point")?.u32()?, rank_scores.column("rank")?.u32()?, rank_scores.column("score")?.f64()?);
     let mut by_node: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for i in 0..rank_scores.height() {
         let (Some(p), Some(r), Some(s)) = (point.get(i), rank.get(i), score.get(i)) else { continue };
-        let host = hosts.get(p).and_then(|h| h.get(r as usize)).cloned().unwrap_or_default();
+        let host = points.get(p as usize).and_then(|p| p.hostnames.get(r as usize)).cloned().unwrap_or_default();
         by_node.entry(host).or_default().push(s);
     }
     let mut nodes: Vec<NodeScore> = by_node

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use polars::prelude::*;
+use rayon::prelude::*;
 
 use crate::breakdown::{breakdown, Breakdown};
 use crate::load::PointRecords;
@@ -73,20 +74,47 @@ impl StepTables {
     }
 }
 
+/// Keys are packed into one integer: Polars hashes one integer column about twice as fast as
+/// several (which it row-encodes first). Room for 2^20 points per analysis, 2^20 steps and
+/// 2^24 ranks; [`summarize`] checks.
+const POINT_BITS: u32 = 20;
+const STEP_BITS: u32 = 20;
+const RANK_BITS: u32 = 24;
+
+fn pack(high: Expr, low: Expr, low_bits: u32) -> Expr {
+    high.cast(DataType::UInt64) * lit(1u64 << low_bits) + low.cast(DataType::UInt64)
+}
+
+/// The two halves of a packed key, named, followed by `rest`.
+fn unpack(key: &str, low_bits: u32, [high, low]: [&str; 2], rest: impl IntoIterator<Item = Expr>) -> Vec<Expr> {
+    let base = lit(1u64 << low_bits);
+    [(col(key) / base.clone()).cast(DataType::UInt32).alias(high), (col(key) % base).cast(DataType::UInt32).alias(low)].into_iter().chain(rest).collect()
+}
+
 /// The heavy part: a batch of points' rows reduced to their step tables in one streaming
 /// query. Only the columns these need are read (text is the costly part of decoding).
-pub(crate) fn step_tables(rows: LazyFrame, warmups: &DataFrame) -> Result<StepTables, AnalysisError> {
-    let rows = rows.select([col("point"), col("rank"), col("step"), col("phase"), col("metric"), col("value")]);
-    let timed = rows.clone().filter(col("metric").eq(lit("time")).or(col("metric").eq(lit("wait")))).drop(cols(["metric"])).cache();
-    let rank_scores = crate::stragglers::rank_scores(timed.clone(), warmups)?;
+pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> {
+    let rows = rows.select([col("point"), col("warmup_steps"), col("rank"), col("step"), col("phase"), col("metric"), col("value")]);
+    let timed = rows
+        .clone()
+        .filter(col("metric").eq(lit("time")).or(col("metric").eq(lit("wait"))))
+        .select([pack(col("point"), col("step"), STEP_BITS).alias("point_step"), col("rank"), col("phase"), col("value"), col("step").gt_eq(col("warmup_steps")).alias("steady")])
+        .cache();
+    let rank_scores = crate::stragglers::rank_scores(timed.clone(), STEP_BITS, RANK_BITS)?.select(unpack("point_rank", RANK_BITS, ["point", "rank"], [col("score")]));
+    let point_step_rank = || pack(col("point_step"), col("rank"), RANK_BITS).alias("point_step_rank");
     let slowest = timed
         .clone()
         .filter(col("phase").eq(lit("step")))
-        .group_by([col("point"), col("step")])
-        .agg([col("rank").sort_by([col("value")], SortMultipleOptions::default()).last().alias("rank")]);
-    let keys = [col("point"), col("step"), col("rank")];
-    let critical = timed.clone().join(slowest, keys.clone(), keys, JoinArgs::new(JoinType::Inner)).select([col("point"), col("step"), col("phase"), col("value")]);
-    let max_over_ranks = timed.group_by([col("point"), col("step"), col("phase")]).agg([col("value").max()]);
+        .group_by([col("point_step")])
+        .agg([col("rank").sort_by([col("value")], SortMultipleOptions::default()).last()])
+        .select([point_step_rank()]);
+    let by_step = || unpack("point_step", STEP_BITS, ["point", "step"], [col("phase"), col("value")]);
+    let critical = timed
+        .clone()
+        .with_column(point_step_rank())
+        .join(slowest, [col("point_step_rank")], [col("point_step_rank")], JoinArgs::new(JoinType::Inner))
+        .select(by_step());
+    let max_over_ranks = timed.group_by([col("point_step"), col("phase")]).agg([col("value").max()]).select(by_step());
     let memory = rows.clone().filter(col("metric").eq(lit("bytes")).or(col("metric").eq(lit("peak_rss")))).group_by([col("point"), col("metric"), col("phase")]).agg([col("value").max()]);
     let final_loss = rows
         .filter(col("metric").eq(lit("loss")))
@@ -101,29 +129,30 @@ pub(crate) fn step_tables(rows: LazyFrame, warmups: &DataFrame) -> Result<StepTa
     Ok(StepTables { critical, max_over_ranks, memory, final_loss, rank_scores })
 }
 
-/// point -> phase -> step -> value.
-type Series3 = BTreeMap<String, BTreeMap<String, BTreeMap<u32, f64>>>;
+/// point (index) -> phase -> step -> value.
+type Series3 = BTreeMap<u32, BTreeMap<String, BTreeMap<u32, f64>>>;
 
 fn by_point(frame: &DataFrame) -> Result<Series3, AnalysisError> {
-    let (point, step, phase, value) = (frame.column("point")?.str()?, frame.column("step")?.u32()?, frame.column("phase")?.str()?, frame.column("value")?.f64()?);
+    let (point, step, phase, value) = (frame.column("point")?.u32()?, frame.column("step")?.u32()?, frame.column("phase")?.str()?, frame.column("value")?.f64()?);
     let mut out: Series3 = BTreeMap::new();
     for i in 0..frame.height() {
         if let (Some(p), Some(s), Some(ph), Some(v)) = (point.get(i), step.get(i), phase.get(i), value.get(i)) {
-            out.entry(p.to_string()).or_default().entry(ph.to_string()).or_default().insert(s, v);
+            out.entry(p).or_default().entry(ph.to_string()).or_default().insert(s, v);
         }
     }
     Ok(out)
 }
 
-/// Every point's summary, and every rank's straggler score (point, rank, score).
+/// Every point's summary, and every rank's straggler score (point: index in `points`, rank,
+/// score).
 pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSummary>, DataFrame), AnalysisError> {
-    let warmups = df!(
-        "point" => points.iter().map(|p| p.point.clone()).collect::<Vec<_>>(),
-        "warmup_steps" => points.iter().map(|p| p.warmup_steps).collect::<Vec<_>>(),
-    )?;
+    let fits = |n: usize, bits: u32| n <= 1 << bits;
+    if !fits(points.len(), POINT_BITS) || points.iter().any(|p| !fits(p.steps_planned as usize, STEP_BITS) || !fits(p.world_size as usize, RANK_BITS)) {
+        return Err(AnalysisError::TooLarge { points: 1 << POINT_BITS, steps: 1 << STEP_BITS, ranks: 1 << RANK_BITS });
+    }
     let mut tables: Option<StepTables> = None;
-    for batch in store.batches() {
-        let part = step_tables(batch?, &warmups)?;
+    for batch in store.batches(points) {
+        let part = step_tables(batch?)?;
         match &mut tables {
             None => tables = Some(part),
             Some(all) => all.append(&part)?,
@@ -132,25 +161,27 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
     let tables = tables.ok_or_else(|| AnalysisError::Empty("the tidy store".into()))?;
     let critical = by_point(&tables.critical)?;
     let maxes = by_point(&tables.max_over_ranks)?;
-    let mut memory: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut memory: BTreeMap<(u32, String), f64> = BTreeMap::new();
     {
         let m = &tables.memory;
-        let (point, metric, phase, value) = (m.column("point")?.str()?, m.column("metric")?.str()?, m.column("phase")?.str()?, m.column("value")?.f64()?);
+        let (point, metric, phase, value) = (m.column("point")?.u32()?, m.column("metric")?.str()?, m.column("phase")?.str()?, m.column("value")?.f64()?);
         for i in 0..m.height() {
             let key = if metric.get(i) == Some("peak_rss") { "peak_rss".to_string() } else { phase.get(i).unwrap_or_default().to_string() };
-            memory.insert((point.get(i).unwrap_or_default().to_string(), key), value.get(i).unwrap_or(f64::NAN));
+            memory.insert((point.get(i).unwrap_or(u32::MAX), key), value.get(i).unwrap_or(f64::NAN));
         }
     }
-    let losses: BTreeMap<String, f64> = {
+    let losses: BTreeMap<u32, f64> = {
         let f = &tables.final_loss;
-        let (point, value) = (f.column("point")?.str()?, f.column("value")?.f64()?);
-        (0..f.height()).filter_map(|i| Some((point.get(i)?.to_string(), value.get(i).unwrap_or(f64::NAN)))).collect()
+        let (point, value) = (f.column("point")?.u32()?, f.column("value")?.f64()?);
+        (0..f.height()).filter_map(|i| Some((point.get(i)?, value.get(i).unwrap_or(f64::NAN)))).collect()
     };
     let empty = BTreeMap::new();
     let mut out: Vec<PointSummary> = points
-        .iter()
-        .map(|meta| {
-            let phases = critical.get(&meta.point).unwrap_or(&empty);
+        .par_iter()
+        .enumerate()
+        .map(|(index, meta)| {
+            let index = index as u32;
+            let phases = critical.get(&index).unwrap_or(&empty);
             let steps: Vec<(u32, f64)> = phases.get("step").map(|s| s.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
             let from = steady_start(&steps.iter().map(|s| s.1).collect::<Vec<_>>(), meta.warmup_steps as usize);
             let steady: Vec<u32> = steps[from.min(steps.len())..].iter().map(|s| s.0).collect();
@@ -164,9 +195,9 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
             let model_flop_per_s = meta.train_flop_per_step / step_median.estimate;
             let phase_names: Vec<&String> = phases.keys().collect();
             let critical_series: BTreeMap<String, Vec<f64>> = phase_names.iter().map(|p| (p.to_string(), series(phases, p))).collect();
-            let max_table = maxes.get(&meta.point).unwrap_or(&empty);
+            let max_table = maxes.get(&index).unwrap_or(&empty);
             let max_series: BTreeMap<String, Vec<f64>> = max_table.keys().map(|p| (p.clone(), series(max_table, p))).collect();
-            let mem = |key: &str| memory.get(&(meta.point.clone(), key.to_string())).copied().unwrap_or(f64::NAN);
+            let mem = |key: &str| memory.get(&(index, key.to_string())).copied().unwrap_or(f64::NAN);
             let accounted = ["param_shards", "grad_shards", "optimizer_state", "gathered_params_peak", "unsharded_grads_peak", "activations_peak"]
                 .iter()
                 .map(|c| mem(&format!("memory.{c}")))
@@ -186,7 +217,7 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
                 step_s,
                 peak_rss_bytes: mem("peak_rss"),
                 accounted_peak_bytes: accounted,
-                final_loss: losses.get(&meta.point).copied().unwrap_or(f64::NAN),
+                final_loss: losses.get(&index).copied().unwrap_or(f64::NAN),
                 weak_scaling_efficiency: None,
                 strong_scaling_efficiency: None,
             }
@@ -194,4 +225,16 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
         .collect();
     crate::scaling::add_efficiencies(&mut out);
     Ok((out, tables.rank_scores))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_keys_unpack_to_their_parts() {
+        let frame = df!("point" => [0u32, 7, (1 << POINT_BITS) - 1], "step" => [3u32, 0, (1 << STEP_BITS) - 1]).unwrap();
+        let round = frame.clone().lazy().select([pack(col("point"), col("step"), STEP_BITS).alias("key")]).select(unpack("key", STEP_BITS, ["point", "step"], [])).collect().unwrap();
+        assert_eq!(round, frame);
+    }
 }
