@@ -191,7 +191,9 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
             rows.push(rank, step, &phase, "payload", bytes, "bytes");
         }
     }
-    rows.into_frame(point)
+    // Rows of one metric together: a query for a rare metric (memory, loss) then skips the
+    // row groups of times by their statistics.
+    Ok(rows.into_frame(point)?.sort(["metric"], SortMultipleOptions::default().with_maintain_order(true))?)
 }
 
 #[derive(Default)]
