@@ -40,10 +40,13 @@ pub(crate) fn rank_scores(timed: LazyFrame, step_bits: u32, rank_bits: u32) -> R
 pub fn node_scores(rank_scores: &DataFrame, points: &[PointRecords]) -> Result<Vec<NodeScore>, AnalysisError> {
     let (point, rank, score) = (rank_scores.column("point")?.u32()?, rank_scores.column("rank")?.u32()?, rank_scores.column("score")?.f64()?);
     let mut by_node: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for i in 0..rank_scores.height() {
-        let (Some(p), Some(r), Some(s)) = (point.get(i), rank.get(i), score.get(i)) else { continue };
-        let host = points.get(p as usize).and_then(|p| p.hostnames.get(r as usize)).cloned().unwrap_or_default();
-        by_node.entry(host).or_default().push(s);
+    for ((p, r), s) in point.iter().zip(rank.iter()).zip(score.iter()) {
+        let (Some(p), Some(r), Some(s)) = (p, r, s) else { continue };
+        let host = points.get(p as usize).and_then(|p| p.hostnames.get(r as usize)).map_or("", String::as_str);
+        match by_node.get_mut(host) {
+            Some(scores) => scores.push(s),
+            None => drop(by_node.insert(host.to_string(), vec![s])),
+        }
     }
     let mut nodes: Vec<NodeScore> = by_node
         .into_iter()

@@ -138,9 +138,14 @@ type Series3 = BTreeMap<u32, BTreeMap<String, BTreeMap<u32, f64>>>;
 fn by_point(frame: &DataFrame) -> Result<Series3, AnalysisError> {
     let (point, step, phase, value) = (frame.column("point")?.u32()?, frame.column("step")?.u32()?, frame.column("phase")?.str()?, frame.column("value")?.f64()?);
     let mut out: Series3 = BTreeMap::new();
-    for i in 0..frame.height() {
-        if let (Some(p), Some(s), Some(ph), Some(v)) = (point.get(i), step.get(i), phase.get(i), value.get(i)) {
-            out.entry(p).or_default().entry(ph.to_string()).or_default().insert(s, v);
+    for (((p, s), ph), v) in point.iter().zip(step.iter()).zip(phase.iter()).zip(value.iter()) {
+        if let (Some(p), Some(s), Some(ph), Some(v)) = (p, s, ph, v) {
+            let phases = out.entry(p).or_default();
+            // Allocate a phase's name once per point, not once per row.
+            if !phases.contains_key(ph) {
+                phases.insert(ph.to_string(), BTreeMap::new());
+            }
+            phases.get_mut(ph).expect("inserted above").insert(s, v);
         }
     }
     Ok(out)
@@ -162,8 +167,8 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
         }
     }
     let tables = tables.ok_or_else(|| AnalysisError::Empty("the tidy store".into()))?;
-    let critical = by_point(&tables.critical)?;
-    let maxes = by_point(&tables.max_over_ranks)?;
+    let (critical, maxes) = rayon::join(|| by_point(&tables.critical), || by_point(&tables.max_over_ranks));
+    let (critical, maxes) = (critical?, maxes?);
     let mut memory: BTreeMap<(u32, String), f64> = BTreeMap::new();
     {
         let m = &tables.memory;
