@@ -229,12 +229,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "analysis")]
         Command::Analyze { sweep_dir } => analyze(&sweep_dir),
         Command::Submit { experiment, slurm } => submit(&experiment, &slurm, Selection::Unfinished),
-        Command::Resume { experiment, mut slurm, max_attempts, exclude_slow_nodes } => (|| {
-            if exclude_slow_nodes {
-                slurm.exclude = with_slow_nodes(slurm.exclude.take(), &sweep_dir(&experiment, &slurm.results)?)?;
-            }
-            submit(&experiment, &slurm, Selection::Resume { max_attempts })
-        })(),
+        Command::Resume { experiment, slurm, max_attempts, exclude_slow_nodes } => resume(&experiment, slurm, max_attempts, exclude_slow_nodes),
         Command::Status { sweep, results } => status(&sweep, &results, false, false),
         Command::Collect { sweep, results, wait } => status(&sweep, &results, true, wait),
         Command::Cancel { sweep, results } => cancel(&sweep, &results),
@@ -365,6 +360,13 @@ fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
         eprintln!("wrote {}", file.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn resume(experiment: &Path, mut slurm: SlurmArgs, max_attempts: u32, exclude_slow_nodes: bool) -> Result<ExitCode> {
+    if exclude_slow_nodes {
+        slurm.exclude = with_slow_nodes(slurm.exclude.take(), &sweep_dir(experiment, &slurm.results)?)?;
+    }
+    submit(experiment, &slurm, Selection::Resume { max_attempts })
 }
 
 /// `exclude` and the nodes the analysis of the sweep's records finds slow, as one node list.
