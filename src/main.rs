@@ -9,8 +9,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use shardsweep::launch::slurm::{self, Selection, SubmitOptions, System};
 use shardsweep::launch::{run_sweep, SweepOptions};
 use shardsweep::records::Outcome;
-use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine, Plan};
-use shardsweep::records::POINT_FILE;
+use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine};
 
 #[derive(Parser)]
 #[command(name = "shardsweep", version, about = "Sweeps of FSDP-style sharded MAE training: plan, run, measure, analyse")]
@@ -253,12 +252,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_plan(experiment: &Path) -> Result<(Experiment, Plan)> {
-    let loaded = Experiment::load(experiment)?;
-    let plan = expand(&loaded, &Machine::local());
-    Ok((loaded, plan))
-}
-
 fn plan(experiment: &Path, json: bool, system: Option<&str>, systems: &Path) -> Result<ExitCode> {
     let machine = match system {
         Some(name) => System::load(name, systems)?.0.machine(),
@@ -318,7 +311,8 @@ fn plan(experiment: &Path, json: bool, system: Option<&str>, systems: &Path) -> 
 }
 
 fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Result<ExitCode> {
-    let (loaded, plan) = load_plan(experiment)?;
+    let (loaded, experiment_text) = Experiment::read(experiment)?;
+    let plan = expand(&loaded, &Machine::local());
     for r in &plan.rejected {
         tracing::warn!(point = %r.id, reason = %r.reason, "rejected at plan time");
     }
@@ -328,7 +322,7 @@ fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Res
     let options = SweepOptions {
         results: results.to_path_buf(),
         force,
-        experiment_text: std::fs::read_to_string(experiment)?,
+        experiment_text,
         exe: std::env::current_exe().context("locating this program for mpirun")?,
     };
     let outcomes = run_sweep(&plan, &loaded.launch, &options)?;
@@ -376,10 +370,11 @@ fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Option<S
     let summary = if sweep_dir.is_dir() { shardsweep_analysis::summarize_sweep(sweep_dir) } else { Err(AnalysisError::Empty(sweep_dir.display().to_string())) };
     let slow = match summary {
         Ok((_, nodes, _)) => {
-            for node in nodes.iter().filter(|n| n.score > 1.0 + STRAGGLER_THRESHOLD) {
+            let slow = exclude_list(&nodes, STRAGGLER_THRESHOLD);
+            for node in nodes.iter().filter(|n| slow.contains(&n.hostname)) {
                 eprintln!("excluding {}: its ranks compute {:.1}% slower than the typical rank", node.hostname, (node.score - 1.0) * 100.0);
             }
-            exclude_list(&nodes, STRAGGLER_THRESHOLD)
+            slow
         }
         Err(AnalysisError::Empty(_)) => {
             eprintln!("no finished records in {} yet: no node is known to be slow", sweep_dir.display());
@@ -453,7 +448,7 @@ fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Resul
 
 fn submit(experiment: &Path, args: &SlurmArgs, selection: Selection) -> Result<ExitCode> {
     let (system, template) = System::load(&args.system, &args.systems)?;
-    let loaded = Experiment::load(experiment)?;
+    let (loaded, experiment_text) = Experiment::read(experiment)?;
     let plan = expand(&loaded, &system.machine());
     let options = SubmitOptions {
         results: args.results.clone(),
@@ -461,7 +456,7 @@ fn submit(experiment: &Path, args: &SlurmArgs, selection: Selection) -> Result<E
         account: args.account.clone(),
         exclude_nodes: args.exclude.clone(),
         dry_run: args.dry_run,
-        experiment_text: std::fs::read_to_string(experiment)?,
+        experiment_text,
     };
     let submission = slurm::submit(&plan, &loaded.launch, &system, &template, selection, &options)?;
     for r in &plan.rejected {
@@ -543,9 +538,7 @@ fn supervise(point_dir: &Path, timeout_s: u64, script: &Path, command: &[String]
 
 fn worker(point_dir: &Path) -> Result<ExitCode> {
     use mpi::traits::Communicator;
-    let path = point_dir.join(POINT_FILE);
-    let point: shardsweep::plan::PointSpec = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
-        .with_context(|| format!("parsing {}", path.display()))?;
+    let point = shardsweep::records::read_point(point_dir)?;
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
     if world.size() as u32 != point.world_size() {

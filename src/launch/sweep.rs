@@ -10,7 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{LaunchError, LocalLauncher};
 use crate::plan::{LaunchSettings, Plan, PointSpec};
-use crate::records::{finalize, timestamp, write_atomic, Manifest, Outcome, POINT_FILE};
+use crate::records::{finalize, timestamp, write_atomic, write_point, Manifest, Outcome};
 
 pub struct SweepOptions {
     /// Results root; the sweep writes to `<root>/<sweep>/<point>/`.
@@ -90,9 +90,7 @@ pub(crate) fn prepare_point_dir(sweep_dir: &Path, dir: &Path, point: &PointSpec)
         tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");
     }
     fs::create_dir_all(dir).map_err(LaunchError::io(dir))?;
-    let json = serde_json::to_vec_pretty(point).expect("a point serialises");
-    write_atomic(&dir.join(POINT_FILE), &json)?;
-    Ok(())
+    Ok(write_point(dir, point)?)
 }
 
 /// Creates the sweep's folder and locks it against a second run or submission; the lock lasts
@@ -108,7 +106,7 @@ pub(crate) fn lock_sweep(sweep_dir: &Path, sweep: &str) -> Result<File, LaunchEr
 }
 
 /// Moves a point's folder to `.attempts/<point>/<timestamp>` and returns where it went.
-pub(crate) fn set_aside(sweep_dir: &Path, dir: &Path, point: &str) -> Result<PathBuf, LaunchError> {
+fn set_aside(sweep_dir: &Path, dir: &Path, point: &str) -> Result<PathBuf, LaunchError> {
     let attempts = sweep_dir.join(".attempts").join(point);
     fs::create_dir_all(&attempts).map_err(LaunchError::io(&attempts))?;
     let target = attempts.join(timestamp().replace(':', "-"));

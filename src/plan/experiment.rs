@@ -316,12 +316,9 @@ impl Fault {
 
     /// The fault of a rule, or the field that is wrong and why.
     pub fn from_rule(rule: &toml::Table) -> Result<Self, (&'static str, String)> {
-        let kind = match rule.get("kind").and_then(|v| v.as_str()) {
-            Some("crash") => FaultKind::Crash,
-            Some("nan_loss") => FaultKind::NanLoss,
-            Some("hang") => FaultKind::Hang,
-            _ => return Err(("kind", "must be \"crash\", \"nan_loss\" or \"hang\"".into())),
-        };
+        // The names are FaultKind's own (serde), so the two cannot drift apart.
+        let kind = rule.get("kind").cloned().and_then(|v| v.try_into::<FaultKind>().ok());
+        let kind = kind.ok_or(("kind", "must be \"crash\", \"nan_loss\" or \"hang\"".to_string()))?;
         let at_step = rule.get("at_step").and_then(|v| v.as_integer()).and_then(|n| u32::try_from(n).ok());
         let at_step = at_step.ok_or(("at_step", "must be a step number (0 or more)".to_string()))?;
         Ok(Self { kind, at_step })
@@ -372,9 +369,15 @@ const TOP_LEVEL: [&str; 9] = ["name", "description", "axes", "zip", "exclude", "
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self, ExperimentError> {
+        Ok(Self::read(path)?.0)
+    }
+
+    /// The experiment in `path` and the text it was parsed from (kept beside the results), read
+    /// once so the two always agree.
+    pub fn read(path: &Path) -> Result<(Self, String), ExperimentError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ExperimentError::new(path, vec![Problem::new("(file)", None, format!("cannot read: {e}"))]))?;
-        Self::parse(&text, path)
+        Ok((Self::parse(&text, path)?, text))
     }
 
     /// Parses and validates an experiment; `path` is only used to name the file in errors.

@@ -47,7 +47,11 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
         validate_zip_group(g, group, parts.zip.as_deref().unwrap_or_default(), parts.axes.as_ref(), &mut problem);
     }
     for (r, rule) in parts.exclude.iter().flatten().enumerate() {
-        validate_rule(&format!("exclude[{r}]"), rule, parts.axes.as_ref(), &mut problem);
+        let key = format!("exclude[{r}]");
+        if rule.is_empty() {
+            problem(key.clone(), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
+        }
+        validate_rule(&key, rule, parts.axes.as_ref(), &mut problem);
     }
     for (r, rule) in parts.fault.iter().flatten().enumerate() {
         let key = format!("fault[{r}]");
@@ -120,9 +124,6 @@ fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Opt
 
 /// A rule that selects points by axis values (an exclude rule, a fault's target).
 fn validate_rule(name: &str, rule: &toml::Table, axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
-    if rule.is_empty() && name.starts_with("exclude") {
-        problem(name.into(), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
-    }
     for (axis, wanted) in rule {
         let key = format!("{name}.{axis}");
         if !AXES.contains(&axis.as_str()) {

@@ -44,6 +44,19 @@ pub enum RecordError {
     Json { path: String, source: serde_json::Error },
 }
 
+/// Writes the point a folder is for (`point.json`), which the worker and the supervisor read.
+pub fn write_point(dir: &std::path::Path, point: &crate::plan::PointSpec) -> Result<(), RecordError> {
+    let json = serde_json::to_vec_pretty(point).expect("a point serialises");
+    write_atomic(&dir.join(POINT_FILE), &json)
+}
+
+/// The point a folder is for, as [`write_point`] left it.
+pub fn read_point(dir: &std::path::Path) -> Result<crate::plan::PointSpec, RecordError> {
+    let path = dir.join(POINT_FILE);
+    let bytes = std::fs::read(&path).map_err(RecordError::io(&path))?;
+    serde_json::from_slice(&bytes).map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+}
+
 impl RecordError {
     pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
         move |source| RecordError::Io { path: path.display().to_string(), source }

@@ -26,7 +26,7 @@ use super::supervise::{stderr_tail, supervise};
 use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
 use super::LaunchError;
 use crate::plan::{LaunchSettings, Plan, PointSpec};
-use crate::records::{finalize, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome, RecordError, RunEnd, SchedulerInfo, POINT_FILE, RANKS_DIR, STDERR_FILE};
+use crate::records::{finalize, read_point, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome, RecordError, RunEnd, SchedulerInfo, RANKS_DIR, STDERR_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
@@ -267,12 +267,6 @@ fn scheduler_info(job_id: &str, node_list: &str, script: &Path, job_state: Optio
         script_sha256: std::fs::read(script).map(|b| sha256(&b)).unwrap_or_default(),
         job_state,
     }
-}
-
-fn read_point(dir: &Path) -> Result<PointSpec, SlurmError> {
-    let path = dir.join(POINT_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| SlurmError::Io { path: path.display().to_string(), source: e })?;
-    serde_json::from_slice(&bytes).map_err(|source| RecordError::Json { path: path.display().to_string(), source }.into())
 }
 
 fn sha256(bytes: &[u8]) -> String {

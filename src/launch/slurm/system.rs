@@ -86,12 +86,12 @@ impl System {
             return Err(SlurmError::UnsafeName { what: "system", name: name.into() });
         }
         let path = dir.join(format!("{name}.toml"));
-        let (text, template_text, template_path) = match std::fs::read_to_string(&path) {
+        let (system, template_text, template_path) = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let system: System = parse(&text, &path)?;
+                let system = parse(&text, &path)?;
                 let template = dir.join(system.template_file());
                 let body = std::fs::read_to_string(&template).map_err(|e| SlurmError::Io { path: template.display().to_string(), source: e })?;
-                (text, body, template)
+                (system, body, template)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (_, text, template) = BUILT_IN.iter().find(|(n, _, _)| *n == name).ok_or_else(|| SlurmError::UnknownSystem {
@@ -99,11 +99,10 @@ impl System {
                     dir: dir.display().to_string(),
                     built_in: BUILT_IN.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", "),
                 })?;
-                (text.to_string(), template.to_string(), PathBuf::from(format!("(built-in {name}.sh.j2)")))
+                (parse(text, &path)?, template.to_string(), PathBuf::from(format!("(built-in {name}.sh.j2)")))
             }
             Err(e) => return Err(SlurmError::Io { path: path.display().to_string(), source: e }),
         };
-        let system = parse(&text, &path)?;
         system.check(&path)?;
         tracing::debug!(system = name, template = %template_path.display(), "system profile loaded");
         Ok((system, template_text))
