@@ -81,11 +81,10 @@ pub struct Comparison {
 /// Variables that differ from run to run by construction (job ids, ports, pids).
 const RUN_SPECIFIC: [&str; 5] = ["SLURM_", "PMIX_", "OMPI_MCA_orte_", "OMPI_APP_CTX", "SHARDSWEEP_"];
 
-/// The environment of a result set, from its first point's manifest, as field -> value.
-pub fn environment(points: &[PointRecords]) -> BTreeMap<String, String> {
+/// The environment of a result set, from one of its points' manifest, as field -> value.
+pub fn environment(point: &PointRecords) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
-    let Some(first) = points.first() else { return env };
-    let p = &first.provenance;
+    let p = &point.provenance;
     for field in ["torch_version", "comm_library", "git_commit", "binary_version"] {
         env.insert(field.to_string(), p[field].as_str().unwrap_or_default().to_string());
     }
@@ -110,8 +109,8 @@ pub fn environment_diff(before: &BTreeMap<String, String>, after: &BTreeMap<Stri
 
 /// Compares two summarised result sets.
 pub fn compare(before: &[PointSummary], after: &[PointSummary], options: &CompareOptions) -> Result<Comparison, AnalysisError> {
-    let metas = |s: &[PointSummary]| s.iter().map(|p| p.meta.clone()).collect::<Vec<_>>();
-    let environment = environment_diff(&environment(&metas(before)), &environment(&metas(after)), &options.declared);
+    let env = |s: &[PointSummary]| s.first().map(|p| environment(&p.meta)).unwrap_or_default();
+    let environment = environment_diff(&env(before), &env(after), &options.declared);
     if !options.allow_undeclared && environment.iter().any(|d| !d.declared) {
         return Err(AnalysisError::EnvironmentDiffers(environment.iter().filter(|d| !d.declared).map(|d| format!("{}: {:?} -> {:?}", d.field, d.before, d.after)).collect()));
     }
@@ -139,7 +138,8 @@ pub fn compare(before: &[PointSummary], after: &[PointSummary], options: &Compar
             changes.push(judge(&b.meta.point, phase, xs, ys, options));
         }
     }
-    for a in after.iter().filter(|a| !before.iter().any(|b| b.meta.point == a.meta.point)) {
+    let before_ids: BTreeSet<&str> = before.iter().map(|b| b.meta.point.as_str()).collect();
+    for a in after.iter().filter(|a| !before_ids.contains(a.meta.point.as_str())) {
         unmatched.push((a.meta.point.clone(), "only after".into()));
     }
     Ok(Comparison { environment, changes, unmatched })

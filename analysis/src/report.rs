@@ -11,7 +11,7 @@ use crate::load::load_points;
 use crate::plot::{line_panels, stacked_bars, throughput_bars, Bar, Line, Panel, Stack};
 use crate::stragglers::{exclude_list, node_scores, NodeScore};
 use crate::summary::{summarize, PointSummary, MFU_FORMULA};
-use crate::tidy::{update_store, write_file, Store, StoreUpdate};
+use crate::tidy::{update_store, write_atomically, write_file, Store, StoreUpdate};
 use crate::AnalysisError;
 
 /// A node is a straggler when its ranks are this much slower than the typical rank.
@@ -177,11 +177,7 @@ fn straggler_frame(s: &[NodeScore]) -> Result<DataFrame, AnalysisError> {
 }
 
 pub(crate) fn write_csv(path: &Path, table: &mut DataFrame) -> Result<PathBuf, AnalysisError> {
-    let tmp = path.with_extension("csv.tmp");
-    let io = |source| AnalysisError::Io { path: path.display().to_string(), source };
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    CsvWriter::new(&mut file).finish(table)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    write_atomically(path, |file| Ok(CsvWriter::new(file).finish(table)?))?;
     Ok(path.to_path_buf())
 }
 

@@ -244,15 +244,24 @@ impl Rows {
     }
 }
 
-/// Writes a Parquet file atomically (temporary file, then rename).
-pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<(), AnalysisError> {
-    let tmp = path.with_extension("parquet.tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| AnalysisError::read(&tmp, e))?;
-    ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).finish(frame)?;
+/// Writes `path` atomically: `write` fills a temporary file beside it, which then replaces
+/// `path` by a rename, so no reader ever sees half a file.
+pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<(), AnalysisError>) -> Result<(), AnalysisError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut file = std::fs::File::create(&tmp).map_err(|e| AnalysisError::read(&tmp, e))?;
+    write(&mut file)?;
     std::fs::rename(&tmp, path).map_err(|e| AnalysisError::read(path, e))
 }
 
+pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<(), AnalysisError> {
+    write_atomically(path, |file| {
+        ParquetWriter::new(file).with_compression(ParquetCompression::Zstd(None)).finish(frame)?;
+        Ok(())
+    })
+}
+
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalysisError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| AnalysisError::read(path, e))
+    write_atomically(path, |file| std::io::Write::write_all(file, bytes).map_err(|e| AnalysisError::read(path, e)))
 }

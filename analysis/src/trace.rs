@@ -19,6 +19,8 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
     if step >= step_s.ncols() || step_s.column(step).iter().any(|v| !v.is_finite()) {
         return Err(AnalysisError::read(&path, format!("step {step} was not completed by every rank")));
     }
+    const PHASES: [&str; 5] = ["data", "forward", "backward", "comm", "optimizer"];
+    let phase_s = PHASES.iter().map(|phase| table(&format!("{phase}_s"))).collect::<Result<Vec<_>, _>>()?;
     let us = 1e6;
     let mut events = Vec::new();
     // Ranks share a clock only within a host; each rank's step starts at 0 here.
@@ -27,8 +29,8 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
         events.push(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 0, "args": {"name": "phases"}}));
         events.push(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 1, "args": {"name": "collectives"}}));
         let mut t = 0.0;
-        for phase in ["data", "forward", "backward", "comm", "optimizer"] {
-            let d = table(&format!("{phase}_s"))?[[rank, step]];
+        for (phase, durations) in PHASES.iter().zip(&phase_s) {
+            let d = durations[[rank, step]];
             events.push(json!({"ph": "X", "name": phase, "cat": "phase", "pid": rank, "tid": 0, "ts": t * us, "dur": d * us}));
             t += d;
         }
