@@ -208,8 +208,7 @@ fn printable(s: &[PointSummary]) -> String {
 fn markdown_report(sweep: &str, s: &[PointSummary], stragglers: &[NodeScore], exclude: &[String], table: &str) -> String {
     let mut md = format!("# Sweep {sweep}\n\n{} points. Step times are the slowest rank's (a step waits for it), summarised over steady-state steps: the experiment's warm-up steps are always dropped, and the MSER-5 rule drops any further slow start. Intervals are 95% bootstrap intervals of the median.\n\n", s.len());
     md += &format!("```\n{table}\n```\n\nMFU: {MFU_FORMULA}. Peaks per device come from the system profile ({}).\n\n", {
-        let mut sources: Vec<&str> = s.iter().map(|p| p.meta.peak_source.as_str()).filter(|x| !x.is_empty()).collect();
-        sources.dedup();
+        let sources: Vec<&str> = s.iter().map(|p| p.meta.peak_source.as_str()).filter(|x| !x.is_empty()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         if sources.is_empty() { "none known for these runs: MFU is left out".to_string() } else { sources.join("; ") }
     });
     md += "## Throughput\n\n![throughput](throughput.svg)\n\n";
