@@ -5,25 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{column, manifest, Sweep};
+use common::{column, manifest, one_point, Sweep};
 
 fn long_running(name: &str, timeout_s: u64) -> String {
-    format!(
-        r#"
-name = "{name}"
-[axes]
-model = ["vit-tiny"]
-strategy = ["no_shard"]
-nodes = [1]
-ranks_per_node = [2]
-micro_batch = [2]
-[settings]
-steps = 100000
-warmup_steps = 1
-[launch]
-timeout_s = {timeout_s}
-"#
-    )
+    one_point(name, 100000) + &format!("[launch]\ntimeout_s = {timeout_s}\n")
 }
 
 const POINT: &str = "vit-tiny-no_shard-n1x2-mb2";

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::Sweep;
+use common::{one_point, Sweep};
 
 fn shardsweep(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_shardsweep")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
@@ -89,28 +89,15 @@ fn frontier_needs_an_account() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("system frontier needs an account"));
 }
 
-const SMALL: &str = r#"
-name = "NAME"
-[axes]
-model = ["vit-tiny"]
-strategy = ["no_shard"]
-nodes = [1]
-ranks_per_node = [2]
-micro_batch = [2]
-[settings]
-steps = 2
-warmup_steps = 1
-"#;
-
 #[test]
 fn hostile_names_and_values_never_reach_a_script_unquoted() {
     // A sweep name with shell syntax is refused when the experiment is read.
-    let sweep = Sweep::new(&SMALL.replace("NAME", "x; touch /tmp/pwned #"));
+    let sweep = Sweep::new(&one_point("x; touch /tmp/pwned #", 2));
     let out = shardsweep(&["submit", sweep.experiment.to_str().unwrap(), "--system", "local", "--dry-run", "--results", sweep.results().to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("name"), "the error names the key");
 
-    let sweep = Sweep::new(&SMALL.replace("NAME", "fine"));
+    let sweep = Sweep::new(&one_point("fine", 2));
     let experiment = sweep.experiment.to_str().unwrap();
     let results = sweep.results();
     let dry = |system: &str, extra: &[&str]| {
@@ -153,7 +140,7 @@ fn hostile_names_and_values_never_reach_a_script_unquoted() {
 
 #[test]
 fn resume_keeps_jobs_off_the_nodes_the_records_show_slow() {
-    let sweep = Sweep::new(&SMALL.replace("NAME", "slowish"));
+    let sweep = Sweep::new(&one_point("slowish", 2));
     let (experiment, results) = (sweep.experiment.to_str().unwrap(), sweep.results());
     let resume = || {
         let out = shardsweep(&["resume", experiment, "--system", "generic", "--dry-run", "--results", results.to_str().unwrap(), "--exclude", "n7", "--exclude-slow-nodes"]);

@@ -51,6 +51,25 @@ impl Sweep {
     }
 }
 
+/// An experiment of one small point (vit-tiny, no_shard, one node of two ranks, micro-batch 2)
+/// run for `steps` steps.
+pub fn one_point(name: &str, steps: u32) -> String {
+    format!(
+        r#"
+name = "{name}"
+[axes]
+model = ["vit-tiny"]
+strategy = ["no_shard"]
+nodes = [1]
+ranks_per_node = [2]
+micro_batch = [2]
+[settings]
+steps = {steps}
+warmup_steps = 1
+"#
+    )
+}
+
 pub fn manifest(point_dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(point_dir.join("manifest.json")).unwrap()).unwrap()
 }
