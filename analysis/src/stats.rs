@@ -59,15 +59,21 @@ pub fn bootstrap(values: &[f64], statistic: impl Fn(&[f64]) -> f64) -> Interval 
         return Interval { estimate, low: estimate, high: estimate };
     }
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut sample = vec![0.0; values.len()];
-    let mut stats: Vec<f64> = (0..RESAMPLES)
-        .map(|_| {
-            sample.iter_mut().for_each(|x| *x = values[rng.random_range(0..values.len())]);
-            statistic(&sample)
-        })
-        .collect();
-    stats.sort_by(f64::total_cmp);
-    Interval { estimate, low: quantile(&stats, 0.025), high: quantile(&stats, 0.975) }
+    let mut sample = Vec::new();
+    let stats: Vec<f64> = (0..RESAMPLES).map(|_| statistic(resample(values, &mut rng, &mut sample))).collect();
+    percentile_interval(estimate, &stats)
+}
+
+/// `values` drawn with replacement into `buffer`.
+fn resample<'a>(values: &[f64], rng: &mut ChaCha8Rng, buffer: &'a mut Vec<f64>) -> &'a [f64] {
+    buffer.clear();
+    buffer.extend((0..values.len()).map(|_| values[rng.random_range(0..values.len())]));
+    buffer
+}
+
+/// The 95% percentile interval of bootstrap statistics around `estimate`.
+fn percentile_interval(estimate: f64, stats: &[f64]) -> Interval {
+    Interval { estimate, low: quantile(stats, 0.025), high: quantile(stats, 0.975) }
 }
 
 /// Ratio of medians `after / before` with a bootstrap interval (each sample resampled on its
@@ -78,15 +84,9 @@ pub fn median_ratio(before: &[f64], after: &[f64]) -> Interval {
         return Interval { estimate, low: estimate, high: estimate };
     }
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
-    let mut draw = |values: &[f64], buffer: &mut Vec<f64>| {
-        buffer.clear();
-        buffer.extend((0..values.len()).map(|_| values[rng.random_range(0..values.len())]));
-        median(buffer)
-    };
     let (mut b, mut a) = (Vec::new(), Vec::new());
-    let mut ratios: Vec<f64> = (0..RESAMPLES).map(|_| draw(after, &mut a) / draw(before, &mut b)).collect();
-    ratios.sort_by(f64::total_cmp);
-    Interval { estimate, low: quantile(&ratios, 0.025), high: quantile(&ratios, 0.975) }
+    let ratios: Vec<f64> = (0..RESAMPLES).map(|_| median(resample(after, &mut rng, &mut a)) / median(resample(before, &mut rng, &mut b))).collect();
+    percentile_interval(estimate, &ratios)
 }
 
 /// Two-sided p-value of the Mann-Whitney U test (normal approximation with tie correction,
