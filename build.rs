@@ -16,19 +16,26 @@ fn main() {
         let torch_version = std::fs::read_to_string(&version_file)
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches(['\'', '"']).to_string()))
+                text.lines().find_map(|l| {
+                    l.strip_prefix("__version__ = ")
+                        .map(|v| v.trim_matches(['\'', '"']).to_string())
+                })
             })
             .unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env=SHARDSWEEP_LIBTORCH_VERSION={torch_version}");
         println!("cargo:rerun-if-changed={}", version_file.display());
     }
     let git = |args: &[&str]| {
-        Command::new("git").args(args).output().ok().filter(|o| o.status.success())
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     println!("cargo:rustc-env=SHARDSWEEP_GIT_COMMIT={commit}{}", if dirty { "-dirty" } else { "" });
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");

@@ -8,11 +8,15 @@ use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use shardsweep::launch::slurm::{self, Selection, SubmitOptions, System};
 use shardsweep::launch::{run_sweep, SweepOptions};
-use shardsweep::records::Outcome;
 use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine};
+use shardsweep::records::Outcome;
 
 #[derive(Parser)]
-#[command(name = "shardsweep", version, about = "Sweeps of FSDP-style sharded MAE training: plan, run, measure, analyse")]
+#[command(
+    name = "shardsweep",
+    version,
+    about = "Sweeps of FSDP-style sharded MAE training: plan, run, measure, analyse"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -210,7 +214,14 @@ struct BenchOptions {
 impl BenchOptions {
     fn args(&self) -> Vec<String> {
         let mut args = vec!["--model".to_string(), self.model.clone()];
-        args.extend(["--repeats".into(), self.repeats.to_string(), "--steps".into(), self.steps.to_string(), "--micro-batch".into(), self.micro_batch.to_string()]);
+        args.extend([
+            "--repeats".into(),
+            self.repeats.to_string(),
+            "--steps".into(),
+            self.steps.to_string(),
+            "--micro-batch".into(),
+            self.micro_batch.to_string(),
+        ]);
         args
     }
 }
@@ -219,26 +230,40 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan { experiment, json, system, systems } => plan(&experiment, json, system.as_deref(), &systems),
-        Command::Run { experiment, results, force, no_analysis } => run(&experiment, &results, force, no_analysis),
+        Command::Plan { experiment, json, system, systems } => {
+            plan(&experiment, json, system.as_deref(), &systems)
+        }
+        Command::Run { experiment, results, force, no_analysis } => {
+            run(&experiment, &results, force, no_analysis)
+        }
         #[cfg(feature = "analysis")]
         Command::Analyze { sweep_dir } => analyze(&sweep_dir),
         Command::Submit { experiment, slurm } => submit(&experiment, &slurm, Selection::Unfinished),
-        Command::Resume { experiment, slurm, max_attempts, exclude_slow_nodes } => resume(&experiment, slurm, max_attempts, exclude_slow_nodes),
+        Command::Resume { experiment, slurm, max_attempts, exclude_slow_nodes } => {
+            resume(&experiment, slurm, max_attempts, exclude_slow_nodes)
+        }
         Command::Status { sweep, results } => status(&sweep, &results, false, false),
         Command::Collect { sweep, results, wait } => status(&sweep, &results, true, wait),
         Command::Cancel { sweep, results } => cancel(&sweep, &results),
-        Command::Supervise { point_dir, timeout_s, script, command } => supervise(&point_dir, timeout_s, &script, &command),
+        Command::Supervise { point_dir, timeout_s, script, command } => {
+            supervise(&point_dir, timeout_s, &script, &command)
+        }
         #[cfg(feature = "analysis")]
-        Command::Compare { before, after, declared, allow_undeclared, out } => compare(&before, &after, declared, allow_undeclared, out),
+        Command::Compare { before, after, declared, allow_undeclared, out } => {
+            compare(&before, &after, declared, allow_undeclared, out)
+        }
         #[cfg(feature = "analysis")]
         Command::Trace { point_dir, step, out } => trace(&point_dir, step, out),
         #[cfg(feature = "analysis")]
-        Command::BenchAnalysis { dir, points, ranks, steps } => bench_analysis(&dir, shardsweep_analysis::bench::Shape { points, ranks, steps }),
+        Command::BenchAnalysis { dir, points, ranks, steps } => {
+            bench_analysis(&dir, shardsweep_analysis::bench::Shape { points, ranks, steps })
+        }
         Command::Worker { point_dir } => worker(&point_dir),
         Command::Bench { options, ranks, mpirun } => bench(&options, ranks, &mpirun),
         Command::BenchWorker { options } => bench_worker(&options),
@@ -271,17 +296,29 @@ fn plan(experiment: &Path, json: bool, system: Option<&str>, systems: &Path) -> 
                     "train_flop_per_step": p.train_flop_per_step(),
                     "rank_memory_bytes": rank_memory_bytes(p),
                 });
-                value.as_object_mut().expect("a point is an object").extend(extra.as_object().expect("object").clone());
+                value
+                    .as_object_mut()
+                    .expect("a point is an object")
+                    .extend(extra.as_object().expect("object").clone());
                 value
             })
             .collect();
-        let out = serde_json::json!({ "sweep": plan.sweep, "points": points, "rejected": plan.rejected });
+        let out =
+            serde_json::json!({ "sweep": plan.sweep, "points": points, "rejected": plan.rejected });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
-        "point", "model", "strategy", "nodes x ranks", "micro batch", "global batch", "params", "TFLOP/step", "memory/rank",
+        "point",
+        "model",
+        "strategy",
+        "nodes x ranks",
+        "micro batch",
+        "global batch",
+        "params",
+        "TFLOP/step",
+        "memory/rank",
     ]);
     for p in &plan.points {
         table.add_row([
@@ -317,7 +354,11 @@ fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Res
         tracing::warn!(point = %r.id, reason = %r.reason, "rejected at plan time");
     }
     if plan.points.is_empty() {
-        bail!("{}: no point to run ({} rejected; see `shardsweep plan`)", experiment.display(), plan.rejected.len());
+        bail!(
+            "{}: no point to run ({} rejected; see `shardsweep plan`)",
+            experiment.display(),
+            plan.rejected.len()
+        );
     }
     let options = SweepOptions {
         results: results.to_path_buf(),
@@ -338,7 +379,15 @@ fn run(experiment: &Path, results: &Path, force: bool, no_analysis: bool) -> Res
     #[cfg(not(feature = "analysis"))]
     let _ = no_analysis;
     let ran = outcomes.iter().filter(|r| !r.skipped).count();
-    eprintln!("{}: {} points ({} run, {} already finished), {} not ok; results in {}", plan.sweep, outcomes.len(), ran, outcomes.len() - ran, not_ok.len(), sweep_dir.display());
+    eprintln!(
+        "{}: {} points ({} run, {} already finished), {} not ok; results in {}",
+        plan.sweep,
+        outcomes.len(),
+        ran,
+        outcomes.len() - ran,
+        not_ok.len(),
+        sweep_dir.display()
+    );
     Ok(if not_ok.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
@@ -349,16 +398,27 @@ fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
     if !report.exclude.is_empty() {
         println!("slow nodes: resume with --exclude {}", report.exclude.join(","));
     }
-    eprintln!("tidy store {}: {} points rebuilt, {} unchanged", report.store.dir.display(), report.store.rebuilt.len(), report.store.reused);
+    eprintln!(
+        "tidy store {}: {} points rebuilt, {} unchanged",
+        report.store.dir.display(),
+        report.store.rebuilt.len(),
+        report.store.reused
+    );
     for file in &report.files {
         eprintln!("wrote {}", file.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn resume(experiment: &Path, mut slurm: SlurmArgs, max_attempts: u32, exclude_slow_nodes: bool) -> Result<ExitCode> {
+fn resume(
+    experiment: &Path,
+    mut slurm: SlurmArgs,
+    max_attempts: u32,
+    exclude_slow_nodes: bool,
+) -> Result<ExitCode> {
     if exclude_slow_nodes {
-        slurm.exclude = with_slow_nodes(slurm.exclude.take(), &sweep_dir(experiment, &slurm.results)?)?;
+        slurm.exclude =
+            with_slow_nodes(slurm.exclude.take(), &sweep_dir(experiment, &slurm.results)?)?;
     }
     submit(experiment, &slurm, Selection::Resume { max_attempts })
 }
@@ -366,18 +426,31 @@ fn resume(experiment: &Path, mut slurm: SlurmArgs, max_attempts: u32, exclude_sl
 /// `exclude` and the nodes the analysis of the sweep's records finds slow, as one node list.
 #[cfg(feature = "analysis")]
 fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Option<String>> {
-    use shardsweep_analysis::{report::STRAGGLER_THRESHOLD, stragglers::exclude_list, AnalysisError};
-    let summary = if sweep_dir.is_dir() { shardsweep_analysis::summarize_sweep(sweep_dir) } else { Err(AnalysisError::Empty(sweep_dir.display().to_string())) };
+    use shardsweep_analysis::{
+        report::STRAGGLER_THRESHOLD, stragglers::exclude_list, AnalysisError,
+    };
+    let summary = if sweep_dir.is_dir() {
+        shardsweep_analysis::summarize_sweep(sweep_dir)
+    } else {
+        Err(AnalysisError::Empty(sweep_dir.display().to_string()))
+    };
     let slow = match summary {
         Ok((_, nodes, _)) => {
             let slow = exclude_list(&nodes, STRAGGLER_THRESHOLD);
             for node in nodes.iter().filter(|n| slow.contains(&n.hostname)) {
-                eprintln!("excluding {}: its ranks compute {:.1}% slower than the typical rank", node.hostname, (node.score - 1.0) * 100.0);
+                eprintln!(
+                    "excluding {}: its ranks compute {:.1}% slower than the typical rank",
+                    node.hostname,
+                    (node.score - 1.0) * 100.0
+                );
             }
             slow
         }
         Err(AnalysisError::Empty(_)) => {
-            eprintln!("no finished records in {} yet: no node is known to be slow", sweep_dir.display());
+            eprintln!(
+                "no finished records in {} yet: no node is known to be slow",
+                sweep_dir.display()
+            );
             Vec::new()
         }
         Err(e) => return Err(e.into()),
@@ -392,18 +465,48 @@ fn with_slow_nodes(_: Option<String>, _: &Path) -> Result<Option<String>> {
 }
 
 #[cfg(feature = "analysis")]
-fn compare(before: &Path, after: &Path, declared: Vec<String>, allow_undeclared: bool, out: Option<PathBuf>) -> Result<ExitCode> {
-    let options = shardsweep_analysis::CompareOptions { declared, allow_undeclared, ..Default::default() };
+fn compare(
+    before: &Path,
+    after: &Path,
+    declared: Vec<String>,
+    allow_undeclared: bool,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let options =
+        shardsweep_analysis::CompareOptions { declared, allow_undeclared, ..Default::default() };
     let name = before.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
-    let (comparison, files) = shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
+    let (comparison, files) =
+        shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
     for d in &comparison.environment {
-        println!("environment {}: {:?} -> {:?}{}", d.field, d.before, d.after, if d.declared { " (declared)" } else { " (NOT declared)" });
+        println!(
+            "environment {}: {:?} -> {:?}{}",
+            d.field,
+            d.before,
+            d.after,
+            if d.declared { " (declared)" } else { " (NOT declared)" }
+        );
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["point", "phase", "ratio after/before", "95% interval", "p", "verdict"]);
-    for c in comparison.changes.iter().filter(|c| c.phase == "step" || c.verdict != shardsweep_analysis::Verdict::NoSignificantChange) {
-        table.add_row([c.point.clone(), c.phase.clone(), format!("{:.3}", c.ratio.estimate), format!("{:.3}-{:.3}", c.ratio.low, c.ratio.high), format!("{:.1e}", c.p_value), c.verdict.name().into()]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "point",
+        "phase",
+        "ratio after/before",
+        "95% interval",
+        "p",
+        "verdict",
+    ]);
+    for c in comparison.changes.iter().filter(|c| {
+        c.phase == "step" || c.verdict != shardsweep_analysis::Verdict::NoSignificantChange
+    }) {
+        table.add_row([
+            c.point.clone(),
+            c.phase.clone(),
+            format!("{:.3}", c.ratio.estimate),
+            format!("{:.3}-{:.3}", c.ratio.low, c.ratio.high),
+            format!("{:.1e}", c.p_value),
+            c.verdict.name().into(),
+        ]);
     }
     println!("{table}");
     for file in &files {
@@ -430,7 +533,11 @@ fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Resul
     if !dir.exists() {
         let start = std::time::Instant::now();
         bench::generate(dir, &shape)?;
-        eprintln!("generated {rows} rows in {} in {:.1} s", dir.display(), start.elapsed().as_secs_f64());
+        eprintln!(
+            "generated {rows} rows in {} in {:.1} s",
+            dir.display(),
+            start.elapsed().as_secs_f64()
+        );
     }
     let timing = bench::analyze(dir, &shape)?;
     println!(
@@ -469,7 +576,15 @@ fn submit(experiment: &Path, args: &SlurmArgs, selection: Selection) -> Result<E
         println!("left out {id}: {why}");
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["job", "job id", "nodes", "walltime", "points", "node-hours", "script"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "job",
+        "job id",
+        "nodes",
+        "walltime",
+        "points",
+        "node-hours",
+        "script",
+    ]);
     for (k, job) in submission.jobs.iter().enumerate() {
         table.add_row([
             (k + 1).to_string(),
@@ -505,7 +620,11 @@ fn sweep_dir(target: &Path, results: &Path) -> Result<PathBuf> {
 fn status(target: &Path, results: &Path, collect: bool, wait: bool) -> Result<ExitCode> {
     let dir = sweep_dir(target, results)?;
     let mut statuses = slurm::survey(&dir, false)?;
-    while wait && statuses.iter().any(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str())) {
+    while wait
+        && statuses
+            .iter()
+            .any(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str()))
+    {
         std::thread::sleep(std::time::Duration::from_secs(2));
         statuses = slurm::survey(&dir, false)?;
     }
@@ -513,10 +632,28 @@ fn status(target: &Path, results: &Path, collect: bool, wait: bool) -> Result<Ex
         statuses = slurm::survey(&dir, true)?;
     }
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["point", "job id", "state", "steps", "nodes", "message"]);
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["point", "job id", "state", "steps", "nodes", "message"]);
     for s in &statuses {
-        let message: String = s.message.as_deref().unwrap_or("").lines().next().unwrap_or("").chars().take(80).collect();
-        table.add_row([s.id.clone(), s.job_id.clone(), s.state.clone(), s.steps_completed.map(|n| n.to_string()).unwrap_or_default(), s.node_list.clone(), message]);
+        let message: String = s
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect();
+        table.add_row([
+            s.id.clone(),
+            s.job_id.clone(),
+            s.state.clone(),
+            s.steps_completed.map(|n| n.to_string()).unwrap_or_default(),
+            s.node_list.clone(),
+            message,
+        ]);
     }
     println!("{table}");
     let ok = statuses.iter().filter(|s| s.outcome == Some(Outcome::Ok)).count();
@@ -530,9 +667,24 @@ fn cancel(target: &Path, results: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn supervise(point_dir: &Path, timeout_s: u64, script: &Path, command: &[String]) -> Result<ExitCode> {
-    let manifest = slurm::supervise_point(point_dir, std::time::Duration::from_secs(timeout_s), script, command)?;
-    eprintln!("{}: {} {}", manifest.point, manifest.outcome.name(), manifest.message.as_deref().unwrap_or(""));
+fn supervise(
+    point_dir: &Path,
+    timeout_s: u64,
+    script: &Path,
+    command: &[String],
+) -> Result<ExitCode> {
+    let manifest = slurm::supervise_point(
+        point_dir,
+        std::time::Duration::from_secs(timeout_s),
+        script,
+        command,
+    )?;
+    eprintln!(
+        "{}: {} {}",
+        manifest.point,
+        manifest.outcome.name(),
+        manifest.message.as_deref().unwrap_or("")
+    );
     Ok(if manifest.outcome == Outcome::Ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
@@ -542,7 +694,12 @@ fn worker(point_dir: &Path) -> Result<ExitCode> {
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
     if world.size() as u32 != point.world_size() {
-        bail!("started with {} ranks but point {} needs {}", world.size(), point.id, point.world_size());
+        bail!(
+            "started with {} ranks but point {} needs {}",
+            world.size(),
+            point.id,
+            point.world_size()
+        );
     }
     let comm = shardsweep::comm::MpiComm::new(universe.world());
     match shardsweep::train::run_rank(&point, point_dir, &comm) {
@@ -562,7 +719,10 @@ fn bench(options: &BenchOptions, ranks: u32, mpirun: &str) -> Result<ExitCode> {
     let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
     program.extend(options.args());
     let command = shardsweep::launch::mpirun_command(mpirun, ranks, &[], &program);
-    let status = std::process::Command::new(&command[0]).args(&command[1..]).status().with_context(|| format!("starting {mpirun}"))?;
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .with_context(|| format!("starting {mpirun}"))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -572,13 +732,32 @@ fn bench_worker(options: &BenchOptions) -> Result<ExitCode> {
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
     let comm = shardsweep::comm::MpiComm::new(universe.world());
-    let mut results = shardsweep::bench::collectives(&world, &comm, &options.model, options.repeats)?;
-    results.push(shardsweep::bench::instrumentation(&world, &comm, &options.model, options.micro_batch, options.steps)?);
+    let mut results =
+        shardsweep::bench::collectives(&world, &comm, &options.model, options.repeats)?;
+    results.push(shardsweep::bench::instrumentation(
+        &world,
+        &comm,
+        &options.model,
+        options.micro_batch,
+        options.steps,
+    )?);
     if world.rank() == 0 {
         let mut table = Table::new();
-        table.load_preset(UTF8_FULL_CONDENSED).set_header(["what", "size", "harness (median)", "bare (median)", "ratio"]);
+        table.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "what",
+            "size",
+            "harness (median)",
+            "bare (median)",
+            "ratio",
+        ]);
         for r in &results {
-            table.add_row([r.what.clone(), r.detail.clone(), format!("{:.1} us", r.harness_s * 1e6), format!("{:.1} us", r.bare_s * 1e6), format!("{:.3}", r.ratio())]);
+            table.add_row([
+                r.what.clone(),
+                r.detail.clone(),
+                format!("{:.1} us", r.harness_s * 1e6),
+                format!("{:.1} us", r.bare_s * 1e6),
+                format!("{:.3}", r.ratio()),
+            ]);
         }
         println!("harness vs bare MPI (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
         println!("{table}");

@@ -55,15 +55,24 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
         assert_eq!(m["outcome"], "ok");
         assert_eq!(m["point"], *point);
         assert_eq!(m["steps_completed"], serde_json::json!([STEPS, STEPS]));
-        assert_eq!((m["world_size"].as_u64(), m["global_batch"].as_u64()), (Some(2), Some(2 * micro_batch)));
+        assert_eq!(
+            (m["world_size"].as_u64(), m["global_batch"].as_u64()),
+            (Some(2), Some(2 * micro_batch))
+        );
         assert_eq!(m["config"]["micro_batch"].as_u64(), Some(micro_batch));
         let p = &m["provenance"];
         assert!(p["torch_version"].as_str().unwrap().starts_with("2.13"), "{p}");
         assert!(p["comm_library"].as_str().unwrap().contains("Open MPI"), "{p}");
         assert!(!p["git_commit"].as_str().unwrap().is_empty());
         assert_eq!(p["ranks"].as_array().unwrap().len(), 2);
-        assert_eq!((p["ranks"][1]["node"].as_u64(), p["ranks"][1]["local_rank"].as_u64()), (Some(0), Some(1)));
-        assert!(p["env"].as_object().unwrap().keys().any(|k| k.starts_with("OMPI_")), "mpirun's environment is recorded");
+        assert_eq!(
+            (p["ranks"][1]["node"].as_u64(), p["ranks"][1]["local_rank"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert!(
+            p["env"].as_object().unwrap().keys().any(|k| k.starts_with("OMPI_")),
+            "mpirun's environment is recorded"
+        );
         assert!(m["started_at"].as_str().unwrap() < m["ended_at"].as_str().unwrap());
         assert!(p["command"][0].as_str().unwrap().ends_with("mpirun"));
 
@@ -73,9 +82,16 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
         assert_eq!(file.attr("warmup_steps").unwrap().read_scalar::<u32>().unwrap(), WARMUP as u32);
         let step_s = table(&file, "steps/step_s");
         assert_eq!(step_s.dim(), (2, STEPS));
-        let phases: f64 = ["data_s", "forward_s", "backward_s", "comm_s", "optimizer_s"].iter().map(|p| table(&file, &format!("steps/{p}")).sum()).sum();
+        let phases: f64 = ["data_s", "forward_s", "backward_s", "comm_s", "optimizer_s"]
+            .iter()
+            .map(|p| table(&file, &format!("steps/{p}")).sum())
+            .sum();
         assert!(step_s.iter().all(|t| *t > 0.0 && t.is_finite()));
-        assert!(phases <= step_s.sum() && phases > 0.5 * step_s.sum(), "phases {phases} vs steps {}", step_s.sum());
+        assert!(
+            phases <= step_s.sum() && phases > 0.5 * step_s.sum(),
+            "phases {phases} vs steps {}",
+            step_s.sum()
+        );
         let loss = table(&file, "steps/loss");
         assert!(loss.iter().all(|l| l.is_finite() && *l > 0.0));
         assert_eq!(column::<u32>(&file, "steps/completed"), [STEPS as u32; 2]);
@@ -85,36 +101,51 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
         let steps = column::<u32>(&file, "collectives/step");
         let bytes = column::<u64>(&file, "collectives/payload_bytes");
         let groups = column::<u32>(&file, "collectives/group_size");
-        let (starts, ends) = (column::<f64>(&file, "collectives/start_s"), column::<f64>(&file, "collectives/end_s"));
+        let (starts, ends) = (
+            column::<f64>(&file, "collectives/start_s"),
+            column::<f64>(&file, "collectives/end_s"),
+        );
         assert_eq!(ranks.len(), 2 * STEPS * UNITS);
         assert!(groups.iter().all(|g| *g == 2));
         assert!(starts.iter().zip(&ends).all(|(s, e)| 0.0 <= *s && s <= e));
         let comm_s = table(&file, "steps/comm_s");
         for rank in 0..2 {
             for step in 0..STEPS {
-                let calls: Vec<usize> = (0..ranks.len()).filter(|&i| ranks[i] == rank && steps[i] == step as u32).collect();
+                let calls: Vec<usize> = (0..ranks.len())
+                    .filter(|&i| ranks[i] == rank && steps[i] == step as u32)
+                    .collect();
                 assert_eq!(calls.iter().map(|&i| bytes[i]).sum::<u64>(), 4 * trainable);
                 let total: f64 = calls.iter().map(|&i| ends[i] - starts[i]).sum();
                 assert!((total - comm_s[[rank as usize, step]]).abs() < 1e-9);
             }
         }
         // What the analysis must report for this point, computed here from the records.
-        let slowest: Vec<f64> = (WARMUP..STEPS).map(|s| step_s[[0, s]].max(step_s[[1, s]])).collect();
+        let slowest: Vec<f64> =
+            (WARMUP..STEPS).map(|s| step_s[[0, s]].max(step_s[[1, s]])).collect();
         expected_medians.push(median(slowest));
 
         // The same file read by h5py.
         let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
         let script = "import h5py,sys; f=h5py.File(sys.argv[1]); print(f['steps/loss'].shape, f['collectives/kind'][0].decode(), f.attrs['point'])";
-        let out = std::process::Command::new(python).args(["-c", script]).arg(dir.join("records.h5")).output().unwrap();
+        let out = std::process::Command::new(python)
+            .args(["-c", script])
+            .arg(dir.join("records.h5"))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("(2, {STEPS}) all_reduce {point}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("(2, {STEPS}) all_reduce {point}")
+        );
     }
 
     // The analysis: summary table, plots and report.
     let report = sweep.results().join("e2e/report");
     let csv = std::fs::read_to_string(report.join("summary.csv")).unwrap();
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
-    let col = |row: &str, name: &str| -> String { row.split(',').nth(header.iter().position(|h| *h == name).unwrap()).unwrap().to_string() };
+    let col = |row: &str, name: &str| -> String {
+        row.split(',').nth(header.iter().position(|h| *h == name).unwrap()).unwrap().to_string()
+    };
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 2);
     for (row, (point, expected)) in rows.iter().zip(POINTS.iter().zip(&expected_medians)) {
@@ -136,7 +167,12 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
 
 #[test]
 fn a_rerun_keeps_finished_points_and_force_keeps_the_old_attempt() {
-    let sweep = Sweep::new(&experiment().replace("micro_batch = [2, 4]", "micro_batch = [2]").replace(&format!("steps = {STEPS}"), "steps = 3").replace(&format!("warmup_steps = {WARMUP}"), "warmup_steps = 1"));
+    let sweep = Sweep::new(
+        &experiment()
+            .replace("micro_batch = [2, 4]", "micro_batch = [2]")
+            .replace(&format!("steps = {STEPS}"), "steps = 3")
+            .replace(&format!("warmup_steps = {WARMUP}"), "warmup_steps = 1"),
+    );
     assert!(sweep.run(&[]).status.success());
     let dir = sweep.point("e2e", POINTS[0]);
     let first = manifest(&dir);
@@ -149,31 +185,55 @@ fn a_rerun_keeps_finished_points_and_force_keeps_the_old_attempt() {
     assert!(sweep.run(&["--force"]).status.success());
     let forced = manifest(&dir);
     assert_ne!(forced["started_at"], first["started_at"]);
-    let attempts: Vec<_> = std::fs::read_dir(sweep.results().join("e2e/.attempts").join(POINTS[0])).unwrap().collect();
+    let attempts: Vec<_> =
+        std::fs::read_dir(sweep.results().join("e2e/.attempts").join(POINTS[0])).unwrap().collect();
     assert_eq!(attempts.len(), 1);
     let kept = attempts[0].as_ref().unwrap().path();
     assert_eq!(manifest(&kept), first, "the forced-over attempt is kept whole");
     assert!(kept.join("records.h5").exists());
 
     // An edited experiment changes the point's digest: the point runs again.
-    std::fs::write(&sweep.experiment, std::fs::read_to_string(&sweep.experiment).unwrap().replace("base_lr = 0.05", "base_lr = 0.04")).unwrap();
+    std::fs::write(
+        &sweep.experiment,
+        std::fs::read_to_string(&sweep.experiment)
+            .unwrap()
+            .replace("base_lr = 0.05", "base_lr = 0.04"),
+    )
+    .unwrap();
     assert!(sweep.run(&[]).status.success());
     assert_ne!(manifest(&dir)["digest"], forced["digest"]);
 }
 
 #[test]
 fn plan_prints_points_and_rejections_as_table_and_json() {
-    let sweep = Sweep::new(&experiment().replace("strategy = [\"no_shard\"]", "strategy = [\"no_shard\", \"hybrid_shard\"]\nshard_group = [3]"));
-    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep")).args(args).arg(&sweep.experiment).output().unwrap();
+    let sweep = Sweep::new(&experiment().replace(
+        "strategy = [\"no_shard\"]",
+        "strategy = [\"no_shard\", \"hybrid_shard\"]\nshard_group = [3]",
+    ));
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+            .args(args)
+            .arg(&sweep.experiment)
+            .output()
+            .unwrap()
+    };
     let table = run(&["plan"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(table.status.success());
-    assert!(text.contains("2 points to run") && text.contains(POINTS[0]) && text.contains("2 points rejected"), "{text}");
+    assert!(
+        text.contains("2 points to run")
+            && text.contains(POINTS[0])
+            && text.contains("2 points rejected"),
+        "{text}"
+    );
     let json: serde_json::Value = serde_json::from_slice(&run(&["plan", "--json"]).stdout).unwrap();
     assert_eq!(json["points"].as_array().unwrap().len(), 2);
     assert_eq!(json["points"][1]["id"], POINTS[1]);
     assert_eq!(json["points"][1]["global_batch"], 8);
-    assert!(json["rejected"][0]["reason"].as_str().unwrap().contains("shard group of 3 ranks does not divide the world of 2 ranks"));
+    assert!(json["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("shard group of 3 ranks does not divide the world of 2 ranks"));
 
     std::fs::write(&sweep.experiment, "name = 3\n").unwrap();
     let bad = run(&["plan"]);
@@ -192,6 +252,9 @@ fn bench_compares_the_harness_with_bare_mpi() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     for what in ["all_gather", "reduce_scatter", "all_reduce", "training step"] {
-        assert!(text.lines().any(|l| l.contains(what) && l.contains(" us")), "{what} missing:\n{text}");
+        assert!(
+            text.lines().any(|l| l.contains(what) && l.contains(" us")),
+            "{what} missing:\n{text}"
+        );
     }
 }

@@ -35,7 +35,8 @@ fn a_point_past_its_time_limit_is_recorded_as_timeout_with_its_steps() {
 #[test]
 fn a_crashed_rank_is_recorded_as_failed_with_partial_data_and_rerun_next_time() {
     let sweep = Sweep::new(&long_running("crash", 120));
-    let mut child = sweep.command(&["--no-analysis"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        sweep.command(&["--no-analysis"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     // Wait for rank 1 to finish a few steps, then abort it as a failed assertion in native code would.
     let spool = sweep.point("crash", POINT).join("ranks/rank-00001.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -43,7 +44,8 @@ fn a_crashed_rank_is_recorded_as_failed_with_partial_data_and_rerun_next_time() 
         assert!(Instant::now() < deadline, "rank 1 never got going");
         let text = std::fs::read_to_string(&spool).unwrap_or_default();
         if text.lines().filter(|l| l.contains("\"type\":\"step\"")).count() >= 3 {
-            let start: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+            let start: serde_json::Value =
+                serde_json::from_str(text.lines().next().unwrap()).unwrap();
             break start["pid"].as_i64().unwrap() as i32;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -63,7 +65,11 @@ fn a_crashed_rank_is_recorded_as_failed_with_partial_data_and_rerun_next_time() 
     assert!(dir.join("records.h5").exists() && dir.join("stderr.log").exists());
 
     // The next run runs the failed point again and keeps the failed attempt.
-    std::fs::write(&sweep.experiment, std::fs::read_to_string(&sweep.experiment).unwrap().replace("steps = 100000", "steps = 2")).unwrap();
+    std::fs::write(
+        &sweep.experiment,
+        std::fs::read_to_string(&sweep.experiment).unwrap().replace("steps = 100000", "steps = 2"),
+    )
+    .unwrap();
     assert!(sweep.run(&["--no-analysis"]).status.success());
     assert_eq!(manifest(&dir)["outcome"], "ok");
     let attempts = sweep.results().join("crash/.attempts").join(POINT);
@@ -74,7 +80,8 @@ fn a_crashed_rank_is_recorded_as_failed_with_partial_data_and_rerun_next_time() 
 
 #[test]
 fn a_launcher_that_cannot_start_is_reported() {
-    let text = long_running("nolauncher", 60).replace("timeout_s = 60", "timeout_s = 60\nmpirun = \"/nonexistent/mpirun\"");
+    let text = long_running("nolauncher", 60)
+        .replace("timeout_s = 60", "timeout_s = 60\nmpirun = \"/nonexistent/mpirun\"");
     let sweep = Sweep::new(&text);
     let output = sweep.run(&["--no-analysis"]);
     assert!(!output.status.success());

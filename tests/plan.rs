@@ -32,7 +32,11 @@ fn problems(text: &str) -> Vec<String> {
 fn assert_reports(text: &str, expected: &[&str]) {
     let found = problems(text);
     for needle in expected {
-        assert!(found.iter().any(|p| p.contains(needle)), "expected a problem containing {needle:?}; got:\n{}", found.join("\n"));
+        assert!(
+            found.iter().any(|p| p.contains(needle)),
+            "expected a problem containing {needle:?}; got:\n{}",
+            found.join("\n")
+        );
     }
 }
 
@@ -65,16 +69,30 @@ fn zip_groups_advance_together() {
     let text = with_axes(AXES, r#"zip = [["nodes", "micro_batch"]]"#);
     let plan = expand(&parse(&text).unwrap(), &MACHINE);
     let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(ids, ["vit-tiny-no_shard-n1x2-mb4", "vit-tiny-no_shard-n2x2-mb8", "vit-mini-no_shard-n1x2-mb4", "vit-mini-no_shard-n2x2-mb8"]);
+    assert_eq!(
+        ids,
+        [
+            "vit-tiny-no_shard-n1x2-mb4",
+            "vit-tiny-no_shard-n2x2-mb8",
+            "vit-mini-no_shard-n1x2-mb4",
+            "vit-mini-no_shard-n2x2-mb8"
+        ]
+    );
 }
 
 #[test]
 fn zipped_axes_may_repeat_values_but_not_whole_combinations() {
-    let axes = AXES.replace("nodes = [1, 2]", "nodes = [1, 1, 2]").replace("micro_batch = [4, 8]", "micro_batch = [4, 8, 8]");
-    let plan = expand(&parse(&with_axes(&axes, r#"zip = [["nodes", "micro_batch"]]"#)).unwrap(), &MACHINE);
+    let axes = AXES
+        .replace("nodes = [1, 2]", "nodes = [1, 1, 2]")
+        .replace("micro_batch = [4, 8]", "micro_batch = [4, 8, 8]");
+    let plan =
+        expand(&parse(&with_axes(&axes, r#"zip = [["nodes", "micro_batch"]]"#)).unwrap(), &MACHINE);
     assert_eq!(plan.points.len(), 6);
     let repeated = axes.replace("[1, 1, 2]", "[1, 1, 1]").replace("[4, 8, 8]", "[4, 8, 4]");
-    assert_reports(&with_axes(&repeated, r#"zip = [["nodes", "micro_batch"]]"#), &["zip[0] = [1, 4]: duplicate combination at position 2"]);
+    assert_reports(
+        &with_axes(&repeated, r#"zip = [["nodes", "micro_batch"]]"#),
+        &["zip[0] = [1, 4]: duplicate combination at position 2"],
+    );
 }
 
 #[test]
@@ -82,8 +100,17 @@ fn exclude_rules_drop_matching_points_with_a_reason() {
     let text = format!("{}\n[[exclude]]\nmodel = \"vit-mini\"\nmicro_batch = [4]\n[[exclude]]\nnodes = 2\nmodel = [\"vit-tiny\"]\n", with_axes(AXES, ""));
     let plan = expand(&parse(&text).unwrap(), &MACHINE);
     let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(ids, ["vit-tiny-no_shard-n1x2-mb4", "vit-tiny-no_shard-n1x2-mb8", "vit-mini-no_shard-n1x2-mb8", "vit-mini-no_shard-n2x2-mb8"]);
-    let reasons: Vec<(&str, &str)> = plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            "vit-tiny-no_shard-n1x2-mb4",
+            "vit-tiny-no_shard-n1x2-mb8",
+            "vit-mini-no_shard-n1x2-mb8",
+            "vit-mini-no_shard-n2x2-mb8"
+        ]
+    );
+    let reasons: Vec<(&str, &str)> =
+        plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
     assert!(reasons.contains(&("vit-mini-no_shard-n2x2-mb4", "excluded by rule exclude[0]")));
     assert!(reasons.contains(&("vit-tiny-no_shard-n2x2-mb8", "excluded by rule exclude[1]")));
     assert_eq!(reasons.len(), 4);
@@ -101,7 +128,8 @@ micro_batch = [32]
     let plan = expand(&parse(&with_axes(axes, "")).unwrap(), &MACHINE);
     assert_eq!(plan.points.len(), 2);
     assert_eq!(plan.points[0].id, "vit-tiny-no_shard-n1x2-mb32");
-    let reason = |id: &str| plan.rejected.iter().find(|r| r.id == id).map(|r| r.reason.clone()).unwrap();
+    let reason =
+        |id: &str| plan.rejected.iter().find(|r| r.id == id).map(|r| r.reason.clone()).unwrap();
     let memory = reason("vit-15b-no_shard-n1x2-mb32");
     assert!(memory.contains("does not fit") && memory.contains("GiB per rank"), "{memory}");
     assert!(reason("vit-15b-full_shard-n1x2-mb32").contains("does not fit"));
@@ -119,7 +147,10 @@ fn image_size_override_applies_to_every_point() {
 #[test]
 fn digest_changes_with_any_setting() {
     let a = expand(&parse(&with_axes(AXES, "")).unwrap(), &MACHINE).points[0].clone();
-    let b = expand(&parse(&with_axes(AXES, "").replace("steps = 4", "steps = 5")).unwrap(), &MACHINE).points[0].clone();
+    let b =
+        expand(&parse(&with_axes(AXES, "").replace("steps = 4", "steps = 5")).unwrap(), &MACHINE)
+            .points[0]
+            .clone();
     assert_eq!(a.id, b.id);
     assert_ne!(a.digest(), b.digest());
     assert_eq!(a.digest(), a.clone().digest());
@@ -132,18 +163,31 @@ fn syntax_errors_name_the_line() {
 
 #[test]
 fn missing_sections_and_name_are_reported_together() {
-    assert_reports("description = \"nothing else\"\n", &["name: missing", "axes: missing section [axes]", "settings: missing section [settings]"]);
+    assert_reports(
+        "description = \"nothing else\"\n",
+        &["name: missing", "axes: missing section [axes]", "settings: missing section [settings]"],
+    );
 }
 
 #[test]
 fn unknown_keys_are_reported_at_every_level() {
-    let text = with_axes(&format!("{AXES}gpus = [8]"), "colour = \"blue\"").replace("warmup_steps = 1", "warmup_steps = 1\nstepz = 3");
-    assert_reports(&text, &["colour = \"blue\": unknown key", "axes.gpus = [8]: unknown field `gpus`", "settings.stepz = 3: unknown field `stepz`"]);
+    let text = with_axes(&format!("{AXES}gpus = [8]"), "colour = \"blue\"")
+        .replace("warmup_steps = 1", "warmup_steps = 1\nstepz = 3");
+    assert_reports(
+        &text,
+        &[
+            "colour = \"blue\": unknown key",
+            "axes.gpus = [8]: unknown field `gpus`",
+            "settings.stepz = 3: unknown field `stepz`",
+        ],
+    );
 }
 
 #[test]
 fn type_errors_name_key_value_and_expected_type() {
-    let axes = AXES.replace("micro_batch = [4, 8]", "micro_batch = [4, \"big\"]").replace("[\"no_shard\"]", "[\"no_shard\", \"fully_sharded\"]");
+    let axes = AXES
+        .replace("micro_batch = [4, 8]", "micro_batch = [4, \"big\"]")
+        .replace("[\"no_shard\"]", "[\"no_shard\", \"fully_sharded\"]");
     let text = with_axes(&axes, "").replace("steps = 4", "steps = 4\ndevice = \"tpu\"\nseed = -1");
     let found = problems(&text);
     assert_reports(
@@ -200,7 +244,9 @@ micro_batch = [4]
 
 #[test]
 fn error_message_names_the_file_and_lists_every_problem() {
-    let error = parse(&with_axes(&AXES.replace("[1, 2]", "[0, 2]"), "").replace("steps = 4", "steps = 0")).unwrap_err();
+    let error =
+        parse(&with_axes(&AXES.replace("[1, 2]", "[0, 2]"), "").replace("steps = 4", "steps = 0"))
+            .unwrap_err();
     let text = error.to_string();
     assert!(text.starts_with("experiments/test.toml: 3 problems"), "{text}");
     assert_eq!(text.lines().filter(|l| l.starts_with("  - ")).count(), 3, "{text}");
@@ -212,7 +258,11 @@ fn shipped_experiments_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let experiment = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert!(!expand(&experiment, &MACHINE).points.is_empty() || path.ends_with("paper.toml"), "{}", path.display());
+            assert!(
+                !expand(&experiment, &MACHINE).points.is_empty() || path.ends_with("paper.toml"),
+                "{}",
+                path.display()
+            );
         }
     }
 }
@@ -230,15 +280,29 @@ micro_batch = [2]
     let plan = expand(&parse(&with_axes(axes, "")).unwrap(), &MACHINE);
     let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
     // 0 means one node (2 ranks); 4 spans both nodes; full_shard ignores shard_group.
-    assert_eq!(ids, ["vit-tiny-hybrid_shard-sg2-n2x2-mb2", "vit-tiny-hybrid_shard-sg4-n2x2-mb2", "vit-tiny-full_shard-n2x2-mb2"]);
+    assert_eq!(
+        ids,
+        [
+            "vit-tiny-hybrid_shard-sg2-n2x2-mb2",
+            "vit-tiny-hybrid_shard-sg4-n2x2-mb2",
+            "vit-tiny-full_shard-n2x2-mb2"
+        ]
+    );
     assert_eq!(plan.points[1].replicas(), 1);
     assert_eq!(plan.points[2].parallel.shard_group, 4);
-    let reasons: Vec<(&str, &str)> = plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
+    let reasons: Vec<(&str, &str)> =
+        plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
     assert_eq!(
         reasons,
         [
-            ("vit-tiny-hybrid_shard-sg3-n2x2-mb2", "shard group of 3 ranks does not divide the world of 4 ranks"),
-            ("vit-tiny-hybrid_shard-sg8-n2x2-mb2", "shard group of 8 ranks does not divide the world of 4 ranks"),
+            (
+                "vit-tiny-hybrid_shard-sg3-n2x2-mb2",
+                "shard group of 3 ranks does not divide the world of 4 ranks"
+            ),
+            (
+                "vit-tiny-hybrid_shard-sg8-n2x2-mb2",
+                "shard group of 8 ranks does not divide the world of 4 ranks"
+            ),
         ]
     );
 }
@@ -248,15 +312,28 @@ fn bf16_reductions_are_rejected_on_mpi_with_the_reason() {
     let axes = AXES.to_string() + "reduce_dtype = [\"bf16\"]\n";
     let plan = expand(&parse(&with_axes(&axes, "")).unwrap(), &MACHINE);
     assert!(plan.points.is_empty());
-    assert!(plan.rejected.iter().all(|r| r.reason.contains("MPI reduces fp32 only") && r.id.ends_with("-rbf16")));
+    assert!(plan
+        .rejected
+        .iter()
+        .all(|r| r.reason.contains("MPI reduces fp32 only") && r.id.ends_with("-rbf16")));
 }
 
 #[test]
 fn fault_rules_plant_a_fault_in_matching_points_and_are_validated() {
-    let text = format!("{}\n[[fault]]\nkind = \"crash\"\nat_step = 2\nmodel = \"vit-mini\"\nmicro_batch = 8\n", with_axes(AXES, ""));
+    let text = format!(
+        "{}\n[[fault]]\nkind = \"crash\"\nat_step = 2\nmodel = \"vit-mini\"\nmicro_batch = 8\n",
+        with_axes(AXES, "")
+    );
     let plan = expand(&parse(&text).unwrap(), &MACHINE);
-    let faulty: Vec<&str> = plan.points.iter().filter(|p| p.fault.is_some()).map(|p| p.id.as_str()).collect();
+    let faulty: Vec<&str> =
+        plan.points.iter().filter(|p| p.fault.is_some()).map(|p| p.id.as_str()).collect();
     assert_eq!(faulty, ["vit-mini-no_shard-n1x2-mb8", "vit-mini-no_shard-n2x2-mb8"]);
     let bad = format!("{}\n[[fault]]\nkind = \"explode\"\n[[fault]]\nkind = \"hang\"\nat_step = 1\ncolour = \"red\"\n", with_axes(AXES, ""));
-    assert_reports(&bad, &["fault[0].kind = \"explode\": must be \"crash\", \"nan_loss\" or \"hang\"", "fault[1].colour = \"red\": unknown axis"]);
+    assert_reports(
+        &bad,
+        &[
+            "fault[0].kind = \"explode\": must be \"crash\", \"nan_loss\" or \"hang\"",
+            "fault[1].colour = \"red\": unknown axis",
+        ],
+    );
 }

@@ -63,7 +63,10 @@ fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
     let experiment = sweep.experiment.to_str().unwrap();
     let submitted = sweep.shardsweep("submit", &[experiment, "--system", "local"]);
     assert!(submitted.status.success());
-    assert!(stdout(&submitted).contains("4 points in 1 jobs on local"), "all four points packed into one job");
+    assert!(
+        stdout(&submitted).contains("4 points in 1 jobs on local"),
+        "all four points packed into one job"
+    );
     let collected = sweep.shardsweep("collect", &["--wait", experiment]);
     assert_eq!(collected.status.code(), Some(2), "not every point is ok");
 
@@ -77,7 +80,10 @@ fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
     assert_eq!(scheduler["node_list"], "localhost");
     assert!(scheduler["job_id"].as_str().unwrap().parse::<u64>().is_ok(), "{scheduler}");
     let script = std::fs::read(scheduler["script"].as_str().unwrap()).unwrap();
-    assert_eq!(scheduler["script_sha256"].as_str().unwrap(), format!("{:x}", sha2::Sha256::digest(&script)));
+    assert_eq!(
+        scheduler["script_sha256"].as_str().unwrap(),
+        format!("{:x}", sha2::Sha256::digest(&script))
+    );
     assert!(ok["provenance"]["command"][0].as_str().unwrap().ends_with("srun"));
 
     let crash = manifest(&dir(CRASH));
@@ -107,12 +113,18 @@ fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
     for (point, outcome) in [(CRASH, "failed"), (HANG, "timeout")] {
         let again = manifest(&dir(point));
         assert_eq!(again["outcome"], outcome);
-        assert_ne!(again["scheduler"]["job_id"], ok["scheduler"]["job_id"], "{point} ran in the resumed job");
-        let kept = std::fs::read_dir(sweep.results().join("slurm-outcomes/.attempts").join(point)).unwrap().count();
+        assert_ne!(
+            again["scheduler"]["job_id"], ok["scheduler"]["job_id"],
+            "{point} ran in the resumed job"
+        );
+        let kept = std::fs::read_dir(sweep.results().join("slurm-outcomes/.attempts").join(point))
+            .unwrap()
+            .count();
         assert_eq!(kept, 1, "the first attempt of {point} is kept");
     }
     // Out of attempts: nothing more to submit.
-    let last = sweep.shardsweep("resume", &[experiment, "--system", "local", "--max-attempts", "2"]);
+    let last =
+        sweep.shardsweep("resume", &[experiment, "--system", "local", "--max-attempts", "2"]);
     assert!(stdout(&last).contains("0 points in 0 jobs"), "{}", stdout(&last));
 }
 
@@ -120,7 +132,13 @@ fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
 fn wait_for_steps(point_dir: &std::path::Path, steps: usize) {
     let spool = point_dir.join("ranks/rank-00000.jsonl");
     let deadline = Instant::now() + Duration::from_secs(180);
-    while std::fs::read_to_string(&spool).unwrap_or_default().lines().filter(|l| l.contains("\"type\":\"step\"")).count() < steps {
+    while std::fs::read_to_string(&spool)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"type\":\"step\""))
+        .count()
+        < steps
+    {
         assert!(Instant::now() < deadline, "the point never got going");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -128,7 +146,8 @@ fn wait_for_steps(point_dir: &std::path::Path, steps: usize) {
 
 #[test]
 fn cancel_stops_the_sweep_and_collect_records_the_running_point_as_cancelled() {
-    let text = experiment("slurm-cancel", "", 100000, 600).replace("strategy = [\"no_shard\", \"full_shard\"]", "strategy = [\"no_shard\"]");
+    let text = experiment("slurm-cancel", "", 100000, 600)
+        .replace("strategy = [\"no_shard\", \"full_shard\"]", "strategy = [\"no_shard\"]");
     let sweep = Sweep::new(&text);
     let experiment = sweep.experiment.to_str().unwrap();
     assert!(sweep.shardsweep("submit", &[experiment, "--system", "local"]).status.success());
@@ -153,17 +172,30 @@ fn cancel_stops_the_sweep_and_collect_records_the_running_point_as_cancelled() {
 /// may outlive it, so Slurm itself ends the job.
 #[test]
 fn a_job_past_its_walltime_is_collected_as_timeout() {
-    let sweep = Sweep::new(&experiment("slurm-walltime", "", 100000, 45).replace("micro_batch = [2, 4]", "micro_batch = [2]").replace("\"no_shard\", \"full_shard\"", "\"no_shard\""));
+    let sweep = Sweep::new(
+        &experiment("slurm-walltime", "", 100000, 45)
+            .replace("micro_batch = [2, 4]", "micro_batch = [2]")
+            .replace("\"no_shard\", \"full_shard\"", "\"no_shard\""),
+    );
     let systems = sweep.dir.path().join("systems");
     std::fs::create_dir_all(&systems).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm");
-    let profile = std::fs::read_to_string(root.join("local.toml")).unwrap().replace("name = \"local\"", "name = \"short\"").replace("max_walltime_s = 3600", "max_walltime_s = 60").replace("point_overhead_s = 15", "point_overhead_s = 0");
+    let profile = std::fs::read_to_string(root.join("local.toml"))
+        .unwrap()
+        .replace("name = \"local\"", "name = \"short\"")
+        .replace("max_walltime_s = 3600", "max_walltime_s = 60")
+        .replace("point_overhead_s = 15", "point_overhead_s = 0");
     std::fs::write(systems.join("short.toml"), profile).unwrap();
-    let template = std::fs::read_to_string(root.join("local.sh.j2")).unwrap().replace("--timeout-s {{ p.timeout_s }}", "--timeout-s 3600");
+    let template = std::fs::read_to_string(root.join("local.sh.j2"))
+        .unwrap()
+        .replace("--timeout-s {{ p.timeout_s }}", "--timeout-s 3600");
     std::fs::write(systems.join("short.sh.j2"), template).unwrap();
 
     let experiment = sweep.experiment.to_str().unwrap();
-    let submitted = sweep.shardsweep("submit", &[experiment, "--system", "short", "--systems", systems.to_str().unwrap()]);
+    let submitted = sweep.shardsweep(
+        "submit",
+        &[experiment, "--system", "short", "--systems", systems.to_str().unwrap()],
+    );
     assert!(submitted.status.success());
     assert!(stdout(&submitted).contains("00:01:00"), "walltime rounded to Slurm's minutes");
     assert_eq!(sweep.shardsweep("collect", &["--wait", experiment]).status.code(), Some(2));

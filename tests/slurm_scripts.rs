@@ -12,18 +12,36 @@ use std::process::{Command, Output};
 use common::{one_point, Sweep};
 
 fn shardsweep(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardsweep")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     output
 }
 
 fn paper_matrix(results: &Path) -> Vec<PathBuf> {
-    let output = shardsweep(&["submit", "experiments/frontier-paper.toml", "--system", "frontier", "--account", "STF000", "--dry-run", "--results", results.to_str().unwrap()]);
+    let output = shardsweep(&[
+        "submit",
+        "experiments/frontier-paper.toml",
+        "--system",
+        "frontier",
+        "--account",
+        "STF000",
+        "--dry-run",
+        "--results",
+        results.to_str().unwrap(),
+    ]);
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("(dry run: nothing submitted)") && text.contains("node-hours"), "a budget line before submission: {text}");
+    assert!(
+        text.contains("(dry run: nothing submitted)") && text.contains("node-hours"),
+        "a budget line before submission: {text}"
+    );
     let dir = results.join("frontier-paper/slurm/dry-run");
-    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut scripts: Vec<PathBuf> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     scripts.sort();
     scripts
 }
@@ -39,7 +57,11 @@ fn frontier_limit_s(nodes: u32) -> u64 {
 }
 
 fn sbatch(script: &str, option: &str) -> String {
-    script.lines().find_map(|l| l.strip_prefix(&format!("#SBATCH --{option}="))).unwrap_or_else(|| panic!("no #SBATCH --{option}")).to_string()
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("#SBATCH --{option}=")))
+        .unwrap_or_else(|| panic!("no #SBATCH --{option}"))
+        .to_string()
 }
 
 #[test]
@@ -47,7 +69,8 @@ fn the_paper_matrix_renders_valid_frontier_scripts_within_queue_limits() {
     let results = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let scripts = paper_matrix(results.path());
     assert!(scripts.len() > 8, "jobs per node count: {}", scripts.len());
-    let plan = shardsweep(&["plan", "experiments/frontier-paper.toml", "--json", "--system", "frontier"]);
+    let plan =
+        shardsweep(&["plan", "experiments/frontier-paper.toml", "--json", "--system", "frontier"]);
     let planned: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     let mut seen = BTreeMap::new();
     for path in &scripts {
@@ -58,33 +81,85 @@ fn the_paper_matrix_renders_valid_frontier_scripts_within_queue_limits() {
         let time = sbatch(&script, "time");
         let hms: Vec<u64> = time.split(':').map(|x| x.parse().unwrap()).collect();
         let walltime_s = hms[0] * 3600 + hms[1] * 60 + hms[2];
-        assert!(walltime_s > 0 && walltime_s <= frontier_limit_s(nodes), "{time} for {nodes} nodes");
+        assert!(
+            walltime_s > 0 && walltime_s <= frontier_limit_s(nodes),
+            "{time} for {nodes} nodes"
+        );
         assert_eq!(sbatch(&script, "account"), "STF000");
         assert_eq!(sbatch(&script, "partition"), "batch");
         assert!(script.contains(&format!("rerun this job with:\n#   sbatch {}\n", path.display())));
-        for line in ["module load PrgEnv-gnu", "export NCCL_SOCKET_IFNAME=hsn0", "export MIOPEN_USER_DB_PATH=", "export LD_LIBRARY_PATH=/path/to/aws-ofi-rccl/lib:"] {
+        for line in [
+            "module load PrgEnv-gnu",
+            "export NCCL_SOCKET_IFNAME=hsn0",
+            "export MIOPEN_USER_DB_PATH=",
+            "export LD_LIBRARY_PATH=/path/to/aws-ofi-rccl/lib:",
+        ] {
             assert!(script.contains(line), "{} lacks {line}", path.display());
         }
-        let sruns: Vec<&str> = script.lines().filter(|l| l.trim_start().starts_with("srun --nodes=")).collect();
-        let points: Vec<&str> = script.lines().filter_map(|l| l.strip_prefix("# ").and_then(|r| r.split(':').next()).filter(|id| id.starts_with("vit-"))).collect();
+        let sruns: Vec<&str> =
+            script.lines().filter(|l| l.trim_start().starts_with("srun --nodes=")).collect();
+        let points: Vec<&str> = script
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("# ")
+                    .and_then(|r| r.split(':').next())
+                    .filter(|id| id.starts_with("vit-"))
+            })
+            .collect();
         assert_eq!(sruns.len(), points.len());
         for (srun, id) in sruns.iter().zip(&points) {
-            assert!(srun.contains(&format!("--nodes={nodes} --ntasks={} --ntasks-per-node=8", nodes * 8)), "{srun}");
-            assert!(srun.contains("--gpus-per-task=1") && srun.contains("--gpu-bind=closest") && srun.contains("--cpus-per-task=7"), "{srun}");
+            assert!(
+                srun.contains(&format!(
+                    "--nodes={nodes} --ntasks={} --ntasks-per-node=8",
+                    nodes * 8
+                )),
+                "{srun}"
+            );
+            assert!(
+                srun.contains("--gpus-per-task=1")
+                    && srun.contains("--gpu-bind=closest")
+                    && srun.contains("--cpus-per-task=7"),
+                "{srun}"
+            );
             assert!(id.contains(&format!("-n{nodes}x8-")), "{id} packed with other node counts");
             assert!(seen.insert(id.to_string(), path.clone()).is_none(), "{id} in two jobs");
         }
         // Walltime covers every point's limit plus start-up.
         assert!(walltime_s >= points.len() as u64 * (1200 + 120), "{}", path.display());
     }
-    let expected: Vec<String> = planned["points"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), { let mut e = expected; e.sort(); e }, "every planned point in exactly one job");
-    assert_eq!(seen.len(), 176, "six models x four strategies x eight node counts, less 16 that do not fit in 64 GB");
+    let expected: Vec<String> = planned["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut e = expected;
+            e.sort();
+            e
+        },
+        "every planned point in exactly one job"
+    );
+    assert_eq!(
+        seen.len(),
+        176,
+        "six models x four strategies x eight node counts, less 16 that do not fit in 64 GB"
+    );
 }
 
 #[test]
 fn frontier_needs_an_account() {
-    let output = shardsweep(&["submit", "experiments/frontier-paper.toml", "--system", "frontier", "--dry-run", "--results", env!("CARGO_TARGET_TMPDIR")]);
+    let output = shardsweep(&[
+        "submit",
+        "experiments/frontier-paper.toml",
+        "--system",
+        "frontier",
+        "--dry-run",
+        "--results",
+        env!("CARGO_TARGET_TMPDIR"),
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("system frontier needs an account"));
 }
@@ -93,7 +168,15 @@ fn frontier_needs_an_account() {
 fn hostile_names_and_values_never_reach_a_script_unquoted() {
     // A sweep name with shell syntax is refused when the experiment is read.
     let sweep = Sweep::new(&one_point("x; touch /tmp/pwned #", 2));
-    let out = shardsweep(&["submit", sweep.experiment.to_str().unwrap(), "--system", "local", "--dry-run", "--results", sweep.results().to_str().unwrap()]);
+    let out = shardsweep(&[
+        "submit",
+        sweep.experiment.to_str().unwrap(),
+        "--system",
+        "local",
+        "--dry-run",
+        "--results",
+        sweep.results().to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("name"), "the error names the key");
 
@@ -101,7 +184,15 @@ fn hostile_names_and_values_never_reach_a_script_unquoted() {
     let experiment = sweep.experiment.to_str().unwrap();
     let results = sweep.results();
     let dry = |system: &str, extra: &[&str]| {
-        let mut args = vec!["submit", experiment, "--system", system, "--dry-run", "--results", results.to_str().unwrap()];
+        let mut args = vec![
+            "submit",
+            experiment,
+            "--system",
+            system,
+            "--dry-run",
+            "--results",
+            results.to_str().unwrap(),
+        ];
         args.extend(extra);
         shardsweep(&args)
     };
@@ -112,25 +203,54 @@ fn hostile_names_and_values_never_reach_a_script_unquoted() {
     ] {
         let out = dry(system, &extra);
         assert!(!out.status.success(), "{extra:?} accepted");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(error), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(error),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let spaced = sweep.dir.path().join("with space");
-    let out = shardsweep(&["submit", experiment, "--system", "local", "--dry-run", "--results", spaced.to_str().unwrap()]);
+    let out = shardsweep(&[
+        "submit",
+        experiment,
+        "--system",
+        "local",
+        "--dry-run",
+        "--results",
+        spaced.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot appear in an #SBATCH line"));
 
     // A profile value with shell syntax is quoted: the rendered script exports it verbatim.
     let systems = sweep.dir.path().join("systems");
     std::fs::create_dir_all(&systems).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm");
-    let profile = std::fs::read_to_string(root.join("local.toml")).unwrap().replace("name = \"local\"", "name = \"odd\"") + "HOSTILE = \"$(touch /tmp/pwned); `id` 'q'\"\n";
+    let profile = std::fs::read_to_string(root.join("local.toml"))
+        .unwrap()
+        .replace("name = \"local\"", "name = \"odd\"")
+        + "HOSTILE = \"$(touch /tmp/pwned); `id` 'q'\"\n";
     std::fs::write(systems.join("odd.toml"), profile).unwrap();
     std::fs::copy(root.join("local.sh.j2"), systems.join("odd.sh.j2")).unwrap();
-    let out = shardsweep(&["submit", experiment, "--system", "odd", "--systems", systems.to_str().unwrap(), "--dry-run", "--results", results.to_str().unwrap()]);
+    let out = shardsweep(&[
+        "submit",
+        experiment,
+        "--system",
+        "odd",
+        "--systems",
+        systems.to_str().unwrap(),
+        "--dry-run",
+        "--results",
+        results.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let script = results.join("fine/slurm/dry-run/job-001.sh");
     let text = std::fs::read_to_string(&script).unwrap();
     let export = text.lines().find(|l| l.starts_with("export HOSTILE=")).unwrap();
-    let printed = Command::new("bash").arg("-c").arg(format!("{export}; printf %s \"$HOSTILE\"")).output().unwrap();
+    let printed = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{export}; printf %s \"$HOSTILE\""))
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&printed.stdout), "$(touch /tmp/pwned); `id` 'q'");
     assert!(Command::new("bash").arg("-n").arg(&script).status().unwrap().success());
     // A dry run touches no point folder and records no job.
@@ -143,7 +263,18 @@ fn resume_keeps_jobs_off_the_nodes_the_records_show_slow() {
     let sweep = Sweep::new(&one_point("slowish", 2));
     let (experiment, results) = (sweep.experiment.to_str().unwrap(), sweep.results());
     let resume = || {
-        let out = shardsweep(&["resume", experiment, "--system", "generic", "--dry-run", "--results", results.to_str().unwrap(), "--exclude", "n7", "--exclude-slow-nodes"]);
+        let out = shardsweep(&[
+            "resume",
+            experiment,
+            "--system",
+            "generic",
+            "--dry-run",
+            "--results",
+            results.to_str().unwrap(),
+            "--exclude",
+            "n7",
+            "--exclude-slow-nodes",
+        ]);
         assert!(out.status.success());
         std::fs::read_to_string(results.join("slowish/slurm/dry-run/job-001.sh")).unwrap()
     };
@@ -151,7 +282,15 @@ fn resume_keeps_jobs_off_the_nodes_the_records_show_slow() {
     assert_eq!(sbatch(&resume(), "exclude"), "n7");
     // An earlier point ran on nodes n0 and n1; n1's ranks computed 20% slower.
     let mut earlier = fixture::Point::new("earlier", 2, 12);
-    earlier.phases = Box::new(|r, s| [0.01, 0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * fixture::noise(3, r, s)), 0.2, 0.03, 0.0]);
+    earlier.phases = Box::new(|r, s| {
+        [
+            0.01,
+            0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * fixture::noise(3, r, s)),
+            0.2,
+            0.03,
+            0.0,
+        ]
+    });
     earlier.write(&results.join("slowish"));
     assert_eq!(sbatch(&resume(), "exclude"), "n7,n1");
 }

@@ -63,14 +63,22 @@ fn knobs() -> &'static Path {
 }
 
 fn points(dir: &Path) -> Vec<PathBuf> {
-    let mut points: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("manifest.json").exists()).collect();
+    let mut points: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("manifest.json").exists())
+        .collect();
     points.sort();
     points
 }
 
 fn parameters(point: &Path) -> BTreeMap<String, Vec<f32>> {
     let file = hdf5::File::open(point.join("parameters.h5")).unwrap();
-    file.member_names().unwrap().into_iter().map(|name| (name.clone(), column::<f32>(&file, &name))).collect()
+    file.member_names()
+        .unwrap()
+        .into_iter()
+        .map(|name| (name.clone(), column::<f32>(&file, &name)))
+        .collect()
 }
 
 fn assert_same_training(point: &Path, reference: &Path) {
@@ -91,8 +99,12 @@ fn assert_same_training(point: &Path, reference: &Path) {
         let got = &params[unit];
         assert_eq!(got.len(), want.len(), "{name} {unit}");
         let norm = want.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
-        let distance = got.iter().zip(want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
-        assert!(distance <= 1e-4 * norm, "{name} {unit}: parameters differ by {distance} (norm {norm})");
+        let distance =
+            got.iter().zip(want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+        assert!(
+            distance <= 1e-4 * norm,
+            "{name} {unit}: parameters differ by {distance} (norm {norm})"
+        );
         eprintln!("{name} {unit}: relative parameter distance {:.2e}", distance / norm);
     }
 }
@@ -105,7 +117,10 @@ fn the_single_rank_reference_trains() {
 
 #[test]
 fn no_shard_on_two_ranks_matches_one_rank() {
-    assert_same_training(&reference().join("vit-tiny-no_shard-n1x2-mb4"), &reference().join("vit-tiny-no_shard-n1x1-mb8"));
+    assert_same_training(
+        &reference().join("vit-tiny-no_shard-n1x2-mb4"),
+        &reference().join("vit-tiny-no_shard-n1x1-mb8"),
+    );
 }
 
 #[test]
@@ -131,13 +146,25 @@ fn every_prefetch_order_and_rate_limit_matches_one_rank() {
 #[should_panic(expected = "vit-tiny-no_shard-n1x1-mb4 step 0: loss")]
 fn a_different_global_batch_is_caught() {
     // The comparison can fail: half of the global batch trains to other losses.
-    assert_same_training(&reference().join("vit-tiny-no_shard-n1x1-mb4"), &reference().join("vit-tiny-no_shard-n1x1-mb8"));
+    assert_same_training(
+        &reference().join("vit-tiny-no_shard-n1x1-mb4"),
+        &reference().join("vit-tiny-no_shard-n1x1-mb8"),
+    );
 }
 
 #[test]
 fn a_different_global_batch_moves_parameters_far_beyond_the_tolerance() {
-    let (a, b) = (parameters(&reference().join("vit-tiny-no_shard-n1x1-mb4")), parameters(&reference().join("vit-tiny-no_shard-n1x1-mb8")));
-    let distance: f64 = a.values().flatten().zip(b.values().flatten()).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>().sqrt();
+    let (a, b) = (
+        parameters(&reference().join("vit-tiny-no_shard-n1x1-mb4")),
+        parameters(&reference().join("vit-tiny-no_shard-n1x1-mb8")),
+    );
+    let distance: f64 = a
+        .values()
+        .flatten()
+        .zip(b.values().flatten())
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let norm: f64 = b.values().flatten().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
     assert!(distance > 1e-3 * norm, "relative distance {}", distance / norm);
 }
@@ -146,7 +173,13 @@ fn a_different_global_batch_moves_parameters_far_beyond_the_tolerance() {
 /// project's FSDP notes), from the model's unit sizes alone: (all-gathers, reduce-scatters,
 /// all-reduces, bytes sent per rank by bandwidth-optimal algorithms). A group of one rank
 /// communicates nothing.
-fn fsdp_formula(strategy: &str, world: i64, shard_group: i64, accumulation: i64, units: &[i64]) -> (usize, usize, usize, f64) {
+fn fsdp_formula(
+    strategy: &str,
+    world: i64,
+    shard_group: i64,
+    accumulation: i64,
+    units: &[i64],
+) -> (usize, usize, usize, f64) {
     let (s, r, a, u) = (shard_group, world / shard_group, accumulation, units.len());
     let padded: Vec<i64> = units.iter().map(|n| (n + s - 1) / s * s).collect();
     let (p, p_root) = (padded.iter().sum::<i64>() as f64, padded[0] as f64);
@@ -157,16 +190,24 @@ fn fsdp_formula(strategy: &str, world: i64, shard_group: i64, accumulation: i64,
     let (twice, once) = if s > 1 { (a as usize * (2 * u - 1), u) } else { (0, 0) };
     match strategy {
         "no_shard" => (0, 0, u, 2.0 * intra(world) * p * b_r),
-        "full_shard" => (twice, u, 0, intra(world) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r)),
+        "full_shard" => {
+            (twice, u, 0, intra(world) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r))
+        }
         "shard_grad_op" => (u, u, 0, intra(world) * p * (b_p + b_r)),
-        "hybrid_shard" => (twice, once, reduce_across, intra(s) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r) + inter),
+        "hybrid_shard" => (
+            twice,
+            once,
+            reduce_across,
+            intra(s) * (a as f64 * (2.0 * p - p_root) * b_p + p * b_r) + inter,
+        ),
         "hybrid_shard_zero2" => (once, once, reduce_across, intra(s) * p * (b_p + b_r) + inter),
         other => panic!("unknown strategy {other}"),
     }
 }
 
 fn unit_sizes() -> Vec<i64> {
-    let model = shardsweep::model::Mae::new(shardsweep::model::preset(MODEL).unwrap(), tch::Device::Cpu);
+    let model =
+        shardsweep::model::Mae::new(shardsweep::model::preset(MODEL).unwrap(), tch::Device::Cpu);
     model.units().iter().map(|u| u.numel()).collect()
 }
 
@@ -180,41 +221,82 @@ fn recorded_collectives_match_fsdp_counts_and_bytes() {
         let shard_group = config["parallel"]["shard_group"].as_i64().unwrap();
         let accumulation = config["parallel"]["accumulation"].as_i64().unwrap();
         let world = m["world_size"].as_i64().unwrap();
-        let (ag, rs, ar, traffic) = fsdp_formula(strategy, world, shard_group, accumulation, &units);
+        let (ag, rs, ar, traffic) =
+            fsdp_formula(strategy, world, shard_group, accumulation, &units);
 
         let file = hdf5::File::open(point.join("records.h5")).unwrap();
-        let (ranks, steps) = (column::<u32>(&file, "collectives/rank"), column::<u32>(&file, "collectives/step"));
-        let kinds: Vec<String> = file.dataset("collectives/kind").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
-        let (bytes, groups) = (column::<u64>(&file, "collectives/payload_bytes"), column::<u32>(&file, "collectives/group_size"));
+        let (ranks, steps) =
+            (column::<u32>(&file, "collectives/rank"), column::<u32>(&file, "collectives/step"));
+        let kinds: Vec<String> = file
+            .dataset("collectives/kind")
+            .unwrap()
+            .read_raw::<hdf5::types::VarLenUnicode>()
+            .unwrap()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        let (bytes, groups) = (
+            column::<u64>(&file, "collectives/payload_bytes"),
+            column::<u32>(&file, "collectives/group_size"),
+        );
         let name = point.file_name().unwrap().to_string_lossy().to_string();
         // Exposed time: none beyond the call's span; all of it for blocking reductions.
-        let (starts, ends, waits) = (column::<f64>(&file, "collectives/start_s"), column::<f64>(&file, "collectives/end_s"), column::<f64>(&file, "collectives/wait_s"));
+        let (starts, ends, waits) = (
+            column::<f64>(&file, "collectives/start_s"),
+            column::<f64>(&file, "collectives/end_s"),
+            column::<f64>(&file, "collectives/wait_s"),
+        );
         for i in 0..kinds.len() {
             let span = ends[i] - starts[i];
-            assert!(waits[i] >= 0.0 && waits[i] <= span + 1e-9, "{name}: waited {} of {span}", waits[i]);
+            assert!(
+                waits[i] >= 0.0 && waits[i] <= span + 1e-9,
+                "{name}: waited {} of {span}",
+                waits[i]
+            );
             if kinds[i] != "all_gather" {
-                assert!((waits[i] - span).abs() < 1e-9, "{name}: a blocking {} waited {} of {span}", kinds[i], waits[i]);
+                assert!(
+                    (waits[i] - span).abs() < 1e-9,
+                    "{name}: a blocking {} waited {} of {span}",
+                    kinds[i],
+                    waits[i]
+                );
             }
         }
         let comm_s = file.dataset("steps/comm_s").unwrap().read_2d::<f64>().unwrap();
-        assert!((comm_s.sum() - waits.iter().sum::<f64>()).abs() < 1e-6, "{name}: comm_s is the time waited");
+        assert!(
+            (comm_s.sum() - waits.iter().sum::<f64>()).abs() < 1e-6,
+            "{name}: comm_s is the time waited"
+        );
         for rank in 0..world as u32 {
             for step in 0..STEPS as u32 {
-                let calls: Vec<usize> = (0..ranks.len()).filter(|&i| ranks[i] == rank && steps[i] == step).collect();
+                let calls: Vec<usize> =
+                    (0..ranks.len()).filter(|&i| ranks[i] == rank && steps[i] == step).collect();
                 let count = |kind: &str| calls.iter().filter(|&&i| kinds[i] == kind).count();
-                assert_eq!((count("all_gather"), count("reduce_scatter"), count("all_reduce")), (ag, rs, ar), "{name} rank {rank} step {step}");
+                assert_eq!(
+                    (count("all_gather"), count("reduce_scatter"), count("all_reduce")),
+                    (ag, rs, ar),
+                    "{name} rank {rank} step {step}"
+                );
                 let sent: f64 = calls
                     .iter()
                     .map(|&i| {
                         let g = f64::from(groups[i]);
-                        let factor = if kinds[i] == "all_reduce" { 2.0 * (g - 1.0) / g } else { (g - 1.0) / g };
+                        let factor = if kinds[i] == "all_reduce" {
+                            2.0 * (g - 1.0) / g
+                        } else {
+                            (g - 1.0) / g
+                        };
                         bytes[i] as f64 * factor
                     })
                     .sum();
-                assert!((sent - traffic).abs() <= 1e-9 * traffic.max(1.0), "{name} rank {rank} step {step}: {sent} bytes vs {traffic}");
+                assert!(
+                    (sent - traffic).abs() <= 1e-9 * traffic.max(1.0),
+                    "{name} rank {rank} step {step}: {sent} bytes vs {traffic}"
+                );
                 // Groups: shard groups gather and scatter, replica groups all-reduce.
                 for &i in &calls {
-                    let expected = if kinds[i] == "all_reduce" { world / shard_group } else { shard_group };
+                    let expected =
+                        if kinds[i] == "all_reduce" { world / shard_group } else { shard_group };
                     assert_eq!(i64::from(groups[i]), expected, "{name}: {} group", kinds[i]);
                 }
             }
@@ -229,23 +311,40 @@ fn memory_accounting_matches_fsdp_model_states() {
         let m = manifest(&point);
         let shard_group = m["config"]["parallel"]["shard_group"].as_i64().unwrap();
         let strategy = m["config"]["strategy"].as_str().unwrap().to_string();
-        let padded: Vec<i64> = units.iter().map(|n| (n + shard_group - 1) / shard_group * shard_group).collect();
+        let padded: Vec<i64> =
+            units.iter().map(|n| (n + shard_group - 1) / shard_group * shard_group).collect();
         let total: i64 = padded.iter().sum();
         let file = hdf5::File::open(point.join("records.h5")).unwrap();
-        let table = |name: &str| file.dataset(&format!("memory/{name}")).unwrap().read_2d::<u64>().unwrap();
+        let table =
+            |name: &str| file.dataset(&format!("memory/{name}")).unwrap().read_2d::<u64>().unwrap();
         let name = point.file_name().unwrap().to_string_lossy().to_string();
         // Section 1.4: fp32 parameter and gradient shards 4P/S each, AdamW moments 8P/S.
-        assert!(table("param_shards_bytes").iter().all(|&b| b as i64 == 4 * total / shard_group), "{name}");
-        assert!(table("grad_shards_bytes").iter().all(|&b| b as i64 == 4 * total / shard_group), "{name}");
-        assert!(table("optimizer_state_bytes").iter().all(|&b| b as i64 == 8 * total / shard_group), "{name}");
+        assert!(
+            table("param_shards_bytes").iter().all(|&b| b as i64 == 4 * total / shard_group),
+            "{name}"
+        );
+        assert!(
+            table("grad_shards_bytes").iter().all(|&b| b as i64 == 4 * total / shard_group),
+            "{name}"
+        );
+        assert!(
+            table("optimizer_state_bytes").iter().all(|&b| b as i64 == 8 * total / shard_group),
+            "{name}"
+        );
         let gathered = table("gathered_params_peak_bytes");
         let largest_block = *padded[1..].iter().max().unwrap();
         let peak = gathered.iter().copied().max().unwrap() as i64;
         match strategy.as_str() {
             // Kept from forward to the end of backward: every unit at once.
-            "shard_grad_op" | "hybrid_shard_zero2" | "no_shard" => assert_eq!(peak, 4 * total, "{name}"),
+            "shard_grad_op" | "hybrid_shard_zero2" | "no_shard" => {
+                assert_eq!(peak, 4 * total, "{name}")
+            }
             // Freed after use: the root plus at most the current and the prefetched block.
-            _ => assert!(peak <= 4 * (padded[0] + 2 * largest_block) && peak >= 4 * (padded[0] + largest_block), "{name}: {peak}"),
+            _ => assert!(
+                peak <= 4 * (padded[0] + 2 * largest_block)
+                    && peak >= 4 * (padded[0] + largest_block),
+                "{name}: {peak}"
+            ),
         }
     }
 }
@@ -259,9 +358,26 @@ fn bf16_parameters_gather_half_the_bytes_and_train() {
     let point = dir.join("vit-tiny-full_shard-n2x2-mb2-ac-pbf16");
     let units = unit_sizes();
     let file = hdf5::File::open(point.join("records.h5")).unwrap();
-    let kinds: Vec<String> = file.dataset("collectives/kind").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
-    let dtypes: Vec<String> = file.dataset("collectives/dtype").unwrap().read_raw::<hdf5::types::VarLenUnicode>().unwrap().iter().map(|k| k.to_string()).collect();
-    let (unit, bytes) = (column::<u32>(&file, "collectives/unit"), column::<u64>(&file, "collectives/payload_bytes"));
+    let kinds: Vec<String> = file
+        .dataset("collectives/kind")
+        .unwrap()
+        .read_raw::<hdf5::types::VarLenUnicode>()
+        .unwrap()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let dtypes: Vec<String> = file
+        .dataset("collectives/dtype")
+        .unwrap()
+        .read_raw::<hdf5::types::VarLenUnicode>()
+        .unwrap()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let (unit, bytes) = (
+        column::<u32>(&file, "collectives/unit"),
+        column::<u64>(&file, "collectives/payload_bytes"),
+    );
     for i in 0..kinds.len() {
         let padded = ((units[unit[i] as usize] + 3) / 4 * 4) as u64;
         match kinds[i].as_str() {
@@ -269,12 +385,14 @@ fn bf16_parameters_gather_half_the_bytes_and_train() {
             _ => assert_eq!((dtypes[i].as_str(), bytes[i]), ("float32", 4 * padded)),
         }
     }
-    let (losses, reference) = (global_losses(&point), global_losses(&reference().join("vit-tiny-no_shard-n1x1-mb8")));
+    let (losses, reference) =
+        (global_losses(&point), global_losses(&reference().join("vit-tiny-no_shard-n1x1-mb8")));
     for (a, b) in losses.iter().zip(&reference) {
         assert!((a - b).abs() < 2e-2 * b, "bf16 {a} vs fp32 {b}");
     }
     // Per-unit times: blocks are recomputed, the root never is.
-    let (unit, recompute) = (column::<u32>(&file, "units/unit"), column::<f64>(&file, "units/recompute_s"));
+    let (unit, recompute) =
+        (column::<u32>(&file, "units/unit"), column::<f64>(&file, "units/recompute_s"));
     let forward = column::<f64>(&file, "units/forward_s");
     assert_eq!(unit.len(), 4 * STEPS * units.len());
     for i in 0..unit.len() {

@@ -29,7 +29,15 @@ fn train_fixed_batch(steps: usize, lr: f64, dtype: Dtype) -> Vec<f64> {
     tch::set_num_threads(1);
     let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
     let clock = Clock::new(Device::Cpu);
-    let mut model = Sharded::new(&mae, &clock, &SelfComm, Strategy::NoShard, knobs(dtype), Device::Cpu, &OptimizerSettings::default());
+    let mut model = Sharded::new(
+        &mae,
+        &clock,
+        &SelfComm,
+        Strategy::NoShard,
+        knobs(dtype),
+        Device::Cpu,
+        &OptimizerSettings::default(),
+    );
     let data = SyntheticImages { seed: 3, image_size: 32, channels: 3 };
     let (images, noise) = (data.images(0..8), data.mask_noise(0..8, mae.config.patches()));
     (0..steps)
@@ -79,13 +87,29 @@ fn accumulation_without_reduction_matches_one_big_batch() {
     let patches = mae.config.patches();
     let train = |accumulation: u64| {
         tch::manual_seed(0);
-        let mut model = Sharded::new(&mae, &clock, &SelfComm, Strategy::NoShard, knobs(Dtype::Fp32), Device::Cpu, &OptimizerSettings::default());
+        let mut model = Sharded::new(
+            &mae,
+            &clock,
+            &SelfComm,
+            Strategy::NoShard,
+            knobs(Dtype::Fp32),
+            Device::Cpu,
+            &OptimizerSettings::default(),
+        );
         let mut collectives = Collectives::new(&clock, 0.0);
         let micro = 8 / accumulation;
         for k in 0..accumulation {
             let samples = k * micro..(k + 1) * micro;
-            let _loss = model.forward(&data.images(samples.clone()), &data.mask_noise(samples, patches), &mut collectives).unwrap();
-            model.backward(1.0 / accumulation as f64, k + 1 == accumulation, &mut collectives).unwrap();
+            let _loss = model
+                .forward(
+                    &data.images(samples.clone()),
+                    &data.mask_noise(samples, patches),
+                    &mut collectives,
+                )
+                .unwrap();
+            model
+                .backward(1.0 / accumulation as f64, k + 1 == accumulation, &mut collectives)
+                .unwrap();
         }
         model.optimizer_step(1e-2);
         model.full_parameters().unwrap()

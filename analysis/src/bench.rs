@@ -35,7 +35,13 @@ pub fn generate(dir: &Path, shape: &Shape) -> Result<u64, AnalysisError> {
     for i in 0..shape.points {
         let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
         let n = shape.ranks * shape.steps * PHASES.len();
-        let (mut rank, mut step, mut phase, mut value, mut host) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut rank, mut step, mut phase, mut value, mut host) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let slow_node = rng.random_range(0..shape.ranks.div_ceil(RANKS_PER_NODE));
         for r in 0..shape.ranks {
             let speed = if r / RANKS_PER_NODE == slow_node { 1.08 } else { 1.0 };
@@ -45,7 +51,9 @@ pub fn generate(dir: &Path, shape: &Shape) -> Result<u64, AnalysisError> {
                 let forward = 0.010 * speed * warm * (1.0 + 0.02 * rng.random::<f64>());
                 let backward = 2.0 * forward;
                 let comm = 0.004 * (1.0 + 0.1 * rng.random::<f64>());
-                for (p, v) in PHASES.iter().zip([forward, backward, comm, forward + backward + comm + 0.0005]) {
+                for (p, v) in
+                    PHASES.iter().zip([forward, backward, comm, forward + backward + comm + 0.0005])
+                {
                     rank.push(r as u32);
                     step.push(s as u32);
                     phase.push(*p);
@@ -113,5 +121,9 @@ pub fn analyze(dir: &Path, shape: &Shape) -> Result<Timing, AnalysisError> {
     let start = Instant::now();
     let (summaries, rank_scores) = summarize(&metas, &Store::open(dir)?)?;
     let nodes = node_scores(&rank_scores, &metas)?;
-    Ok(Timing { total_s: start.elapsed().as_secs_f64(), points: summaries.len(), nodes: nodes.len() })
+    Ok(Timing {
+        total_s: start.elapsed().as_secs_f64(),
+        points: summaries.len(),
+        nodes: nodes.len(),
+    })
 }

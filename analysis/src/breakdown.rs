@@ -21,9 +21,16 @@ pub struct Breakdown {
 }
 
 /// Components from per-phase series (phase -> time in each steady step).
-pub fn breakdown(critical: &BTreeMap<String, Vec<f64>>, max_over_ranks: &BTreeMap<String, Vec<f64>>) -> Breakdown {
+pub fn breakdown(
+    critical: &BTreeMap<String, Vec<f64>>,
+    max_over_ranks: &BTreeMap<String, Vec<f64>>,
+) -> Breakdown {
     let step_s_mean = critical.get("step").map_or(f64::NAN, |s| mean(s));
-    Breakdown { critical_path: components(critical, true), max_over_ranks: components(max_over_ranks, false), step_s_mean }
+    Breakdown {
+        critical_path: components(critical, true),
+        max_over_ranks: components(max_over_ranks, false),
+        step_s_mean,
+    }
 }
 
 fn components(phases: &BTreeMap<String, Vec<f64>>, with_other: bool) -> Vec<(String, f64)> {

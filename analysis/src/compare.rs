@@ -79,7 +79,8 @@ pub struct Comparison {
 }
 
 /// Variables that differ from run to run by construction (job ids, ports, pids).
-const RUN_SPECIFIC: [&str; 5] = ["SLURM_", "PMIX_", "OMPI_MCA_orte_", "OMPI_APP_CTX", "SHARDSWEEP_"];
+const RUN_SPECIFIC: [&str; 5] =
+    ["SLURM_", "PMIX_", "OMPI_MCA_orte_", "OMPI_APP_CTX", "SHARDSWEEP_"];
 
 /// The environment of a result set, from one of its points' manifest, as field -> value.
 pub fn environment(point: &PointRecords) -> BTreeMap<String, String> {
@@ -96,25 +97,50 @@ pub fn environment(point: &PointRecords) -> BTreeMap<String, String> {
     env
 }
 
-pub fn environment_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, declared: &[String]) -> Vec<EnvDifference> {
+pub fn environment_diff(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    declared: &[String],
+) -> Vec<EnvDifference> {
     let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    let is_declared = |k: &str| declared.iter().any(|d| d.strip_suffix('*').map_or(d == k, |prefix| k.starts_with(prefix)));
+    let is_declared = |k: &str| {
+        declared.iter().any(|d| d.strip_suffix('*').map_or(d == k, |prefix| k.starts_with(prefix)))
+    };
     keys.into_iter()
         .filter_map(|k| {
-            let (b, a) = (before.get(k).cloned().unwrap_or_else(|| "(unset)".into()), after.get(k).cloned().unwrap_or_else(|| "(unset)".into()));
-            (b != a).then(|| EnvDifference { field: k.clone(), before: b, after: a, declared: is_declared(k) })
+            let (b, a) = (
+                before.get(k).cloned().unwrap_or_else(|| "(unset)".into()),
+                after.get(k).cloned().unwrap_or_else(|| "(unset)".into()),
+            );
+            (b != a).then(|| EnvDifference {
+                field: k.clone(),
+                before: b,
+                after: a,
+                declared: is_declared(k),
+            })
         })
         .collect()
 }
 
 /// Compares two summarised result sets.
-pub fn compare(before: &[PointSummary], after: &[PointSummary], options: &CompareOptions) -> Result<Comparison, AnalysisError> {
+pub fn compare(
+    before: &[PointSummary],
+    after: &[PointSummary],
+    options: &CompareOptions,
+) -> Result<Comparison, AnalysisError> {
     let env = |s: &[PointSummary]| s.first().map(|p| environment(&p.meta)).unwrap_or_default();
     let environment = environment_diff(&env(before), &env(after), &options.declared);
     if !options.allow_undeclared && environment.iter().any(|d| !d.declared) {
-        return Err(AnalysisError::EnvironmentDiffers(environment.iter().filter(|d| !d.declared).map(|d| format!("{}: {:?} -> {:?}", d.field, d.before, d.after)).collect()));
+        return Err(AnalysisError::EnvironmentDiffers(
+            environment
+                .iter()
+                .filter(|d| !d.declared)
+                .map(|d| format!("{}: {:?} -> {:?}", d.field, d.before, d.after))
+                .collect(),
+        ));
     }
-    let after_by_id: BTreeMap<&str, &PointSummary> = after.iter().map(|p| (p.meta.point.as_str(), p)).collect();
+    let after_by_id: BTreeMap<&str, &PointSummary> =
+        after.iter().map(|p| (p.meta.point.as_str(), p)).collect();
     let mut changes = Vec::new();
     let mut unmatched = Vec::new();
     for b in before {
@@ -127,7 +153,10 @@ pub fn compare(before: &[PointSummary], after: &[PointSummary], options: &Compar
             continue;
         }
         if a.meta.outcome != "ok" || b.meta.outcome != "ok" {
-            unmatched.push((b.meta.point.clone(), format!("outcome {} before, {} after", b.meta.outcome, a.meta.outcome)));
+            unmatched.push((
+                b.meta.point.clone(),
+                format!("outcome {} before, {} after", b.meta.outcome, a.meta.outcome),
+            ));
             continue;
         }
         for (phase, xs) in &b.phase_s {
@@ -146,14 +175,30 @@ pub fn compare(before: &[PointSummary], after: &[PointSummary], options: &Compar
 }
 
 /// The verdict on one phase of one point.
-pub fn judge(point: &str, phase: &str, before: &[f64], after: &[f64], options: &CompareOptions) -> PhaseChange {
+pub fn judge(
+    point: &str,
+    phase: &str,
+    before: &[f64],
+    after: &[f64],
+    options: &CompareOptions,
+) -> PhaseChange {
     let ratio = median_ratio(before, after);
     let p_value = mann_whitney_p(before, after);
-    let clear = p_value < options.alpha && !ratio.contains(1.0) && (ratio.estimate - 1.0).abs() >= options.min_effect;
+    let clear = p_value < options.alpha
+        && !ratio.contains(1.0)
+        && (ratio.estimate - 1.0).abs() >= options.min_effect;
     let verdict = match (clear, ratio.estimate > 1.0) {
         (false, _) => Verdict::NoSignificantChange,
         (true, true) => Verdict::Slower,
         (true, false) => Verdict::Faster,
     };
-    PhaseChange { point: point.into(), phase: phase.into(), before_s: median(before), after_s: median(after), ratio, p_value, verdict }
+    PhaseChange {
+        point: point.into(),
+        phase: phase.into(),
+        before_s: median(before),
+        after_s: median(after),
+        ratio,
+        p_value,
+        verdict,
+    }
 }

@@ -47,7 +47,13 @@ impl PointRecords {
     pub fn series_key(&self) -> String {
         format!(
             "{}|{}|{}|{}|{}|{}|{}",
-            self.model, self.strategy, self.ranks_per_node, self.accumulation, self.activation_checkpointing, self.param_dtype, self.shard_group_label()
+            self.model,
+            self.strategy,
+            self.ranks_per_node,
+            self.accumulation,
+            self.activation_checkpointing,
+            self.param_dtype,
+            self.shard_group_label()
         )
     }
 
@@ -67,10 +73,16 @@ pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError>
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(sweep_dir)
         .map_err(|e| AnalysisError::read(sweep_dir, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) && p.join("manifest.json").exists() && p.join("records.h5").exists())
+        .filter(|p| {
+            p.is_dir()
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.join("manifest.json").exists()
+                && p.join("records.h5").exists()
+        })
         .collect();
     dirs.sort();
-    let points: Vec<PointRecords> = dirs.iter().map(|d| read_manifest(d)).collect::<Result<_, _>>()?;
+    let points: Vec<PointRecords> =
+        dirs.iter().map(|d| read_manifest(d)).collect::<Result<_, _>>()?;
     if points.is_empty() {
         return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
     }
@@ -80,9 +92,18 @@ pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError>
 pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
     let path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&path).map_err(|e| AnalysisError::read(&path, e))?;
-    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| AnalysisError::read(&path, e))?;
-    let text_field = |v: &serde_json::Value| v.as_str().map(str::to_string).ok_or_else(|| AnalysisError::read(&path, format!("missing text field in {v}")));
-    let number = |v: &serde_json::Value| v.as_u64().map(|v| v as u32).ok_or_else(|| AnalysisError::read(&path, format!("missing number in {v}")));
+    let m: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| AnalysisError::read(&path, e))?;
+    let text_field = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| AnalysisError::read(&path, format!("missing text field in {v}")))
+    };
+    let number = |v: &serde_json::Value| {
+        v.as_u64()
+            .map(|v| v as u32)
+            .ok_or_else(|| AnalysisError::read(&path, format!("missing number in {v}")))
+    };
     let config = &m["config"];
     let parallel = &config["parallel"];
     let mut hostnames = vec![String::new(); number(&m["world_size"])? as usize];
@@ -112,7 +133,12 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         param_dtype: parallel["param_dtype"].as_str().unwrap_or("fp32").to_string(),
         warmup_steps: number(&m["warmup_steps"])?,
         steps_planned: number(&m["steps_planned"])?,
-        steps_completed: m["steps_completed"].as_array().into_iter().flatten().filter_map(|v| v.as_u64().map(|v| v as u32)).collect(),
+        steps_completed: m["steps_completed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_u64().map(|v| v as u32))
+            .collect(),
         train_flop_per_step: m["train_flop_per_step"].as_f64().unwrap_or(f64::NAN),
         peak_flop_per_s: config["system"]["peak_flop_per_s"].as_f64(),
         peak_source: config["system"]["peak_source"].as_str().unwrap_or_default().to_string(),

@@ -23,11 +23,16 @@ fn write(dir: &Path, stem: &str, figure: &impl Figure) -> Result<Vec<PathBuf>, A
         let path = path.display().to_string();
         move |e: String| AnalysisError::Plot { path: path.clone(), message: e }
     };
-    let draw_on = |root: DrawingArea<BitMapBackend, Shift>| figure.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string()));
+    let draw_on = |root: DrawingArea<BitMapBackend, Shift>| {
+        figure.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
+    };
     draw_on(BitMapBackend::new(&png, figure.size()).into_drawing_area()).map_err(err(&png))?;
     {
         let root = SVGBackend::new(&svg, figure.size()).into_drawing_area();
-        figure.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string())).map_err(err(&svg))?;
+        figure
+            .draw(&root)
+            .and_then(|_| root.present().map_err(|e| e.to_string()))
+            .map_err(err(&svg))?;
     }
     Ok(vec![png, svg])
 }
@@ -49,17 +54,30 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(230, 130, 170),
 ];
 
-fn legend_box<'a, DB: DrawingBackend + 'a>(chart: &mut ChartContext<'a, DB, impl CoordTranslate>) -> Result<(), String>
+fn legend_box<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, impl CoordTranslate>,
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.9)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(e)
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(e)
 }
 
 /// The label of the row at `y` (rows sit at whole numbers; ticks between them stay blank).
 fn row_label(labels: &[&str], y: f64) -> String {
     let i = y.round();
-    if (y - i).abs() < 1e-6 && i >= 0.0 { labels.get(i as usize).map(|l| l.to_string()).unwrap_or_default() } else { String::new() }
+    if (y - i).abs() < 1e-6 && i >= 0.0 {
+        labels.get(i as usize).map(|l| l.to_string()).unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 /// A horizontal bar with a whisker: a median and its spread.
@@ -81,15 +99,48 @@ struct Bars<'a> {
 }
 
 /// Horizontal bars of images/s per point (bar = median step, whisker = p10..p90 steps).
-pub fn throughput_bars(dir: &Path, stem: &str, title: &str, bars: &[Bar]) -> Result<Vec<PathBuf>, AnalysisError> {
+pub fn throughput_bars(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    bars: &[Bar],
+) -> Result<Vec<PathBuf>, AnalysisError> {
     let x_desc = "images/s (bar: median step; whisker: 10th-90th percentile of steady steps)";
-    write(dir, stem, &Bars { title, x_desc, bar_label: "median throughput", whisker_label: "10th-90th percentile", bars, reference: None })
+    write(
+        dir,
+        stem,
+        &Bars {
+            title,
+            x_desc,
+            bar_label: "median throughput",
+            whisker_label: "10th-90th percentile",
+            bars,
+            reference: None,
+        },
+    )
 }
 
 /// Ratios after/before with their 95% intervals, one bar per point and phase.
-pub fn ratio_bars(dir: &Path, stem: &str, title: &str, bars: &[Bar]) -> Result<Vec<PathBuf>, AnalysisError> {
-    let x_desc = "time after / time before (bar: ratio of medians from 1; whisker: 95% bootstrap interval)";
-    write(dir, stem, &Bars { title, x_desc, bar_label: "ratio of medians", whisker_label: "95% interval", bars, reference: Some(1.0) })
+pub fn ratio_bars(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    bars: &[Bar],
+) -> Result<Vec<PathBuf>, AnalysisError> {
+    let x_desc =
+        "time after / time before (bar: ratio of medians from 1; whisker: 95% bootstrap interval)";
+    write(
+        dir,
+        stem,
+        &Bars {
+            title,
+            x_desc,
+            bar_label: "ratio of medians",
+            whisker_label: "95% interval",
+            bars,
+            reference: Some(1.0),
+        },
+    )
 }
 
 impl Figure for Bars<'_> {
@@ -105,11 +156,13 @@ impl Figure for Bars<'_> {
         // Drawn bottom-up: reversed, the first bar is at the top.
         let bars: Vec<&Bar> = self.bars.iter().rev().collect();
         root.fill(&WHITE).map_err(e)?;
-        let finite = || bars.iter().flat_map(|b| [b.low, b.value, b.high]).filter(|v| v.is_finite());
+        let finite =
+            || bars.iter().flat_map(|b| [b.low, b.value, b.high]).filter(|v| v.is_finite());
         let origin = self.reference.unwrap_or(0.0);
         let max = finite().fold(origin, f64::max).max(1e-9) * 1.1;
         // Ratios are shown around 1; throughputs from 0.
-        let min = if self.reference.is_some() { finite().fold(origin, f64::min) * 0.95 } else { 0.0 };
+        let min =
+            if self.reference.is_some() { finite().fold(origin, f64::min) * 0.95 } else { 0.0 };
         let label_width = bars.iter().map(|b| b.label.len()).max().unwrap_or(8) as u32 * 8 + 20;
         let mut chart = ChartBuilder::on(root)
             .caption(self.title, ("sans-serif", 22))
@@ -140,20 +193,41 @@ impl Figure for Bars<'_> {
             .label(self.bar_label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
         chart
-            .draw_series(bars.iter().enumerate().filter(|(_, b)| b.low.is_finite() && b.high.is_finite()).map(|(i, b)| PathElement::new(vec![(b.low, i as f64), (b.high, i as f64)], BLACK.stroke_width(2))))
+            .draw_series(
+                bars.iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.low.is_finite() && b.high.is_finite())
+                    .map(|(i, b)| {
+                        PathElement::new(
+                            vec![(b.low, i as f64), (b.high, i as f64)],
+                            BLACK.stroke_width(2),
+                        )
+                    }),
+            )
             .map_err(e)?
             .label(self.whisker_label)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2)));
         if let Some(x) = self.reference {
             let red = RGBColor(200, 30, 30);
             chart
-                .draw_series(std::iter::once(PathElement::new(vec![(x, -0.5), (x, bars.len() as f64 - 0.5)], red.stroke_width(1))))
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x, -0.5), (x, bars.len() as f64 - 0.5)],
+                    red.stroke_width(1),
+                )))
                 .map_err(e)?
                 .label("unchanged")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], red));
         }
         // Below the bars, in the margin the caption leaves free at the top.
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).margin(4).background_style(WHITE.mix(0.95)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(e)
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .margin(4)
+            .background_style(WHITE.mix(0.95))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(e)
     }
 }
 
@@ -177,7 +251,13 @@ struct Panels<'a> {
 }
 
 /// A figure with a panel per entry, up to three panels a row.
-pub fn line_panels(dir: &Path, stem: &str, title: &str, y_desc: &str, panels: &[Panel]) -> Result<Vec<PathBuf>, AnalysisError> {
+pub fn line_panels(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    y_desc: &str,
+    panels: &[Panel],
+) -> Result<Vec<PathBuf>, AnalysisError> {
     write(dir, stem, &Panels { title, y_desc, panels })
 }
 
@@ -198,13 +278,23 @@ impl Figure for Panels<'_> {
         let rows = self.panels.len().div_ceil(3).max(1);
         let areas = body.split_evenly((rows, columns));
         // Every strategy keeps its colour in every panel.
-        let mut names: Vec<String> = self.panels.iter().flat_map(|p| p.lines.iter().filter(|l| !l.dashed).map(|l| l.name.clone())).collect();
+        let mut names: Vec<String> = self
+            .panels
+            .iter()
+            .flat_map(|p| p.lines.iter().filter(|l| !l.dashed).map(|l| l.name.clone()))
+            .collect();
         names.dedup();
         names.sort();
         names.dedup();
         for (panel, area) in self.panels.iter().zip(areas.iter()) {
-            let all: Vec<(f64, f64)> = panel.lines.iter().flat_map(|l| l.points.iter().copied()).filter(|p| p.0 > 0.0 && p.1.is_finite()).collect();
-            let (x_max, y_max) = all.iter().fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+            let all: Vec<(f64, f64)> = panel
+                .lines
+                .iter()
+                .flat_map(|l| l.points.iter().copied())
+                .filter(|p| p.0 > 0.0 && p.1.is_finite())
+                .collect();
+            let (x_max, y_max) =
+                all.iter().fold((1.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
             let mut chart = ChartBuilder::on(area)
                 .caption(&panel.title, ("sans-serif", 18))
                 .margin(12)
@@ -224,14 +314,32 @@ impl Figure for Panels<'_> {
                 .map_err(e)?;
             for line in &panel.lines {
                 let base = line.name.trim_end_matches(" (ideal)");
-                let colour = PALETTE[names.iter().position(|n| n == base).unwrap_or(0) % PALETTE.len()];
-                let style = if line.dashed { colour.mix(0.6).stroke_width(1) } else { colour.stroke_width(2) };
-                let series = if line.dashed {
-                    chart.draw_series(DashedLineSeries::new(line.points.iter().copied(), 6, 4, style)).map_err(e)?
+                let colour =
+                    PALETTE[names.iter().position(|n| n == base).unwrap_or(0) % PALETTE.len()];
+                let style = if line.dashed {
+                    colour.mix(0.6).stroke_width(1)
                 } else {
-                    chart.draw_series(LineSeries::new(line.points.iter().copied(), style).point_size(4)).map_err(e)?
+                    colour.stroke_width(2)
                 };
-                series.label(line.name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+                let series = if line.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            line.points.iter().copied(),
+                            6,
+                            4,
+                            style,
+                        ))
+                        .map_err(e)?
+                } else {
+                    chart
+                        .draw_series(
+                            LineSeries::new(line.points.iter().copied(), style).point_size(4),
+                        )
+                        .map_err(e)?
+                };
+                series
+                    .label(line.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
             }
             legend_box(&mut chart)?;
         }
@@ -261,7 +369,13 @@ struct Stacks<'a> {
 }
 
 /// Horizontal stacked bars, a bar per point and a colour per component.
-pub fn stacked_bars(dir: &Path, stem: &str, title: &str, x_desc: &str, stacks: &[Stack]) -> Result<Vec<PathBuf>, AnalysisError> {
+pub fn stacked_bars(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x_desc: &str,
+    stacks: &[Stack],
+) -> Result<Vec<PathBuf>, AnalysisError> {
     write(dir, stem, &Stacks { title, x_desc, stacks })
 }
 
@@ -277,7 +391,12 @@ impl Figure for Stacks<'_> {
         root.fill(&WHITE).map_err(e)?;
         let stacks: Vec<&Stack> = self.stacks.iter().rev().collect();
         // Room on the right for the legend.
-        let max = stacks.iter().map(|s| s.parts.iter().map(|p| p.1.max(0.0)).sum::<f64>()).fold(0.0, f64::max).max(1e-12) * 1.45;
+        let max = stacks
+            .iter()
+            .map(|s| s.parts.iter().map(|p| p.1.max(0.0)).sum::<f64>())
+            .fold(0.0, f64::max)
+            .max(1e-12)
+            * 1.45;
         let label_width = stacks.iter().map(|s| s.label.len()).max().unwrap_or(8) as u32 * 8 + 20;
         let mut chart = ChartBuilder::on(root)
             .caption(self.title, ("sans-serif", 22))
@@ -288,7 +407,15 @@ impl Figure for Stacks<'_> {
             .map_err(e)?;
         let labels: Vec<&str> = stacks.iter().map(|s| s.label.as_str()).collect();
         let label_of = |y: &f64| row_label(&labels, *y);
-        chart.configure_mesh().disable_y_mesh().x_desc(self.x_desc).y_label_formatter(&label_of).y_labels(stacks.len().max(1)).label_style(("sans-serif", 13)).draw().map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(self.x_desc)
+            .y_label_formatter(&label_of)
+            .y_labels(stacks.len().max(1))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(e)?;
         let mut components: Vec<String> = Vec::new();
         for s in &stacks {
             for (name, _) in &s.parts {
@@ -300,13 +427,26 @@ impl Figure for Stacks<'_> {
         for (c, name) in components.iter().enumerate() {
             let colour = PALETTE[c % PALETTE.len()];
             let rects = stacks.iter().enumerate().filter_map(|(i, s)| {
-                let start: f64 = s.parts.iter().take_while(|p| &p.0 != name).map(|p| p.1.max(0.0)).sum();
+                let start: f64 =
+                    s.parts.iter().take_while(|p| &p.0 != name).map(|p| p.1.max(0.0)).sum();
                 let width = s.parts.iter().find(|p| &p.0 == name)?.1.max(0.0);
                 let y = i as f64;
-                Some(Rectangle::new([(start, y - 0.35), (start + width, y + 0.35)], colour.filled()))
+                Some(Rectangle::new(
+                    [(start, y - 0.35), (start + width, y + 0.35)],
+                    colour.filled(),
+                ))
             });
-            chart.draw_series(rects).map_err(e)?.label(name.clone()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));
+            chart.draw_series(rects).map_err(e)?.label(name.clone()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled())
+            });
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.9)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(e)
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(e)
     }
 }

@@ -30,7 +30,9 @@ pub struct Report {
 
 /// Summarises a sweep from its tidy store (brought up to date first).
 /// Points' summaries, node straggler scores and what updating the store did.
-pub fn summarize_sweep(sweep_dir: &Path) -> Result<(Vec<PointSummary>, Vec<NodeScore>, StoreUpdate), AnalysisError> {
+pub fn summarize_sweep(
+    sweep_dir: &Path,
+) -> Result<(Vec<PointSummary>, Vec<NodeScore>, StoreUpdate), AnalysisError> {
     let points = load_points(sweep_dir)?;
     let update = update_store(sweep_dir, &points)?;
     let (summaries, rank_scores) = summarize(&points, &Store::open(&update.dir)?)?;
@@ -42,7 +44,8 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     let exclude = exclude_list(&stragglers, STRAGGLER_THRESHOLD);
     let sweep = sweep_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = sweep_dir.join("report");
-    std::fs::create_dir_all(&out).map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
+    std::fs::create_dir_all(&out)
+        .map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
 
     let mut files = vec![write_csv(&out.join("summary.csv"), &mut summary_frame(&summaries)?)?];
     files.push(write_csv(&out.join("breakdown.csv"), &mut breakdown_frame(&summaries)?)?);
@@ -51,31 +54,61 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
 
     let table = printable(&summaries);
     let markdown = out.join("report.md");
-    write_file(&markdown, markdown_report(&sweep, &summaries, &stragglers, &exclude, &table).as_bytes())?;
+    write_file(
+        &markdown,
+        markdown_report(&sweep, &summaries, &stragglers, &exclude, &table).as_bytes(),
+    )?;
     files.push(markdown);
     Ok(Report { table, summaries, stragglers, exclude, store: update, files })
 }
 
 fn label(p: &PointSummary) -> String {
-    if p.meta.outcome == "ok" { p.meta.point.clone() } else { format!("{} ({})", p.meta.point, p.meta.outcome) }
+    if p.meta.outcome == "ok" {
+        p.meta.point.clone()
+    } else {
+        format!("{} ({})", p.meta.point, p.meta.outcome)
+    }
 }
 
-fn plots(out: &Path, sweep: &str, summaries: &[PointSummary]) -> Result<Vec<PathBuf>, AnalysisError> {
+fn plots(
+    out: &Path,
+    sweep: &str,
+    summaries: &[PointSummary],
+) -> Result<Vec<PathBuf>, AnalysisError> {
     let mut files = Vec::new();
     let bars: Vec<Bar> = summaries
         .iter()
         .map(|p| {
             let batch = f64::from(p.meta.global_batch);
-            Bar { label: label(p), value: p.images_per_s.estimate, low: batch / p.step_s_p90, high: batch / p.step_s_p10 }
+            Bar {
+                label: label(p),
+                value: p.images_per_s.estimate,
+                low: batch / p.step_s_p90,
+                high: batch / p.step_s_p10,
+            }
         })
         .collect();
-    files.extend(throughput_bars(out, "throughput", &format!("{sweep}: training throughput per point"), &bars)?);
+    files.extend(throughput_bars(
+        out,
+        "throughput",
+        &format!("{sweep}: training throughput per point"),
+        &bars,
+    )?);
 
     let ok: Vec<&PointSummary> = summaries.iter().filter(|p| p.meta.outcome == "ok").collect();
     let panels = |value: &dyn Fn(&PointSummary) -> Option<f64>, ideal: bool| -> Vec<Panel> {
         let mut models: BTreeMap<&str, BTreeMap<String, Vec<&PointSummary>>> = BTreeMap::new();
         for p in &ok {
-            let series = format!("{} mb{}{}", p.meta.strategy, p.meta.micro_batch, if p.meta.strategy.starts_with("hybrid") { format!(" sg{}", p.meta.shard_group_label()) } else { String::new() });
+            let series = format!(
+                "{} mb{}{}",
+                p.meta.strategy,
+                p.meta.micro_batch,
+                if p.meta.strategy.starts_with("hybrid") {
+                    format!(" sg{}", p.meta.shard_group_label())
+                } else {
+                    String::new()
+                }
+            );
             models.entry(p.meta.model.as_str()).or_default().entry(series).or_default().push(p);
         }
         models
@@ -84,10 +117,17 @@ fn plots(out: &Path, sweep: &str, summaries: &[PointSummary]) -> Result<Vec<Path
                 let mut lines = Vec::new();
                 for (name, mut points) in series {
                     points.sort_by_key(|p| p.meta.nodes);
-                    let xy: Vec<(f64, f64)> = points.iter().filter_map(|p| value(p).map(|v| (f64::from(p.meta.nodes), v))).collect();
+                    let xy: Vec<(f64, f64)> = points
+                        .iter()
+                        .filter_map(|p| value(p).map(|v| (f64::from(p.meta.nodes), v)))
+                        .collect();
                     if ideal && xy.len() > 1 {
                         let (n0, v0) = xy[0];
-                        lines.push(Line { name: format!("{name} (ideal)"), points: xy.iter().map(|(n, _)| (*n, v0 * n / n0)).collect(), dashed: true });
+                        lines.push(Line {
+                            name: format!("{name} (ideal)"),
+                            points: xy.iter().map(|(n, _)| (*n, v0 * n / n0)).collect(),
+                            dashed: true,
+                        });
                     }
                     lines.push(Line { name, points: xy, dashed: false });
                 }
@@ -96,14 +136,37 @@ fn plots(out: &Path, sweep: &str, summaries: &[PointSummary]) -> Result<Vec<Path
             .collect()
     };
     if !ok.is_empty() {
-        let title = format!("{sweep}: throughput vs nodes (dashed: linear scaling from the fewest nodes)");
-        files.extend(line_panels(out, "scaling_throughput", &title, "images/s", &panels(&|p| Some(p.images_per_s.estimate), true))?);
+        let title =
+            format!("{sweep}: throughput vs nodes (dashed: linear scaling from the fewest nodes)");
+        files.extend(line_panels(
+            out,
+            "scaling_throughput",
+            &title,
+            "images/s",
+            &panels(&|p| Some(p.images_per_s.estimate), true),
+        )?);
         let title = format!("{sweep}: weak-scaling efficiency vs the fewest nodes");
-        files.extend(line_panels(out, "scaling_efficiency", &title, "efficiency (1 = ideal)", &panels(&|p| p.weak_scaling_efficiency, false))?);
+        files.extend(line_panels(
+            out,
+            "scaling_efficiency",
+            &title,
+            "efficiency (1 = ideal)",
+            &panels(&|p| p.weak_scaling_efficiency, false),
+        )?);
         let title = format!("{sweep}: peak memory per rank vs nodes");
-        files.extend(line_panels(out, "memory", &title, "GiB per rank (largest peak RSS)", &panels(&|p| Some(p.peak_rss_bytes / (1u64 << 30) as f64), false))?);
+        files.extend(line_panels(
+            out,
+            "memory",
+            &title,
+            "GiB per rank (largest peak RSS)",
+            &panels(&|p| Some(p.peak_rss_bytes / (1u64 << 30) as f64), false),
+        )?);
     }
-    let stacks: Vec<Stack> = summaries.iter().filter(|p| !p.step_s.is_empty()).map(|p| Stack { label: label(p), parts: p.breakdown.critical_path.clone() }).collect();
+    let stacks: Vec<Stack> = summaries
+        .iter()
+        .filter(|p| !p.step_s.is_empty())
+        .map(|p| Stack { label: label(p), parts: p.breakdown.critical_path.clone() })
+        .collect();
     let title = format!("{sweep}: where a step goes (slowest rank, mean over steady steps)");
     files.extend(stacked_bars(out, "breakdown", &title, "seconds per step", &stacks)?);
     Ok(files)
@@ -153,9 +216,13 @@ fn summary_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisError> {
 }
 
 fn breakdown_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisError> {
-    let (mut point, mut view, mut component, mut seconds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut point, mut view, mut component, mut seconds) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for p in s {
-        for (name, parts) in [("critical_path", &p.breakdown.critical_path), ("max_over_ranks", &p.breakdown.max_over_ranks)] {
+        for (name, parts) in [
+            ("critical_path", &p.breakdown.critical_path),
+            ("max_over_ranks", &p.breakdown.max_over_ranks),
+        ] {
             for (c, v) in parts {
                 point.push(p.meta.point.clone());
                 view.push(name);
@@ -164,7 +231,9 @@ fn breakdown_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisError> {
             }
         }
     }
-    Ok(df!("point" => point, "view" => view, "component" => component, "seconds_per_step" => seconds)?)
+    Ok(
+        df!("point" => point, "view" => view, "component" => component, "seconds_per_step" => seconds)?,
+    )
 }
 
 fn straggler_frame(s: &[NodeScore]) -> Result<DataFrame, AnalysisError> {
@@ -187,13 +256,29 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 
 fn printable(s: &[PointSummary]) -> String {
     let mut out = Table::new();
-    out.load_preset(UTF8_FULL_CONDENSED).set_header(["point", "outcome", "steady", "step s (95% CI)", "images/s", "per device", "TFLOP/s", "MFU", "weak eff.", "strong eff."]);
+    out.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "point",
+        "outcome",
+        "steady",
+        "step s (95% CI)",
+        "images/s",
+        "per device",
+        "TFLOP/s",
+        "MFU",
+        "weak eff.",
+        "strong eff.",
+    ]);
     for p in s {
         out.add_row([
             p.meta.point.clone(),
             p.meta.outcome.clone(),
             format!("{} from {}", p.step_s.len(), p.steady_from),
-            format!("{} ({}-{})", fmt(Some(p.step_s_median.estimate), 4), fmt(Some(p.step_s_median.low), 4), fmt(Some(p.step_s_median.high), 4)),
+            format!(
+                "{} ({}-{})",
+                fmt(Some(p.step_s_median.estimate), 4),
+                fmt(Some(p.step_s_median.low), 4),
+                fmt(Some(p.step_s_median.high), 4)
+            ),
             fmt(Some(p.images_per_s.estimate), 1),
             fmt(Some(p.images_per_s_per_device()), 1),
             fmt(Some(p.model_flop_per_s / 1e12), 4),
@@ -205,7 +290,13 @@ fn printable(s: &[PointSummary]) -> String {
     out.to_string()
 }
 
-fn markdown_report(sweep: &str, s: &[PointSummary], stragglers: &[NodeScore], exclude: &[String], table: &str) -> String {
+fn markdown_report(
+    sweep: &str,
+    s: &[PointSummary],
+    stragglers: &[NodeScore],
+    exclude: &[String],
+    table: &str,
+) -> String {
     let mut md = format!("# Sweep {sweep}\n\n{} points. Step times are the slowest rank's (a step waits for it), summarised over steady-state steps: the experiment's warm-up steps are always dropped, and the MSER-5 rule drops any further slow start. Intervals are 95% bootstrap intervals of the median.\n\n", s.len());
     md += &format!("```\n{table}\n```\n\nMFU: {MFU_FORMULA}. Peaks per device come from the system profile ({}).\n\n", {
         let sources: Vec<&str> = s.iter().map(|p| p.meta.peak_source.as_str()).filter(|x| !x.is_empty()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -223,12 +314,22 @@ fn markdown_report(sweep: &str, s: &[PointSummary], stragglers: &[NodeScore], ex
     }
     md += "\n## Stragglers\n\nScore: a node's ranks' forward time over the median rank's in the same step (median over steps, ranks and points).\n\n| node | score | worst rank | rank-points |\n|---|---|---|---|\n";
     for n in stragglers {
-        md += &format!("| {} | {:.3} | {:.3} | {} |\n", n.hostname, n.score, n.worst_score, n.rank_points);
+        md += &format!(
+            "| {} | {:.3} | {:.3} | {} |\n",
+            n.hostname, n.score, n.worst_score, n.rank_points
+        );
     }
     md += &if exclude.is_empty() {
-        format!("\nNo node is more than {:.0}% slower than the typical rank.\n", STRAGGLER_THRESHOLD * 100.0)
+        format!(
+            "\nNo node is more than {:.0}% slower than the typical rank.\n",
+            STRAGGLER_THRESHOLD * 100.0
+        )
     } else {
-        format!("\nSlow nodes (> {:.0}%): resume with `--exclude {}`.\n", STRAGGLER_THRESHOLD * 100.0, exclude.join(","))
+        format!(
+            "\nSlow nodes (> {:.0}%): resume with `--exclude {}`.\n",
+            STRAGGLER_THRESHOLD * 100.0,
+            exclude.join(",")
+        )
     };
     md += "\nTables: [summary.csv](summary.csv), [breakdown.csv](breakdown.csv), [stragglers.csv](stragglers.csv). Long-format records: `../tidy/*.parquet`.\n";
     md
@@ -236,11 +337,17 @@ fn markdown_report(sweep: &str, s: &[PointSummary], stragglers: &[NodeScore], ex
 
 /// `compare`: both result sets summarised, compared, and written to `out` (comparison.csv,
 /// comparison.png/.svg, comparison.md).
-pub fn compare_sweeps(before: &Path, after: &Path, out: &Path, options: &crate::CompareOptions) -> Result<(crate::Comparison, Vec<PathBuf>), AnalysisError> {
+pub fn compare_sweeps(
+    before: &Path,
+    after: &Path,
+    out: &Path,
+    options: &crate::CompareOptions,
+) -> Result<(crate::Comparison, Vec<PathBuf>), AnalysisError> {
     let (b, _, _) = summarize_sweep(before)?;
     let (a, _, _) = summarize_sweep(after)?;
     let comparison = crate::compare::compare(&b, &a, options)?;
-    std::fs::create_dir_all(out).map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
+    std::fs::create_dir_all(out)
+        .map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
     let c = &comparison.changes;
     let mut frame = df!(
         "point" => c.iter().map(|x| x.point.clone()).collect::<Vec<_>>(),
@@ -255,18 +362,44 @@ pub fn compare_sweeps(before: &Path, after: &Path, out: &Path, options: &crate::
     )?;
     let mut files = vec![write_csv(&out.join("comparison.csv"), &mut frame)?];
     // The plot shows every point's step and any phase with a verdict; the CSV has them all.
-    let shown = c.iter().filter(|x| x.phase == "step" || x.verdict != crate::Verdict::NoSignificantChange);
-    let bars: Vec<Bar> = shown.map(|x| Bar { label: format!("{} {} [{}]", x.point, x.phase, x.verdict.name()), value: x.ratio.estimate, low: x.ratio.low, high: x.ratio.high }).collect();
-    let title = format!("{} vs {}: time per phase, after / before", after.display(), before.display());
+    let shown =
+        c.iter().filter(|x| x.phase == "step" || x.verdict != crate::Verdict::NoSignificantChange);
+    let bars: Vec<Bar> = shown
+        .map(|x| Bar {
+            label: format!("{} {} [{}]", x.point, x.phase, x.verdict.name()),
+            value: x.ratio.estimate,
+            low: x.ratio.low,
+            high: x.ratio.high,
+        })
+        .collect();
+    let title =
+        format!("{} vs {}: time per phase, after / before", after.display(), before.display());
     files.extend(crate::plot::ratio_bars(out, "comparison", &title, &bars)?);
     let mut md = format!("# {} against {}\n\nRatios are after / before of the median over steady steps (slowest rank per step), with 95% bootstrap intervals and Mann-Whitney p-values. A verdict needs the interval to exclude 1, p < {} and a change of at least {:.0}%; anything else is \"no significant change\".\n\n", after.display(), before.display(), options.alpha, options.min_effect * 100.0);
     md += "## Environment\n\n| field | before | after | declared |\n|---|---|---|---|\n";
     for d in &comparison.environment {
-        md += &format!("| {} | {} | {} | {} |\n", d.field, d.before, d.after, if d.declared { "yes" } else { "**no**" });
+        md += &format!(
+            "| {} | {} | {} | {} |\n",
+            d.field,
+            d.before,
+            d.after,
+            if d.declared { "yes" } else { "**no**" }
+        );
     }
     md += "\n![comparison](comparison.svg)\n\n| point | phase | before s | after s | ratio (95% CI) | p | verdict |\n|---|---|---|---|---|---|---|\n";
     for x in c {
-        md += &format!("| {} | {} | {:.6} | {:.6} | {:.3} ({:.3}-{:.3}) | {:.2e} | {} |\n", x.point, x.phase, x.before_s, x.after_s, x.ratio.estimate, x.ratio.low, x.ratio.high, x.p_value, x.verdict.name());
+        md += &format!(
+            "| {} | {} | {:.6} | {:.6} | {:.3} ({:.3}-{:.3}) | {:.2e} | {} |\n",
+            x.point,
+            x.phase,
+            x.before_s,
+            x.after_s,
+            x.ratio.estimate,
+            x.ratio.low,
+            x.ratio.high,
+            x.p_value,
+            x.verdict.name()
+        );
     }
     for (point, why) in &comparison.unmatched {
         md += &format!("\nNot compared: {point} ({why})");

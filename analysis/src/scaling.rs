@@ -22,27 +22,39 @@ struct Baseline {
 
 pub fn add_efficiencies(points: &mut [PointSummary]) {
     let weak_key = |p: &PointSummary| format!("{}|mb{}", p.meta.series_key(), p.meta.micro_batch);
-    let strong_key = |p: &PointSummary| format!("{}|gb{}", p.meta.series_key(), p.meta.global_batch);
+    let strong_key =
+        |p: &PointSummary| format!("{}|gb{}", p.meta.series_key(), p.meta.global_batch);
     let weak = baselines(points, weak_key);
     let strong = baselines(points, strong_key);
     for p in points.iter_mut().filter(|p| p.meta.outcome == "ok") {
         let devices = f64::from(p.meta.world_size);
         if let Some(b) = weak.get(&weak_key(p)).filter(|b| b.node_counts > 1) {
-            p.weak_scaling_efficiency = Some((p.images_per_s.estimate / devices) / (b.images_per_s / b.devices));
+            p.weak_scaling_efficiency =
+                Some((p.images_per_s.estimate / devices) / (b.images_per_s / b.devices));
         }
         if let Some(b) = strong.get(&strong_key(p)).filter(|b| b.node_counts > 1) {
-            p.strong_scaling_efficiency = Some((p.images_per_s.estimate / b.images_per_s) / (devices / b.devices));
+            p.strong_scaling_efficiency =
+                Some((p.images_per_s.estimate / b.images_per_s) / (devices / b.devices));
         }
     }
 }
 
-fn baselines(points: &[PointSummary], key: impl Fn(&PointSummary) -> String) -> BTreeMap<String, Baseline> {
+fn baselines(
+    points: &[PointSummary],
+    key: impl Fn(&PointSummary) -> String,
+) -> BTreeMap<String, Baseline> {
     let mut base: BTreeMap<String, Baseline> = BTreeMap::new();
     let mut nodes: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
-    for p in points.iter().filter(|p| p.meta.outcome == "ok" && p.images_per_s.estimate.is_finite()) {
+    for p in points.iter().filter(|p| p.meta.outcome == "ok" && p.images_per_s.estimate.is_finite())
+    {
         let k = key(p);
         nodes.entry(k.clone()).or_default().insert(p.meta.nodes);
-        let candidate = Baseline { nodes: p.meta.nodes, images_per_s: p.images_per_s.estimate, devices: f64::from(p.meta.world_size), node_counts: 0 };
+        let candidate = Baseline {
+            nodes: p.meta.nodes,
+            images_per_s: p.images_per_s.estimate,
+            devices: f64::from(p.meta.world_size),
+            node_counts: 0,
+        };
         match base.get(&k) {
             Some(b) if b.nodes <= candidate.nodes => {}
             _ => {

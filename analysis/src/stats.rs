@@ -60,7 +60,8 @@ pub fn bootstrap(values: &[f64], statistic: impl Fn(&[f64]) -> f64) -> Interval 
     }
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let mut sample = Vec::new();
-    let stats: Vec<f64> = (0..RESAMPLES).map(|_| statistic(resample(values, &mut rng, &mut sample))).collect();
+    let stats: Vec<f64> =
+        (0..RESAMPLES).map(|_| statistic(resample(values, &mut rng, &mut sample))).collect();
     percentile_interval(estimate, &stats)
 }
 
@@ -85,7 +86,11 @@ pub fn median_ratio(before: &[f64], after: &[f64]) -> Interval {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let (mut b, mut a) = (Vec::new(), Vec::new());
-    let ratios: Vec<f64> = (0..RESAMPLES).map(|_| median(resample(after, &mut rng, &mut a)) / median(resample(before, &mut rng, &mut b))).collect();
+    let ratios: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            median(resample(after, &mut rng, &mut a)) / median(resample(before, &mut rng, &mut b))
+        })
+        .collect();
     percentile_interval(estimate, &ratios)
 }
 
@@ -96,7 +101,8 @@ pub fn mann_whitney_p(x: &[f64], y: &[f64]) -> f64 {
     if x.is_empty() || y.is_empty() {
         return 1.0;
     }
-    let mut all: Vec<(f64, bool)> = x.iter().map(|&v| (v, true)).chain(y.iter().map(|&v| (v, false))).collect();
+    let mut all: Vec<(f64, bool)> =
+        x.iter().map(|&v| (v, true)).chain(y.iter().map(|&v| (v, false))).collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (mut rank_sum_x, mut ties) = (0.0, 0.0);
     let mut i = 0;
@@ -134,7 +140,9 @@ mod tests {
     fn bootstrap_interval_of_the_median_covers_the_truth() {
         // Uniform noise around 1.0: over many samples the 95% interval covers the true median
         // about 95% of the time.
-        let covered = (0..200).filter(|&seed| bootstrap(&noisy(40, 1.0, 0.2, seed), median).contains(1.0)).count();
+        let covered = (0..200)
+            .filter(|&seed| bootstrap(&noisy(40, 1.0, 0.2, seed), median).contains(1.0))
+            .count();
         assert!((180..=199).contains(&covered), "covered {covered} of 200");
     }
 

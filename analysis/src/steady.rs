@@ -10,7 +10,8 @@ pub fn steady_start(step_s: &[f64], warmup_steps: usize) -> usize {
     let start = warmup_steps.min(step_s.len());
     let rest = &step_s[start..];
     // Batch means of 5 steps smooth step-to-step noise before the rule looks at them.
-    let batches: Vec<f64> = rest.chunks_exact(BATCH).map(|c| c.iter().sum::<f64>() / BATCH as f64).collect();
+    let batches: Vec<f64> =
+        rest.chunks_exact(BATCH).map(|c| c.iter().sum::<f64>() / BATCH as f64).collect();
     if batches.len() < 4 {
         return start;
     }

@@ -26,23 +26,40 @@ pub struct NodeScore {
 /// over the median rank's in the same step (a lazy part of the analysis' one pass over
 /// rows with packed keys `point_step`, then `rank`, `phase`, `value`, `steady`); the result's
 /// key is `point_rank`.
-pub(crate) fn rank_scores(timed: LazyFrame, step_bits: u32, rank_bits: u32) -> Result<LazyFrame, AnalysisError> {
+pub(crate) fn rank_scores(
+    timed: LazyFrame,
+    step_bits: u32,
+    rank_bits: u32,
+) -> Result<LazyFrame, AnalysisError> {
     let point = col("point_step") / lit(1u64 << step_bits);
     Ok(timed
         .filter(col("phase").eq(lit("forward")).and(col("steady")))
-        .with_column((col("value") / col("value").median().over([col("point_step")])?).alias("ratio"))
-        .group_by([(point * lit(1u64 << rank_bits) + col("rank").cast(DataType::UInt64)).alias("point_rank")])
+        .with_column(
+            (col("value") / col("value").median().over([col("point_step")])?).alias("ratio"),
+        )
+        .group_by([(point * lit(1u64 << rank_bits) + col("rank").cast(DataType::UInt64))
+            .alias("point_rank")])
         .agg([col("ratio").median().alias("score")]))
 }
 
 /// Node scores from rank scores (point: index in `points`, rank, score), slowest first; each
 /// rank's node comes from its point's manifest.
-pub fn node_scores(rank_scores: &DataFrame, points: &[PointRecords]) -> Result<Vec<NodeScore>, AnalysisError> {
-    let (point, rank, score) = (rank_scores.column("point")?.u32()?, rank_scores.column("rank")?.u32()?, rank_scores.column("score")?.f64()?);
+pub fn node_scores(
+    rank_scores: &DataFrame,
+    points: &[PointRecords],
+) -> Result<Vec<NodeScore>, AnalysisError> {
+    let (point, rank, score) = (
+        rank_scores.column("point")?.u32()?,
+        rank_scores.column("rank")?.u32()?,
+        rank_scores.column("score")?.f64()?,
+    );
     let mut by_node: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for ((p, r), s) in point.iter().zip(rank.iter()).zip(score.iter()) {
         let (Some(p), Some(r), Some(s)) = (p, r, s) else { continue };
-        let host = points.get(p as usize).and_then(|p| p.hostnames.get(r as usize)).map_or("", String::as_str);
+        let host = points
+            .get(p as usize)
+            .and_then(|p| p.hostnames.get(r as usize))
+            .map_or("", String::as_str);
         match by_node.get_mut(host) {
             Some(scores) => scores.push(s),
             None => drop(by_node.insert(host.to_string(), vec![s])),
@@ -50,7 +67,12 @@ pub fn node_scores(rank_scores: &DataFrame, points: &[PointRecords]) -> Result<V
     }
     let mut nodes: Vec<NodeScore> = by_node
         .into_iter()
-        .map(|(hostname, scores)| NodeScore { hostname, score: median(&scores), worst_score: scores.iter().copied().fold(f64::MIN, f64::max), rank_points: scores.len() })
+        .map(|(hostname, scores)| NodeScore {
+            hostname,
+            score: median(&scores),
+            worst_score: scores.iter().copied().fold(f64::MIN, f64::max),
+            rank_points: scores.len(),
+        })
         .collect();
     nodes.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(nodes)
@@ -58,5 +80,9 @@ pub fn node_scores(rank_scores: &DataFrame, points: &[PointRecords]) -> Result<V
 
 /// Nodes slower than `1 + threshold` times the typical rank, as a Slurm node list.
 pub fn exclude_list(scores: &[NodeScore], threshold: f64) -> Vec<String> {
-    scores.iter().filter(|s| s.score > 1.0 + threshold && !s.hostname.is_empty()).map(|s| s.hostname.clone()).collect()
+    scores
+        .iter()
+        .filter(|s| s.score > 1.0 + threshold && !s.hostname.is_empty())
+        .map(|s| s.hostname.clone())
+        .collect()
 }

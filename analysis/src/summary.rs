@@ -86,36 +86,76 @@ fn pack(high: Expr, low: Expr, low_bits: u32) -> Expr {
 }
 
 /// The two halves of a packed key, named, followed by `rest`.
-fn unpack(key: &str, low_bits: u32, [high, low]: [&str; 2], rest: impl IntoIterator<Item = Expr>) -> Vec<Expr> {
+fn unpack(
+    key: &str,
+    low_bits: u32,
+    [high, low]: [&str; 2],
+    rest: impl IntoIterator<Item = Expr>,
+) -> Vec<Expr> {
     let base = lit(1u64 << low_bits);
-    [(col(key) / base.clone()).cast(DataType::UInt32).alias(high), (col(key) % base).cast(DataType::UInt32).alias(low)].into_iter().chain(rest).collect()
+    [
+        (col(key) / base.clone()).cast(DataType::UInt32).alias(high),
+        (col(key) % base).cast(DataType::UInt32).alias(low),
+    ]
+    .into_iter()
+    .chain(rest)
+    .collect()
 }
 
 /// The heavy part: a batch of points' rows reduced to their step tables in one streaming
 /// query. Only the columns these need are read (text is the costly part of decoding).
 pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> {
-    let rows = rows.select([col("point"), col("warmup_steps"), col("rank"), col("step"), col("phase"), col("metric"), col("value")]);
+    let rows = rows.select([
+        col("point"),
+        col("warmup_steps"),
+        col("rank"),
+        col("step"),
+        col("phase"),
+        col("metric"),
+        col("value"),
+    ]);
     let timed = rows
         .clone()
         .filter(col("metric").eq(lit("time")).or(col("metric").eq(lit("wait"))))
-        .select([pack(col("point"), col("step"), STEP_BITS).alias("point_step"), col("rank"), col("phase"), col("value"), col("step").gt_eq(col("warmup_steps")).alias("steady")])
+        .select([
+            pack(col("point"), col("step"), STEP_BITS).alias("point_step"),
+            col("rank"),
+            col("phase"),
+            col("value"),
+            col("step").gt_eq(col("warmup_steps")).alias("steady"),
+        ])
         .cache();
-    let rank_scores = crate::stragglers::rank_scores(timed.clone(), STEP_BITS, RANK_BITS)?.select(unpack("point_rank", RANK_BITS, ["point", "rank"], [col("score")]));
-    let point_step_rank = || pack(col("point_step"), col("rank"), RANK_BITS).alias("point_step_rank");
+    let rank_scores = crate::stragglers::rank_scores(timed.clone(), STEP_BITS, RANK_BITS)?
+        .select(unpack("point_rank", RANK_BITS, ["point", "rank"], [col("score")]));
+    let point_step_rank =
+        || pack(col("point_step"), col("rank"), RANK_BITS).alias("point_step_rank");
     let slowest = timed
         .clone()
         .filter(col("phase").eq(lit("step")))
         .group_by([col("point_step")])
         .agg([col("rank").sort_by([col("value")], SortMultipleOptions::default()).last()])
         .select([point_step_rank()]);
-    let by_step = || unpack("point_step", STEP_BITS, ["point", "step"], [col("phase"), col("value")]);
+    let by_step =
+        || unpack("point_step", STEP_BITS, ["point", "step"], [col("phase"), col("value")]);
     let critical = timed
         .clone()
         .with_column(point_step_rank())
-        .join(slowest, [col("point_step_rank")], [col("point_step_rank")], JoinArgs::new(JoinType::Inner))
+        .join(
+            slowest,
+            [col("point_step_rank")],
+            [col("point_step_rank")],
+            JoinArgs::new(JoinType::Inner),
+        )
         .select(by_step());
-    let max_over_ranks = timed.group_by([col("point_step"), col("phase")]).agg([col("value").max()]).select(by_step());
-    let memory = rows.clone().filter(col("metric").eq(lit("bytes")).or(col("metric").eq(lit("peak_rss")))).group_by([col("point"), col("metric"), col("phase")]).agg([col("value").max()]);
+    let max_over_ranks = timed
+        .group_by([col("point_step"), col("phase")])
+        .agg([col("value").max()])
+        .select(by_step());
+    let memory = rows
+        .clone()
+        .filter(col("metric").eq(lit("bytes")).or(col("metric").eq(lit("peak_rss"))))
+        .group_by([col("point"), col("metric"), col("phase")])
+        .agg([col("value").max()]);
     let final_loss = rows
         .filter(col("metric").eq(lit("loss")))
         .filter(col("step").eq(col("step").max().over([col("point")])?))
@@ -126,9 +166,16 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
     // 1e8 rows). Polars' own merging of common scans is off so that the memory and loss tables
     // keep their filters in the Parquet reader, which skips row groups without such rows by
     // their statistics (merged, they filter every row of the batch: 2 s more for 1e8 rows).
-    let plans = [critical, max_over_ranks, memory, final_loss, rank_scores].map(|f| f.logical_plan).to_vec();
-    let frames = LazyFrame::collect_all_with_engine(plans, Engine::Streaming, OptFlags::default() & !OptFlags::COMM_SUBPLAN_ELIM)?;
-    let [critical, max_over_ranks, memory, final_loss, rank_scores]: [DataFrame; 5] = frames.try_into().map_err(|_| AnalysisError::Empty("step tables".into()))?;
+    let plans = [critical, max_over_ranks, memory, final_loss, rank_scores]
+        .map(|f| f.logical_plan)
+        .to_vec();
+    let frames = LazyFrame::collect_all_with_engine(
+        plans,
+        Engine::Streaming,
+        OptFlags::default() & !OptFlags::COMM_SUBPLAN_ELIM,
+    )?;
+    let [critical, max_over_ranks, memory, final_loss, rank_scores]: [DataFrame; 5] =
+        frames.try_into().map_err(|_| AnalysisError::Empty("step tables".into()))?;
     Ok(StepTables { critical, max_over_ranks, memory, final_loss, rank_scores })
 }
 
@@ -136,7 +183,12 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
 type Series3 = BTreeMap<u32, BTreeMap<String, BTreeMap<u32, f64>>>;
 
 fn by_point(frame: &DataFrame) -> Result<Series3, AnalysisError> {
-    let (point, step, phase, value) = (frame.column("point")?.u32()?, frame.column("step")?.u32()?, frame.column("phase")?.str()?, frame.column("value")?.f64()?);
+    let (point, step, phase, value) = (
+        frame.column("point")?.u32()?,
+        frame.column("step")?.u32()?,
+        frame.column("phase")?.str()?,
+        frame.column("value")?.f64()?,
+    );
     let mut out: Series3 = BTreeMap::new();
     for (((p, s), ph), v) in point.iter().zip(step.iter()).zip(phase.iter()).zip(value.iter()) {
         if let (Some(p), Some(s), Some(ph), Some(v)) = (p, s, ph, v) {
@@ -153,10 +205,21 @@ fn by_point(frame: &DataFrame) -> Result<Series3, AnalysisError> {
 
 /// Every point's summary, and every rank's straggler score (point: index in `points`, rank,
 /// score).
-pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSummary>, DataFrame), AnalysisError> {
+pub fn summarize(
+    points: &[PointRecords],
+    store: &Store,
+) -> Result<(Vec<PointSummary>, DataFrame), AnalysisError> {
     let fits = |n: usize, bits: u32| n <= 1 << bits;
-    if !fits(points.len(), POINT_BITS) || points.iter().any(|p| !fits(p.steps_planned as usize, STEP_BITS) || !fits(p.world_size as usize, RANK_BITS)) {
-        return Err(AnalysisError::TooLarge { points: 1 << POINT_BITS, steps: 1 << STEP_BITS, ranks: 1 << RANK_BITS });
+    if !fits(points.len(), POINT_BITS)
+        || points.iter().any(|p| {
+            !fits(p.steps_planned as usize, STEP_BITS) || !fits(p.world_size as usize, RANK_BITS)
+        })
+    {
+        return Err(AnalysisError::TooLarge {
+            points: 1 << POINT_BITS,
+            steps: 1 << STEP_BITS,
+            ranks: 1 << RANK_BITS,
+        });
     }
     let mut tables: Option<StepTables> = None;
     for batch in store.batches(points) {
@@ -167,21 +230,34 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
         }
     }
     let tables = tables.ok_or_else(|| AnalysisError::Empty("the tidy store".into()))?;
-    let (critical, maxes) = rayon::join(|| by_point(&tables.critical), || by_point(&tables.max_over_ranks));
+    let (critical, maxes) =
+        rayon::join(|| by_point(&tables.critical), || by_point(&tables.max_over_ranks));
     let (critical, maxes) = (critical?, maxes?);
     let mut memory: BTreeMap<(u32, String), f64> = BTreeMap::new();
     {
         let m = &tables.memory;
-        let (point, metric, phase, value) = (m.column("point")?.u32()?, m.column("metric")?.str()?, m.column("phase")?.str()?, m.column("value")?.f64()?);
+        let (point, metric, phase, value) = (
+            m.column("point")?.u32()?,
+            m.column("metric")?.str()?,
+            m.column("phase")?.str()?,
+            m.column("value")?.f64()?,
+        );
         for i in 0..m.height() {
-            let key = if metric.get(i) == Some("peak_rss") { "peak_rss".to_string() } else { phase.get(i).unwrap_or_default().to_string() };
-            memory.insert((point.get(i).unwrap_or(u32::MAX), key), value.get(i).unwrap_or(f64::NAN));
+            let key = if metric.get(i) == Some("peak_rss") {
+                "peak_rss".to_string()
+            } else {
+                phase.get(i).unwrap_or_default().to_string()
+            };
+            memory
+                .insert((point.get(i).unwrap_or(u32::MAX), key), value.get(i).unwrap_or(f64::NAN));
         }
     }
     let losses: BTreeMap<u32, f64> = {
         let f = &tables.final_loss;
         let (point, value) = (f.column("point")?.u32()?, f.column("value")?.f64()?);
-        (0..f.height()).filter_map(|i| Some((point.get(i)?, value.get(i).unwrap_or(f64::NAN)))).collect()
+        (0..f.height())
+            .filter_map(|i| Some((point.get(i)?, value.get(i).unwrap_or(f64::NAN))))
+            .collect()
     };
     let empty = BTreeMap::new();
     let mut out: Vec<PointSummary> = points
@@ -190,27 +266,50 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
         .map(|(index, meta)| {
             let index = index as u32;
             let phases = critical.get(&index).unwrap_or(&empty);
-            let steps: Vec<(u32, f64)> = phases.get("step").map(|s| s.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
-            let from = steady_start(&steps.iter().map(|s| s.1).collect::<Vec<_>>(), meta.warmup_steps as usize);
+            let steps: Vec<(u32, f64)> = phases
+                .get("step")
+                .map(|s| s.iter().map(|(k, v)| (*k, *v)).collect())
+                .unwrap_or_default();
+            let from = steady_start(
+                &steps.iter().map(|s| s.1).collect::<Vec<_>>(),
+                meta.warmup_steps as usize,
+            );
             let steady: Vec<u32> = steps[from.min(steps.len())..].iter().map(|s| s.0).collect();
             let series = |table: &BTreeMap<String, BTreeMap<u32, f64>>, phase: &str| -> Vec<f64> {
-                table.get(phase).map(|s| steady.iter().map(|k| s.get(k).copied().unwrap_or(0.0)).collect()).unwrap_or_default()
+                table
+                    .get(phase)
+                    .map(|s| steady.iter().map(|k| s.get(k).copied().unwrap_or(0.0)).collect())
+                    .unwrap_or_default()
             };
             let step_s = series(phases, "step");
             let step_median = bootstrap(&step_s, median);
             let batch = f64::from(meta.global_batch);
-            let images = Interval { estimate: batch / step_median.estimate, low: batch / step_median.high, high: batch / step_median.low };
+            let images = Interval {
+                estimate: batch / step_median.estimate,
+                low: batch / step_median.high,
+                high: batch / step_median.low,
+            };
             let model_flop_per_s = meta.train_flop_per_step / step_median.estimate;
             let phase_names: Vec<&String> = phases.keys().collect();
-            let critical_series: BTreeMap<String, Vec<f64>> = phase_names.iter().map(|p| (p.to_string(), series(phases, p))).collect();
+            let critical_series: BTreeMap<String, Vec<f64>> =
+                phase_names.iter().map(|p| (p.to_string(), series(phases, p))).collect();
             let max_table = maxes.get(&index).unwrap_or(&empty);
-            let max_series: BTreeMap<String, Vec<f64>> = max_table.keys().map(|p| (p.clone(), series(max_table, p))).collect();
-            let mem = |key: &str| memory.get(&(index, key.to_string())).copied().unwrap_or(f64::NAN);
-            let accounted = ["param_shards", "grad_shards", "optimizer_state", "gathered_params_peak", "unsharded_grads_peak", "activations_peak"]
-                .iter()
-                .map(|c| mem(&format!("memory.{c}")))
-                .filter(|v| v.is_finite())
-                .sum();
+            let max_series: BTreeMap<String, Vec<f64>> =
+                max_table.keys().map(|p| (p.clone(), series(max_table, p))).collect();
+            let mem =
+                |key: &str| memory.get(&(index, key.to_string())).copied().unwrap_or(f64::NAN);
+            let accounted = [
+                "param_shards",
+                "grad_shards",
+                "optimizer_state",
+                "gathered_params_peak",
+                "unsharded_grads_peak",
+                "activations_peak",
+            ]
+            .iter()
+            .map(|c| mem(&format!("memory.{c}")))
+            .filter(|v| v.is_finite())
+            .sum();
             PointSummary {
                 meta: meta.clone(),
                 steady_from: steady.first().copied().unwrap_or(meta.steps_planned),
@@ -218,7 +317,9 @@ pub fn summarize(points: &[PointRecords], store: &Store) -> Result<(Vec<PointSum
                 step_s_p90: quantile(&step_s, 0.9),
                 images_per_s: images,
                 model_flop_per_s,
-                mfu: meta.peak_flop_per_s.map(|peak| model_flop_per_s / (f64::from(meta.world_size) * peak)),
+                mfu: meta
+                    .peak_flop_per_s
+                    .map(|peak| model_flop_per_s / (f64::from(meta.world_size) * peak)),
                 breakdown: breakdown(&critical_series, &max_series),
                 phase_s: critical_series,
                 step_s_median: step_median,
@@ -242,7 +343,13 @@ mod tests {
     #[test]
     fn packed_keys_unpack_to_their_parts() {
         let frame = df!("point" => [0u32, 7, (1 << POINT_BITS) - 1], "step" => [3u32, 0, (1 << STEP_BITS) - 1]).unwrap();
-        let round = frame.clone().lazy().select([pack(col("point"), col("step"), STEP_BITS).alias("key")]).select(unpack("key", STEP_BITS, ["point", "step"], [])).collect().unwrap();
+        let round = frame
+            .clone()
+            .lazy()
+            .select([pack(col("point"), col("step"), STEP_BITS).alias("key")])
+            .select(unpack("key", STEP_BITS, ["point", "step"], []))
+            .collect()
+            .unwrap();
         assert_eq!(round, frame);
     }
 }

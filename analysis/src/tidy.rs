@@ -36,11 +36,17 @@ pub struct StoreUpdate {
 }
 
 /// Brings `<sweep>/tidy/` up to date with the points' records.
-pub fn update_store(sweep_dir: &Path, points: &[PointRecords]) -> Result<StoreUpdate, AnalysisError> {
+pub fn update_store(
+    sweep_dir: &Path,
+    points: &[PointRecords],
+) -> Result<StoreUpdate, AnalysisError> {
     let dir = sweep_dir.join(STORE_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::read(&dir, e))?;
     let index_path = dir.join(INDEX);
-    let old: BTreeMap<String, String> = std::fs::read(&index_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let old: BTreeMap<String, String> = std::fs::read(&index_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     let mut index = BTreeMap::new();
     let mut rebuilt = Vec::new();
     let mut reused = 0;
@@ -68,7 +74,10 @@ pub fn update_store(sweep_dir: &Path, points: &[PointRecords]) -> Result<StoreUp
 /// All points of the store at `dir` (or a glob of stores) as one lazy frame.
 pub fn scan_store(glob: &Path) -> Result<LazyFrame, AnalysisError> {
     let pattern = if glob.is_dir() { glob.join("*.parquet") } else { glob.to_path_buf() };
-    Ok(LazyFrame::scan_parquet(PlRefPath::new(pattern.display().to_string()), ScanArgsParquet::default())?)
+    Ok(LazyFrame::scan_parquet(
+        PlRefPath::new(pattern.display().to_string()),
+        ScanArgsParquet::default(),
+    )?)
 }
 
 /// A store's point files, read a batch of points at a time: every aggregation of the analysis
@@ -90,20 +99,32 @@ impl Store {
     /// `points` and its `warmup_steps` beside it: integer keys instead of text make the joins
     /// and group-bys several times cheaper, and the point column need not be decoded at all.
     /// Points without a file in the store are left out.
-    pub fn batches<'a>(&'a self, points: &'a [PointRecords]) -> impl Iterator<Item = Result<LazyFrame, AnalysisError>> + 'a {
+    pub fn batches<'a>(
+        &'a self,
+        points: &'a [PointRecords],
+    ) -> impl Iterator<Item = Result<LazyFrame, AnalysisError>> + 'a {
         let present: Vec<(u32, PathBuf)> = points
             .iter()
             .enumerate()
             .map(|(i, p)| (i as u32, self.dir.join(format!("{}.parquet", p.point))))
             .filter(|(_, file)| file.exists())
             .collect();
-        let batches: Vec<Vec<(u32, PathBuf)>> = present.chunks(POINTS_PER_BATCH).map(<[_]>::to_vec).collect();
+        let batches: Vec<Vec<(u32, PathBuf)>> =
+            present.chunks(POINTS_PER_BATCH).map(<[_]>::to_vec).collect();
         batches.into_iter().map(move |batch| {
             let scans = batch
                 .iter()
                 .map(|(i, file)| {
-                    let scan = LazyFrame::scan_parquet(PlRefPath::new(file.display().to_string()), ScanArgsParquet::default())?;
-                    Ok(scan.drop(cols(["point"])).with_columns([lit(*i).cast(DataType::UInt32).alias("point"), lit(points[*i as usize].warmup_steps).cast(DataType::UInt32).alias("warmup_steps")]))
+                    let scan = LazyFrame::scan_parquet(
+                        PlRefPath::new(file.display().to_string()),
+                        ScanArgsParquet::default(),
+                    )?;
+                    Ok(scan.drop(cols(["point"])).with_columns([
+                        lit(*i).cast(DataType::UInt32).alias("point"),
+                        lit(points[*i as usize].warmup_steps)
+                            .cast(DataType::UInt32)
+                            .alias("warmup_steps"),
+                    ]))
                 })
                 .collect::<Result<Vec<_>, AnalysisError>>()?;
             Ok(concat(scans, UnionArgs { maintain_order: false, ..UnionArgs::default() })?)
@@ -118,7 +139,11 @@ fn fingerprint(point_dir: &Path) -> Result<String, AnalysisError> {
     for name in ["manifest.json", "records.h5"] {
         let path = point_dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|e| AnalysisError::read(&path, e))?;
-        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
         parts.push(format!("{}:{modified}", meta.len()));
     }
     Ok(parts.join("/"))
@@ -158,7 +183,9 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
             }
         }
     }
-    let column = |group: &hdf5::Group, name: &str| group.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read);
+    let column = |group: &hdf5::Group, name: &str| {
+        group.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read)
+    };
     if let Ok(units) = file.group("units") {
         let (rank, step) = (column(&units, "rank")?, column(&units, "step")?);
         let mut sums: BTreeMap<(u32, u32), f64> = BTreeMap::new();
@@ -170,9 +197,19 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
         }
     }
     if let Ok(collectives) = file.group("collectives") {
-        let kinds: Vec<String> = collectives.dataset("kind").and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>()).map_err(read)?.iter().map(|k| k.as_str().to_string()).collect();
+        let kinds: Vec<String> = collectives
+            .dataset("kind")
+            .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
+            .map_err(read)?
+            .iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
         let (rank, step) = (column(&collectives, "rank")?, column(&collectives, "step")?);
-        let (start, end, bytes) = (column(&collectives, "start_s")?, column(&collectives, "end_s")?, column(&collectives, "payload_bytes")?);
+        let (start, end, bytes) = (
+            column(&collectives, "start_s")?,
+            column(&collectives, "end_s")?,
+            column(&collectives, "payload_bytes")?,
+        );
         // Records from before exposed waits were measured have no wait_s: NaN, left out below.
         let wait = column(&collectives, "wait_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
         let mut sums: BTreeMap<(u32, u32, &str), [f64; 3]> = BTreeMap::new();
@@ -193,7 +230,9 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
     }
     // Rows of one metric together: a query for a rare metric (memory, loss) then skips the
     // row groups of times by their statistics.
-    Ok(rows.into_frame(point)?.sort(["metric"], SortMultipleOptions::default().with_maintain_order(true))?)
+    Ok(rows
+        .into_frame(point)?
+        .sort(["metric"], SortMultipleOptions::default().with_maintain_order(true))?)
 }
 
 #[derive(Default)]
@@ -207,7 +246,15 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(&mut self, rank: u32, step: u32, phase: &str, metric: &'static str, value: f64, unit: &'static str) {
+    fn push(
+        &mut self,
+        rank: u32,
+        step: u32,
+        phase: &str,
+        metric: &'static str,
+        value: f64,
+        unit: &'static str,
+    ) {
         self.rank.push(rank);
         self.step.push(step);
         self.phase.push(phase.to_string());
@@ -218,7 +265,11 @@ impl Rows {
 
     fn into_frame(self, p: &PointRecords) -> Result<DataFrame, AnalysisError> {
         let n = self.value.len();
-        let hostname: Vec<&str> = self.rank.iter().map(|&r| p.hostnames.get(r as usize).map_or("", String::as_str)).collect();
+        let hostname: Vec<&str> = self
+            .rank
+            .iter()
+            .map(|&r| p.hostnames.get(r as usize).map_or("", String::as_str))
+            .collect();
         Ok(df!(
             "sweep" => vec![p.sweep.as_str(); n],
             "point" => vec![p.point.as_str(); n],
@@ -246,7 +297,10 @@ impl Rows {
 
 /// Writes `path` atomically: `write` fills a temporary file beside it, which then replaces
 /// `path` by a rename, so no reader ever sees half a file.
-pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<(), AnalysisError>) -> Result<(), AnalysisError> {
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<(), AnalysisError>,
+) -> Result<(), AnalysisError> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
@@ -263,5 +317,7 @@ pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<(), AnalysisE
 }
 
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalysisError> {
-    write_atomically(path, |file| std::io::Write::write_all(file, bytes).map_err(|e| AnalysisError::read(path, e)))
+    write_atomically(path, |file| {
+        std::io::Write::write_all(file, bytes).map_err(|e| AnalysisError::read(path, e))
+    })
 }

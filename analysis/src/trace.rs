@@ -17,10 +17,14 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
     let table = |name: &str| steps.dataset(name).and_then(|d| d.read_2d::<f64>()).map_err(read);
     let step_s = table("step_s")?;
     if step >= step_s.ncols() || step_s.column(step).iter().any(|v| !v.is_finite()) {
-        return Err(AnalysisError::read(&path, format!("step {step} was not completed by every rank")));
+        return Err(AnalysisError::read(
+            &path,
+            format!("step {step} was not completed by every rank"),
+        ));
     }
     const PHASES: [&str; 5] = ["data", "forward", "backward", "comm", "optimizer"];
-    let phase_s = PHASES.iter().map(|phase| table(&format!("{phase}_s"))).collect::<Result<Vec<_>, _>>()?;
+    let phase_s =
+        PHASES.iter().map(|phase| table(&format!("{phase}_s"))).collect::<Result<Vec<_>, _>>()?;
     let us = 1e6;
     let mut events = Vec::new();
     // Ranks share a clock only within a host; each rank's step starts at 0 here.
@@ -36,10 +40,20 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
         }
     }
     let collectives = file.group("collectives").map_err(read)?;
-    let column = |name: &str| collectives.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read);
-    let kinds = collectives.dataset("kind").and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>()).map_err(read)?;
+    let column =
+        |name: &str| collectives.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read);
+    let kinds = collectives
+        .dataset("kind")
+        .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
+        .map_err(read)?;
     let (ranks, steps_of, units) = (column("rank")?, column("step")?, column("unit")?);
-    let (start, end, wait, bytes, group) = (column("start_s")?, column("end_s")?, column("wait_s")?, column("payload_bytes")?, column("group_size")?);
+    let (start, end, wait, bytes, group) = (
+        column("start_s")?,
+        column("end_s")?,
+        column("wait_s")?,
+        column("payload_bytes")?,
+        column("group_size")?,
+    );
     for i in (0..kinds.len()).filter(|&i| steps_of[i] as usize == step) {
         events.push(json!({
             "ph": "X", "name": format!("{} unit {}", kinds[i].as_str(), units[i]), "cat": "collective",
@@ -47,5 +61,7 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
             "args": {"payload_bytes": bytes[i], "group_size": group[i], "wait_s": wait[i]},
         }));
     }
-    Ok(json!({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"point_dir": point_dir.display().to_string(), "step": step}}))
+    Ok(
+        json!({"traceEvents": events, "displayTimeUnit": "ms", "otherData": {"point_dir": point_dir.display().to_string(), "step": step}}),
+    )
 }

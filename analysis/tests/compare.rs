@@ -17,7 +17,12 @@ fn write_sweep(dir: &std::path::Path, seed: u64, slow_backward: f64, torch: &str
             let n = |k: u64| 1.0 + 0.02 * noise(seed * 10 + k, r, s);
             [0.01 * n(1), 0.1 * n(2), 0.2 * factor * n(3), 0.03 * n(4), 0.0]
         });
-        p.waits = Box::new(move |r, s| [0.02 * (1.0 + 0.02 * noise(seed * 10 + 5, r, s)), 0.04 * (1.0 + 0.02 * noise(seed * 10 + 6, r, s))]);
+        p.waits = Box::new(move |r, s| {
+            [
+                0.02 * (1.0 + 0.02 * noise(seed * 10 + 5, r, s)),
+                0.04 * (1.0 + 0.02 * noise(seed * 10 + 6, r, s)),
+            ]
+        });
         p.torch_version = torch.into();
         p.write(dir);
     }
@@ -29,24 +34,49 @@ fn a_planted_regression_is_found_in_its_phase_and_noise_gets_no_verdict() {
     write_sweep(&before, 1, 1.0, "2.13.0");
     let after = root.path().join("after");
     write_sweep(&after, 2, 1.10, "2.13.0");
-    let (comparison, files) = compare_sweeps(&before, &after, &root.path().join("out"), &CompareOptions::default()).unwrap();
-    let verdict = |point: &str, phase: &str| comparison.changes.iter().find(|c| c.point == point && c.phase == phase).unwrap_or_else(|| panic!("{point} {phase}")).clone();
+    let (comparison, files) =
+        compare_sweeps(&before, &after, &root.path().join("out"), &CompareOptions::default())
+            .unwrap();
+    let verdict = |point: &str, phase: &str| {
+        comparison
+            .changes
+            .iter()
+            .find(|c| c.point == point && c.phase == phase)
+            .unwrap_or_else(|| panic!("{point} {phase}"))
+            .clone()
+    };
     let backward = verdict("b", "backward");
     assert_eq!(backward.verdict, Verdict::Slower, "{backward:?}");
     assert!(backward.ratio.contains(1.10) && backward.ratio.low > 1.05, "{backward:?}");
     assert_eq!(verdict("b", "step").verdict, Verdict::Slower, "the step slows with it");
-    let flagged: Vec<String> = comparison.changes.iter().filter(|c| c.verdict != Verdict::NoSignificantChange).map(|c| format!("{} {}", c.point, c.phase)).collect();
-    assert_eq!(flagged, ["b backward", "b step"], "only the planted phase (and the step it lengthens)");
+    let flagged: Vec<String> = comparison
+        .changes
+        .iter()
+        .filter(|c| c.verdict != Verdict::NoSignificantChange)
+        .map(|c| format!("{} {}", c.point, c.phase))
+        .collect();
+    assert_eq!(
+        flagged,
+        ["b backward", "b step"],
+        "only the planted phase (and the step it lengthens)"
+    );
     assert!(files.iter().any(|f| f.ends_with("comparison.svg")));
     let svg = std::fs::read_to_string(root.path().join("out/comparison.svg")).unwrap();
-    assert!(svg.contains("b backward [slower]") && svg.contains("95% interval") && svg.contains("unchanged"));
+    assert!(
+        svg.contains("b backward [slower]")
+            && svg.contains("95% interval")
+            && svg.contains("unchanged")
+    );
 
     // Two runs of the same system differ by noise only: no verdict anywhere.
     let again = root.path().join("again");
     write_sweep(&again, 3, 1.0, "2.13.0");
-    let (noise_only, _) = compare_sweeps(&before, &again, &root.path().join("out2"), &CompareOptions::default()).unwrap();
+    let (noise_only, _) =
+        compare_sweeps(&before, &again, &root.path().join("out2"), &CompareOptions::default())
+            .unwrap();
     assert!(!noise_only.changes.is_empty());
-    let verdicts: Vec<_> = noise_only.changes.iter().filter(|c| c.verdict != Verdict::NoSignificantChange).collect();
+    let verdicts: Vec<_> =
+        noise_only.changes.iter().filter(|c| c.verdict != Verdict::NoSignificantChange).collect();
     assert!(verdicts.is_empty(), "noise called a change: {verdicts:?}");
 }
 
@@ -58,14 +88,18 @@ fn environments_that_differ_outside_the_declared_fields_are_refused() {
     write_sweep(&after, 2, 1.0, "2.14.0");
     let out = root.path().join("out");
     match compare_sweeps(&before, &after, &out, &CompareOptions::default()) {
-        Err(AnalysisError::EnvironmentDiffers(diff)) => assert_eq!(diff, ["torch_version: \"2.13.0\" -> \"2.14.0\""]),
+        Err(AnalysisError::EnvironmentDiffers(diff)) => {
+            assert_eq!(diff, ["torch_version: \"2.13.0\" -> \"2.14.0\""])
+        }
         other => panic!("compared anyway: {:?}", other.map(|c| c.0.environment)),
     }
     let declared = CompareOptions { declared: vec!["torch_version".into()], ..Default::default() };
     let (comparison, _) = compare_sweeps(&before, &after, &out, &declared).unwrap();
     assert_eq!(comparison.environment.len(), 1);
     assert!(comparison.environment[0].declared);
-    assert!(std::fs::read_to_string(out.join("comparison.md")).unwrap().contains("| torch_version | 2.13.0 | 2.14.0 | yes |"));
+    assert!(std::fs::read_to_string(out.join("comparison.md"))
+        .unwrap()
+        .contains("| torch_version | 2.13.0 | 2.14.0 | yes |"));
     // Job ids differ between any two runs and never count (SLURM_JOB_ID differs here).
     let forced = CompareOptions { allow_undeclared: true, ..Default::default() };
     let (flagged, _) = compare_sweeps(&before, &after, &out, &forced).unwrap();

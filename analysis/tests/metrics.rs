@@ -21,13 +21,18 @@ fn step_time_throughput_mfu_and_the_breakdown_have_their_known_values() {
     let s = &summaries[0];
     let step = 0.01 + 0.15 + 0.2 + 0.03 + 0.005 + 0.02 + 0.04;
     close(s.step_s_median.estimate, step, "median step (slowest rank)");
-    assert_eq!((s.steady_from, s.step_s.len()), (2, 10), "warm-up steps dropped; flat series kept whole");
+    assert_eq!(
+        (s.steady_from, s.step_s.len()),
+        (2, 10),
+        "warm-up steps dropped; flat series kept whole"
+    );
     assert!(s.step_s_median.contains(step));
     close(s.images_per_s.estimate, 8.0 / step, "images/s = global batch / step");
     close(s.images_per_s_per_device(), 4.0 / step, "per device");
     close(s.model_flop_per_s, 1e12 / step, "model FLOP/s");
     close(s.mfu.unwrap(), 1e12 / step / (2.0 * 1e12), "MFU against ranks x peak");
-    let parts: std::collections::BTreeMap<&str, f64> = s.breakdown.critical_path.iter().map(|(c, v)| (c.as_str(), *v)).collect();
+    let parts: std::collections::BTreeMap<&str, f64> =
+        s.breakdown.critical_path.iter().map(|(c, v)| (c.as_str(), *v)).collect();
     close(parts["forward"], 0.15, "the slowest rank's forward");
     close(parts["backward"], 0.15, "backward without recompute");
     close(parts["recompute"], 0.05, "recompute");
@@ -36,7 +41,11 @@ fn step_time_throughput_mfu_and_the_breakdown_have_their_known_values() {
     close(parts["optimizer"], 0.03, "optimizer");
     close(parts["data"], 0.01, "data");
     close(parts["other"], 0.005, "time in no phase");
-    close(parts.values().sum::<f64>(), s.breakdown.step_s_mean, "the critical path adds up to the step");
+    close(
+        parts.values().sum::<f64>(),
+        s.breakdown.step_s_mean,
+        "the critical path adds up to the step",
+    );
     close(s.peak_rss_bytes, 1e9 + 1e6, "largest peak RSS over ranks");
     close(s.accounted_peak_bytes, 2e6, "memory account");
 }
@@ -46,7 +55,9 @@ fn a_slow_start_is_dropped_by_rule() {
     let (_root, dir) = sweep("slowstart");
     let mut p = Point::new("p", 1, 60);
     // The first 15 steps run three times slower, then settle with 1% noise.
-    p.phases = Box::new(|r, s| [0.01, if s < 15 { 0.3 } else { 0.1 } * (1.0 + 0.01 * noise(1, r, s)), 0.2, 0.03, 0.0]);
+    p.phases = Box::new(|r, s| {
+        [0.01, if s < 15 { 0.3 } else { 0.1 } * (1.0 + 0.01 * noise(1, r, s)), 0.2, 0.03, 0.0]
+    });
     p.write(&dir);
     let (summaries, _, _) = summarize_sweep(&dir).unwrap();
     let s = &summaries[0];
@@ -79,9 +90,21 @@ fn weak_and_strong_scaling_efficiency_against_the_fewest_nodes() {
     close(by("weak-n1").weak_scaling_efficiency.unwrap(), 1.0, "baseline");
     close(by("weak-n2").weak_scaling_efficiency.unwrap(), 0.9, "weak at 2 nodes");
     close(by("weak-n4").weak_scaling_efficiency.unwrap(), 0.75, "weak at 4 nodes");
-    assert_eq!(by("weak-n2").strong_scaling_efficiency, None, "the global batch grows: not a strong-scaling series");
-    close(by("strong-n2").strong_scaling_efficiency.unwrap(), (1.0 / 0.6) / 2.0, "strong at 2 nodes");
-    assert_eq!(by("strong-n1").weak_scaling_efficiency, None, "one point per micro-batch: no weak series");
+    assert_eq!(
+        by("weak-n2").strong_scaling_efficiency,
+        None,
+        "the global batch grows: not a strong-scaling series"
+    );
+    close(
+        by("strong-n2").strong_scaling_efficiency.unwrap(),
+        (1.0 / 0.6) / 2.0,
+        "strong at 2 nodes",
+    );
+    assert_eq!(
+        by("strong-n1").weak_scaling_efficiency,
+        None,
+        "one point per micro-batch: no weak series"
+    );
 }
 
 #[test]
@@ -90,12 +113,26 @@ fn a_slow_node_is_named_for_exclusion() {
     for (i, nodes) in [(0, 2), (1, 2)] {
         let mut p = Point::new(&format!("p{i}"), nodes, 12);
         // Ranks 2 and 3 run on node n1, which computes 20% slower.
-        p.phases = Box::new(|r, s| [0.01, 0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * noise(2, r, s)), 0.2, 0.03, 0.0]);
+        p.phases = Box::new(|r, s| {
+            [
+                0.01,
+                0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * noise(2, r, s)),
+                0.2,
+                0.03,
+                0.0,
+            ]
+        });
         p.write(&dir);
     }
     let report = analyze_sweep(&dir).unwrap();
     assert_eq!(report.exclude, ["n1"]);
     let n1 = report.stragglers.iter().find(|n| n.hostname == "n1").unwrap();
-    assert!((n1.score - 1.2 / 1.1).abs() < 0.02, "n1 is 1.2x the median of four ranks (1.1x): {}", n1.score);
-    assert!(std::fs::read_to_string(dir.join("report/report.md")).unwrap().contains("--exclude n1"));
+    assert!(
+        (n1.score - 1.2 / 1.1).abs() < 0.02,
+        "n1 is 1.2x the median of four ranks (1.1x): {}",
+        n1.score
+    );
+    assert!(std::fs::read_to_string(dir.join("report/report.md"))
+        .unwrap()
+        .contains("--exclude n1"));
 }

@@ -54,7 +54,12 @@ fn time_once(world: &SimpleCommunicator, op: &mut dyn FnMut()) -> f64 {
 
 /// Medians of `harness` and `bare` over `repeats`, alternating them so that drift and noise
 /// from the rest of the machine fall on both alike.
-fn compare(world: &SimpleCommunicator, repeats: usize, harness: &mut dyn FnMut(), bare: &mut dyn FnMut()) -> (f64, f64) {
+fn compare(
+    world: &SimpleCommunicator,
+    repeats: usize,
+    harness: &mut dyn FnMut(),
+    bare: &mut dyn FnMut(),
+) -> (f64, f64) {
     let (mut h, mut b) = (Vec::new(), Vec::new());
     for _ in 0..repeats {
         h.push(time_once(world, harness));
@@ -64,17 +69,26 @@ fn compare(world: &SimpleCommunicator, repeats: usize, harness: &mut dyn FnMut()
 }
 
 /// Collectives on every distinct unit size of `model`, sharded over the whole world.
-pub fn collectives(world: &SimpleCommunicator, comm: &dyn Comm, model: &str, repeats: usize) -> Result<Vec<Comparison>, CommError> {
+pub fn collectives(
+    world: &SimpleCommunicator,
+    comm: &dyn Comm,
+    model: &str,
+    repeats: usize,
+) -> Result<Vec<Comparison>, CommError> {
     let size = world.size() as usize;
     let mae = Mae::new(preset(model).expect("a known model"), Device::Cpu);
-    let mut sizes: Vec<usize> = mae.units().iter().map(|u| (u.numel() as usize).div_ceil(size) * size).collect();
+    let mut sizes: Vec<usize> =
+        mae.units().iter().map(|u| (u.numel() as usize).div_ceil(size) * size).collect();
     sizes.sort_unstable();
     sizes.dedup();
     let clock = Clock::new(Device::Cpu);
     let mut out = Vec::new();
     for full in sizes {
         let shard = full / size;
-        let (shard_tensor, full_tensor) = (Tensor::rand([shard as i64], (Kind::Float, Device::Cpu)), Tensor::rand([full as i64], (Kind::Float, Device::Cpu)));
+        let (shard_tensor, full_tensor) = (
+            Tensor::rand([shard as i64], (Kind::Float, Device::Cpu)),
+            Tensor::rand([full as i64], (Kind::Float, Device::Cpu)),
+        );
         // As in training, outputs are buffers kept from call to call.
         let (shard_out, full_out) = (shard_tensor.empty_like(), full_tensor.empty_like());
         let (send_shard, send_full) = (vec![1.0f32; shard], vec![1.0f32; full]);
@@ -87,15 +101,44 @@ pub fn collectives(world: &SimpleCommunicator, comm: &dyn Comm, model: &str, rep
             }
         };
         let detail = format!("{} bytes fp32 over {size} ranks", 4 * full);
-        let (h, b) = compare(world, repeats, &mut || check(log.all_gather(comm, 0, &shard_tensor, &full_out)), &mut || world.all_gather_into(&send_shard[..], &mut recv_full[..]));
-        out.push(Comparison { what: "all_gather".into(), detail: detail.clone(), harness_s: h, bare_s: b });
-        let (h, b) = compare(world, repeats, &mut || check(log.reduce_scatter_sum(comm, 0, &full_tensor, &shard_out)), &mut || {
-            world.reduce_scatter_block_into(&send_full[..], &mut recv_shard[..], SystemOperation::sum())
+        let (h, b) = compare(
+            world,
+            repeats,
+            &mut || check(log.all_gather(comm, 0, &shard_tensor, &full_out)),
+            &mut || world.all_gather_into(&send_shard[..], &mut recv_full[..]),
+        );
+        out.push(Comparison {
+            what: "all_gather".into(),
+            detail: detail.clone(),
+            harness_s: h,
+            bare_s: b,
         });
-        out.push(Comparison { what: "reduce_scatter".into(), detail: detail.clone(), harness_s: h, bare_s: b });
-        let (h, b) = compare(world, repeats, &mut || check(log.all_reduce_sum(comm, 0, &full_tensor, &full_out)), &mut || {
-            world.all_reduce_into(&send_full[..], &mut recv_full[..], SystemOperation::sum())
+        let (h, b) = compare(
+            world,
+            repeats,
+            &mut || check(log.reduce_scatter_sum(comm, 0, &full_tensor, &shard_out)),
+            &mut || {
+                world.reduce_scatter_block_into(
+                    &send_full[..],
+                    &mut recv_shard[..],
+                    SystemOperation::sum(),
+                )
+            },
+        );
+        out.push(Comparison {
+            what: "reduce_scatter".into(),
+            detail: detail.clone(),
+            harness_s: h,
+            bare_s: b,
         });
+        let (h, b) = compare(
+            world,
+            repeats,
+            &mut || check(log.all_reduce_sum(comm, 0, &full_tensor, &full_out)),
+            &mut || {
+                world.all_reduce_into(&send_full[..], &mut recv_full[..], SystemOperation::sum())
+            },
+        );
         out.push(Comparison { what: "all_reduce".into(), detail, harness_s: h, bare_s: b });
         if let Some(e) = failure {
             return Err(e);
@@ -106,7 +149,13 @@ pub fn collectives(world: &SimpleCommunicator, comm: &dyn Comm, model: &str, rep
 
 /// Median step time of full_shard training with and without instrumentation, alternating
 /// blocks of steps so that drift affects both alike.
-pub fn instrumentation(world: &SimpleCommunicator, comm: &dyn Comm, model: &str, micro_batch: u64, steps: usize) -> Result<Comparison, CommError> {
+pub fn instrumentation(
+    world: &SimpleCommunicator,
+    comm: &dyn Comm,
+    model: &str,
+    micro_batch: u64,
+    steps: usize,
+) -> Result<Comparison, CommError> {
     tch::manual_seed(0);
     let mae = Mae::new(preset(model).expect("a known model"), Device::Cpu);
     let knobs = ParallelSpec {
@@ -119,10 +168,23 @@ pub fn instrumentation(world: &SimpleCommunicator, comm: &dyn Comm, model: &str,
         reduce_dtype: Dtype::Fp32,
     };
     let (on, off) = (Clock::new(Device::Cpu), Clock::off());
-    let mut engines = [&on, &off].map(|clock| Sharded::new(&mae, clock, comm, Strategy::FullShard, knobs.clone(), Device::Cpu, &OptimizerSettings::default()));
+    let mut engines = [&on, &off].map(|clock| {
+        Sharded::new(
+            &mae,
+            clock,
+            comm,
+            Strategy::FullShard,
+            knobs.clone(),
+            Device::Cpu,
+            &OptimizerSettings::default(),
+        )
+    });
     let data = SyntheticImages { seed: 0, image_size: mae.config.image_size, channels: 3 };
     let first = comm.rank() as u64 * micro_batch;
-    let (images, noise) = (data.images(first..first + micro_batch), data.mask_noise(first..first + micro_batch, mae.config.patches()));
+    let (images, noise) = (
+        data.images(first..first + micro_batch),
+        data.mask_noise(first..first + micro_batch, mae.config.patches()),
+    );
     let mut sink = std::io::sink();
     let mut samples = [Vec::new(), Vec::new()];
     for block in 0..samples_per_side(steps) / 5 * 2 {
@@ -147,16 +209,30 @@ pub fn instrumentation(world: &SimpleCommunicator, comm: &dyn Comm, model: &str,
                     units: engine.take_unit_records(),
                     collectives: log.into_records(),
                 };
-                serde_json::to_writer(&mut sink, &SpoolLine::Step(record)).expect("a record serialises");
+                serde_json::to_writer(&mut sink, &SpoolLine::Step(record))
+                    .expect("a record serialises");
             }
             let mut slowest = 0.0;
-            world.all_reduce_into(&start.elapsed().as_secs_f64(), &mut slowest, SystemOperation::max());
+            world.all_reduce_into(
+                &start.elapsed().as_secs_f64(),
+                &mut slowest,
+                SystemOperation::max(),
+            );
             samples[which].push(slowest);
         }
     }
     let [with, without] = samples;
-    let detail = format!("{model}, {micro_batch} images x {} ranks, {} steps each", world.size(), samples_per_side(steps));
-    Ok(Comparison { what: "training step".into(), detail, harness_s: median(with), bare_s: median(without) })
+    let detail = format!(
+        "{model}, {micro_batch} images x {} ranks, {} steps each",
+        world.size(),
+        samples_per_side(steps)
+    );
+    Ok(Comparison {
+        what: "training step".into(),
+        detail,
+        harness_s: median(with),
+        bare_s: median(without),
+    })
 }
 
 fn samples_per_side(steps: usize) -> usize {

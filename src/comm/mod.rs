@@ -36,7 +36,11 @@ pub trait Comm {
     /// Starts gathering `shard` into `output` and returns at once; the gather completes in
     /// [`Pending::wait`], and compute can run meanwhile. `shard` and `output` stay untouched by
     /// the caller until then. Backends without non-blocking collectives complete it here.
-    fn start_all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<Box<dyn Pending>, CommError> {
+    fn start_all_gather(
+        &self,
+        shard: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
         self.all_gather(shard, output)?;
         Ok(Box::new(Completed))
     }

@@ -44,7 +44,10 @@ fn into_output(output: &Tensor, fill: impl FnOnce(&mut Tensor)) {
 
 fn check_numel(op: &'static str, output: &Tensor, expected: usize) -> Result<(), CommError> {
     if output.numel() != expected {
-        return Err(CommError::Backend { op, message: format!("output holds {} elements, {expected} expected", output.numel()) });
+        return Err(CommError::Backend {
+            op,
+            message: format!("output holds {} elements, {expected} expected", output.numel()),
+        });
     }
     Ok(())
 }
@@ -90,7 +93,13 @@ impl Comm for MpiComm {
         let send = host("all_reduce", input, &[Kind::Float])?;
         check_numel("all_reduce", output, input.numel())?;
         // SAFETY: contiguous fp32 host tensors; input and output are distinct buffers.
-        into_output(output, |recv| unsafe { self.comm.all_reduce_into(&*elements::<f32>(&send), elements::<f32>(recv), SystemOperation::sum()) });
+        into_output(output, |recv| unsafe {
+            self.comm.all_reduce_into(
+                &*elements::<f32>(&send),
+                elements::<f32>(recv),
+                SystemOperation::sum(),
+            )
+        });
         Ok(())
     }
 
@@ -100,14 +109,20 @@ impl Comm for MpiComm {
         // SAFETY: contiguous host tensors whose element size matches the kind.
         into_output(output, |recv| unsafe {
             match shard.kind() {
-                Kind::Float => self.comm.all_gather_into(&*elements::<f32>(&send), elements::<f32>(recv)),
+                Kind::Float => {
+                    self.comm.all_gather_into(&*elements::<f32>(&send), elements::<f32>(recv))
+                }
                 _ => self.comm.all_gather_into(&*elements::<u16>(&send), elements::<u16>(recv)),
             }
         });
         Ok(())
     }
 
-    fn start_all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<Box<dyn Pending>, CommError> {
+    fn start_all_gather(
+        &self,
+        shard: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
         if output.device() != Device::Cpu || !output.is_contiguous() {
             self.all_gather(shard, output)?;
             return Ok(Box::new(super::Completed));
@@ -121,13 +136,21 @@ impl Comm for MpiComm {
         let finish: Box<dyn FnOnce()> = unsafe {
             match shard.kind() {
                 Kind::Float => {
-                    let request = self.comm.immediate_all_gather_into(StaticScope, &*elements::<f32>(&send), elements::<f32>(&recv));
+                    let request = self.comm.immediate_all_gather_into(
+                        StaticScope,
+                        &*elements::<f32>(&send),
+                        elements::<f32>(&recv),
+                    );
                     Box::new(move || {
                         request.wait();
                     })
                 }
                 _ => {
-                    let request = self.comm.immediate_all_gather_into(StaticScope, &*elements::<u16>(&send), elements::<u16>(&recv));
+                    let request = self.comm.immediate_all_gather_into(
+                        StaticScope,
+                        &*elements::<u16>(&send),
+                        elements::<u16>(&recv),
+                    );
                     Box::new(move || {
                         request.wait();
                     })
@@ -145,12 +168,21 @@ impl Comm for MpiComm {
         let send = host("reduce_scatter", input, &[Kind::Float])?;
         check_numel("reduce_scatter", output, input.numel() / size)?;
         // SAFETY: contiguous fp32 host tensors; input and output are distinct buffers.
-        into_output(output, |recv| unsafe { self.comm.reduce_scatter_block_into(&*elements::<f32>(&send), elements::<f32>(recv), SystemOperation::sum()) });
+        into_output(output, |recv| unsafe {
+            self.comm.reduce_scatter_block_into(
+                &*elements::<f32>(&send),
+                elements::<f32>(recv),
+                SystemOperation::sum(),
+            )
+        });
         Ok(())
     }
 
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {
-        let comm = self.comm.split_by_color_with_key(Color::with_value(color as i32), key as i32).expect("every rank passes a color");
+        let comm = self
+            .comm
+            .split_by_color_with_key(Color::with_value(color as i32), key as i32)
+            .expect("every rank passes a color");
         Box::new(MpiComm { comm })
     }
 
@@ -159,6 +191,9 @@ impl Comm for MpiComm {
     }
 
     fn library_version(&self) -> String {
-        mpi::environment::library_version().unwrap_or_else(|_| "unknown MPI".into()).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string()
+        mpi::environment::library_version()
+            .unwrap_or_else(|_| "unknown MPI".into())
+            .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+            .to_string()
     }
 }

@@ -36,12 +36,22 @@ impl SyntheticImages {
                 let waves: Vec<[f32; 4]> = (0..WAVES_PER_CHANNEL)
                     .map(|_| {
                         let freq = std::f32::consts::TAU / s as f32;
-                        [rng.random_range(-3.0..3.0) * freq, rng.random_range(-3.0..3.0) * freq, rng.random_range(0.0..std::f32::consts::TAU), rng.random_range(0.2..0.6)]
+                        [
+                            rng.random_range(-3.0..3.0) * freq,
+                            rng.random_range(-3.0..3.0) * freq,
+                            rng.random_range(0.0..std::f32::consts::TAU),
+                            rng.random_range(0.2..0.6),
+                        ]
                     })
                     .collect();
                 for y in 0..s {
                     for x in 0..s {
-                        let value: f32 = waves.iter().map(|[fx, fy, phase, amp]| amp * (fx * x as f32 + fy * y as f32 + phase).sin()).sum();
+                        let value: f32 = waves
+                            .iter()
+                            .map(|[fx, fy, phase, amp]| {
+                                amp * (fx * x as f32 + fy * y as f32 + phase).sin()
+                            })
+                            .sum();
                         pixels.push(value + rng.random_range(-0.05..0.05));
                     }
                 }
@@ -58,7 +68,9 @@ impl SyntheticImages {
             let mut rng = self.rng(MASK_STREAM, index);
             noise.extend((0..patches).map(|_| rng.random::<f32>()));
         }
-        Tensor::from_slice(&noise).view([(indices.end - indices.start) as i64, patches]).to_kind(Kind::Float)
+        Tensor::from_slice(&noise)
+            .view([(indices.end - indices.start) as i64, patches])
+            .to_kind(Kind::Float)
     }
 }
 
@@ -72,7 +84,9 @@ mod tests {
         let whole = data.images(0..8);
         let halves = Tensor::cat(&[data.images(0..4), data.images(4..8)], 0);
         assert!(whole.equal(&halves));
-        assert!(data.mask_noise(0..8, 4).equal(&Tensor::cat(&[data.mask_noise(0..2, 4), data.mask_noise(2..8, 4)], 0)));
+        assert!(data
+            .mask_noise(0..8, 4)
+            .equal(&Tensor::cat(&[data.mask_noise(0..2, 4), data.mask_noise(2..8, 4)], 0)));
         let other_seed = SyntheticImages { seed: 8, ..data };
         assert!(!whole.equal(&other_seed.images(0..8)));
         assert!(!data.images(0..1).equal(&data.images(1..2)));

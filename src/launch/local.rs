@@ -22,14 +22,25 @@ impl LocalLauncher {
     }
 
     /// Runs the point to its end or its time limit; output goes to the point's log files.
-    pub fn run(&self, point: &PointSpec, dir: &Path, timeout: Duration, progress: impl FnMut(RunStatus)) -> Result<RunEnd, LaunchError> {
+    pub fn run(
+        &self,
+        point: &PointSpec,
+        dir: &Path,
+        timeout: Duration,
+        progress: impl FnMut(RunStatus),
+    ) -> Result<RunEnd, LaunchError> {
         supervise(&self.command(point, dir), dir, timeout, progress)
     }
 }
 
 /// `mpirun` starting `ranks` copies of `program` on this machine, more ranks than cores
 /// allowed and no pinning (ranks share the cores), `extra_args` before the program.
-pub fn mpirun_command(mpirun: &str, ranks: u32, extra_args: &[String], program: &[String]) -> Vec<String> {
+pub fn mpirun_command(
+    mpirun: &str,
+    ranks: u32,
+    extra_args: &[String],
+    program: &[String],
+) -> Vec<String> {
     let mut args = vec![mpirun.to_string()];
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

@@ -21,7 +21,12 @@ const POLL: Duration = Duration::from_millis(200);
 /// ranks) and killing it.
 const GRACE: Duration = Duration::from_secs(5);
 
-pub fn supervise(command: &[String], dir: &Path, timeout: Duration, mut progress: impl FnMut(RunStatus)) -> Result<RunEnd, LaunchError> {
+pub fn supervise(
+    command: &[String],
+    dir: &Path,
+    timeout: Duration,
+    mut progress: impl FnMut(RunStatus),
+) -> Result<RunEnd, LaunchError> {
     let stdout = File::create(dir.join(STDOUT_FILE)).map_err(LaunchError::io(dir))?;
     let stderr_path = dir.join(STDERR_FILE);
     let stderr = File::create(&stderr_path).map_err(LaunchError::io(dir))?;
@@ -47,7 +52,9 @@ pub fn supervise(command: &[String], dir: &Path, timeout: Duration, mut progress
             timed_out = true;
             stop_group(child.id(), libc::SIGTERM);
             let deadline = Instant::now() + GRACE;
-            while Instant::now() < deadline && child.try_wait().map_err(LaunchError::io(dir))?.is_none() {
+            while Instant::now() < deadline
+                && child.try_wait().map_err(LaunchError::io(dir))?.is_none()
+            {
                 std::thread::sleep(POLL);
             }
             stop_group(child.id(), libc::SIGKILL);
@@ -57,7 +64,9 @@ pub fn supervise(command: &[String], dir: &Path, timeout: Duration, mut progress
     progress(RunStatus { steps_done: count_steps(&spool) });
     Ok(RunEnd {
         exit_code: status.code(),
-        stopped_by: timed_out.then(|| (Outcome::Timeout, format!("stopped at the time limit of {} s", timeout.as_secs()))),
+        stopped_by: timed_out.then(|| {
+            (Outcome::Timeout, format!("stopped at the time limit of {} s", timeout.as_secs()))
+        }),
         started_at,
         ended_at: timestamp(),
         duration_s: start.elapsed().as_secs_f64(),
@@ -82,5 +91,7 @@ fn stop_group(pid: u32, signal: libc::c_int) {
 
 /// Steps rank 0 has recorded so far.
 fn count_steps(spool: &Path) -> u32 {
-    std::fs::read_to_string(spool).map(|t| t.lines().filter(|l| l.starts_with("{\"type\":\"step\"")).count() as u32).unwrap_or(0)
+    std::fs::read_to_string(spool)
+        .map(|t| t.lines().filter(|l| l.starts_with("{\"type\":\"step\"")).count() as u32)
+        .unwrap_or(0)
 }

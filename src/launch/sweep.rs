@@ -35,41 +35,77 @@ pub fn point_dir(results: &Path, sweep: &str, point: &str) -> PathBuf {
     results.join(sweep).join(point)
 }
 
-pub fn run_sweep(plan: &Plan, launch: &LaunchSettings, options: &SweepOptions) -> Result<Vec<PointResult>, LaunchError> {
+pub fn run_sweep(
+    plan: &Plan,
+    launch: &LaunchSettings,
+    options: &SweepOptions,
+) -> Result<Vec<PointResult>, LaunchError> {
     let sweep_dir = options.results.join(&plan.sweep);
     let _lock = lock_sweep(&sweep_dir, &plan.sweep)?;
     write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
 
-    let launcher = LocalLauncher { mpirun: launch.mpirun.clone(), extra_args: launch.mpirun_args.clone(), exe: options.exe.clone() };
+    let launcher = LocalLauncher {
+        mpirun: launch.mpirun.clone(),
+        extra_args: launch.mpirun_args.clone(),
+        exe: options.exe.clone(),
+    };
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
     let sweep_bar = bars.add(ProgressBar::new(plan.points.len() as u64));
-    sweep_bar.set_style(ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} points, {elapsed} {msg}").expect("valid template").progress_chars("=> "));
+    sweep_bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:.bold} [{bar:30}] {pos}/{len} points, {elapsed} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
     sweep_bar.set_prefix(plan.sweep.clone());
 
     let mut results = Vec::new();
     for point in &plan.points {
         let dir = point_dir(&options.results, &plan.sweep, &point.id);
         let previous = Manifest::read(&dir).ok().flatten();
-        let finished = previous.as_ref().is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest());
+        let finished = previous
+            .as_ref()
+            .is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest());
         if finished && !options.force {
             tracing::info!(point = %point.id, "already finished; skipping (use --force to run it again)");
-            results.push(PointResult { id: point.id.clone(), outcome: Outcome::Ok, skipped: true, message: None });
+            results.push(PointResult {
+                id: point.id.clone(),
+                outcome: Outcome::Ok,
+                skipped: true,
+                message: None,
+            });
             sweep_bar.inc(1);
             continue;
         }
         prepare_point_dir(&sweep_dir, &dir, point)?;
         let point_bar = bars.add(ProgressBar::new(u64::from(point.settings.steps)));
-        point_bar.set_style(ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} steps {elapsed}").expect("valid template").progress_chars("=> "));
+        point_bar.set_style(
+            ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} steps {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         point_bar.set_prefix(point.id.clone());
-        let manifest = run_point(&launcher, point, &dir, launch.timeout_s, |steps| point_bar.set_position(u64::from(steps)))?;
+        let manifest = run_point(&launcher, point, &dir, launch.timeout_s, |steps| {
+            point_bar.set_position(u64::from(steps))
+        })?;
         point_bar.finish_and_clear();
         bars.remove(&point_bar);
         let outcome = manifest.outcome;
         match outcome {
-            Outcome::Ok => tracing::info!(point = %point.id, duration_s = manifest.duration_s, "ok"),
-            _ => tracing::warn!(point = %point.id, outcome = outcome.name(), message = manifest.message.as_deref().unwrap_or(""), "point did not finish"),
+            Outcome::Ok => {
+                tracing::info!(point = %point.id, duration_s = manifest.duration_s, "ok")
+            }
+            _ => {
+                tracing::warn!(point = %point.id, outcome = outcome.name(), message = manifest.message.as_deref().unwrap_or(""), "point did not finish")
+            }
         }
-        results.push(PointResult { id: point.id.clone(), outcome, skipped: false, message: manifest.message });
+        results.push(PointResult {
+            id: point.id.clone(),
+            outcome,
+            skipped: false,
+            message: manifest.message,
+        });
         sweep_bar.inc(1);
     }
     sweep_bar.finish();
@@ -77,14 +113,25 @@ pub fn run_sweep(plan: &Plan, launch: &LaunchSettings, options: &SweepOptions) -
 }
 
 /// Runs one point in its prepared `dir` and returns its manifest.
-fn run_point(launcher: &LocalLauncher, point: &PointSpec, dir: &Path, timeout_s: u64, mut progress: impl FnMut(u32)) -> Result<Manifest, LaunchError> {
-    let end = launcher.run(point, dir, Duration::from_secs(timeout_s), |status| progress(status.steps_done))?;
+fn run_point(
+    launcher: &LocalLauncher,
+    point: &PointSpec,
+    dir: &Path,
+    timeout_s: u64,
+    mut progress: impl FnMut(u32),
+) -> Result<Manifest, LaunchError> {
+    let end = launcher
+        .run(point, dir, Duration::from_secs(timeout_s), |status| progress(status.steps_done))?;
     Ok(finalize(dir, point, &end)?)
 }
 
 /// Gives a point a fresh folder holding only its `point.json`; an earlier attempt there is
 /// moved into `.attempts/`.
-pub(crate) fn prepare_point_dir(sweep_dir: &Path, dir: &Path, point: &PointSpec) -> Result<(), LaunchError> {
+pub(crate) fn prepare_point_dir(
+    sweep_dir: &Path,
+    dir: &Path,
+    point: &PointSpec,
+) -> Result<(), LaunchError> {
     if dir.exists() {
         let kept = set_aside(sweep_dir, dir, &point.id)?;
         tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");

@@ -18,17 +18,39 @@ impl<'a> Collectives<'a> {
     }
 
     /// Sum of `input` over `group` into `output`, on behalf of model unit `unit`.
-    pub fn all_reduce_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
-        self.timed(CollectiveKind::AllReduce, group, unit, input, output, 1, || group.all_reduce_sum(input, output))
+    pub fn all_reduce_sum(
+        &mut self,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<(), CommError> {
+        self.timed(CollectiveKind::AllReduce, group, unit, input, output, 1, || {
+            group.all_reduce_sum(input, output)
+        })
     }
 
     /// Every rank's `shard` of unit `unit`, concatenated into `output`.
-    pub fn all_gather(&mut self, group: &dyn Comm, unit: usize, shard: &Tensor, output: &Tensor) -> Result<(), CommError> {
-        self.timed(CollectiveKind::AllGather, group, unit, shard, output, group.size(), || group.all_gather(shard, output))
+    pub fn all_gather(
+        &mut self,
+        group: &dyn Comm,
+        unit: usize,
+        shard: &Tensor,
+        output: &Tensor,
+    ) -> Result<(), CommError> {
+        self.timed(CollectiveKind::AllGather, group, unit, shard, output, group.size(), || {
+            group.all_gather(shard, output)
+        })
     }
 
     /// Starts gathering `shard` into `output` without waiting; [`Collectives::finish`] waits.
-    pub fn start_all_gather(&mut self, group: &dyn Comm, unit: usize, shard: &Tensor, output: &Tensor) -> Result<InFlight, CommError> {
+    pub fn start_all_gather(
+        &mut self,
+        group: &dyn Comm,
+        unit: usize,
+        shard: &Tensor,
+        output: &Tensor,
+    ) -> Result<InFlight, CommError> {
         let record = self.record(CollectiveKind::AllGather, group, unit, shard, group.size());
         let start_s = self.clock.now_s();
         let pending = if group.size() == 1 {
@@ -37,7 +59,11 @@ impl<'a> Collectives<'a> {
         } else {
             group.start_all_gather(shard, output)?
         };
-        Ok(InFlight { pending, record: (group.size() > 1 && self.clock.enabled()).then_some(CollectiveRecord { start_s: start_s - self.step_start_s, ..record }) })
+        Ok(InFlight {
+            pending,
+            record: (group.size() > 1 && self.clock.enabled())
+                .then_some(CollectiveRecord { start_s: start_s - self.step_start_s, ..record }),
+        })
     }
 
     /// Waits for a collective started earlier; the wait is its exposed time.
@@ -46,18 +72,39 @@ impl<'a> Collectives<'a> {
         in_flight.pending.wait();
         let end_s = self.clock.now_s() - self.step_start_s;
         if let Some(record) = in_flight.record {
-            self.log.push(CollectiveRecord { end_s, wait_s: end_s - (wait_start - self.step_start_s), ..record });
+            self.log.push(CollectiveRecord {
+                end_s,
+                wait_s: end_s - (wait_start - self.step_start_s),
+                ..record
+            });
         }
     }
 
     /// This rank's chunk of the sum of `input` over `group`, into `output`.
-    pub fn reduce_scatter_sum(&mut self, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
-        self.timed(CollectiveKind::ReduceScatter, group, unit, input, output, 1, || group.reduce_scatter_sum(input, output))
+    pub fn reduce_scatter_sum(
+        &mut self,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<(), CommError> {
+        self.timed(CollectiveKind::ReduceScatter, group, unit, input, output, 1, || {
+            group.reduce_scatter_sum(input, output)
+        })
     }
 
     /// Runs `op`, logging it with a payload of `input`'s size times `factor` (the full buffer).
     #[allow(clippy::too_many_arguments)]
-    fn timed(&mut self, kind: CollectiveKind, group: &dyn Comm, unit: usize, input: &Tensor, output: &Tensor, factor: usize, op: impl FnOnce() -> Result<(), CommError>) -> Result<(), CommError> {
+    fn timed(
+        &mut self,
+        kind: CollectiveKind,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+        factor: usize,
+        op: impl FnOnce() -> Result<(), CommError>,
+    ) -> Result<(), CommError> {
         if group.size() == 1 {
             tch::no_grad(|| output.shallow_clone().copy_(input));
             return Ok(());
@@ -75,7 +122,14 @@ impl<'a> Collectives<'a> {
 
     /// A record of a call with a payload of `input`'s size times `factor` (the full buffer),
     /// its times still to be filled in.
-    fn record(&self, kind: CollectiveKind, group: &dyn Comm, unit: usize, input: &Tensor, factor: usize) -> CollectiveRecord {
+    fn record(
+        &self,
+        kind: CollectiveKind,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        factor: usize,
+    ) -> CollectiveRecord {
         CollectiveRecord {
             kind,
             unit: unit as u32,

@@ -50,7 +50,11 @@ impl UnitLayout {
     }
 
     pub fn linear(&mut self, name: &str, inputs: i64, outputs: i64) {
-        self.push(&format!("{name}.weight"), &[outputs, inputs], Init::XavierUniform { fan_in: inputs, fan_out: outputs });
+        self.push(
+            &format!("{name}.weight"),
+            &[outputs, inputs],
+            Init::XavierUniform { fan_in: inputs, fan_out: outputs },
+        );
         self.push(&format!("{name}.bias"), &[outputs], Init::Zeros);
     }
 
@@ -68,7 +72,13 @@ impl UnitLayout {
         let parts: Vec<Tensor> = self
             .params
             .iter()
-            .map(|p| Tensor::full([p.numel()], if p.decays() { 1.0 } else { 0.0 }, (Kind::Float, tch::Device::Cpu)))
+            .map(|p| {
+                Tensor::full(
+                    [p.numel()],
+                    if p.decays() { 1.0 } else { 0.0 },
+                    (Kind::Float, tch::Device::Cpu),
+                )
+            })
             .collect();
         Tensor::cat(&parts, 0)
     }

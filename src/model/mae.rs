@@ -65,7 +65,8 @@ impl Mae {
 
     /// The stages of the forward pass in order; each uses the parameters of one unit.
     pub fn stages(&self) -> Vec<Stage> {
-        let (depth, decoder_depth) = (self.config.depth as usize, self.config.decoder_depth as usize);
+        let (depth, decoder_depth) =
+            (self.config.depth as usize, self.config.decoder_depth as usize);
         std::iter::once(Stage::Embed)
             .chain((0..depth).map(Stage::Encoder))
             .chain(std::iter::once(Stage::ToDecoder))
@@ -108,9 +109,13 @@ impl Mae {
         let input = || x.expect("only the embedding stage starts without input");
         match stage {
             Stage::Embed => {
-                let x = batch.patches.to_kind(kind).linear(p.get("patch_embed.weight"), Some(p.get("patch_embed.bias")));
+                let x = batch
+                    .patches
+                    .to_kind(kind)
+                    .linear(p.get("patch_embed.weight"), Some(p.get("patch_embed.bias")));
                 let x = x + self.encoder_pos.narrow(1, 1, c.patches()).to_kind(kind);
-                let kept = x.gather(1, &batch.ids_keep.unsqueeze(-1).repeat([1, 1, c.width]), false);
+                let kept =
+                    x.gather(1, &batch.ids_keep.unsqueeze(-1).repeat([1, 1, c.width]), false);
                 let cls = p.get("cls_token") + self.encoder_pos.narrow(1, 0, 1).to_kind(kind);
                 Tensor::cat(&[cls.expand([kept.size()[0], 1, c.width], false), kept], 1)
             }
@@ -118,7 +123,8 @@ impl Mae {
             Stage::Decoder(_) => self.block(&p, input(), c.decoder_heads),
             Stage::ToDecoder => {
                 // Project, fill masked positions with the mask token, unshuffle, add positions.
-                let x = layer_norm(input(), &p, "norm").linear(p.get("decoder_embed.weight"), Some(p.get("decoder_embed.bias")));
+                let x = layer_norm(input(), &p, "norm")
+                    .linear(p.get("decoder_embed.weight"), Some(p.get("decoder_embed.bias")));
                 let (size, kept) = (x.size()[0], x.size()[1] - 1);
                 let mask_tokens = p.get("mask_token").repeat([size, c.patches() - kept, 1]);
                 let shuffled = Tensor::cat(&[x.narrow(1, 1, kept), mask_tokens], 1);
@@ -128,9 +134,11 @@ impl Mae {
             }
             Stage::Head => {
                 let x = layer_norm(input(), &p, "decoder_norm");
-                let prediction = x.linear(p.get("decoder_pred.weight"), Some(p.get("decoder_pred.bias")));
+                let prediction =
+                    x.linear(p.get("decoder_pred.weight"), Some(p.get("decoder_pred.bias")));
                 let prediction = prediction.narrow(1, 1, c.patches()).to_kind(Kind::Float);
-                let per_patch = (prediction - &batch.patches).square().mean_dim(-1, false, Kind::Float);
+                let per_patch =
+                    (prediction - &batch.patches).square().mean_dim(-1, false, Kind::Float);
                 (per_patch * &batch.mask).sum(Kind::Float) / batch.mask.sum(Kind::Float)
             }
         }
@@ -156,10 +164,11 @@ impl Mae {
     pub fn patchify(&self, images: &Tensor) -> Tensor {
         let c = &self.config;
         let (n, g, p) = (images.size()[0], c.image_size / c.patch, c.patch);
-        images
-            .reshape([n, c.channels, g, p, g, p])
-            .permute([0, 2, 4, 3, 5, 1])
-            .reshape([n, g * g, c.patch_dim()])
+        images.reshape([n, c.channels, g, p, g, p]).permute([0, 2, 4, 3, 5, 1]).reshape([
+            n,
+            g * g,
+            c.patch_dim(),
+        ])
     }
 
     fn block(&self, p: &UnitViews, x: &Tensor, heads: i64) -> Tensor {
@@ -170,7 +179,9 @@ impl Mae {
             .reshape([b, n, 3, heads, d / heads])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let attention = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false);
+        let attention = Tensor::scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, false, None, false,
+        );
         let attention = attention.transpose(1, 2).reshape([b, n, d]);
         let x = x + attention.linear(p.get("attn.proj.weight"), Some(p.get("attn.proj.bias")));
         let h = layer_norm(&x, p, "norm2")
@@ -208,7 +219,8 @@ fn unit_layouts(c: &ModelConfig) -> Vec<UnitLayout> {
     root.layer_norm("decoder_norm", c.decoder_width);
     root.linear("decoder_pred", c.decoder_width, c.patch_dim());
     let encoder = (0..c.depth).map(|i| block_layout(format!("blocks.{i}"), c.width, c.mlp));
-    let decoder = (0..c.decoder_depth).map(|i| block_layout(format!("decoder_blocks.{i}"), c.decoder_width, c.decoder_mlp));
+    let decoder = (0..c.decoder_depth)
+        .map(|i| block_layout(format!("decoder_blocks.{i}"), c.decoder_width, c.decoder_mlp));
     std::iter::once(root).chain(encoder).chain(decoder).collect()
 }
 
@@ -218,12 +230,14 @@ fn sincos_position_embedding(width: i64, grid: i64) -> Tensor {
     let options = (Kind::Double, Device::Cpu);
     let axis = |positions: &Tensor| {
         let half = width / 4;
-        let omega = (Tensor::arange(half, options) / half as f64).multiply_scalar(-(10000f64.ln())).exp();
+        let omega =
+            (Tensor::arange(half, options) / half as f64).multiply_scalar(-(10000f64.ln())).exp();
         let angles = positions.unsqueeze(1) * omega.unsqueeze(0);
         Tensor::cat(&[angles.sin(), angles.cos()], 1)
     };
     let coords = Tensor::arange(grid * grid, options);
-    let (columns, rows) = (coords.remainder(grid as f64), coords.divide_scalar_mode(grid as f64, "floor"));
+    let (columns, rows) =
+        (coords.remainder(grid as f64), coords.divide_scalar_mode(grid as f64, "floor"));
     let embedding = Tensor::cat(&[axis(&columns), axis(&rows)], 1);
     let cls = Tensor::zeros([1, width], options);
     Tensor::cat(&[cls, embedding], 0).unsqueeze(0).to_kind(Kind::Float)
@@ -271,7 +285,8 @@ mod tests {
         let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
         let patches = mae.config.patches();
         let x = Tensor::arange(patches, (Kind::Float, Device::Cpu)).view([1, patches, 1]);
-        let noise = Tensor::arange(patches, (Kind::Float, Device::Cpu)).flip([0]).view([1, patches]);
+        let noise =
+            Tensor::arange(patches, (Kind::Float, Device::Cpu)).flip([0]).view([1, patches]);
         let masked = mae.mask(&Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)), &noise);
         let (kept, mask) = (x.gather(1, &masked.ids_keep.unsqueeze(-1), false), masked.mask);
         let keep = mae.config.visible_patches();
@@ -286,8 +301,9 @@ mod tests {
     fn patchify_orders_pixels_row_major() {
         let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
         let c = &mae.config;
-        let images = Tensor::arange(c.channels * c.image_size * c.image_size, (Kind::Float, Device::Cpu))
-            .view([1, c.channels, c.image_size, c.image_size]);
+        let images =
+            Tensor::arange(c.channels * c.image_size * c.image_size, (Kind::Float, Device::Cpu))
+                .view([1, c.channels, c.image_size, c.image_size]);
         let patches = mae.patchify(&images);
         assert_eq!(patches.size(), [1, c.patches(), c.patch_dim()]);
         // Second patch, first pixel, first channel = image[0, 0, 0, patch].
@@ -298,10 +314,15 @@ mod tests {
     fn loss_is_finite_and_backpropagates_to_every_unit() {
         tch::manual_seed(0);
         let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
-        let flats: Vec<Tensor> = mae.units().iter().map(|u| init_unit(u).set_requires_grad(true)).collect();
+        let flats: Vec<Tensor> =
+            mae.units().iter().map(|u| init_unit(u).set_requires_grad(true)).collect();
         let images = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let noise = Tensor::rand([2, mae.config.patches()], (Kind::Float, Device::Cpu));
-        let loss = mae.loss(&mut Replicated(flats.iter().map(|t| t.shallow_clone()).collect()), &images, &noise);
+        let loss = mae.loss(
+            &mut Replicated(flats.iter().map(|t| t.shallow_clone()).collect()),
+            &images,
+            &noise,
+        );
         assert!(loss.double_value(&[]).is_finite());
         loss.backward();
         for flat in &flats {

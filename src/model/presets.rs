@@ -23,13 +23,37 @@ pub struct ModelConfig {
     pub mask_ratio: f64,
 }
 
-const fn paper(name: &'static str, width: i64, depth: i64, mlp: i64, heads: i64, patch: i64) -> Preset {
+const fn paper(
+    name: &'static str,
+    width: i64,
+    depth: i64,
+    mlp: i64,
+    heads: i64,
+    patch: i64,
+) -> Preset {
     // MAE's default decoder (facebookresearch/mae models_mae.py): 8 blocks of width 512.
     Preset { name, image_size: 224, patch, width, depth, mlp, heads, dec: (512, 8, 2048, 16) }
 }
 
-const fn tiny(name: &'static str, image_size: i64, patch: i64, width: i64, depth: i64, heads: i64, dec_depth: i64) -> Preset {
-    Preset { name, image_size, patch, width, depth, mlp: 4 * width, heads, dec: (width, dec_depth, 4 * width, heads) }
+const fn tiny(
+    name: &'static str,
+    image_size: i64,
+    patch: i64,
+    width: i64,
+    depth: i64,
+    heads: i64,
+    dec_depth: i64,
+) -> Preset {
+    Preset {
+        name,
+        image_size,
+        patch,
+        width,
+        depth,
+        mlp: 4 * width,
+        heads,
+        dec: (width, dec_depth, 4 * width, heads),
+    }
 }
 
 /// A named shape; `dec` is (width, depth, mlp, heads) of the decoder.

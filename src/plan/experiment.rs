@@ -264,7 +264,14 @@ pub struct OptimizerSettings {
 
 impl Default for OptimizerSettings {
     fn default() -> Self {
-        Self { base_lr: 1.5e-4, weight_decay: 0.05, beta1: 0.9, beta2: 0.95, eps: 1e-8, lr_warmup_steps: 0 }
+        Self {
+            base_lr: 1.5e-4,
+            weight_decay: 0.05,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            lr_warmup_steps: 0,
+        }
     }
 }
 
@@ -318,15 +325,21 @@ impl Fault {
     pub fn from_rule(rule: &toml::Table) -> Result<Self, (&'static str, String)> {
         // The names are FaultKind's own (serde), so the two cannot drift apart.
         let kind = rule.get("kind").cloned().and_then(|v| v.try_into::<FaultKind>().ok());
-        let kind = kind.ok_or(("kind", "must be \"crash\", \"nan_loss\" or \"hang\"".to_string()))?;
-        let at_step = rule.get("at_step").and_then(|v| v.as_integer()).and_then(|n| u32::try_from(n).ok());
-        let at_step = at_step.ok_or(("at_step", "must be a step number (0 or more)".to_string()))?;
+        let kind =
+            kind.ok_or(("kind", "must be \"crash\", \"nan_loss\" or \"hang\"".to_string()))?;
+        let at_step =
+            rule.get("at_step").and_then(|v| v.as_integer()).and_then(|n| u32::try_from(n).ok());
+        let at_step =
+            at_step.ok_or(("at_step", "must be a step number (0 or more)".to_string()))?;
         Ok(Self { kind, at_step })
     }
 
     /// The rule's axis keys: the points it applies to.
     pub fn matchers(rule: &toml::Table) -> toml::Table {
-        rule.iter().filter(|(k, _)| !Self::FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+        rule.iter()
+            .filter(|(k, _)| !Self::FIELDS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -347,7 +360,11 @@ pub struct Experiment {
 }
 
 /// An optional section: its default when absent, `None` if present but invalid.
-fn optional<T: serde::de::DeserializeOwned + Default>(table: &toml::Table, key: &str, problems: &mut Vec<Problem>) -> Option<T> {
+fn optional<T: serde::de::DeserializeOwned + Default>(
+    table: &toml::Table,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     match table.get(key) {
         Some(value) => deserialize_all(key, value.clone(), problems),
         None => Some(T::default()),
@@ -355,7 +372,11 @@ fn optional<T: serde::de::DeserializeOwned + Default>(table: &toml::Table, key: 
 }
 
 /// A required section: `None` (with a problem) if absent or invalid.
-fn required<T: serde::de::DeserializeOwned>(table: &toml::Table, key: &str, problems: &mut Vec<Problem>) -> Option<T> {
+fn required<T: serde::de::DeserializeOwned>(
+    table: &toml::Table,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     match table.get(key) {
         Some(value) => deserialize_all(key, value.clone(), problems),
         None => {
@@ -365,7 +386,8 @@ fn required<T: serde::de::DeserializeOwned>(table: &toml::Table, key: &str, prob
     }
 }
 
-const TOP_LEVEL: [&str; 9] = ["name", "description", "axes", "zip", "exclude", "fault", "settings", "optimizer", "launch"];
+const TOP_LEVEL: [&str; 9] =
+    ["name", "description", "axes", "zip", "exclude", "fault", "settings", "optimizer", "launch"];
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self, ExperimentError> {
@@ -375,8 +397,12 @@ impl Experiment {
     /// The experiment in `path` and the text it was parsed from (kept beside the results), read
     /// once so the two always agree.
     pub fn read(path: &Path) -> Result<(Self, String), ExperimentError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ExperimentError::new(path, vec![Problem::new("(file)", None, format!("cannot read: {e}"))]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ExperimentError::new(
+                path,
+                vec![Problem::new("(file)", None, format!("cannot read: {e}"))],
+            )
+        })?;
         Ok((Self::parse(&text, path)?, text))
     }
 
@@ -384,11 +410,19 @@ impl Experiment {
     /// Every problem is reported: unknown keys, wrong types, and the checks of
     /// [`validate`](super::validate) on every section that parsed.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ExperimentError> {
-        let table: toml::Table = toml::from_str(text)
-            .map_err(|e| ExperimentError::new(path, vec![Problem::new("(syntax)", None, e.to_string().trim_end().to_string())]))?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            ExperimentError::new(
+                path,
+                vec![Problem::new("(syntax)", None, e.to_string().trim_end().to_string())],
+            )
+        })?;
         let mut problems = Vec::new();
         for key in table.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
-            problems.push(Problem::new(key.clone(), table.get(key), format!("unknown key; expected one of {}", TOP_LEVEL.join(", "))));
+            problems.push(Problem::new(
+                key.clone(),
+                table.get(key),
+                format!("unknown key; expected one of {}", TOP_LEVEL.join(", ")),
+            ));
         }
         let name: Option<String> = required(&table, "name", &mut problems);
         let description: Option<String> = optional(&table, "description", &mut problems);
@@ -410,8 +444,26 @@ impl Experiment {
             (
                 Some(name),
                 Some(description),
-                Parts { axes: Some(axes), settings: Some(settings), optimizer: Some(optimizer), launch: Some(launch), zip: Some(zip), exclude: Some(exclude), fault: Some(fault) },
-            ) if problems.is_empty() => Ok(Experiment { name, description, axes, zip, exclude, fault, settings, optimizer, launch }),
+                Parts {
+                    axes: Some(axes),
+                    settings: Some(settings),
+                    optimizer: Some(optimizer),
+                    launch: Some(launch),
+                    zip: Some(zip),
+                    exclude: Some(exclude),
+                    fault: Some(fault),
+                },
+            ) if problems.is_empty() => Ok(Experiment {
+                name,
+                description,
+                axes,
+                zip,
+                exclude,
+                fault,
+                settings,
+                optimizer,
+                launch,
+            }),
             _ => Err(ExperimentError::new(path, problems)),
         }
     }

@@ -52,14 +52,19 @@ pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
     // 16-bit; doubled for fp32. Checkpointing keeps block inputs plus one block's worth.
     let bytes_per_value = param_bytes / 2.0;
     let block = |tokens: i64, width: i64, heads: i64| {
-        let (s, h, a, b) = (tokens as f64, width as f64, heads as f64, f64::from(point.micro_batch));
+        let (s, h, a, b) =
+            (tokens as f64, width as f64, heads as f64, f64::from(point.micro_batch));
         s * b * h * (34.0 + 5.0 * a * s / h) * bytes_per_value
     };
     let encoder = block(m.visible_patches() + 1, m.width, m.heads);
     let decoder = block(m.patches() + 1, m.decoder_width, m.decoder_heads);
     let activations = if k.activation_checkpointing {
-        let inputs = |tokens: i64, width: i64, depth: i64| (tokens * width * depth) as f64 * f64::from(point.micro_batch) * 2.0 * bytes_per_value;
-        inputs(m.visible_patches() + 1, m.width, m.depth) + inputs(m.patches() + 1, m.decoder_width, m.decoder_depth) + encoder.max(decoder)
+        let inputs = |tokens: i64, width: i64, depth: i64| {
+            (tokens * width * depth) as f64 * f64::from(point.micro_batch) * 2.0 * bytes_per_value
+        };
+        inputs(m.visible_patches() + 1, m.width, m.depth)
+            + inputs(m.patches() + 1, m.decoder_width, m.decoder_depth)
+            + encoder.max(decoder)
     } else {
         m.depth as f64 * encoder + m.decoder_depth as f64 * decoder
     };
@@ -70,13 +75,21 @@ pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
 pub fn check(point: &PointSpec, machine: &Machine) -> Result<(), String> {
     let (world, group) = (point.world_size(), point.parallel.shard_group);
     if group == 0 || group > world || world % group != 0 {
-        return Err(format!("shard group of {group} ranks does not divide the world of {world} ranks"));
+        return Err(format!(
+            "shard group of {group} ranks does not divide the world of {world} ranks"
+        ));
     }
     if point.parallel.reduce_dtype == Dtype::Bf16 {
-        return Err("reduce_dtype bf16 needs a backend that sums bf16; MPI reduces fp32 only".into());
+        return Err(
+            "reduce_dtype bf16 needs a backend that sums bf16; MPI reduces fp32 only".into()
+        );
     }
     let needed = rank_memory_bytes(point);
-    let available = if machine.per_rank { machine.memory_bytes as f64 } else { machine.memory_bytes as f64 / f64::from(point.world_size()) };
+    let available = if machine.per_rank {
+        machine.memory_bytes as f64
+    } else {
+        machine.memory_bytes as f64 / f64::from(point.world_size())
+    };
     if needed > available {
         return Err(format!(
             "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B / shard group + gathered parameters + activations), {:.1} GiB available per rank",

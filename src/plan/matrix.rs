@@ -24,7 +24,8 @@ pub struct Plan {
 
 /// Expands `experiment` for `machine`. Points are ordered by axis, the first axis slowest.
 pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
-    let mut plan = Plan { sweep: experiment.name.clone(), points: Vec::new(), rejected: Vec::new() };
+    let mut plan =
+        Plan { sweep: experiment.name.clone(), points: Vec::new(), rejected: Vec::new() };
     for choice in combinations(experiment) {
         let index = |axis: &str| choice[AXES.iter().position(|a| *a == axis).expect("known axis")];
         let axes = &experiment.axes;
@@ -33,19 +34,23 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         if let Some(size) = experiment.settings.image_size {
             model.image_size = size;
         }
-        let (nodes, ranks_per_node) = (axes.nodes[index("nodes")], axes.ranks_per_node[index("ranks_per_node")]);
+        let (nodes, ranks_per_node) =
+            (axes.nodes[index("nodes")], axes.ranks_per_node[index("ranks_per_node")]);
         let shard_group = match strategy {
             Strategy::NoShard => 1,
             Strategy::FullShard | Strategy::ShardGradOp => nodes * ranks_per_node,
-            Strategy::HybridShard | Strategy::HybridShardZero2 => match axes.shard_group[index("shard_group")] {
-                0 => ranks_per_node,
-                chosen => chosen,
-            },
+            Strategy::HybridShard | Strategy::HybridShardZero2 => {
+                match axes.shard_group[index("shard_group")] {
+                    0 => ranks_per_node,
+                    chosen => chosen,
+                }
+            }
         };
         let parallel = ParallelSpec {
             shard_group,
             accumulation: axes.accumulation[index("accumulation")],
-            activation_checkpointing: axes.activation_checkpointing[index("activation_checkpointing")],
+            activation_checkpointing: axes.activation_checkpointing
+                [index("activation_checkpointing")],
             backward_prefetch: axes.backward_prefetch[index("backward_prefetch")],
             limit_all_gathers: axes.limit_all_gathers[index("limit_all_gathers")],
             param_dtype: axes.param_dtype[index("param_dtype")],
@@ -67,7 +72,9 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         };
         let point = PointSpec { id: point_id(&point), ..point };
         // shard_group only applies to the hybrid strategies: other strategies would repeat.
-        if plan.points.iter().any(|p| p.id == point.id) || plan.rejected.iter().any(|r| r.id == point.id) {
+        if plan.points.iter().any(|p| p.id == point.id)
+            || plan.rejected.iter().any(|r| r.id == point.id)
+        {
             continue;
         }
         let matches = |rule: &toml::Table| {
@@ -80,7 +87,11 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             })
         };
         let excluded_by = experiment.exclude.iter().position(matches);
-        let fault = experiment.fault.iter().find(|rule| matches(&Fault::matchers(rule))).and_then(|rule| Fault::from_rule(rule).ok());
+        let fault = experiment
+            .fault
+            .iter()
+            .find(|rule| matches(&Fault::matchers(rule)))
+            .and_then(|rule| Fault::from_rule(rule).ok());
         let point = PointSpec { fault, ..point };
         let reason = match excluded_by {
             Some(r) => Some(format!("excluded by rule exclude[{r}]")),
@@ -135,7 +146,12 @@ fn combinations(experiment: &Experiment) -> Vec<Vec<usize>> {
         }
         let group = experiment.zip.iter().find(|g| g.iter().any(|x| x == axis));
         factors.push(match group {
-            Some(g) => AXES.iter().enumerate().filter(|(_, x)| g.iter().any(|y| y == *x)).map(|(i, _)| i).collect(),
+            Some(g) => AXES
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| g.iter().any(|y| y == *x))
+                .map(|(i, _)| i)
+                .collect(),
             None => vec![a],
         });
     }

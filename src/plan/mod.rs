@@ -8,7 +8,10 @@ mod point;
 mod problems;
 mod validate;
 
-pub use experiment::{BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind, LaunchSettings, OptimizerSettings, Settings, Strategy, AXES};
+pub use experiment::{
+    BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind, LaunchSettings,
+    OptimizerSettings, Settings, Strategy, AXES,
+};
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected};
 pub use point::{ParallelSpec, PointSpec, SystemSpec};

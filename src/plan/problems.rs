@@ -16,7 +16,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(key: impl Into<String>, value: Option<&toml::Value>, message: impl Into<String>) -> Self {
+    pub fn new(
+        key: impl Into<String>,
+        value: Option<&toml::Value>,
+        message: impl Into<String>,
+    ) -> Self {
         Self { key: key.into(), value: value.map(render), message: message.into() }
     }
 }
@@ -57,7 +61,10 @@ impl ExperimentError {
 /// TOML text of a value, short enough for one line of an error message.
 fn render(value: &toml::Value) -> String {
     let text = match value {
-        toml::Value::Table(t) => format!("{{ {} }}", t.iter().map(|(k, v)| format!("{k} = {}", render(v))).collect::<Vec<_>>().join(", ")),
+        toml::Value::Table(t) => format!(
+            "{{ {} }}",
+            t.iter().map(|(k, v)| format!("{k} = {}", render(v))).collect::<Vec<_>>().join(", ")
+        ),
         other => other.to_string(),
     };
     if text.len() > 80 {
@@ -71,7 +78,11 @@ fn render(value: &toml::Value) -> String {
 /// unknown key rather than stopping at the first: the offending key (or array element) is
 /// reported, pruned, and the rest checked again. Returns what is left after pruning (so later
 /// checks can still look at it), or `None` if a required key had to go.
-pub fn deserialize_all<T: DeserializeOwned>(prefix: &str, mut value: toml::Value, problems: &mut Vec<Problem>) -> Option<T> {
+pub fn deserialize_all<T: DeserializeOwned>(
+    prefix: &str,
+    mut value: toml::Value,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     let mut pruned = Pruned::default();
     loop {
         let error = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
@@ -79,17 +90,24 @@ pub fn deserialize_all<T: DeserializeOwned>(prefix: &str, mut value: toml::Value
             Err(error) => error,
         };
         // toml's messages end with a line naming the key; the path already does.
-        let message = error.inner().to_string().lines().next().unwrap_or_default().trim().to_string();
+        let message =
+            error.inner().to_string().lines().next().unwrap_or_default().trim().to_string();
         let mut keys: Vec<String> = Vec::new();
         let mut index = None;
         for segment in error.path().iter() {
             match segment {
-                serde_path_to_error::Segment::Map { key } if index.is_none() => keys.push(key.clone()),
-                serde_path_to_error::Segment::Seq { index: i } if index.is_none() => index = Some(*i),
+                serde_path_to_error::Segment::Map { key } if index.is_none() => {
+                    keys.push(key.clone())
+                }
+                serde_path_to_error::Segment::Seq { index: i } if index.is_none() => {
+                    index = Some(*i)
+                }
                 _ => break,
             }
         }
-        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        if let Some(field) =
+            message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`'))
+        {
             // A required key pruned earlier: everything else in this section has been checked.
             let mut missing = keys.clone();
             missing.push(field.to_string());
@@ -98,7 +116,11 @@ pub fn deserialize_all<T: DeserializeOwned>(prefix: &str, mut value: toml::Value
             }
         }
         let original = index.map(|i| pruned.original_index(&keys, i));
-        let mut key = std::iter::once(prefix.to_string()).chain(keys.iter().cloned()).filter(|k| !k.is_empty()).collect::<Vec<_>>().join(".");
+        let mut key = std::iter::once(prefix.to_string())
+            .chain(keys.iter().cloned())
+            .filter(|k| !k.is_empty())
+            .collect::<Vec<_>>()
+            .join(".");
         if let Some(i) = original {
             key.push_str(&format!("[{i}]"));
         }
@@ -106,9 +128,16 @@ pub fn deserialize_all<T: DeserializeOwned>(prefix: &str, mut value: toml::Value
             (toml::Value::Array(items), Some(i)) => items.get(i).unwrap_or(v),
             _ => v,
         });
-        problems.push(Problem::new(if key.is_empty() { "(top level)".to_string() } else { key }, shown, message));
+        problems.push(Problem::new(
+            if key.is_empty() { "(top level)".to_string() } else { key },
+            shown,
+            message,
+        ));
         let removed = match (index, original) {
-            (Some(i), Some(o)) => remove_element(&mut value, &keys, i) && pruned.elements.push_then_true((keys.clone(), o)),
+            (Some(i), Some(o)) => {
+                remove_element(&mut value, &keys, i)
+                    && pruned.elements.push_then_true((keys.clone(), o))
+            }
             _ => !keys.is_empty() && remove(&mut value, &keys) && pruned.keys.push_then_true(keys),
         };
         if !removed {
@@ -138,7 +167,8 @@ struct Pruned {
 impl Pruned {
     /// The index in the file of what is now element `index` of the array at `keys`.
     fn original_index(&self, keys: &[String], index: usize) -> usize {
-        let mut removed: Vec<usize> = self.elements.iter().filter(|(k, _)| k == keys).map(|(_, i)| *i).collect();
+        let mut removed: Vec<usize> =
+            self.elements.iter().filter(|(k, _)| k == keys).map(|(_, i)| *i).collect();
         removed.sort_unstable();
         let mut original = index;
         for r in removed {

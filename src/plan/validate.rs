@@ -6,22 +6,44 @@ use super::problems::Problem;
 use crate::model;
 
 pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Problem>) {
-    let mut problem = |key: String, value: toml::Value, message: String| problems.push(Problem::new(key, Some(&value), message));
+    let mut problem = |key: String, value: toml::Value, message: String| {
+        problems.push(Problem::new(key, Some(&value), message))
+    };
     if let Some(name) = name {
-        if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            problem("name".into(), name.into(), "use letters, digits, '.', '_' and '-' only, not first '.' (it names a folder)".into());
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            problem(
+                "name".into(),
+                name.into(),
+                "use letters, digits, '.', '_' and '-' only, not first '.' (it names a folder)"
+                    .into(),
+            );
         }
     }
     if let Some(axes) = &parts.axes {
         let zipped: Vec<&str> = parts.zip.iter().flatten().flatten().map(String::as_str).collect();
-        validate_axes(axes, &zipped, parts.settings.as_ref().and_then(|s| s.image_size), &mut problem);
+        validate_axes(
+            axes,
+            &zipped,
+            parts.settings.as_ref().and_then(|s| s.image_size),
+            &mut problem,
+        );
     }
     if let Some(s) = &parts.settings {
         if s.steps == 0 {
             problem("settings.steps".into(), 0.into(), "must be at least 1".into());
         }
         if s.warmup_steps >= s.steps {
-            problem("settings.warmup_steps".into(), i64::from(s.warmup_steps).into(), format!("must be less than settings.steps ({}) to leave steady-state steps", s.steps));
+            problem(
+                "settings.warmup_steps".into(),
+                i64::from(s.warmup_steps).into(),
+                format!(
+                    "must be less than settings.steps ({}) to leave steady-state steps",
+                    s.steps
+                ),
+            );
         }
         if s.threads_per_rank == 0 {
             problem("settings.threads_per_rank".into(), 0.into(), "must be at least 1".into());
@@ -36,7 +58,11 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
             ("eps", o.eps, o.eps > 0.0),
         ] {
             if !ok || !value.is_finite() {
-                problem(format!("optimizer.{key}"), value.into(), "out of range (base_lr and eps > 0, weight_decay >= 0, betas in [0, 1))".into());
+                problem(
+                    format!("optimizer.{key}"),
+                    value.into(),
+                    "out of range (base_lr and eps > 0, weight_decay >= 0, betas in [0, 1))".into(),
+                );
             }
         }
     }
@@ -44,12 +70,22 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
         problem("launch.timeout_s".into(), 0.into(), "must be at least 1".into());
     }
     for (g, group) in parts.zip.iter().flatten().enumerate() {
-        validate_zip_group(g, group, parts.zip.as_deref().unwrap_or_default(), parts.axes.as_ref(), &mut problem);
+        validate_zip_group(
+            g,
+            group,
+            parts.zip.as_deref().unwrap_or_default(),
+            parts.axes.as_ref(),
+            &mut problem,
+        );
     }
     for (r, rule) in parts.exclude.iter().flatten().enumerate() {
         let key = format!("exclude[{r}]");
         if rule.is_empty() {
-            problem(key.clone(), toml::Value::Table(rule.clone()), "an empty rule would exclude every point".into());
+            problem(
+                key.clone(),
+                toml::Value::Table(rule.clone()),
+                "an empty rule would exclude every point".into(),
+            );
         }
         validate_rule(&key, rule, parts.axes.as_ref(), &mut problem);
     }
@@ -57,17 +93,30 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
         let key = format!("fault[{r}]");
         match Fault::from_rule(rule) {
             Ok(_) => validate_rule(&key, &Fault::matchers(rule), parts.axes.as_ref(), &mut problem),
-            Err((field, message)) => problem(format!("{key}.{field}"), rule.get(field).cloned().unwrap_or(toml::Value::Table(rule.clone())), message),
+            Err((field, message)) => problem(
+                format!("{key}.{field}"),
+                rule.get(field).cloned().unwrap_or(toml::Value::Table(rule.clone())),
+                message,
+            ),
         }
     }
 }
 
 /// Repeated values would make repeated points; in zipped axes only whole repeated tuples do
 /// (checked with the zip groups).
-fn validate_axes(axes: &Axes, zipped: &[&str], image_size: Option<i64>, problem: &mut impl FnMut(String, toml::Value, String)) {
+fn validate_axes(
+    axes: &Axes,
+    zipped: &[&str],
+    image_size: Option<i64>,
+    problem: &mut impl FnMut(String, toml::Value, String),
+) {
     for axis in AXES {
         if axes.len(axis) == 0 {
-            problem(format!("axes.{axis}"), toml::Value::Array(vec![]), "an axis needs at least one value".into());
+            problem(
+                format!("axes.{axis}"),
+                toml::Value::Array(vec![]),
+                "an axis needs at least one value".into(),
+            );
         }
         for i in 0..axes.len(axis) {
             let value = axes.value(axis, i);
@@ -82,17 +131,38 @@ fn validate_axes(axes: &Axes, zipped: &[&str], image_size: Option<i64>, problem:
     }
     for (i, name) in axes.model.iter().enumerate() {
         match model::preset(name) {
-            None => problem(format!("axes.model[{i}]"), name.clone().into(), format!("unknown model; known: {}", model::preset_names().collect::<Vec<_>>().join(", "))),
+            None => problem(
+                format!("axes.model[{i}]"),
+                name.clone().into(),
+                format!(
+                    "unknown model; known: {}",
+                    model::preset_names().collect::<Vec<_>>().join(", ")
+                ),
+            ),
             Some(config) => {
-                if let Some(size) = image_size.filter(|size| *size <= 0 || size % config.patch != 0) {
-                    problem("settings.image_size".into(), size.into(), format!("must be a positive multiple of {name}'s patch size {}", config.patch));
+                if let Some(size) = image_size.filter(|size| *size <= 0 || size % config.patch != 0)
+                {
+                    problem(
+                        "settings.image_size".into(),
+                        size.into(),
+                        format!(
+                            "must be a positive multiple of {name}'s patch size {}",
+                            config.patch
+                        ),
+                    );
                 }
             }
         }
     }
 }
 
-fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
+fn validate_zip_group(
+    g: usize,
+    group: &[String],
+    all: &[Vec<String>],
+    axes: Option<&Axes>,
+    problem: &mut impl FnMut(String, toml::Value, String),
+) {
     let key = format!("zip[{g}]");
     let value = toml::Value::Array(group.iter().map(|a| a.clone().into()).collect());
     if group.len() < 2 {
@@ -101,7 +171,11 @@ fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Opt
     for (i, axis) in group.iter().enumerate() {
         let earlier = all[..g].iter().flatten().chain(&group[..i]).any(|a| a == axis);
         if !AXES.contains(&axis.as_str()) {
-            problem(key.clone(), value.clone(), format!("unknown axis {axis:?}; axes are {}", AXES.join(", ")));
+            problem(
+                key.clone(),
+                value.clone(),
+                format!("unknown axis {axis:?}; axes are {}", AXES.join(", ")),
+            );
         } else if earlier {
             problem(key.clone(), value.clone(), format!("axis {axis:?} is already zipped"));
         }
@@ -109,13 +183,18 @@ fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Opt
     if let Some(axes) = axes {
         let known: Vec<&String> = group.iter().filter(|a| AXES.contains(&a.as_str())).collect();
         if known.windows(2).any(|w| axes.len(w[0]) != axes.len(w[1])) {
-            let lengths: Vec<String> = known.iter().map(|a| format!("{a} has {}", axes.len(a))).collect();
+            let lengths: Vec<String> =
+                known.iter().map(|a| format!("{a} has {}", axes.len(a))).collect();
             problem(key, value, format!("zipped axes need equal lengths ({})", lengths.join(", ")));
         } else if let Some(first) = known.first() {
             let tuple = |i: usize| known.iter().map(|a| axes.value(a, i)).collect::<Vec<_>>();
             for i in 0..axes.len(first) {
                 if (0..i).any(|j| tuple(j) == tuple(i)) {
-                    problem(key.clone(), toml::Value::Array(tuple(i)), format!("duplicate combination at position {i}"));
+                    problem(
+                        key.clone(),
+                        toml::Value::Array(tuple(i)),
+                        format!("duplicate combination at position {i}"),
+                    );
                 }
             }
         }
@@ -123,7 +202,12 @@ fn validate_zip_group(g: usize, group: &[String], all: &[Vec<String>], axes: Opt
 }
 
 /// A rule that selects points by axis values (an exclude rule, a fault's target).
-fn validate_rule(name: &str, rule: &toml::Table, axes: Option<&Axes>, problem: &mut impl FnMut(String, toml::Value, String)) {
+fn validate_rule(
+    name: &str,
+    rule: &toml::Table,
+    axes: Option<&Axes>,
+    problem: &mut impl FnMut(String, toml::Value, String),
+) {
     for (axis, wanted) in rule {
         let key = format!("{name}.{axis}");
         if !AXES.contains(&axis.as_str()) {
@@ -137,7 +221,11 @@ fn validate_rule(name: &str, rule: &toml::Table, axes: Option<&Axes>, problem: &
         };
         for candidate in candidates {
             if !(0..axes.len(axis)).any(|i| axes.value(axis, i) == candidate) {
-                problem(key.clone(), candidate, format!("not a value of axes.{axis}, so this rule can never match"));
+                problem(
+                    key.clone(),
+                    candidate,
+                    format!("not a value of axes.{axis}, so this rule can never match"),
+                );
             }
         }
     }

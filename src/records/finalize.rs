@@ -27,9 +27,20 @@ pub struct RunEnd {
 }
 
 /// Reads every rank's spool, writes `records.h5` and then `manifest.json`.
-pub fn finalize(point_dir: &Path, point: &PointSpec, end: &RunEnd) -> Result<Manifest, RecordError> {
-    let ranks: Vec<RankSpool> = (0..point.world_size()).map(|r| read_spool(&spool_path(point_dir, r))).collect::<Result<_, _>>()?;
-    let header = RecordsHeader { sweep: &point.sweep, point: &point.id, steps_planned: point.settings.steps, warmup_steps: point.settings.warmup_steps };
+pub fn finalize(
+    point_dir: &Path,
+    point: &PointSpec,
+    end: &RunEnd,
+) -> Result<Manifest, RecordError> {
+    let ranks: Vec<RankSpool> = (0..point.world_size())
+        .map(|r| read_spool(&spool_path(point_dir, r)))
+        .collect::<Result<_, _>>()?;
+    let header = RecordsHeader {
+        sweep: &point.sweep,
+        point: &point.id,
+        steps_planned: point.settings.steps,
+        warmup_steps: point.settings.warmup_steps,
+    };
     write_records(&point_dir.join(RECORDS_FILE), &header, &ranks)?;
     let (outcome, message) = classify(end, &ranks, point.settings.steps);
     let manifest = Manifest {
@@ -61,15 +72,34 @@ pub fn finalize(point_dir: &Path, point: &PointSpec, end: &RunEnd) -> Result<Man
 }
 
 /// The outcome from the launcher's view and the ranks' own records.
-pub fn classify(end: &RunEnd, ranks: &[RankSpool], steps_planned: u32) -> (Outcome, Option<String>) {
-    let rank_error = ranks.iter().enumerate().find_map(|(r, k)| k.error.as_ref().map(|e| format!("rank {r}: {e}")));
-    let stderr = end.stderr_tail.to_lowercase();
-    let oom = ["out of memory", "outofmemoryerror", "std::bad_alloc", "can't allocate memory", "exited on signal 9", "oom-kill"]
+pub fn classify(
+    end: &RunEnd,
+    ranks: &[RankSpool],
+    steps_planned: u32,
+) -> (Outcome, Option<String>) {
+    let rank_error = ranks
         .iter()
-        .any(|needle| stderr.contains(needle) || rank_error.as_deref().is_some_and(|e| e.to_lowercase().contains(needle)));
+        .enumerate()
+        .find_map(|(r, k)| k.error.as_ref().map(|e| format!("rank {r}: {e}")));
+    let stderr = end.stderr_tail.to_lowercase();
+    let oom = [
+        "out of memory",
+        "outofmemoryerror",
+        "std::bad_alloc",
+        "can't allocate memory",
+        "exited on signal 9",
+        "oom-kill",
+    ]
+    .iter()
+    .any(|needle| {
+        stderr.contains(needle)
+            || rank_error.as_deref().is_some_and(|e| e.to_lowercase().contains(needle))
+    });
     let all_done = ranks.iter().all(|k| k.finished && k.steps.len() as u32 == steps_planned);
     let tail = || Some(last_lines(&end.stderr_tail, 20)).filter(|s| !s.is_empty());
-    let diverged = ranks.iter().enumerate().find_map(|(r, k)| k.steps.iter().find(|s| !s.loss.is_finite()).map(|s| (r, s.step, s.loss)));
+    let diverged = ranks.iter().enumerate().find_map(|(r, k)| {
+        k.steps.iter().find(|s| !s.loss.is_finite()).map(|s| (r, s.step, s.loss))
+    });
     if let Some((outcome, why)) = &end.stopped_by {
         (*outcome, Some(why.clone()))
     } else if let Some((rank, step, loss)) = diverged {
@@ -84,7 +114,10 @@ pub fn classify(end: &RunEnd, ranks: &[RankSpool], steps_planned: u32) -> (Outco
             None => "killed by a signal".into(),
         };
         let detail = rank_error.or_else(tail).unwrap_or_default();
-        (Outcome::Failed, Some(format!("{summary}; {detail}").trim_end_matches([';', ' ']).to_string()))
+        (
+            Outcome::Failed,
+            Some(format!("{summary}; {detail}").trim_end_matches([';', ' ']).to_string()),
+        )
     }
 }
 
@@ -96,7 +129,9 @@ fn last_lines(text: &str, n: usize) -> String {
 fn provenance(ranks: &[RankSpool], end: &RunEnd) -> Provenance {
     let infos: Vec<_> = ranks.iter().filter_map(|k| k.info.as_ref()).collect();
     let first = infos.first();
-    let field = |f: fn(&super::RankInfo) -> &String| first.map_or_else(|| "unknown".to_string(), |i| f(i).clone());
+    let field = |f: fn(&super::RankInfo) -> &String| {
+        first.map_or_else(|| "unknown".to_string(), |i| f(i).clone())
+    };
     let mut hostnames: Vec<String> = infos.iter().map(|i| i.hostname.clone()).collect();
     hostnames.sort();
     hostnames.dedup();
@@ -106,7 +141,16 @@ fn provenance(ranks: &[RankSpool], end: &RunEnd) -> Provenance {
         torch_version: field(|i| &i.torch_version),
         comm_library: field(|i| &i.comm_library),
         hostnames,
-        ranks: infos.iter().map(|i| RankLayout { rank: i.rank, node: i.node, local_rank: i.local_rank, hostname: i.hostname.clone(), pid: i.pid }).collect(),
+        ranks: infos
+            .iter()
+            .map(|i| RankLayout {
+                rank: i.rank,
+                node: i.node,
+                local_rank: i.local_rank,
+                hostname: i.hostname.clone(),
+                pid: i.pid,
+            })
+            .collect(),
         env: first.map(|i| i.env.clone()).unwrap_or_default(),
         command: end.command.clone(),
     }

@@ -39,7 +39,11 @@ pub struct RecordsHeader<'a> {
 }
 
 /// Writes the records of all ranks (index = rank) to `path`, atomically.
-pub fn write_records(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -> Result<(), RecordError> {
+pub fn write_records(
+    path: &Path,
+    header: &RecordsHeader,
+    ranks: &[RankSpool],
+) -> Result<(), RecordError> {
     write_atomically(path, |file| write_file(file, header, ranks))
 }
 
@@ -47,7 +51,10 @@ pub fn write_records(path: &Path, header: &RecordsHeader, ranks: &[RankSpool]) -
 pub fn write_parameters(path: &Path, units: &[(String, tch::Tensor)]) -> Result<(), RecordError> {
     write_atomically(path, |file| {
         for (name, unit) in units {
-            let values: Vec<f32> = Vec::try_from(unit.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous()).expect("a 1-D fp32 tensor converts");
+            let values: Vec<f32> = Vec::try_from(
+                unit.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous(),
+            )
+            .expect("a 1-D fp32 tensor converts");
             dataset(file, name, &Array1::from_vec(values))?;
         }
         Ok(())
@@ -55,13 +62,20 @@ pub fn write_parameters(path: &Path, units: &[(String, tch::Tensor)]) -> Result<
 }
 
 /// Creates an HDF5 file beside `path`, lets `fill` write it, then renames it into place.
-fn write_atomically(path: &Path, fill: impl FnOnce(&File) -> hdf5::Result<()>) -> Result<(), RecordError> {
+fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&File) -> hdf5::Result<()>,
+) -> Result<(), RecordError> {
     let tmp = path.with_extension(format!("h5.tmp-{}", std::process::id()));
     let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
     let result = File::create(&tmp)
         .and_then(|file| fill(&file).and_then(|_| file.close()))
         .map_err(err)
-        .and_then(|_| std::fs::rename(&tmp, path).and_then(|_| sync_parent(path)).map_err(RecordError::io(path)));
+        .and_then(|_| {
+            std::fs::rename(&tmp, path)
+                .and_then(|_| sync_parent(path))
+                .map_err(RecordError::io(path))
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -81,17 +95,24 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
         file.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&text(value))?;
     }
 
-    let (r, s) = (ranks.len(), ranks.iter().map(|k| k.steps.len()).max().unwrap_or(0).max(header.steps_planned as usize));
+    let (r, s) = (
+        ranks.len(),
+        ranks.iter().map(|k| k.steps.len()).max().unwrap_or(0).max(header.steps_planned as usize),
+    );
     let steps = file.create_group("steps")?;
     dataset(&steps, "step", &Array1::from_iter(0..s as u32))?;
     let table = |value: &dyn Fn(&super::StepRecord) -> f64| {
-        Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map(value).unwrap_or(f64::NAN))
+        Array2::from_shape_fn((r, s), |(rank, step)| {
+            ranks[rank].steps.get(step).map(value).unwrap_or(f64::NAN)
+        })
     };
     for (i, name) in Phases::NAMES.iter().enumerate() {
         dataset(&steps, name, &table(&|rec| rec.phases.values()[i]))?;
     }
     dataset(&steps, "loss", &table(&|rec| rec.loss))?;
-    let counts = |value: &dyn Fn(&super::StepRecord) -> u64| Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map_or(0, value));
+    let counts = |value: &dyn Fn(&super::StepRecord) -> u64| {
+        Array2::from_shape_fn((r, s), |(rank, step)| ranks[rank].steps.get(step).map_or(0, value))
+    };
     dataset(&steps, "peak_rss_bytes", &counts(&|rec| rec.peak_rss_bytes))?;
     dataset(&steps, "completed", &Array1::from_iter(ranks.iter().map(|k| k.steps.len() as u32)))?;
     let memory = file.create_group("memory")?;
@@ -122,16 +143,25 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     column(&collectives, "dtype", &rows, |r| text(&r.2.dtype))?;
 
     let group = file.create_group("ranks")?;
-    let info = |f: &dyn Fn(&super::RankInfo) -> u32| Array1::from_iter(ranks.iter().map(|k| k.info.as_ref().map_or(u32::MAX, f)));
+    let info = |f: &dyn Fn(&super::RankInfo) -> u32| {
+        Array1::from_iter(ranks.iter().map(|k| k.info.as_ref().map_or(u32::MAX, f)))
+    };
     dataset(&group, "node", &info(&|i| i.node))?;
     dataset(&group, "local_rank", &info(&|i| i.local_rank))?;
     dataset(&group, "pid", &info(&|i| i.pid))?;
-    dataset(&group, "hostname", &Array1::from_iter(ranks.iter().map(|k| text(k.info.as_ref().map_or("", |i| &i.hostname)))))?;
+    dataset(
+        &group,
+        "hostname",
+        &Array1::from_iter(ranks.iter().map(|k| text(k.info.as_ref().map_or("", |i| &i.hostname)))),
+    )?;
     Ok(())
 }
 
 /// One row per rank, step and item of the step (`items` picks them), in rank and step order.
-fn table_rows<'a, T>(ranks: &'a [RankSpool], items: impl Fn(&'a super::StepRecord) -> &'a Vec<T>) -> Vec<(u32, u32, &'a T)> {
+fn table_rows<'a, T>(
+    ranks: &'a [RankSpool],
+    items: impl Fn(&'a super::StepRecord) -> &'a Vec<T>,
+) -> Vec<(u32, u32, &'a T)> {
     let mut rows = Vec::new();
     for (rank, spool) in ranks.iter().enumerate() {
         for step in &spool.steps {
@@ -142,7 +172,12 @@ fn table_rows<'a, T>(ranks: &'a [RankSpool], items: impl Fn(&'a super::StepRecor
 }
 
 /// A 1-D dataset of `value` over `rows`.
-fn column<R, T: H5Type>(group: &Group, name: &str, rows: &[R], value: impl Fn(&R) -> T) -> hdf5::Result<()> {
+fn column<R, T: H5Type>(
+    group: &Group,
+    name: &str,
+    rows: &[R],
+    value: impl Fn(&R) -> T,
+) -> hdf5::Result<()> {
     dataset(group, name, &Array1::from_iter(rows.iter().map(value)))
 }
 
@@ -150,6 +185,10 @@ fn attr<T: H5Type>(file: &File, name: &str, value: T) -> hdf5::Result<()> {
     file.new_attr::<T>().create(name)?.write_scalar(&value)
 }
 
-fn dataset<T: H5Type, D: ndarray::Dimension>(group: &Group, name: &str, data: &ndarray::Array<T, D>) -> hdf5::Result<()> {
+fn dataset<T: H5Type, D: ndarray::Dimension>(
+    group: &Group,
+    name: &str,
+    data: &ndarray::Array<T, D>,
+) -> hdf5::Result<()> {
     group.new_dataset_builder().with_data(data.view()).create(name).map(|_| ())
 }

@@ -121,7 +121,9 @@ impl Manifest {
     pub fn read(point_dir: &Path) -> Result<Option<Self>, RecordError> {
         let path = point_dir.join(MANIFEST_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| RecordError::Json { path: path.display().to_string(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| RecordError::Json { path: path.display().to_string(), source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(RecordError::io(&path)(e)),
         }
@@ -129,7 +131,8 @@ impl Manifest {
 
     pub fn write(&self, point_dir: &Path) -> Result<(), RecordError> {
         let path = point_dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(self).map_err(|source| RecordError::Json { path: path.display().to_string(), source })?;
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|source| RecordError::Json { path: path.display().to_string(), source })?;
         write_atomic(&path, &json)
     }
 }

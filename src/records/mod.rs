@@ -16,7 +16,10 @@ pub use atomic::write_atomic;
 pub use finalize::{finalize, RunEnd};
 pub use hdf5_file::{write_parameters, write_records, RecordsHeader};
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
-pub use schema::{CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord, UnitRecord, SCHEMA_VERSION};
+pub use schema::{
+    CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord,
+    UnitRecord, SCHEMA_VERSION,
+};
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 
 /// Now, as an RFC 3339 UTC timestamp with microseconds.
@@ -45,7 +48,10 @@ pub enum RecordError {
 }
 
 /// Writes the point a folder is for (`point.json`), which the worker and the supervisor read.
-pub fn write_point(dir: &std::path::Path, point: &crate::plan::PointSpec) -> Result<(), RecordError> {
+pub fn write_point(
+    dir: &std::path::Path,
+    point: &crate::plan::PointSpec,
+) -> Result<(), RecordError> {
     let json = serde_json::to_vec_pretty(point).expect("a point serialises");
     write_atomic(&dir.join(POINT_FILE), &json)
 }
@@ -54,7 +60,8 @@ pub fn write_point(dir: &std::path::Path, point: &crate::plan::PointSpec) -> Res
 pub fn read_point(dir: &std::path::Path) -> Result<crate::plan::PointSpec, RecordError> {
     let path = dir.join(POINT_FILE);
     let bytes = std::fs::read(&path).map_err(RecordError::io(&path))?;
-    serde_json::from_slice(&bytes).map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+    serde_json::from_slice(&bytes)
+        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
 }
 
 impl RecordError {

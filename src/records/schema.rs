@@ -23,7 +23,8 @@ pub struct Phases {
 }
 
 impl Phases {
-    pub const NAMES: [&'static str; 6] = ["data_s", "forward_s", "backward_s", "comm_s", "optimizer_s", "step_s"];
+    pub const NAMES: [&'static str; 6] =
+        ["data_s", "forward_s", "backward_s", "comm_s", "optimizer_s", "step_s"];
 
     pub fn values(&self) -> [f64; 6] {
         [self.data_s, self.forward_s, self.backward_s, self.comm_s, self.optimizer_s, self.step_s]
@@ -158,9 +159,13 @@ pub enum SpoolLine {
     Start(RankInfo),
     Step(StepRecord),
     /// The rank finished every step.
-    End { ended_at: String },
+    End {
+        ended_at: String,
+    },
     /// The rank stopped on an error it could report.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 mod nan_as_null {

@@ -18,15 +18,27 @@ pub struct SpoolWriter {
 impl SpoolWriter {
     pub fn create(point_dir: &Path, rank: u32) -> Result<Self, RecordError> {
         let path = spool_path(point_dir, rank);
-        std::fs::create_dir_all(path.parent().expect("spool has a folder")).map_err(RecordError::io(&path))?;
-        let file = OpenOptions::new().create(true).write(true).truncate(true).open(&path).map_err(RecordError::io(&path))?;
+        std::fs::create_dir_all(path.parent().expect("spool has a folder"))
+            .map_err(RecordError::io(&path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(RecordError::io(&path))?;
         Ok(Self { file, path })
     }
 
     pub fn write(&mut self, line: &SpoolLine) -> Result<(), RecordError> {
-        let mut text = serde_json::to_string(line).map_err(|source| RecordError::Json { path: self.path.display().to_string(), source })?;
+        let mut text = serde_json::to_string(line).map_err(|source| RecordError::Json {
+            path: self.path.display().to_string(),
+            source,
+        })?;
         text.push('\n');
-        self.file.write_all(text.as_bytes()).and_then(|_| self.file.flush()).map_err(RecordError::io(&self.path))
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(RecordError::io(&self.path))
     }
 }
 

@@ -17,7 +17,13 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(param: &Tensor, decay_mask: Tensor, settings: OptimizerSettings) -> Self {
-        Self { exp_avg: param.zeros_like(), exp_avg_sq: param.zeros_like(), decay_mask: decay_mask.to_device(param.device()), settings, steps: 0 }
+        Self {
+            exp_avg: param.zeros_like(),
+            exp_avg_sq: param.zeros_like(),
+            decay_mask: decay_mask.to_device(param.device()),
+            settings,
+            steps: 0,
+        }
     }
 
     /// Bytes of optimizer state held (the two moments).
@@ -62,7 +68,14 @@ mod tests {
     /// not decayed (mask 0), which PyTorch expresses with a second parameter group.
     #[test]
     fn matches_pytorch_adamw_arithmetic() {
-        let settings = OptimizerSettings { base_lr: 0.0, weight_decay: 0.05, beta1: 0.9, beta2: 0.95, eps: 1e-8, lr_warmup_steps: 0 };
+        let settings = OptimizerSettings {
+            base_lr: 0.0,
+            weight_decay: 0.05,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            lr_warmup_steps: 0,
+        };
         let mut p = Tensor::from_slice(&[1.0f32, -2.0]);
         let g = Tensor::from_slice(&[0.5f32, 0.25]);
         let mut opt = AdamW::new(&p, Tensor::from_slice(&[1.0f32, 0.0]), settings);

@@ -35,7 +35,8 @@ impl MemoryAccount {
 
     pub fn unsharded_grad(&mut self, unit: usize, bytes: usize) {
         self.unsharded_grads.insert(unit, bytes);
-        self.unsharded_grads_peak = self.unsharded_grads_peak.max(self.unsharded_grads.values().sum());
+        self.unsharded_grads_peak =
+            self.unsharded_grads_peak.max(self.unsharded_grads.values().sum());
     }
 
     /// Tensors kept between forward and backward (stage inputs and outputs).

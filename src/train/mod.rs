@@ -21,7 +21,10 @@ use crate::data::SyntheticImages;
 use crate::metrics::{peak_rss_bytes, Clock, Collectives};
 use crate::model::Mae;
 use crate::plan::{DeviceKind, FaultKind, PointSpec};
-use crate::records::{timestamp, write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord, PARAMETERS_FILE};
+use crate::records::{
+    timestamp, write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord,
+    PARAMETERS_FILE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -49,7 +52,9 @@ pub fn rank_placement(rank: usize, ranks_per_node: u32) -> (u32, u32) {
 pub fn device_for(kind: DeviceKind, local_rank: u32) -> Result<Device, TrainError> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(local_rank as usize % tch::Cuda::device_count().max(1) as usize)),
+        DeviceKind::Cuda if tch::Cuda::is_available() => {
+            Ok(Device::Cuda(local_rank as usize % tch::Cuda::device_count().max(1) as usize))
+        }
         DeviceKind::Cuda => Err(TrainError::NoDevice(kind)),
     }
 }
@@ -63,17 +68,33 @@ pub struct TrainOutcome {
 
 /// Trains `point` on this rank, appending to `spool`. Steps already written stay written if
 /// this returns an error.
-pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Result<TrainOutcome, TrainError> {
+pub fn train(
+    point: &PointSpec,
+    comm: &dyn Comm,
+    spool: &mut SpoolWriter,
+) -> Result<TrainOutcome, TrainError> {
     let (node, local_rank) = rank_placement(comm.rank(), point.ranks_per_node);
     let device = device_for(point.settings.device, local_rank)?;
     tch::set_num_threads(point.settings.threads_per_rank as i32);
     tch::manual_seed(point.settings.seed as i64);
     let model = Mae::new(point.model.clone(), device);
     let clock = Clock::new(device);
-    let mut engine = Sharded::new(&model, &clock, comm, point.strategy, point.parallel.clone(), device, &point.optimizer);
+    let mut engine = Sharded::new(
+        &model,
+        &clock,
+        comm,
+        point.strategy,
+        point.parallel.clone(),
+        device,
+        &point.optimizer,
+    );
     spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
 
-    let data = SyntheticImages { seed: point.settings.seed, image_size: point.model.image_size, channels: point.model.channels };
+    let data = SyntheticImages {
+        seed: point.settings.seed,
+        image_size: point.model.image_size,
+        channels: point.model.channels,
+    };
     let micro_batch = u64::from(point.micro_batch);
     let accumulation = point.parallel.accumulation;
     let local_batch = micro_batch * u64::from(accumulation);
@@ -85,7 +106,9 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
         let mut loss_sum = 0.0;
         for micro in 0..accumulation {
             // This rank's micro-batch of the global batch: ranks take consecutive slices.
-            let first = u64::from(step) * u64::from(point.global_batch()) + comm.rank() as u64 * local_batch + u64::from(micro) * micro_batch;
+            let first = u64::from(step) * u64::from(point.global_batch())
+                + comm.rank() as u64 * local_batch
+                + u64::from(micro) * micro_batch;
             let t0 = clock.now_s();
             let samples = first..first + micro_batch;
             let images = data.images(samples.clone()).to_device(device);
@@ -93,7 +116,11 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
             let (t1, c1) = (clock.now_s(), collectives.waited_s());
             let loss = engine.forward(&images, &noise, &mut collectives)?;
             let (t2, c2) = (clock.now_s(), collectives.waited_s());
-            engine.backward(1.0 / f64::from(accumulation), micro + 1 == accumulation, &mut collectives)?;
+            engine.backward(
+                1.0 / f64::from(accumulation),
+                micro + 1 == accumulation,
+                &mut collectives,
+            )?;
             let (t3, c3) = (clock.now_s(), collectives.waited_s());
             loss_sum += loss.to_kind(Kind::Double).double_value(&[]);
             // Phases partition the step: waits for collectives inside forward and backward
@@ -103,7 +130,12 @@ pub fn train(point: &PointSpec, comm: &dyn Comm, spool: &mut SpoolWriter) -> Res
             phases.backward_s += (t3 - t2) - (c3 - c2);
         }
         let optimizer_start = clock.now_s();
-        let lr = learning_rate(step, point.settings.steps, point.optimizer.lr_warmup_steps, point.peak_lr());
+        let lr = learning_rate(
+            step,
+            point.settings.steps,
+            point.optimizer.lr_warmup_steps,
+            point.peak_lr(),
+        );
         engine.optimizer_step(lr);
         let end = clock.now_s();
         phases.optimizer_s = end - optimizer_start;
@@ -154,12 +186,39 @@ fn strike(kind: FaultKind, comm: &dyn Comm, loss: f64) -> f64 {
 
 /// Environment variables that change how training or communication behaves.
 const ENV_PREFIXES: [&str; 22] = [
-    "OMP_", "OMPI_", "PMIX_", "NCCL_", "RCCL_", "MIOPEN_", "HIP_", "ROCR_", "HSA_", "CUDA_", "FI_", "MPICH_", "SLURM_", "TORCH_",
-    "PYTORCH_", "MKL_", "OPENBLAS_", "KMP_", "GOMP_", "LD_LIBRARY_PATH", "RUST_LOG", "SHARDSWEEP_",
+    "OMP_",
+    "OMPI_",
+    "PMIX_",
+    "NCCL_",
+    "RCCL_",
+    "MIOPEN_",
+    "HIP_",
+    "ROCR_",
+    "HSA_",
+    "CUDA_",
+    "FI_",
+    "MPICH_",
+    "SLURM_",
+    "TORCH_",
+    "PYTORCH_",
+    "MKL_",
+    "OPENBLAS_",
+    "KMP_",
+    "GOMP_",
+    "LD_LIBRARY_PATH",
+    "RUST_LOG",
+    "SHARDSWEEP_",
 ];
 
-fn rank_info(point: &PointSpec, comm: &dyn Comm, node: u32, local_rank: u32, device: Device) -> RankInfo {
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p))).collect();
+fn rank_info(
+    point: &PointSpec,
+    comm: &dyn Comm,
+    node: u32,
+    local_rank: u32,
+    device: Device,
+) -> RankInfo {
+    let env: BTreeMap<String, String> =
+        std::env::vars().filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p))).collect();
     RankInfo {
         rank: comm.rank() as u32,
         world_size: point.world_size(),
@@ -180,7 +239,11 @@ fn rank_info(point: &PointSpec, comm: &dyn Comm, node: u32, local_rank: u32, dev
 
 /// Runs `point` on this rank with its spool under `point_dir`, recording an error line if
 /// training fails (libtorch errors surface as panics in tch) so the records say why.
-pub fn run_rank(point: &PointSpec, point_dir: &Path, comm: &dyn Comm) -> Result<TrainOutcome, TrainError> {
+pub fn run_rank(
+    point: &PointSpec,
+    point_dir: &Path,
+    comm: &dyn Comm,
+) -> Result<TrainOutcome, TrainError> {
     let mut spool = SpoolWriter::create(point_dir, comm.rank() as u32)?;
     if let Some(limit) = point.settings.rank_memory_limit_bytes {
         limit_data_memory(limit)?;
@@ -190,7 +253,8 @@ pub fn run_rank(point: &PointSpec, point_dir: &Path, comm: &dyn Comm) -> Result<
     // for the backtrace lock the printing panic holds.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(point, comm, &mut spool)));
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(point, comm, &mut spool)));
     std::panic::set_hook(default_hook);
     let result = caught
         .unwrap_or_else(|panic| Err(TrainError::Panic(panic_message(panic.as_ref()))))
@@ -214,7 +278,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "panic without a message".into());
     // tch formats libtorch errors with Debug, so the frames follow an escaped newline.
-    let text = text.lines().next().unwrap_or_default().split("\\nframe #").next().unwrap_or_default();
+    let text =
+        text.lines().next().unwrap_or_default().split("\\nframe #").next().unwrap_or_default();
     text.chars().take(600).collect()
 }
 
@@ -222,7 +287,10 @@ fn limit_data_memory(bytes: u64) -> Result<(), TrainError> {
     let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
     // SAFETY: setrlimit reads the struct it is given.
     if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
-        return Err(TrainError::Setup(format!("cannot limit memory to {bytes} bytes: {}", std::io::Error::last_os_error())));
+        return Err(TrainError::Setup(format!(
+            "cannot limit memory to {bytes} bytes: {}",
+            std::io::Error::last_os_error()
+        )));
     }
     Ok(())
 }

@@ -109,9 +109,20 @@ struct Prefetch {
 impl<'m> Sharded<'m> {
     /// Initialises every unit in order from the global generator (seed it first), so all ranks
     /// start from the same weights without a broadcast, then keeps this rank's shard of each.
-    pub fn new(model: &'m Mae, clock: &'m Clock, comm: &dyn Comm, strategy: Strategy, knobs: ParallelSpec, device: tch::Device, optimizer: &crate::plan::OptimizerSettings) -> Self {
+    pub fn new(
+        model: &'m Mae,
+        clock: &'m Clock,
+        comm: &dyn Comm,
+        strategy: Strategy,
+        knobs: ParallelSpec,
+        device: tch::Device,
+        optimizer: &crate::plan::OptimizerSettings,
+    ) -> Self {
         let (rank, world, s) = (comm.rank(), comm.size(), knobs.shard_group as usize);
-        assert!(s >= 1 && world % s == 0, "shard group {s} must divide world {world} (checked at plan time)");
+        assert!(
+            s >= 1 && world % s == 0,
+            "shard group {s} must divide world {world} (checked at plan time)"
+        );
         // Consecutive ranks shard together; ranks with the same position across groups replicate.
         let shard_group = comm.split((rank / s) as u32, rank as u32);
         let replicas = comm.split((rank % s) as u32, rank as u32);
@@ -123,8 +134,14 @@ impl<'m> Sharded<'m> {
                 let numel = layout.numel();
                 let chunk = (numel + s as i64 - 1) / s as i64;
                 let pad = chunk * s as i64 - numel;
-                let full = Tensor::cat(&[init_unit(layout), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))], 0);
-                let mask = Tensor::cat(&[layout.decay_mask(), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))], 0);
+                let full = Tensor::cat(
+                    &[init_unit(layout), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))],
+                    0,
+                );
+                let mask = Tensor::cat(
+                    &[layout.decay_mask(), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))],
+                    0,
+                );
                 let shard = full.narrow(0, position * chunk, chunk).contiguous().to_device(device);
                 let decay = mask.narrow(0, position * chunk, chunk).contiguous();
                 FlatUnit {
@@ -138,9 +155,28 @@ impl<'m> Sharded<'m> {
                 }
             })
             .collect::<Vec<_>>();
-        let timings = (0..units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
-        let memory = MemoryAccount::new(units.iter().map(|u| u.shard.numel()).sum::<usize>(), units.iter().map(|u| u.optimizer.state_bytes()).sum());
-        Self { model, clock, strategy, knobs, shard_group, replicas, world, units, saved: Vec::new(), batch: None, timings, memory, free_buffers: Vec::new(), prefetch: None }
+        let timings =
+            (0..units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
+        let memory = MemoryAccount::new(
+            units.iter().map(|u| u.shard.numel()).sum::<usize>(),
+            units.iter().map(|u| u.optimizer.state_bytes()).sum(),
+        );
+        Self {
+            model,
+            clock,
+            strategy,
+            knobs,
+            shard_group,
+            replicas,
+            world,
+            units,
+            saved: Vec::new(),
+            batch: None,
+            timings,
+            memory,
+            free_buffers: Vec::new(),
+            prefetch: None,
+        }
     }
 
     fn param_kind(&self) -> Kind {
@@ -155,14 +191,21 @@ impl<'m> Sharded<'m> {
     /// needed: FSDP's unshard. `used`: the parameters a not-checkpointed forward graph still
     /// holds, into whose memory a backward gather writes (autograd's saved copy is the same
     /// memory and the same values).
-    fn unshard(&mut self, unit: usize, used: Option<Tensor>, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+    fn unshard(
+        &mut self,
+        unit: usize,
+        used: Option<Tensor>,
+        collectives: &mut Collectives,
+    ) -> Result<Tensor, CommError> {
         if let Some(leaf) = &self.units[unit].gathered {
             return Ok(leaf.shallow_clone());
         }
         if self.shard_group.size() == 1 {
             // One rank holds the whole unit: compute reads the fp32 shard itself (or its cast),
             // or the tensor a forward graph still holds.
-            let leaf = used.unwrap_or_else(|| self.units[unit].shard.detach().to_kind(self.param_kind()).set_requires_grad(true));
+            let leaf = used.unwrap_or_else(|| {
+                self.units[unit].shard.detach().to_kind(self.param_kind()).set_requires_grad(true)
+            });
             self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
             self.units[unit].gathered = Some(leaf);
         } else {
@@ -178,8 +221,16 @@ impl<'m> Sharded<'m> {
 
     /// Starts gathering `unit` (into the memory of `used`, if given) unless it is gathered,
     /// being gathered, or held whole by this rank.
-    fn start_prefetch(&mut self, unit: usize, used: Option<Tensor>, collectives: &mut Collectives) -> Result<(), CommError> {
-        if self.units[unit].gathered.is_some() || self.prefetch.is_some() || self.shard_group.size() == 1 {
+    fn start_prefetch(
+        &mut self,
+        unit: usize,
+        used: Option<Tensor>,
+        collectives: &mut Collectives,
+    ) -> Result<(), CommError> {
+        if self.units[unit].gathered.is_some()
+            || self.prefetch.is_some()
+            || self.shard_group.size() == 1
+        {
             return Ok(());
         }
         let low = self.units[unit].shard.detach().to_kind(self.param_kind());
@@ -187,7 +238,8 @@ impl<'m> Sharded<'m> {
             Some(used) => used.data(),
             None => self.free_buffer(unit),
         };
-        let in_flight = collectives.start_all_gather(self.shard_group.as_ref(), unit, &low, &output)?;
+        let in_flight =
+            collectives.start_all_gather(self.shard_group.as_ref(), unit, &low, &output)?;
         self.prefetch = Some(Prefetch { unit, in_flight, output, used });
         Ok(())
     }
@@ -231,8 +283,17 @@ impl<'m> Sharded<'m> {
 
     /// FSDP's post-backward for `unit`: reduce its gradient (or keep accumulating it), then
     /// reshard.
-    fn post_backward(&mut self, unit: usize, sync: bool, collectives: &mut Collectives) -> Result<(), CommError> {
-        let leaf = self.units[unit].gathered.as_ref().expect("a unit is gathered during its backward").shallow_clone();
+    fn post_backward(
+        &mut self,
+        unit: usize,
+        sync: bool,
+        collectives: &mut Collectives,
+    ) -> Result<(), CommError> {
+        let leaf = self.units[unit]
+            .gathered
+            .as_ref()
+            .expect("a unit is gathered during its backward")
+            .shallow_clone();
         let mut grad = leaf.grad();
         let local = grad.detach().copy();
         let _ = grad.zero_();
@@ -248,7 +309,10 @@ impl<'m> Sharded<'m> {
             let grad = self.units[unit].grad.shallow_clone();
             let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
             if shard_group.size() > 1 && replicas.size() > 1 {
-                let buffer = self.units[unit].scatter_buffer.get_or_insert_with(|| grad.empty_like()).shallow_clone();
+                let buffer = self.units[unit]
+                    .scatter_buffer
+                    .get_or_insert_with(|| grad.empty_like())
+                    .shallow_clone();
                 collectives.reduce_scatter_sum(shard_group, unit, &scaled, &buffer)?;
                 collectives.all_reduce_sum(replicas, unit, &buffer, &grad)?;
             } else if replicas.size() > 1 {
@@ -272,18 +336,30 @@ impl<'m> Sharded<'m> {
 
     /// The next block to be gathered for backward after the stage at `index`, if it was freed.
     fn prefetch_target(&self, index: usize) -> Option<usize> {
-        (0..index).rev().find(|&j| Self::is_block(self.saved[j].stage)).filter(|&j| self.units[self.model.unit_of(self.saved[j].stage)].gathered.is_none())
+        (0..index)
+            .rev()
+            .find(|&j| Self::is_block(self.saved[j].stage))
+            .filter(|&j| self.units[self.model.unit_of(self.saved[j].stage)].gathered.is_none())
     }
 
     /// Starts the backward gather of the stage at `index` (into the parameters its forward
     /// graph holds, if it was not checkpointed).
-    fn prefetch_for_backward(&mut self, index: usize, collectives: &mut Collectives) -> Result<(), CommError> {
+    fn prefetch_for_backward(
+        &mut self,
+        index: usize,
+        collectives: &mut Collectives,
+    ) -> Result<(), CommError> {
         let unit = self.model.unit_of(self.saved[index].stage);
         let used = self.saved[index].params.as_ref().map(Tensor::shallow_clone);
         self.start_prefetch(unit, used, collectives)
     }
 
-    fn time_unit(&mut self, unit: usize, start_s: f64, field: fn(&mut UnitRecord) -> &mut f64) -> f64 {
+    fn time_unit(
+        &mut self,
+        unit: usize,
+        start_s: f64,
+        field: fn(&mut UnitRecord) -> &mut f64,
+    ) -> f64 {
         let now = self.clock.now_s();
         *field(&mut self.timings[unit]) += now - start_s;
         now
@@ -292,7 +368,12 @@ impl<'m> Sharded<'m> {
 
 impl Sharded<'_> {
     /// This rank's loss on its images; keeps what backward needs.
-    pub fn forward(&mut self, images: &Tensor, noise: &Tensor, collectives: &mut Collectives) -> Result<Tensor, CommError> {
+    pub fn forward(
+        &mut self,
+        images: &Tensor,
+        noise: &Tensor,
+        collectives: &mut Collectives,
+    ) -> Result<Tensor, CommError> {
         let batch = self.model.mask(images, noise);
         let mut x: Option<Tensor> = None;
         let stages = self.model.stages();
@@ -312,8 +393,20 @@ impl Sharded<'_> {
             } else {
                 self.model.run(stage, &view, input.as_ref(), &batch)
             };
-            self.memory.activations(input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes()) + if checkpointed { 0 } else { output.numel() * output.kind().elt_size_in_bytes() });
-            self.saved.push(Saved { stage, input, output: (!checkpointed).then(|| output.shallow_clone()), params: (!checkpointed).then_some(params) });
+            self.memory.activations(
+                input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes())
+                    + if checkpointed {
+                        0
+                    } else {
+                        output.numel() * output.kind().elt_size_in_bytes()
+                    },
+            );
+            self.saved.push(Saved {
+                stage,
+                input,
+                output: (!checkpointed).then(|| output.shallow_clone()),
+                params: (!checkpointed).then_some(params),
+            });
             if Self::is_block(stage) && self.strategy.reshards_after_forward() {
                 // Without checkpointing the forward graph still reads these parameters.
                 self.reshard(unit, checkpointed);
@@ -327,7 +420,12 @@ impl Sharded<'_> {
 
     /// Backward through every stage in reverse, scaling the loss by `loss_scale`; each unit's
     /// gradient is reduced at its post-backward if `sync`, else accumulated (no_sync).
-    pub fn backward(&mut self, loss_scale: f64, sync: bool, collectives: &mut Collectives) -> Result<(), CommError> {
+    pub fn backward(
+        &mut self,
+        loss_scale: f64,
+        sync: bool,
+        collectives: &mut Collectives,
+    ) -> Result<(), CommError> {
         let batch = self.batch.take().expect("forward runs before backward");
         let mut upstream: Option<Tensor> = None;
         for index in (0..self.saved.len()).rev() {
@@ -343,7 +441,11 @@ impl Sharded<'_> {
             let output = match self.saved[index].output.as_ref().map(Tensor::shallow_clone) {
                 Some(output) => output,
                 None => {
-                    let params = self.units[unit].gathered.as_ref().expect("gathered for backward").shallow_clone();
+                    let params = self.units[unit]
+                        .gathered
+                        .as_ref()
+                        .expect("gathered for backward")
+                        .shallow_clone();
                     let view = params.narrow(0, 0, self.units[unit].numel);
                     let recomputed = self.model.run(stage, &view, input.as_ref(), &batch);
                     self.time_unit(unit, start, |t| &mut t.recompute_s);
@@ -384,7 +486,10 @@ impl Sharded<'_> {
         self.units
             .iter()
             .map(|u| {
-                let full = Tensor::empty([u.shard.numel() as i64 * self.shard_group.size() as i64], (Kind::Float, u.shard.device()));
+                let full = Tensor::empty(
+                    [u.shard.numel() as i64 * self.shard_group.size() as i64],
+                    (Kind::Float, u.shard.device()),
+                );
                 self.shard_group.all_gather(&u.shard, &full)?;
                 Ok(full.narrow(0, 0, u.numel))
             })
@@ -393,7 +498,9 @@ impl Sharded<'_> {
 
     /// Per-unit times since the last call.
     pub fn take_unit_records(&mut self) -> Vec<UnitRecord> {
-        let fresh = (0..self.units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
+        let fresh = (0..self.units.len())
+            .map(|u| UnitRecord { unit: u as u32, ..Default::default() })
+            .collect();
         std::mem::replace(&mut self.timings, fresh)
     }
 
@@ -409,7 +516,17 @@ mod tests {
     #[test]
     fn predivide_factor_matches_pytorch() {
         // Values of torch.distributed.fsdp's _get_gradient_predivide_factor.
-        for (world, factor) in [(1, 1.0), (2, 2.0), (4, 2.0), (8, 4.0), (16, 4.0), (64, 8.0), (1024, 32.0), (6, 4.0), (12, 4.0)] {
+        for (world, factor) in [
+            (1, 1.0),
+            (2, 2.0),
+            (4, 2.0),
+            (8, 4.0),
+            (16, 4.0),
+            (64, 8.0),
+            (1024, 32.0),
+            (6, 4.0),
+            (12, 4.0),
+        ] {
             assert_eq!(predivide_factor(world), factor, "world {world}");
         }
     }

@@ -39,10 +39,20 @@ impl Sweep {
     /// Slurm cluster.
     pub fn shardsweep(&self, subcommand: &str, args: &[&str]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_shardsweep"));
-        command.arg(subcommand).args(args).arg("--results").arg(self.results()).env("SLURM_CONF", slurm_conf());
+        command
+            .arg(subcommand)
+            .args(args)
+            .arg("--results")
+            .arg(self.results())
+            .env("SLURM_CONF", slurm_conf());
         command.current_dir(env!("CARGO_MANIFEST_DIR"));
         let output = command.output().unwrap();
-        eprintln!("$ shardsweep {subcommand} {}\n{}{}", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        eprintln!(
+            "$ shardsweep {subcommand} {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         output
     }
 
@@ -97,9 +107,17 @@ pub fn slurm_conf() -> &'static Path {
     CONF.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("slurm/local/cluster.sh");
         let output = Command::new(&script).arg("up").output().unwrap();
-        assert!(output.status.success(), "the local Slurm cluster did not start:\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "the local Slurm cluster did not start:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let env = Command::new(&script).arg("env").output().unwrap();
         let line = String::from_utf8(env.stdout).unwrap();
-        PathBuf::from(line.trim().strip_prefix("export SLURM_CONF=").expect("cluster.sh env prints SLURM_CONF"))
+        PathBuf::from(
+            line.trim()
+                .strip_prefix("export SLURM_CONF=")
+                .expect("cluster.sh env prints SLURM_CONF"),
+        )
     })
 }

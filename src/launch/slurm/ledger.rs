@@ -37,7 +37,8 @@ impl Ledger {
     pub fn read(sweep_dir: &Path) -> Result<Self, SlurmError> {
         let path = Self::path(sweep_dir);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SlurmError::Ledger(format!("{}: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| SlurmError::Ledger(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(SlurmError::Io { path: path.display().to_string(), source: e }),
         }

@@ -26,7 +26,10 @@ use super::supervise::{stderr_tail, supervise};
 use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
 use super::LaunchError;
 use crate::plan::{LaunchSettings, Plan, PointSpec};
-use crate::records::{finalize, read_point, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome, RecordError, RunEnd, SchedulerInfo, RANKS_DIR, STDERR_FILE};
+use crate::records::{
+    finalize, read_point, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome,
+    RecordError, RunEnd, SchedulerInfo, RANKS_DIR, STDERR_FILE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
@@ -34,7 +37,9 @@ pub enum SlurmError {
     UnknownSystem { name: String, dir: String, built_in: String },
     #[error("{path}: {}", problems.join("; "))]
     BadSystem { path: String, problems: Vec<String> },
-    #[error("{what} name {name:?} may reach a batch script: use letters, digits, '.', '_' and '-' only")]
+    #[error(
+        "{what} name {name:?} may reach a batch script: use letters, digits, '.', '_' and '-' only"
+    )]
     UnsafeName { what: &'static str, name: String },
     #[error("path {0:?} cannot appear in an #SBATCH line: use letters, digits and ._/+,=@:- only")]
     UnsafePath(String),
@@ -58,12 +63,16 @@ pub enum SlurmError {
 
 /// Names that reach batch scripts and `#SBATCH` lines.
 pub fn safe_name(name: &str) -> bool {
-    !name.is_empty() && !name.starts_with(['.', '-']) && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn sbatch_safe_path(path: &Path) -> Result<String, SlurmError> {
     let text = path.display().to_string();
-    if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || "._/+,=@:%-".contains(c)) {
+    if text.is_empty()
+        || !text.chars().all(|c| c.is_ascii_alphanumeric() || "._/+,=@:%-".contains(c))
+    {
         return Err(SlurmError::UnsafePath(text));
     }
     Ok(text)
@@ -111,14 +120,25 @@ impl Submission {
     }
 }
 
-pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &str, selection: Selection, options: &SubmitOptions) -> Result<Submission, SlurmError> {
+pub fn submit(
+    plan: &Plan,
+    launch: &LaunchSettings,
+    system: &System,
+    template: &str,
+    selection: Selection,
+    options: &SubmitOptions,
+) -> Result<Submission, SlurmError> {
     if !safe_name(&plan.sweep) {
         return Err(SlurmError::UnsafeName { what: "sweep", name: plan.sweep.clone() });
     }
     if let Some(bad) = plan.points.iter().find(|p| !safe_name(&p.id)) {
         return Err(SlurmError::UnsafeName { what: "point", name: bad.id.clone() });
     }
-    if let Some(nodes) = options.exclude_nodes.as_deref().filter(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || "[],-_.".contains(c))) {
+    if let Some(nodes) = options
+        .exclude_nodes
+        .as_deref()
+        .filter(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || "[],-_.".contains(c)))
+    {
         return Err(SlurmError::UnsafeName { what: "node list", name: nodes.into() });
     }
     let account = options.account.clone().or_else(|| system.account.clone());
@@ -128,15 +148,21 @@ pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &
     if system.account_required && account.is_none() {
         return Err(SlurmError::NoAccount(system.name.clone()));
     }
-    let results = std::path::absolute(&options.results).map_err(|e| SlurmError::Io { path: options.results.display().to_string(), source: e })?;
+    let results = std::path::absolute(&options.results)
+        .map_err(|e| SlurmError::Io { path: options.results.display().to_string(), source: e })?;
     let sweep_dir = results.join(&plan.sweep);
     sbatch_safe_path(&sweep_dir)?;
     let _lock = if options.dry_run { None } else { Some(lock_sweep(&sweep_dir, &plan.sweep)?) };
 
     // Each point carries the system it is for (and the peak its MFU is measured against).
-    let points: Vec<PointSpec> = plan.points.iter().map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() }).collect();
+    let points: Vec<PointSpec> = plan
+        .points
+        .iter()
+        .map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() })
+        .collect();
     let mut ledger = Ledger::read(&sweep_dir)?;
-    let states = if ledger.jobs.is_empty() { BTreeMap::new() } else { Slurm.states(&ledger.job_ids())? };
+    let states =
+        if ledger.jobs.is_empty() { BTreeMap::new() } else { Slurm.states(&ledger.job_ids())? };
     let mut chosen = Vec::new();
     let mut left = Vec::new();
     for point in &points {
@@ -150,8 +176,13 @@ pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &
         return Ok(Submission { jobs: Vec::new(), unfit, left });
     }
     let submission = ledger.next_submission();
-    let scripts_dir = sweep_dir.join("slurm").join(if options.dry_run { "dry-run".to_string() } else { format!("submission-{submission:03}") });
-    std::fs::create_dir_all(&scripts_dir).map_err(|e| SlurmError::Io { path: scripts_dir.display().to_string(), source: e })?;
+    let scripts_dir = sweep_dir.join("slurm").join(if options.dry_run {
+        "dry-run".to_string()
+    } else {
+        format!("submission-{submission:03}")
+    });
+    std::fs::create_dir_all(&scripts_dir)
+        .map_err(|e| SlurmError::Io { path: scripts_dir.display().to_string(), source: e })?;
     if !options.dry_run {
         write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
     }
@@ -166,7 +197,10 @@ pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &
             exclude_nodes: options.exclude_nodes.as_deref(),
             exe: options.exe.display().to_string(),
             script: script.display().to_string(),
-            rerun: format!("sbatch {}", shlex::try_quote(&script.display().to_string()).unwrap_or_default()),
+            rerun: format!(
+                "sbatch {}",
+                shlex::try_quote(&script.display().to_string()).unwrap_or_default()
+            ),
             template: system.template_file(),
             job: JobContext {
                 name: format!("{}-s{submission}-j{}", plan.sweep, k + 1).chars().take(60).collect(),
@@ -197,7 +231,11 @@ pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &
             None
         } else {
             for id in &job.points {
-                prepare_point_dir(&sweep_dir, &point_dir(&results, &plan.sweep, id), by_id[id.as_str()])?;
+                prepare_point_dir(
+                    &sweep_dir,
+                    &point_dir(&results, &plan.sweep, id),
+                    by_id[id.as_str()],
+                )?;
             }
             let id = Slurm.submit(&script)?;
             ledger.jobs.push(JobEntry {
@@ -222,7 +260,13 @@ pub fn submit(plan: &Plan, launch: &LaunchSettings, system: &System, template: &
 }
 
 /// Whether `selection` takes `point`, or why not.
-fn choose(point: &PointSpec, sweep_dir: &Path, ledger: &Ledger, states: &BTreeMap<String, JobState>, selection: Selection) -> Result<(), String> {
+fn choose(
+    point: &PointSpec,
+    sweep_dir: &Path,
+    ledger: &Ledger,
+    states: &BTreeMap<String, JobState>,
+    selection: Selection,
+) -> Result<(), String> {
     if let Some(job) = ledger.latest_job_of(&point.id) {
         if let Some(state) = states.get(&job.job_id).filter(|s| s.is_live()) {
             return Err(format!("in job {} ({})", job.job_id, state.state.to_lowercase()));
@@ -236,29 +280,49 @@ fn choose(point: &PointSpec, sweep_dir: &Path, ledger: &Ledger, states: &BTreeMa
     let Selection::Resume { max_attempts } = selection else { return Ok(()) };
     let Some(manifest) = manifest else { return Ok(()) };
     if !manifest.outcome.is_retryable() {
-        return Err(format!("ended {}: running it again would end the same way", manifest.outcome.name()));
+        return Err(format!(
+            "ended {}: running it again would end the same way",
+            manifest.outcome.name()
+        ));
     }
-    let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id)).map(|d| d.count() as u32).unwrap_or(0) + 1;
+    let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id))
+        .map(|d| d.count() as u32)
+        .unwrap_or(0)
+        + 1;
     if attempts >= max_attempts {
-        return Err(format!("ended {} after {attempts} attempts (--max-attempts {max_attempts})", manifest.outcome.name()));
+        return Err(format!(
+            "ended {} after {attempts} attempts (--max-attempts {max_attempts})",
+            manifest.outcome.name()
+        ));
     }
     Ok(())
 }
 
 /// Runs one point inside a job: the launcher `command` under the point's time limit, then its
 /// records and manifest, with the job's id, node list and the script's hash.
-pub fn supervise_point(dir: &Path, timeout: Duration, script: &Path, command: &[String]) -> Result<Manifest, SlurmError> {
+pub fn supervise_point(
+    dir: &Path,
+    timeout: Duration,
+    script: &Path,
+    command: &[String],
+) -> Result<Manifest, SlurmError> {
     if dir.join(crate::records::MANIFEST_FILE).exists() {
         return Err(SlurmError::AlreadyRecorded(dir.display().to_string()));
     }
     let point = read_point(dir)?;
     let mut end = supervise(command, dir, timeout, |_| {})?;
     let env = |name: &str| std::env::var(name).unwrap_or_default();
-    end.scheduler = Some(scheduler_info(&env("SLURM_JOB_ID"), &env("SLURM_JOB_NODELIST"), script, None));
+    end.scheduler =
+        Some(scheduler_info(&env("SLURM_JOB_ID"), &env("SLURM_JOB_NODELIST"), script, None));
     Ok(finalize(dir, &point, &end)?)
 }
 
-fn scheduler_info(job_id: &str, node_list: &str, script: &Path, job_state: Option<String>) -> SchedulerInfo {
+fn scheduler_info(
+    job_id: &str,
+    node_list: &str,
+    script: &Path,
+    job_state: Option<String>,
+) -> SchedulerInfo {
     SchedulerInfo {
         scheduler: "slurm".into(),
         job_id: job_id.into(),
@@ -325,7 +389,9 @@ pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, Slurm
                     Some(s) if s.state == "PENDING" => "queued".into(),
                     Some(s) if s.is_live() && started => "running".into(),
                     Some(s) if s.is_live() => "waiting in its job".into(),
-                    Some(s) if started => format!("ended {}, not collected", s.state.to_lowercase()),
+                    Some(s) if started => {
+                        format!("ended {}, not collected", s.state.to_lowercase())
+                    }
                     Some(s) => format!("not started (job ended {})", s.state.to_lowercase()),
                 };
             }
@@ -339,24 +405,41 @@ pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, Slurm
 /// Records a point whose job ended while it ran (its supervisor was stopped with the job).
 fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifest, SlurmError> {
     let point = read_point(dir)?;
-    let stopped_by = state.stopped_outcome().map(|o| (o, format!("job {} ended {} while the point ran", job.job_id, state.state)));
+    let stopped_by = state
+        .stopped_outcome()
+        .map(|o| (o, format!("job {} ended {} while the point ran", job.job_id, state.state)));
     // The run's span: from rank 0's start to the last thing any rank wrote.
-    let started_at = read_spool(&spool_path(dir, 0))?.info.map(|i| i.started_at).unwrap_or_default();
-    let last_write = std::fs::read_dir(dir.join(RANKS_DIR)).into_iter().flatten().flatten().filter_map(|e| e.metadata().and_then(|m| m.modified()).ok()).max();
+    let started_at =
+        read_spool(&spool_path(dir, 0))?.info.map(|i| i.started_at).unwrap_or_default();
+    let last_write = std::fs::read_dir(dir.join(RANKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .max();
     let ended_at = last_write.map(chrono::DateTime::<chrono::Utc>::from);
     let duration_s = match (chrono::DateTime::parse_from_rfc3339(&started_at), ended_at) {
-        (Ok(start), Some(end)) => (end - start.with_timezone(&chrono::Utc)).as_seconds_f64().max(0.0),
+        (Ok(start), Some(end)) => {
+            (end - start.with_timezone(&chrono::Utc)).as_seconds_f64().max(0.0)
+        }
         _ => 0.0,
     };
     let end = RunEnd {
         exit_code: None,
         stopped_by,
         started_at,
-        ended_at: ended_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).unwrap_or_default(),
+        ended_at: ended_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_default(),
         duration_s,
         stderr_tail: stderr_tail(&dir.join(STDERR_FILE)),
         command: Vec::new(),
-        scheduler: Some(scheduler_info(&job.job_id, &state.node_list, Path::new(&job.script), Some(state.state.clone()))),
+        scheduler: Some(scheduler_info(
+            &job.job_id,
+            &state.node_list,
+            Path::new(&job.script),
+            Some(state.state.clone()),
+        )),
     };
     tracing::info!(point = %point.id, job = %job.job_id, state = %state.state, "collected a point its job's end cut short");
     Ok(finalize(dir, &point, &end)?)
@@ -366,7 +449,11 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
 pub fn cancel(sweep_dir: &Path) -> Result<Vec<String>, SlurmError> {
     let ledger = Ledger::read(sweep_dir)?;
     let states = Slurm.states(&ledger.job_ids())?;
-    let live: Vec<String> = ledger.job_ids().into_iter().filter(|id| states.get(id).is_some_and(|s| s.is_live())).collect();
+    let live: Vec<String> = ledger
+        .job_ids()
+        .into_iter()
+        .filter(|id| states.get(id).is_some_and(|s| s.is_live()))
+        .collect();
     Slurm.cancel(&live)?;
     Ok(live)
 }

@@ -37,7 +37,10 @@ pub fn pack(points: &[&PointSpec], system: &System, timeout_s: u64) -> (Vec<JobP
     let mut by_nodes: std::collections::BTreeMap<u32, Vec<&PointSpec>> = Default::default();
     for point in points {
         let reason = if point.ranks_per_node > system.ranks_per_node {
-            Some(format!("{} ranks per node; {} nodes take at most {}", point.ranks_per_node, system.name, system.ranks_per_node))
+            Some(format!(
+                "{} ranks per node; {} nodes take at most {}",
+                point.ranks_per_node, system.name, system.ranks_per_node
+            ))
         } else {
             match system.walltime_limit_s(point.nodes) {
                 None => Some(format!("{} nodes; {} grants at most {}", point.nodes, system.name, system.max_nodes.min(system.queue_limits.last().map_or(0, |q| q.max_nodes)))),

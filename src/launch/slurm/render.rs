@@ -52,10 +52,15 @@ pub fn render(template: &str, context: &ScriptContext) -> Result<String, SlurmEr
     env.set_keep_trailing_newline(true);
     env.add_filter("q", quote);
     env.add_template("job", template).map_err(|e| SlurmError::Template(format!("{e:#}")))?;
-    let script = env.get_template("job").and_then(|t| t.render(context)).map_err(|e| SlurmError::Template(format!("{e:#}")))?;
+    let script = env
+        .get_template("job")
+        .and_then(|t| t.render(context))
+        .map_err(|e| SlurmError::Template(format!("{e:#}")))?;
     Ok(script)
 }
 
 fn quote(value: String) -> Result<String, Error> {
-    shlex::try_quote(&value).map(|q| q.into_owned()).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot quote {value:?}: {e}")))
+    shlex::try_quote(&value).map(|q| q.into_owned()).map_err(|e| {
+        Error::new(ErrorKind::InvalidOperation, format!("cannot quote {value:?}: {e}"))
+    })
 }

@@ -22,7 +22,17 @@ impl JobState {
     pub fn is_live(&self) -> bool {
         matches!(
             self.state.as_str(),
-            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESIZING" | "SIGNALING" | "STAGE_OUT"
+            "PENDING"
+                | "RUNNING"
+                | "CONFIGURING"
+                | "COMPLETING"
+                | "SUSPENDED"
+                | "REQUEUED"
+                | "REQUEUE_HOLD"
+                | "REQUEUE_FED"
+                | "RESIZING"
+                | "SIGNALING"
+                | "STAGE_OUT"
         )
     }
 
@@ -47,7 +57,10 @@ impl Slurm {
         // `--parsable` prints `id` or `id;cluster`.
         let id = out.trim().split(';').next().unwrap_or_default().to_string();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
-            return Err(SlurmError::Command { command: "sbatch".into(), message: format!("unexpected output {out:?}") });
+            return Err(SlurmError::Command {
+                command: "sbatch".into(),
+                message: format!("unexpected output {out:?}"),
+            });
         }
         Ok(id)
     }
@@ -67,22 +80,56 @@ impl Slurm {
         }
         let list = job_ids.join(",");
         // squeue fails outright when none of the ids is live any more.
-        if let Ok(out) = run(Command::new("squeue").args(["-h", "-t", "all", "-o", "%i|%T|%N", "-j", &list])) {
-            states.extend(parse_rows(&out, |f| (f[0], JobState { state: state_name(f[1]), exit_code: None, node_list: f[2].into() })));
+        if let Ok(out) =
+            run(Command::new("squeue").args(["-h", "-t", "all", "-o", "%i|%T|%N", "-j", &list]))
+        {
+            states.extend(parse_rows(&out, |f| {
+                (
+                    f[0],
+                    JobState { state: state_name(f[1]), exit_code: None, node_list: f[2].into() },
+                )
+            }));
         }
-        let ended: Vec<&String> = job_ids.iter().filter(|id| states.get(*id).is_none_or(|s| !s.is_live())).collect();
+        let ended: Vec<&String> =
+            job_ids.iter().filter(|id| states.get(*id).is_none_or(|s| !s.is_live())).collect();
         if ended.is_empty() {
             return Ok(states);
         }
         let ended_list = ended.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-        match run(Command::new("sacct").args(["-n", "-P", "-X", "-o", "JobID,State,ExitCode,NodeList", "-j", &ended_list])) {
-            Ok(out) => states.extend(parse_rows(&out, |f| (f[0], JobState { state: state_name(f[1]), exit_code: Some(f[2].into()), node_list: f[3].into() }))),
+        match run(Command::new("sacct").args([
+            "-n",
+            "-P",
+            "-X",
+            "-o",
+            "JobID,State,ExitCode,NodeList",
+            "-j",
+            &ended_list,
+        ])) {
+            Ok(out) => states.extend(parse_rows(&out, |f| {
+                (
+                    f[0],
+                    JobState {
+                        state: state_name(f[1]),
+                        exit_code: Some(f[2].into()),
+                        node_list: f[3].into(),
+                    },
+                )
+            })),
             // No accounting database: slurmctld still holds recently ended jobs.
             Err(_) => {
                 for id in ended {
                     if let Ok(out) = run(Command::new("scontrol").args(["show", "job", "-o", id])) {
-                        let field = |name: &str| out.split_whitespace().find_map(|kv| kv.strip_prefix(name)).unwrap_or_default().to_string();
-                        let state = JobState { state: state_name(&field("JobState=")), exit_code: Some(field("ExitCode=")), node_list: field("NodeList=") };
+                        let field = |name: &str| {
+                            out.split_whitespace()
+                                .find_map(|kv| kv.strip_prefix(name))
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        let state = JobState {
+                            state: state_name(&field("JobState=")),
+                            exit_code: Some(field("ExitCode=")),
+                            node_list: field("NodeList="),
+                        };
                         states.insert(id.clone(), state);
                     }
                 }
@@ -97,7 +144,10 @@ fn state_name(raw: &str) -> String {
     raw.split_whitespace().next().unwrap_or_default().trim_end_matches('+').to_string()
 }
 
-fn parse_rows<'a>(text: &'a str, row: impl Fn(&[&'a str]) -> (&'a str, JobState)) -> Vec<(String, JobState)> {
+fn parse_rows<'a>(
+    text: &'a str,
+    row: impl Fn(&[&'a str]) -> (&'a str, JobState),
+) -> Vec<(String, JobState)> {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.trim().split('|').collect();
@@ -112,9 +162,15 @@ fn parse_rows<'a>(text: &'a str, row: impl Fn(&[&'a str]) -> (&'a str, JobState)
 
 fn run(command: &mut Command) -> Result<String, SlurmError> {
     let name = command.get_program().to_string_lossy().into_owned();
-    let output = command.output().map_err(|e| SlurmError::Command { command: name.clone(), message: format!("cannot start: {e}") })?;
+    let output = command.output().map_err(|e| SlurmError::Command {
+        command: name.clone(),
+        message: format!("cannot start: {e}"),
+    })?;
     if !output.status.success() {
-        return Err(SlurmError::Command { command: name, message: String::from_utf8_lossy(&output.stderr).trim().to_string() });
+        return Err(SlurmError::Command {
+            command: name,
+            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

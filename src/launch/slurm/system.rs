@@ -73,9 +73,21 @@ pub struct QueueLimit {
 
 /// Profiles that ship inside the binary, so `submit --system frontier` works from any folder.
 const BUILT_IN: [(&str, &str, &str); 3] = [
-    ("frontier", include_str!("../../../slurm/frontier.toml"), include_str!("../../../slurm/frontier.sh.j2")),
-    ("generic", include_str!("../../../slurm/generic.toml"), include_str!("../../../slurm/generic.sh.j2")),
-    ("local", include_str!("../../../slurm/local.toml"), include_str!("../../../slurm/local.sh.j2")),
+    (
+        "frontier",
+        include_str!("../../../slurm/frontier.toml"),
+        include_str!("../../../slurm/frontier.sh.j2"),
+    ),
+    (
+        "generic",
+        include_str!("../../../slurm/generic.toml"),
+        include_str!("../../../slurm/generic.sh.j2"),
+    ),
+    (
+        "local",
+        include_str!("../../../slurm/local.toml"),
+        include_str!("../../../slurm/local.sh.j2"),
+    ),
 ];
 
 impl System {
@@ -90,16 +102,30 @@ impl System {
             Ok(text) => {
                 let system = parse(&text, &path)?;
                 let template = dir.join(system.template_file());
-                let body = std::fs::read_to_string(&template).map_err(|e| SlurmError::Io { path: template.display().to_string(), source: e })?;
+                let body = std::fs::read_to_string(&template).map_err(|e| SlurmError::Io {
+                    path: template.display().to_string(),
+                    source: e,
+                })?;
                 (system, body, template)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (_, text, template) = BUILT_IN.iter().find(|(n, _, _)| *n == name).ok_or_else(|| SlurmError::UnknownSystem {
-                    name: name.into(),
-                    dir: dir.display().to_string(),
-                    built_in: BUILT_IN.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", "),
-                })?;
-                (parse(text, &path)?, template.to_string(), PathBuf::from(format!("(built-in {name}.sh.j2)")))
+                let (_, text, template) =
+                    BUILT_IN.iter().find(|(n, _, _)| *n == name).ok_or_else(|| {
+                        SlurmError::UnknownSystem {
+                            name: name.into(),
+                            dir: dir.display().to_string(),
+                            built_in: BUILT_IN
+                                .iter()
+                                .map(|(n, _, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        }
+                    })?;
+                (
+                    parse(text, &path)?,
+                    template.to_string(),
+                    PathBuf::from(format!("(built-in {name}.sh.j2)")),
+                )
             }
             Err(e) => return Err(SlurmError::Io { path: path.display().to_string(), source: e }),
         };
@@ -114,12 +140,20 @@ impl System {
 
     /// The walltime limit for a job of `nodes` nodes, if the system takes such a job.
     pub fn walltime_limit_s(&self, nodes: u32) -> Option<u64> {
-        (nodes <= self.max_nodes).then(|| self.queue_limits.iter().find(|q| nodes <= q.max_nodes).map(|q| q.max_walltime_s)).flatten()
+        (nodes <= self.max_nodes)
+            .then(|| {
+                self.queue_limits.iter().find(|q| nodes <= q.max_nodes).map(|q| q.max_walltime_s)
+            })
+            .flatten()
     }
 
     /// What a point records of the system it ran on: its name and the peak for its compute type.
     pub fn spec_for(&self, point: &PointSpec) -> SystemSpec {
-        SystemSpec { name: self.name.clone(), peak_flop_per_s: self.peak_flop_per_s.get(point.parallel.param_dtype.name()).copied(), peak_source: self.peak_source.clone() }
+        SystemSpec {
+            name: self.name.clone(),
+            peak_flop_per_s: self.peak_flop_per_s.get(point.parallel.param_dtype.name()).copied(),
+            peak_source: self.peak_source.clone(),
+        }
     }
 
     /// What the planner checks points against: each rank has its device's memory.
@@ -135,15 +169,22 @@ impl System {
         if self.ranks_per_node == 0 || self.max_nodes == 0 {
             problems.push("ranks_per_node and max_nodes must be at least 1".into());
         }
-        if self.queue_limits.is_empty() || self.queue_limits.windows(2).any(|w| w[0].max_nodes >= w[1].max_nodes) {
+        if self.queue_limits.is_empty()
+            || self.queue_limits.windows(2).any(|w| w[0].max_nodes >= w[1].max_nodes)
+        {
             problems.push("queue_limits: at least one, in increasing max_nodes".into());
         }
         for key in self.env.keys() {
-            if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if key.is_empty()
+                || key.starts_with(|c: char| c.is_ascii_digit())
+                || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 problems.push(format!("env.{key}: not a shell variable name"));
             }
         }
-        for (field, value) in [("account", &self.account), ("partition", &self.partition), ("qos", &self.qos)] {
+        for (field, value) in
+            [("account", &self.account), ("partition", &self.partition), ("qos", &self.qos)]
+        {
             if value.as_deref().is_some_and(|v| !super::safe_name(v)) {
                 problems.push(format!("{field} {value:?}: use letters, digits, '.', '_' and '-'"));
             }
@@ -157,5 +198,8 @@ impl System {
 }
 
 fn parse(text: &str, path: &Path) -> Result<System, SlurmError> {
-    toml::from_str(text).map_err(|e| SlurmError::BadSystem { path: path.display().to_string(), problems: vec![e.to_string().trim_end().to_string()] })
+    toml::from_str(text).map_err(|e| SlurmError::BadSystem {
+        path: path.display().to_string(),
+        problems: vec![e.to_string().trim_end().to_string()],
+    })
 }
