@@ -1,0 +1,195 @@
+//! The commands that read record files: `analyze`, `compare`, `trace`, `bench-analysis`
+//! (left out of builds without the `analysis` feature, e.g. on compute nodes).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use shardsweep_analysis::{report::STRAGGLER_THRESHOLD, stragglers::exclude_list, AnalysisError};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Analyse the records of a sweep: summary table, plots and a report.
+    Analyze {
+        /// The sweep's results folder, e.g. results/local-smoke.
+        sweep_dir: PathBuf,
+    },
+    /// Compare two result sets (before and after an upgrade): per point and phase, the ratio
+    /// of medians with a 95% interval and a verdict only where the change is clear.
+    Compare {
+        before: PathBuf,
+        after: PathBuf,
+        /// Fields allowed to differ between the environments: torch_version, comm_library,
+        /// git_commit, binary_version, or an environment variable (NCCL_* for a prefix).
+        #[arg(long)]
+        declared: Vec<String>,
+        /// Compare even if undeclared fields differ (they are flagged in the report).
+        #[arg(long)]
+        allow_undeclared: bool,
+        /// Where the comparison goes (default: <after>/report/compare-<before's name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write one step of one point as a Chrome trace (chrome://tracing, ui.perfetto.dev).
+    Trace {
+        point_dir: PathBuf,
+        /// Step to show (default: the last warm-up step + 1).
+        #[arg(long)]
+        step: Option<usize>,
+        /// Output file (default: <point>/trace-step<N>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Time the analysis on a synthetic tidy store of the given shape (generated once into DIR).
+    BenchAnalysis {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        points: usize,
+        #[arg(long, default_value_t = 512)]
+        ranks: usize,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+    },
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Analyze { sweep_dir } => analyze(&sweep_dir),
+        Command::Compare { before, after, declared, allow_undeclared, out } => {
+            compare(&before, &after, declared, allow_undeclared, out)
+        }
+        Command::Trace { point_dir, step, out } => trace(&point_dir, step, out),
+        Command::BenchAnalysis { dir, points, ranks, steps } => {
+            bench_analysis(&dir, shardsweep_analysis::bench::Shape { points, ranks, steps })
+        }
+    }
+}
+
+pub fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
+    let report = shardsweep_analysis::analyze_sweep(sweep_dir)?;
+    println!("{}", report.table);
+    if !report.exclude.is_empty() {
+        println!("slow nodes: resume with --exclude {}", report.exclude.join(","));
+    }
+    eprintln!(
+        "tidy store {}: {} points rebuilt, {} unchanged",
+        report.store.dir.display(),
+        report.store.rebuilt.len(),
+        report.store.reused
+    );
+    for file in &report.files {
+        eprintln!("wrote {}", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `exclude` and the nodes the analysis of the sweep's records finds slow, as one node list.
+pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Option<String>> {
+    let summary = if sweep_dir.is_dir() {
+        shardsweep_analysis::summarize_sweep(sweep_dir)
+    } else {
+        Err(AnalysisError::Empty(sweep_dir.display().to_string()))
+    };
+    let slow = match summary {
+        Ok((_, nodes, _)) => {
+            let slow = exclude_list(&nodes, STRAGGLER_THRESHOLD);
+            for node in nodes.iter().filter(|n| slow.contains(&n.hostname)) {
+                eprintln!(
+                    "excluding {}: its ranks compute {:.1}% slower than the typical rank",
+                    node.hostname,
+                    (node.score - 1.0) * 100.0
+                );
+            }
+            slow
+        }
+        Err(AnalysisError::Empty(_)) => {
+            eprintln!(
+                "no finished records in {} yet: no node is known to be slow",
+                sweep_dir.display()
+            );
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let all: Vec<String> = exclude.into_iter().chain(slow).collect();
+    Ok((!all.is_empty()).then(|| all.join(",")))
+}
+
+fn compare(
+    before: &Path,
+    after: &Path,
+    declared: Vec<String>,
+    allow_undeclared: bool,
+    out: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let options =
+        shardsweep_analysis::CompareOptions { declared, allow_undeclared, ..Default::default() };
+    let name = before.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let out = out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
+    let (comparison, files) =
+        shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
+    for d in &comparison.environment {
+        println!(
+            "environment {}: {:?} -> {:?}{}",
+            d.field,
+            d.before,
+            d.after,
+            if d.declared { " (declared)" } else { " (NOT declared)" }
+        );
+    }
+    let mut table =
+        super::table(["point", "phase", "ratio after/before", "95% interval", "p", "verdict"]);
+    for c in comparison.changes.iter().filter(|c| {
+        c.phase == "step" || c.verdict != shardsweep_analysis::Verdict::NoSignificantChange
+    }) {
+        table.add_row([
+            c.point.clone(),
+            c.phase.clone(),
+            format!("{:.3}", c.ratio.estimate),
+            format!("{:.3}-{:.3}", c.ratio.low, c.ratio.high),
+            format!("{:.1e}", c.p_value),
+            c.verdict.name().into(),
+        ]);
+    }
+    println!("{table}");
+    for file in &files {
+        eprintln!("wrote {}", file.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trace(point_dir: &Path, step: Option<usize>, out: Option<PathBuf>) -> Result<ExitCode> {
+    let manifest = shardsweep_analysis::read_manifest(point_dir)?;
+    let step = step.unwrap_or(manifest.warmup_steps as usize);
+    let trace = shardsweep_analysis::trace::chrome_trace(point_dir, step)?;
+    let out = out.unwrap_or_else(|| point_dir.join(format!("trace-step{step}.json")));
+    std::fs::write(&out, serde_json::to_vec(&trace)?)?;
+    eprintln!("wrote {} (open in ui.perfetto.dev or chrome://tracing)", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Result<ExitCode> {
+    use shardsweep_analysis::bench;
+    let rows = shape.points * shape.ranks * shape.steps * 4;
+    if !dir.exists() {
+        let start = std::time::Instant::now();
+        bench::generate(dir, &shape)?;
+        eprintln!(
+            "generated {rows} rows in {} in {:.1} s",
+            dir.display(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let timing = bench::analyze(dir, &shape)?;
+    println!(
+        "analysis of {rows} rows ({} points x {} ranks x {} steps x 4 phases): {:.2} s for {} point summaries and {} node scores, peak RSS {:.2} GiB",
+        shape.points,
+        shape.ranks,
+        shape.steps,
+        timing.total_s,
+        timing.points,
+        timing.nodes,
+        shardsweep::metrics::peak_rss_bytes() as f64 / (1u64 << 30) as f64
+    );
+    Ok(ExitCode::SUCCESS)
+}

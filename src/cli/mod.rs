@@ -1,0 +1,30 @@
+//! One module per command: each holds its clap arguments and the function that runs it.
+//! `main.rs` only parses and dispatches.
+
+#[cfg(feature = "analysis")]
+pub mod analysis;
+pub mod bench;
+pub mod plan;
+pub mod run;
+pub mod slurm;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use shardsweep::plan::Experiment;
+
+/// A printed table with the project's look and these column headers.
+pub fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    table
+}
+
+/// A sweep's results folder from an experiment file or the folder itself.
+pub fn sweep_dir(target: &Path, results: &Path) -> anyhow::Result<PathBuf> {
+    if target.is_dir() {
+        return Ok(target.to_path_buf());
+    }
+    Ok(results.join(Experiment::load(target)?.name))
+}

@@ -1,0 +1,90 @@
+//! `shardsweep plan`: the points an experiment expands to, and the ones rejected with why.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use shardsweep::launch::slurm::System;
+use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine};
+
+#[derive(clap::Args)]
+pub struct Args {
+    experiment: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Check fit against a Slurm system's devices instead of this machine.
+    #[arg(long)]
+    system: Option<String>,
+    /// Folder of system profiles.
+    #[arg(long, default_value = "slurm")]
+    systems: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let machine = match &args.system {
+        Some(name) => System::load(name, &args.systems)?.0.machine(),
+        None => Machine::local(),
+    };
+    let plan = expand(&Experiment::load(&args.experiment)?, &machine);
+    if args.json {
+        let points: Vec<serde_json::Value> = plan
+            .points
+            .iter()
+            .map(|p| {
+                let mut value = serde_json::to_value(p).expect("a point serialises");
+                let extra = serde_json::json!({
+                    "world_size": p.world_size(),
+                    "global_batch": p.global_batch(),
+                    "trainable_params": p.model.trainable_params(),
+                    "train_flop_per_step": p.train_flop_per_step(),
+                    "rank_memory_bytes": rank_memory_bytes(p),
+                });
+                value
+                    .as_object_mut()
+                    .expect("a point is an object")
+                    .extend(extra.as_object().expect("object").clone());
+                value
+            })
+            .collect();
+        let out =
+            serde_json::json!({ "sweep": plan.sweep, "points": points, "rejected": plan.rejected });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = super::table([
+        "point",
+        "model",
+        "strategy",
+        "nodes x ranks",
+        "micro batch",
+        "global batch",
+        "params",
+        "TFLOP/step",
+        "memory/rank",
+    ]);
+    for p in &plan.points {
+        table.add_row([
+            p.id.clone(),
+            p.model.name.clone(),
+            p.strategy.name().into(),
+            format!("{} x {}", p.nodes, p.ranks_per_node),
+            p.micro_batch.to_string(),
+            p.global_batch().to_string(),
+            format!("{:.2}M", p.model.trainable_params() as f64 / 1e6),
+            format!("{:.4}", p.train_flop_per_step() / 1e12),
+            format!("{:.2} GiB", rank_memory_bytes(p) / (1u64 << 30) as f64),
+        ]);
+    }
+    println!("sweep {}: {} points to run", plan.sweep, plan.points.len());
+    println!("{table}");
+    if !plan.rejected.is_empty() {
+        let mut rejected = super::table(["rejected point", "reason"]);
+        for r in &plan.rejected {
+            rejected.add_row([r.id.clone(), r.reason.clone()]);
+        }
+        println!("{} points rejected", plan.rejected.len());
+        println!("{rejected}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

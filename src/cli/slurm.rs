@@ -1,0 +1,225 @@
+//! The batch-job commands: `submit`, `resume`, `status`, `collect`, `cancel`, and `supervise`
+//! (the line each job script runs per point).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use shardsweep::launch::slurm::{self, Selection, SubmitOptions, System};
+use shardsweep::plan::{expand, Experiment};
+use shardsweep::records::Outcome;
+
+use super::sweep_dir;
+
+#[derive(clap::Args, Clone)]
+pub struct SlurmArgs {
+    /// System profile: <systems>/<name>.toml and its template, or a built-in one
+    /// (frontier, generic, local).
+    #[arg(long)]
+    system: String,
+    /// Folder of system profiles.
+    #[arg(long, default_value = "slurm")]
+    systems: PathBuf,
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Account to charge (overrides the profile's).
+    #[arg(long)]
+    account: Option<String>,
+    /// Nodes to keep the jobs off (a Slurm node list, e.g. from the analysis' straggler list).
+    #[arg(long)]
+    exclude: Option<String>,
+    /// Write the rendered scripts under <sweep>/slurm/dry-run/ and submit nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    experiment: PathBuf,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ResumeArgs {
+    experiment: PathBuf,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+    /// Give up on a point after this many attempts.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Also keep the jobs off the nodes the sweep's records show to be slow (the analysis'
+    /// straggler list: nodes whose ranks compute more than 5% slower than the typical rank).
+    #[arg(long)]
+    exclude_slow_nodes: bool,
+}
+
+/// A sweep named by its experiment file or its results folder.
+#[derive(clap::Args)]
+pub struct SweepArgs {
+    /// An experiment file or a sweep's results folder.
+    sweep: PathBuf,
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    sweep: SweepArgs,
+    /// Wait until none of the sweep's jobs is queued or running first.
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SuperviseArgs {
+    point_dir: PathBuf,
+    #[arg(long)]
+    timeout_s: u64,
+    /// The rendered script that runs this (its hash goes into the manifest).
+    #[arg(long)]
+    script: PathBuf,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn submit(args: SubmitArgs) -> Result<ExitCode> {
+    submit_selected(&args.experiment, &args.slurm, Selection::Unfinished)
+}
+
+pub fn resume(args: ResumeArgs) -> Result<ExitCode> {
+    let mut slurm = args.slurm;
+    if args.exclude_slow_nodes {
+        slurm.exclude =
+            with_slow_nodes(slurm.exclude.take(), &sweep_dir(&args.experiment, &slurm.results)?)?;
+    }
+    submit_selected(&args.experiment, &slurm, Selection::Resume { max_attempts: args.max_attempts })
+}
+
+#[cfg(feature = "analysis")]
+use super::analysis::with_slow_nodes;
+
+#[cfg(not(feature = "analysis"))]
+fn with_slow_nodes(_: Option<String>, _: &Path) -> Result<Option<String>> {
+    anyhow::bail!("--exclude-slow-nodes needs the analysis, which this build leaves out (build with the default features)")
+}
+
+fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) -> Result<ExitCode> {
+    let (system, template) = System::load(&args.system, &args.systems)?;
+    let (loaded, experiment_text) = Experiment::read(experiment)?;
+    let plan = expand(&loaded, &system.machine());
+    let options = SubmitOptions {
+        results: args.results.clone(),
+        exe: std::env::current_exe().context("locating this program for the job scripts")?,
+        account: args.account.clone(),
+        exclude_nodes: args.exclude.clone(),
+        dry_run: args.dry_run,
+        experiment_text,
+    };
+    let submission = slurm::submit(&plan, &loaded.launch, &system, &template, selection, &options)?;
+    for r in &plan.rejected {
+        println!("rejected {}: {}", r.id, r.reason);
+    }
+    for u in &submission.unfit {
+        println!("does not fit {}: {}", u.id, u.reason);
+    }
+    for (id, why) in &submission.left {
+        println!("left out {id}: {why}");
+    }
+    let mut table =
+        super::table(["job", "job id", "nodes", "walltime", "points", "node-hours", "script"]);
+    for (k, job) in submission.jobs.iter().enumerate() {
+        table.add_row([
+            (k + 1).to_string(),
+            job.job_id.clone().unwrap_or_else(|| "(dry run)".into()),
+            job.plan.nodes.to_string(),
+            slurm::walltime(job.plan.walltime_s),
+            job.plan.points.len().to_string(),
+            format!("{:.2}", job.plan.node_hours()),
+            job.script.display().to_string(),
+        ]);
+    }
+    println!("{table}");
+    let points: usize = submission.jobs.iter().map(|j| j.plan.points.len()).sum();
+    println!(
+        "budget: {} points in {} jobs on {}, at most {:.2} node-hours{}",
+        points,
+        submission.jobs.len(),
+        system.name,
+        submission.node_hours(),
+        if args.dry_run { " (dry run: nothing submitted)" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: SweepArgs) -> Result<ExitCode> {
+    report(&args, false, false)
+}
+
+pub fn collect(args: CollectArgs) -> Result<ExitCode> {
+    report(&args.sweep, true, args.wait)
+}
+
+fn report(args: &SweepArgs, collect: bool, wait: bool) -> Result<ExitCode> {
+    let dir = sweep_dir(&args.sweep, &args.results)?;
+    let mut statuses = slurm::survey(&dir, false)?;
+    while wait
+        && statuses
+            .iter()
+            .any(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str()))
+    {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        statuses = slurm::survey(&dir, false)?;
+    }
+    if collect {
+        statuses = slurm::survey(&dir, true)?;
+    }
+    let mut table = super::table(["point", "job id", "state", "steps", "nodes", "message"]);
+    for s in &statuses {
+        let message: String = s
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect();
+        table.add_row([
+            s.id.clone(),
+            s.job_id.clone(),
+            s.state.clone(),
+            s.steps_completed.map(|n| n.to_string()).unwrap_or_default(),
+            s.node_list.clone(),
+            message,
+        ]);
+    }
+    println!("{table}");
+    let ok = statuses.iter().filter(|s| s.outcome == Some(Outcome::Ok)).count();
+    println!("{}: {} points submitted, {} ok", dir.display(), statuses.len(), ok);
+    Ok(if !collect || ok == statuses.len() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+pub fn cancel(args: SweepArgs) -> Result<ExitCode> {
+    let cancelled = slurm::cancel(&sweep_dir(&args.sweep, &args.results)?)?;
+    println!("cancelled {} jobs: {}", cancelled.len(), cancelled.join(" "));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn supervise(args: SuperviseArgs) -> Result<ExitCode> {
+    let manifest = slurm::supervise_point(
+        &args.point_dir,
+        std::time::Duration::from_secs(args.timeout_s),
+        &args.script,
+        &args.command,
+    )?;
+    eprintln!(
+        "{}: {} {}",
+        manifest.point,
+        manifest.outcome.name(),
+        manifest.message.as_deref().unwrap_or("")
+    );
+    Ok(if manifest.outcome == Outcome::Ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
