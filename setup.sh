@@ -15,6 +15,10 @@ log() { echo "[setup] $*" >&2; }
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 command -v cargo >/dev/null || { echo "[setup] cargo not found: install Rust toolchain (rustup) first" >&2; exit 1; }
+# The test command checks formatting and lints too.
+for c in fmt clippy; do
+  cargo "$c" --version >/dev/null 2>&1 || rustup component add "$([ "$c" = fmt ] && echo rustfmt || echo clippy)"
+done
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
