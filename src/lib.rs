@@ -11,5 +11,5 @@ pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod plan;
-pub mod records;
+pub use shardsweep_records as records;
 pub mod train;

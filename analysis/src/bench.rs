@@ -2,6 +2,7 @@
 //! four timed phases, with slow ranks and a slow start), and the same analysis `analyze` runs
 //! over it (per-point step tables, statistics, breakdowns, stragglers), timed.
 
+use shardsweep_records::{Dtype, Outcome, Strategy};
 use std::path::Path;
 use std::time::Instant;
 
@@ -96,9 +97,9 @@ pub fn analyze(dir: &Path, shape: &Shape) -> Result<Timing, AnalysisError> {
             point: point_name(i),
             dir: dir.to_path_buf(),
             digest: String::new(),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             model: "vit-synthetic".into(),
-            strategy: "full_shard".into(),
+            strategy: Strategy::FullShard,
             shard_group: shape.ranks as u32,
             nodes: shape.ranks.div_ceil(RANKS_PER_NODE) as u32,
             ranks_per_node: RANKS_PER_NODE as u32,
@@ -107,7 +108,7 @@ pub fn analyze(dir: &Path, shape: &Shape) -> Result<Timing, AnalysisError> {
             global_batch: 32 * shape.ranks as u32,
             accumulation: 1,
             activation_checkpointing: false,
-            param_dtype: "bf16".into(),
+            param_dtype: Dtype::Bf16,
             warmup_steps: 2,
             steps_planned: shape.steps as u32,
             steps_completed: vec![shape.steps as u32; shape.ranks],

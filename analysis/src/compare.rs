@@ -7,6 +7,7 @@
 //! Two result sets are comparable only if their environments (library versions, git commit,
 //! relevant environment variables) differ in declared fields alone: the upgrade under study.
 
+use shardsweep_records::Outcome;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::load::PointRecords;
@@ -152,7 +153,7 @@ pub fn compare(
             unmatched.push((b.meta.point.clone(), "configuration differs".into()));
             continue;
         }
-        if a.meta.outcome != "ok" || b.meta.outcome != "ok" {
+        if a.meta.outcome != Outcome::Ok || b.meta.outcome != Outcome::Ok {
             unmatched.push((
                 b.meta.point.clone(),
                 format!("outcome {} before, {} after", b.meta.outcome, a.meta.outcome),

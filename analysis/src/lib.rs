@@ -1,6 +1,7 @@
 //! Analysis of shardsweep records. It reads only record files (`manifest.json` and
-//! `records.h5` of each point), never the harness's own types, so any tool that reads the same
-//! files sees the same numbers.
+//! `records.h5` of each point), through the record format's own types (`shardsweep-records`,
+//! which the harness writes with), never the harness's training code; any tool that reads the
+//! same files sees the same numbers.
 //!
 //! records -> [`tidy`] store (Parquet) -> [`summary`] per point (steady state, statistics, MFU,
 //! [`scaling`], [`breakdown`]) -> [`stragglers`], [`compare`] -> [`plot`]s and [`report`].
@@ -38,6 +39,8 @@ pub enum AnalysisError {
     Plot { path: String, message: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Record(#[from] shardsweep_records::RecordError),
     #[error("the environments differ outside the declared fields (declare them with --declared, or --allow-undeclared):\n  {}", .0.join("\n  "))]
     EnvironmentDiffers(Vec<String>),
 }

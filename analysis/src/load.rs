@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use shardsweep_records::{Dtype, Manifest, Outcome, Strategy, MANIFEST_FILE, RECORDS_FILE};
+
 use crate::AnalysisError;
 
 /// A point as its manifest describes it.
@@ -11,9 +13,9 @@ pub struct PointRecords {
     pub point: String,
     pub dir: PathBuf,
     pub digest: String,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub model: String,
-    pub strategy: String,
+    pub strategy: Strategy,
     pub shard_group: u32,
     pub nodes: u32,
     pub ranks_per_node: u32,
@@ -22,7 +24,7 @@ pub struct PointRecords {
     pub global_batch: u32,
     pub accumulation: u32,
     pub activation_checkpointing: bool,
-    pub param_dtype: String,
+    pub param_dtype: Dtype,
     pub warmup_steps: u32,
     pub steps_planned: u32,
     pub steps_completed: Vec<u32>,
@@ -48,11 +50,11 @@ impl PointRecords {
         format!(
             "{}|{}|{}|{}|{}|{}|{}",
             self.model,
-            self.strategy,
+            self.strategy.name(),
             self.ranks_per_node,
             self.accumulation,
             self.activation_checkpointing,
-            self.param_dtype,
+            self.param_dtype.name(),
             self.shard_group_label()
         )
     }
@@ -60,7 +62,7 @@ impl PointRecords {
     /// For the hybrid strategies, `node` for a shard group of one node (FSDP's default), else
     /// the group size; the others shard over the whole world, which grows with the nodes.
     pub fn shard_group_label(&self) -> String {
-        match (self.strategy.starts_with("hybrid"), self.shard_group == self.ranks_per_node) {
+        match (self.strategy.is_hybrid(), self.shard_group == self.ranks_per_node) {
             (false, _) => "world".into(),
             (true, true) => "node".into(),
             (true, false) => self.shard_group.to_string(),
@@ -76,8 +78,8 @@ pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError>
         .filter(|p| {
             p.is_dir()
                 && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                && p.join("manifest.json").exists()
-                && p.join("records.h5").exists()
+                && p.join(MANIFEST_FILE).exists()
+                && p.join(RECORDS_FILE).exists()
         })
         .collect();
     dirs.sort();
@@ -90,59 +92,41 @@ pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError>
 }
 
 pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| AnalysisError::read(&path, e))?;
-    let m: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| AnalysisError::read(&path, e))?;
-    let text_field = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::to_string)
-            .ok_or_else(|| AnalysisError::read(&path, format!("missing text field in {v}")))
-    };
-    let number = |v: &serde_json::Value| {
-        v.as_u64()
-            .map(|v| v as u32)
-            .ok_or_else(|| AnalysisError::read(&path, format!("missing number in {v}")))
-    };
-    let config = &m["config"];
-    let parallel = &config["parallel"];
-    let mut hostnames = vec![String::new(); number(&m["world_size"])? as usize];
-    for rank in m["provenance"]["ranks"].as_array().into_iter().flatten() {
-        if let (Some(r), Some(h)) = (rank["rank"].as_u64(), rank["hostname"].as_str()) {
-            if let Some(slot) = hostnames.get_mut(r as usize) {
-                *slot = h.to_string();
-            }
+    let path = dir.join(MANIFEST_FILE);
+    let m = Manifest::read(dir)?.ok_or_else(|| AnalysisError::read(&path, "no manifest"))?;
+    let config = m.point_config(dir)?;
+    let mut hostnames = vec![String::new(); m.world_size as usize];
+    for rank in &m.provenance.ranks {
+        if let Some(slot) = hostnames.get_mut(rank.rank as usize) {
+            slot.clone_from(&rank.hostname);
         }
     }
+    let (peak_flop_per_s, peak_source) =
+        config.system.map_or((None, String::new()), |s| (s.peak_flop_per_s, s.peak_source));
     Ok(PointRecords {
-        sweep: text_field(&m["sweep"])?,
-        point: text_field(&m["point"])?,
         dir: dir.to_path_buf(),
-        digest: text_field(&m["digest"])?,
-        outcome: text_field(&m["outcome"])?,
-        model: text_field(&config["model"]["name"])?,
-        strategy: text_field(&config["strategy"])?,
-        shard_group: number(&parallel["shard_group"])?,
-        nodes: number(&m["nodes"])?,
-        ranks_per_node: number(&m["ranks_per_node"])?,
-        world_size: number(&m["world_size"])?,
-        micro_batch: number(&config["micro_batch"])?,
-        global_batch: number(&m["global_batch"])?,
-        accumulation: number(&parallel["accumulation"])?,
-        activation_checkpointing: parallel["activation_checkpointing"].as_bool().unwrap_or(false),
-        param_dtype: parallel["param_dtype"].as_str().unwrap_or("fp32").to_string(),
-        warmup_steps: number(&m["warmup_steps"])?,
-        steps_planned: number(&m["steps_planned"])?,
-        steps_completed: m["steps_completed"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_u64().map(|v| v as u32))
-            .collect(),
-        train_flop_per_step: m["train_flop_per_step"].as_f64().unwrap_or(f64::NAN),
-        peak_flop_per_s: config["system"]["peak_flop_per_s"].as_f64(),
-        peak_source: config["system"]["peak_source"].as_str().unwrap_or_default().to_string(),
+        outcome: m.outcome,
+        model: config.model.name,
+        strategy: config.strategy,
+        shard_group: config.parallel.shard_group,
+        nodes: m.nodes,
+        ranks_per_node: m.ranks_per_node,
+        world_size: m.world_size,
+        micro_batch: config.micro_batch,
+        global_batch: m.global_batch,
+        accumulation: config.parallel.accumulation,
+        activation_checkpointing: config.parallel.activation_checkpointing,
+        param_dtype: config.parallel.param_dtype,
+        warmup_steps: m.warmup_steps,
+        steps_planned: m.steps_planned,
+        train_flop_per_step: m.train_flop_per_step,
+        peak_flop_per_s,
+        peak_source,
         hostnames,
-        provenance: m["provenance"].clone(),
+        provenance: serde_json::to_value(&m.provenance).expect("provenance serialises"),
+        sweep: m.sweep,
+        point: m.point,
+        digest: m.digest,
+        steps_completed: m.steps_completed,
     })
 }

@@ -1,6 +1,7 @@
 //! `analyze`: records in; the tidy store, tables (CSV and printed), plots and a Markdown report
 //! out, under `<sweep>/tidy/` and `<sweep>/report/`.
 
+use shardsweep_records::Outcome;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -63,7 +64,7 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
 }
 
 fn label(p: &PointSummary) -> String {
-    if p.meta.outcome == "ok" {
+    if p.meta.outcome == Outcome::Ok {
         p.meta.point.clone()
     } else {
         format!("{} ({})", p.meta.point, p.meta.outcome)
@@ -95,7 +96,8 @@ fn plots(
         &bars,
     )?);
 
-    let ok: Vec<&PointSummary> = summaries.iter().filter(|p| p.meta.outcome == "ok").collect();
+    let ok: Vec<&PointSummary> =
+        summaries.iter().filter(|p| p.meta.outcome == Outcome::Ok).collect();
     let panels = |value: &dyn Fn(&PointSummary) -> Option<f64>, ideal: bool| -> Vec<Panel> {
         let mut models: BTreeMap<&str, BTreeMap<String, Vec<&PointSummary>>> = BTreeMap::new();
         for p in &ok {
@@ -103,7 +105,7 @@ fn plots(
                 "{} mb{}{}",
                 p.meta.strategy,
                 p.meta.micro_batch,
-                if p.meta.strategy.starts_with("hybrid") {
+                if p.meta.strategy.is_hybrid() {
                     format!(" sg{}", p.meta.shard_group_label())
                 } else {
                     String::new()
@@ -183,14 +185,14 @@ fn summary_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisError> {
     Ok(df!(
         "point" => text(&|p| p.meta.point.clone()),
         "model" => text(&|p| p.meta.model.clone()),
-        "strategy" => text(&|p| p.meta.strategy.clone()),
+        "strategy" => text(&|p| p.meta.strategy.to_string()),
         "shard_group" => count(&|p| p.meta.shard_group),
         "nodes" => count(&|p| p.meta.nodes),
         "ranks_per_node" => count(&|p| p.meta.ranks_per_node),
         "world_size" => count(&|p| p.meta.world_size),
         "micro_batch" => count(&|p| p.meta.micro_batch),
         "global_batch" => num(&|p| f64::from(p.meta.global_batch)),
-        "outcome" => text(&|p| p.meta.outcome.clone()),
+        "outcome" => text(&|p| p.meta.outcome.to_string()),
         "steady_from" => count(&|p| p.steady_from),
         "steady_steps" => count(&|p| p.step_s.len() as u32),
         "step_s_median" => num(&|p| p.step_s_median.estimate),
@@ -271,7 +273,7 @@ fn printable(s: &[PointSummary]) -> String {
     for p in s {
         out.add_row([
             p.meta.point.clone(),
-            p.meta.outcome.clone(),
+            p.meta.outcome.to_string(),
             format!("{} from {}", p.step_s.len(), p.steady_from),
             format!(
                 "{} ({}-{})",
@@ -303,7 +305,7 @@ fn markdown_report(
         if sources.is_empty() { "none known for these runs: MFU is left out".to_string() } else { sources.join("; ") }
     });
     md += "## Throughput\n\n![throughput](throughput.svg)\n\n";
-    if s.iter().any(|p| p.meta.outcome == "ok") {
+    if s.iter().any(|p| p.meta.outcome == Outcome::Ok) {
         md += "## Scaling\n\n![throughput vs nodes](scaling_throughput.svg)\n\n![weak-scaling efficiency](scaling_efficiency.svg)\n\n## Memory\n\n![peak memory](memory.svg)\n\n";
     }
     md += "## Where the time goes\n\nCritical path: the phases of the slowest rank, mean over steady steps; they add up to its step time (`other` is time in no phase). Max over ranks (in `breakdown.csv`) bounds each component from above.\n\n![breakdown](breakdown.svg)\n\n| point | component | s/step |\n|---|---|---|\n";

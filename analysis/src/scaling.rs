@@ -8,6 +8,7 @@
 //! A series is every ok point with the same configuration but for the node count (and, for
 //! strong scaling, the micro-batch); a series needs at least two node counts.
 
+use shardsweep_records::Outcome;
 use std::collections::BTreeMap;
 
 use crate::summary::PointSummary;
@@ -26,7 +27,7 @@ pub fn add_efficiencies(points: &mut [PointSummary]) {
         |p: &PointSummary| format!("{}|gb{}", p.meta.series_key(), p.meta.global_batch);
     let weak = baselines(points, weak_key);
     let strong = baselines(points, strong_key);
-    for p in points.iter_mut().filter(|p| p.meta.outcome == "ok") {
+    for p in points.iter_mut().filter(|p| p.meta.outcome == Outcome::Ok) {
         let devices = f64::from(p.meta.world_size);
         if let Some(b) = weak.get(&weak_key(p)).filter(|b| b.node_counts > 1) {
             p.weak_scaling_efficiency =
@@ -45,7 +46,9 @@ fn baselines(
 ) -> BTreeMap<String, Baseline> {
     let mut base: BTreeMap<String, Baseline> = BTreeMap::new();
     let mut nodes: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
-    for p in points.iter().filter(|p| p.meta.outcome == "ok" && p.images_per_s.estimate.is_finite())
+    for p in points
+        .iter()
+        .filter(|p| p.meta.outcome == Outcome::Ok && p.images_per_s.estimate.is_finite())
     {
         let k = key(p);
         nodes.entry(k.clone()).or_default().insert(p.meta.nodes);

@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use shardsweep_records::{write_atomic_with, RecordsReader, MANIFEST_FILE, RECORDS_FILE};
+
 use crate::load::PointRecords;
 use crate::AnalysisError;
 
@@ -136,7 +138,7 @@ impl Store {
 /// re-run or re-collected.
 fn fingerprint(point_dir: &Path) -> Result<String, AnalysisError> {
     let mut parts = Vec::new();
-    for name in ["manifest.json", "records.h5"] {
+    for name in [MANIFEST_FILE, RECORDS_FILE] {
         let path = point_dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|e| AnalysisError::read(&path, e))?;
         let modified = meta
@@ -151,12 +153,9 @@ fn fingerprint(point_dir: &Path) -> Result<String, AnalysisError> {
 
 /// Long rows of one point's records.
 pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
-    let path = point.dir.join("records.h5");
-    let file = hdf5::File::open(&path).map_err(|e| AnalysisError::read(&path, e))?;
-    let read = |e: hdf5::Error| AnalysisError::read(&path, e);
+    let file = RecordsReader::open(&point.dir)?;
     let mut rows = Rows::default();
-    let steps = file.group("steps").map_err(read)?;
-    for name in steps.member_names().map_err(read)? {
+    for name in file.names("steps")?.unwrap_or_default() {
         let (phase, metric, unit) = match name.as_str() {
             "loss" => ("step".to_string(), "loss", "1"),
             "peak_rss_bytes" => ("step".to_string(), "peak_rss", "bytes"),
@@ -165,16 +164,16 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
                 None => continue,
             },
         };
-        let table = steps.dataset(&name).and_then(|d| d.read_2d::<f64>()).map_err(read)?;
+        let table = file.table("steps", &name)?;
         for ((rank, step), value) in table.indexed_iter() {
             if value.is_finite() || metric == "loss" && step < point.steps_completed(rank) {
                 rows.push(rank as u32, step as u32, &phase, metric, *value, unit);
             }
         }
     }
-    if let Ok(memory) = file.group("memory") {
-        for name in memory.member_names().map_err(read)? {
-            let table = memory.dataset(&name).and_then(|d| d.read_2d::<f64>()).map_err(read)?;
+    if let Some(names) = file.names("memory")? {
+        for name in names {
+            let table = file.table("memory", &name)?;
             let phase = format!("memory.{}", name.trim_end_matches("_bytes"));
             for ((rank, step), value) in table.indexed_iter() {
                 if step < point.steps_completed(rank) {
@@ -183,35 +182,24 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
             }
         }
     }
-    let column = |group: &hdf5::Group, name: &str| {
-        group.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read)
-    };
-    if let Ok(units) = file.group("units") {
-        let (rank, step) = (column(&units, "rank")?, column(&units, "step")?);
+    if file.names("units")?.is_some() {
+        let column = |name: &str| file.column("units", name);
+        let (rank, step) = (column("rank")?, column("step")?);
         let mut sums: BTreeMap<(u32, u32), f64> = BTreeMap::new();
-        for (i, value) in column(&units, "recompute_s")?.into_iter().enumerate() {
+        for (i, value) in column("recompute_s")?.into_iter().enumerate() {
             *sums.entry((rank[i] as u32, step[i] as u32)).or_default() += value;
         }
         for ((rank, step), value) in sums {
             rows.push(rank, step, "recompute", "time", value, "s");
         }
     }
-    if let Ok(collectives) = file.group("collectives") {
-        let kinds: Vec<String> = collectives
-            .dataset("kind")
-            .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
-            .map_err(read)?
-            .iter()
-            .map(|k| k.as_str().to_string())
-            .collect();
-        let (rank, step) = (column(&collectives, "rank")?, column(&collectives, "step")?);
-        let (start, end, bytes) = (
-            column(&collectives, "start_s")?,
-            column(&collectives, "end_s")?,
-            column(&collectives, "payload_bytes")?,
-        );
+    if file.names("collectives")?.is_some() {
+        let column = |name: &str| file.column("collectives", name);
+        let kinds = file.text_column("collectives", "kind")?;
+        let (rank, step) = (column("rank")?, column("step")?);
+        let (start, end, bytes) = (column("start_s")?, column("end_s")?, column("payload_bytes")?);
         // Records from before exposed waits were measured have no wait_s: NaN, left out below.
-        let wait = column(&collectives, "wait_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
+        let wait = column("wait_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
         let mut sums: BTreeMap<(u32, u32, &str), [f64; 3]> = BTreeMap::new();
         for i in 0..kinds.len() {
             let sum = sums.entry((rank[i] as u32, step[i] as u32, kinds[i].as_str())).or_default();
@@ -274,7 +262,7 @@ impl Rows {
             "sweep" => vec![p.sweep.as_str(); n],
             "point" => vec![p.point.as_str(); n],
             "model" => vec![p.model.as_str(); n],
-            "strategy" => vec![p.strategy.as_str(); n],
+            "strategy" => vec![p.strategy.name(); n],
             "shard_group" => vec![p.shard_group; n],
             "nodes" => vec![p.nodes; n],
             "ranks_per_node" => vec![p.ranks_per_node; n],
@@ -283,7 +271,7 @@ impl Rows {
             "global_batch" => vec![p.global_batch; n],
             "accumulation" => vec![p.accumulation; n],
             "activation_checkpointing" => vec![p.activation_checkpointing; n],
-            "param_dtype" => vec![p.param_dtype.as_str(); n],
+            "param_dtype" => vec![p.param_dtype.name(); n],
             "rank" => self.rank,
             "hostname" => hostname,
             "step" => self.step,
@@ -297,16 +285,23 @@ impl Rows {
 
 /// Writes `path` atomically: `write` fills a temporary file beside it, which then replaces
 /// `path` by a rename, so no reader ever sees half a file.
+/// (The record format's one atomic writer: unique temporary names, flushed, then renamed.)
 pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> Result<(), AnalysisError>,
 ) -> Result<(), AnalysisError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| AnalysisError::read(&tmp, e))?;
-    write(&mut file)?;
-    std::fs::rename(&tmp, path).map_err(|e| AnalysisError::read(path, e))
+    let mut failure = None;
+    let written = write_atomic_with(path, |file| {
+        write(file).map_err(|e| {
+            let io = std::io::Error::other(e.to_string());
+            failure = Some(e);
+            io
+        })
+    });
+    match (failure, written) {
+        (Some(e), _) => Err(e),
+        (None, result) => Ok(result?),
+    }
 }
 
 pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<(), AnalysisError> {

@@ -7,18 +7,17 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use shardsweep_records::RecordsReader;
+
 use crate::AnalysisError;
 
 pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisError> {
-    let path = point_dir.join("records.h5");
-    let read = |e: hdf5::Error| AnalysisError::read(&path, e);
-    let file = hdf5::File::open(&path).map_err(read)?;
-    let steps = file.group("steps").map_err(read)?;
-    let table = |name: &str| steps.dataset(name).and_then(|d| d.read_2d::<f64>()).map_err(read);
+    let file = RecordsReader::open(point_dir)?;
+    let table = |name: &str| file.table("steps", name);
     let step_s = table("step_s")?;
     if step >= step_s.ncols() || step_s.column(step).iter().any(|v| !v.is_finite()) {
         return Err(AnalysisError::read(
-            &path,
+            file.path(),
             format!("step {step} was not completed by every rank"),
         ));
     }
@@ -39,13 +38,8 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
             t += d;
         }
     }
-    let collectives = file.group("collectives").map_err(read)?;
-    let column =
-        |name: &str| collectives.dataset(name).and_then(|d| d.read_raw::<f64>()).map_err(read);
-    let kinds = collectives
-        .dataset("kind")
-        .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
-        .map_err(read)?;
+    let column = |name: &str| file.column("collectives", name);
+    let kinds = file.text_column("collectives", "kind")?;
     let (ranks, steps_of, units) = (column("rank")?, column("step")?, column("unit")?);
     let (start, end, wait, bytes, group) = (
         column("start_s")?,

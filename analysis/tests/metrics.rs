@@ -79,7 +79,7 @@ fn weak_and_strong_scaling_efficiency_against_the_fewest_nodes() {
     // with the step time falling from 1.0 s to 0.6 s: speed-up 1.667 on 2x the devices.
     for (nodes, mb, step) in [(1, 8, 1.0), (2, 4, 0.6)] {
         let mut p = Point::new(&format!("strong-n{nodes}"), nodes, 12);
-        p.strategy = "no_shard".into();
+        p.strategy = shardsweep_records::Strategy::NoShard;
         p.micro_batch = mb;
         p.phases = Box::new(move |_, _| [0.0, step, 0.0, 0.0, 0.0]);
         p.waits = Box::new(|_, _| [0.0, 0.0]);

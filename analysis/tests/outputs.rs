@@ -7,13 +7,13 @@ use fixture::{sweep, Point};
 use polars::prelude::*;
 use shardsweep_analysis::analyze_sweep;
 use shardsweep_analysis::tidy::scan_store;
+use shardsweep_records::Strategy;
 
 fn four_points(dir: &std::path::Path) {
-    for (strategy, nodes) in
-        [("full_shard", 1), ("full_shard", 2), ("no_shard", 1), ("no_shard", 2)]
-    {
+    use Strategy::{FullShard, NoShard};
+    for (strategy, nodes) in [(FullShard, 1), (FullShard, 2), (NoShard, 1), (NoShard, 2)] {
         let mut p = Point::new(&format!("{strategy}-n{nodes}"), nodes, 12);
-        p.strategy = strategy.into();
+        p.strategy = strategy;
         p.write(dir);
     }
 }
@@ -71,7 +71,7 @@ fn the_tidy_store_is_long_format_and_rebuilt_only_where_records_changed() {
     );
     std::thread::sleep(std::time::Duration::from_millis(20));
     let mut again = Point::new("no_shard-n2", 2, 14);
-    again.strategy = "no_shard".into();
+    again.strategy = Strategy::NoShard;
     again.write(&dir);
     let third = analyze_sweep(&dir).unwrap();
     assert_eq!(third.store.rebuilt, ["no_shard-n2"]);

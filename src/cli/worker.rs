@@ -12,7 +12,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     use mpi::traits::Communicator;
-    let point = shardsweep::records::read_point(&args.point_dir)?;
+    let point = shardsweep::plan::read_point(&args.point_dir)?;
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
     if world.size() as u32 != point.world_size() {

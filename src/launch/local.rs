@@ -3,8 +3,8 @@ use std::time::Duration;
 
 use super::supervise::{supervise, RunStatus};
 use super::LaunchError;
+use super::RunEnd;
 use crate::plan::PointSpec;
-use crate::records::RunEnd;
 
 /// Starts a point's ranks with OpenMPI's mpirun on this machine. Simulated nodes are groups of
 /// `ranks_per_node` consecutive ranks; all of them share this machine's cores.

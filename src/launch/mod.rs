@@ -2,11 +2,13 @@
 //! records finalised. Training code is never linked in here: ranks are separate processes
 //! (`shardsweep worker`), started by mpirun on this machine (Slurm's srun in a later profile).
 
+mod finalize;
 mod local;
 pub mod slurm;
 mod supervise;
 mod sweep;
 
+pub use finalize::{classify, finalize, RunEnd};
 pub use local::{mpirun_command, LocalLauncher};
 pub use supervise::{supervise, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};

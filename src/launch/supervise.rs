@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::LaunchError;
-use crate::records::{spool_path, timestamp, Outcome, RunEnd, STDERR_FILE, STDOUT_FILE};
+use super::RunEnd;
+use crate::metrics::timestamp;
+use crate::records::{spool_path, Outcome, STDERR_FILE, STDOUT_FILE};
 
 /// Seen while a point runs, for progress displays.
 #[derive(Debug, Clone, Copy)]

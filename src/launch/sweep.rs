@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::finalize;
 use super::{LaunchError, LocalLauncher};
+use crate::metrics::timestamp;
+use crate::plan::write_point;
 use crate::plan::{LaunchSettings, Plan, PointSpec};
-use crate::records::{finalize, timestamp, write_atomic, write_point, Manifest, Outcome};
+use crate::records::{write_atomic, Manifest, Outcome};
 
 pub struct SweepOptions {
     /// Results root; the sweep writes to `<root>/<sweep>/<point>/`.

@@ -9,6 +9,11 @@ use std::time::Instant;
 
 use tch::Device;
 
+/// Now, as an RFC 3339 UTC timestamp with microseconds (manifests, spools, attempt folders).
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// Seconds since the clock was made, read after the device has finished its queued work, so a
 /// phase boundary means the phase's kernels are done, not merely launched.
 pub struct Clock {

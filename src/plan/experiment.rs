@@ -21,6 +21,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::records::{BackwardPrefetch, Dtype, Strategy};
+
 use super::problems::{deserialize_all, ExperimentError, Problem};
 use super::validate::validate;
 
@@ -39,78 +41,6 @@ pub const AXES: [&str; 12] = [
     "param_dtype",
     "reduce_dtype",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    NoShard,
-    FullShard,
-    ShardGradOp,
-    HybridShard,
-    HybridShardZero2,
-}
-
-impl Strategy {
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::NoShard => "no_shard",
-            Strategy::FullShard => "full_shard",
-            Strategy::ShardGradOp => "shard_grad_op",
-            Strategy::HybridShard => "hybrid_shard",
-            Strategy::HybridShardZero2 => "hybrid_shard_zero2",
-        }
-    }
-
-    pub fn is_hybrid(self) -> bool {
-        matches!(self, Strategy::HybridShard | Strategy::HybridShardZero2)
-    }
-
-    /// Whether a unit's gathered parameters are freed after its forward (and gathered again
-    /// for its backward). The root unit is kept either way.
-    pub fn reshards_after_forward(self) -> bool {
-        matches!(self, Strategy::FullShard | Strategy::HybridShard)
-    }
-}
-
-/// When the all-gather of the next unit is issued during backward (PyTorch's BackwardPrefetch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackwardPrefetch {
-    /// Before computing this unit's gradients (BACKWARD_PRE, PyTorch's default).
-    Pre,
-    /// After computing them, before reducing them (BACKWARD_POST).
-    Post,
-    /// When the next unit's backward starts, after this unit's reduction.
-    None,
-}
-
-impl BackwardPrefetch {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackwardPrefetch::Pre => "pre",
-            BackwardPrefetch::Post => "post",
-            BackwardPrefetch::None => "none",
-        }
-    }
-}
-
-/// Element type of gathered parameters and compute (`param_dtype`) or of gradient reductions
-/// (`reduce_dtype`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dtype {
-    Fp32,
-    Bf16,
-}
-
-impl Dtype {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dtype::Fp32 => "fp32",
-            Dtype::Bf16 => "bf16",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

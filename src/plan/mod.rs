@@ -14,5 +14,5 @@ pub use experiment::{
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected};
-pub use point::{ParallelSpec, PointSpec, SystemSpec};
+pub use point::{read_point, write_point, ParallelSpec, PointSpec, SystemSpec};
 pub use problems::{ExperimentError, Problem};

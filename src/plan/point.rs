@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::experiment::{BackwardPrefetch, Dtype, Fault, OptimizerSettings, Settings, Strategy};
 use crate::model::ModelConfig;
+use crate::records::{self, RecordError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,4 +84,14 @@ impl PointSpec {
         let json = serde_json::to_vec(self).expect("a point serialises");
         Sha256::digest(json).iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// Writes the point a folder is for (`point.json`), which the worker and the supervisor read.
+pub fn write_point(dir: &std::path::Path, point: &PointSpec) -> Result<(), RecordError> {
+    records::write_json(&dir.join(records::POINT_FILE), point)
+}
+
+/// The point a folder is for, as [`write_point`] left it.
+pub fn read_point(dir: &std::path::Path) -> Result<PointSpec, RecordError> {
+    records::read_json(&dir.join(records::POINT_FILE))
 }

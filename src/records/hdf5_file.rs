@@ -25,7 +25,7 @@ use hdf5::types::VarLenUnicode;
 use hdf5::{File, Group, H5Type};
 use ndarray::{Array1, Array2};
 
-use super::atomic::sync_parent;
+use super::atomic::{commit, temporary_path};
 use super::schema::{MemoryRecord, Phases, SCHEMA_VERSION};
 use super::spool::RankSpool;
 use super::RecordError;
@@ -48,14 +48,10 @@ pub fn write_records(
 }
 
 /// Writes one fp32 dataset per named unit, atomically.
-pub fn write_parameters(path: &Path, units: &[(String, tch::Tensor)]) -> Result<(), RecordError> {
+pub fn write_parameters(path: &Path, units: &[(String, Vec<f32>)]) -> Result<(), RecordError> {
     write_atomically(path, |file| {
-        for (name, unit) in units {
-            let values: Vec<f32> = Vec::try_from(
-                unit.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous(),
-            )
-            .expect("a 1-D fp32 tensor converts");
-            dataset(file, name, &Array1::from_vec(values))?;
+        for (name, values) in units {
+            dataset(file, name, &Array1::from(values.clone()))?;
         }
         Ok(())
     })
@@ -66,16 +62,12 @@ fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&File) -> hdf5::Result<()>,
 ) -> Result<(), RecordError> {
-    let tmp = path.with_extension(format!("h5.tmp-{}", std::process::id()));
+    let tmp = temporary_path(path);
     let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
     let result = File::create(&tmp)
         .and_then(|file| fill(&file).and_then(|_| file.close()))
         .map_err(err)
-        .and_then(|_| {
-            std::fs::rename(&tmp, path)
-                .and_then(|_| sync_parent(path))
-                .map_err(RecordError::io(path))
-        });
+        .and_then(|_| commit(&tmp, path).map_err(RecordError::io(path)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{write_atomic, RecordError, MANIFEST_FILE};
+use super::{check_schema, read_json, write_json, PointConfig, RecordError, MANIFEST_FILE};
 
 /// How a point's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,21 +118,61 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest in `point_dir`, `None` if the point has none yet.
+    ///
+    /// # Errors
+    /// [`RecordError::Schema`] if another schema version wrote it (checked before the rest is
+    /// parsed, so the error names the version, not a missing field); I/O and JSON errors with
+    /// the file's path.
     pub fn read(point_dir: &Path) -> Result<Option<Self>, RecordError> {
         let path = point_dir.join(MANIFEST_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| RecordError::Json { path: path.display().to_string(), source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(RecordError::io(&path)(e)),
+        if !path.exists() {
+            return Ok(None);
         }
+        let value: serde_json::Value = read_json(&path)?;
+        let found = value.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(0);
+        check_schema(&path, u32::try_from(found).unwrap_or(u32::MAX))?;
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
     }
 
     pub fn write(&self, point_dir: &Path) -> Result<(), RecordError> {
-        let path = point_dir.join(MANIFEST_FILE);
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|source| RecordError::Json { path: path.display().to_string(), source })?;
-        write_atomic(&path, &json)
+        write_json(&point_dir.join(MANIFEST_FILE), self)
+    }
+
+    /// The typed view of the point's configuration this manifest carries.
+    ///
+    /// # Errors
+    /// [`RecordError::Json`] (naming `point_dir`'s manifest) if `config` lacks a field.
+    pub fn point_config(&self, point_dir: &Path) -> Result<PointConfig, RecordError> {
+        serde_json::from_value(self.config.clone()).map_err(|source| RecordError::Json {
+            path: point_dir.join(MANIFEST_FILE).display().to_string(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_of_another_schema_version_is_refused_by_name_and_version() {
+        let dir = std::env::temp_dir().join(format!("shardsweep-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A future manifest: another version and fields this build does not know.
+        let future = serde_json::json!({"schema_version": 99, "new_field": 1});
+        std::fs::write(dir.join(MANIFEST_FILE), future.to_string()).unwrap();
+        let error = Manifest::read(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(error.contains("manifest.json"), "{error}");
+        assert!(error.contains("schema version 99"), "{error}");
+        assert!(error.contains(&format!("reads version {}", crate::SCHEMA_VERSION)), "{error}");
+    }
+
+    #[test]
+    fn a_missing_manifest_is_none() {
+        assert!(Manifest::read(Path::new("/nonexistent/point")).unwrap().is_none());
     }
 }

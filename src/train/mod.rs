@@ -18,11 +18,12 @@ use tch::{Device, Kind, Tensor};
 
 use crate::comm::{Comm, CommError};
 use crate::data::SyntheticImages;
+use crate::metrics::timestamp;
 use crate::metrics::{peak_rss_bytes, Clock, Collectives};
 use crate::model::Mae;
 use crate::plan::{DeviceKind, FaultKind, PointSpec};
 use crate::records::{
-    timestamp, write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord,
+    write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord,
     PARAMETERS_FILE,
 };
 
@@ -260,7 +261,15 @@ pub fn run_rank(
         .unwrap_or_else(|panic| Err(TrainError::Panic(panic_message(panic.as_ref()))))
         .and_then(|outcome| {
             if let (Some(parameters), 0) = (&outcome.parameters, comm.rank()) {
-                write_parameters(&point_dir.join(PARAMETERS_FILE), parameters)?;
+                let values: Vec<(String, Vec<f32>)> = parameters
+                    .iter()
+                    .map(|(name, unit)| {
+                        let fp32 = unit.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float);
+                        let values = Vec::try_from(fp32.contiguous()).expect("a 1-D fp32 tensor");
+                        (name.clone(), values)
+                    })
+                    .collect();
+                write_parameters(&point_dir.join(PARAMETERS_FILE), &values)?;
             }
             Ok(outcome)
         });

@@ -25,10 +25,13 @@ use sha2::{Digest, Sha256};
 use super::supervise::{stderr_tail, supervise};
 use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
 use super::LaunchError;
+use super::{finalize, RunEnd};
+use crate::metrics::timestamp;
+use crate::plan::read_point;
 use crate::plan::{LaunchSettings, Plan, PointSpec};
 use crate::records::{
-    finalize, read_point, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome,
-    RecordError, RunEnd, SchedulerInfo, RANKS_DIR, STDERR_FILE,
+    read_spool, spool_path, write_atomic, Manifest, Outcome, RecordError, SchedulerInfo, RANKS_DIR,
+    STDERR_FILE,
 };
 
 #[derive(Debug, thiserror::Error)]

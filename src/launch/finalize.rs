@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use super::hdf5_file::RecordsHeader;
-use super::manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
-use super::spool::{read_spool, spool_path, RankSpool};
-use super::{write_records, RecordError, RECORDS_FILE, SCHEMA_VERSION};
 use crate::plan::PointSpec;
+use crate::records::{
+    read_spool, spool_path, write_records, Manifest, Outcome, Provenance, RankLayout, RankSpool,
+    RecordError, RecordsHeader, SchedulerInfo, RECORDS_FILE, SCHEMA_VERSION,
+};
 
 /// How the launcher saw the run end.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +129,7 @@ fn last_lines(text: &str, n: usize) -> String {
 fn provenance(ranks: &[RankSpool], end: &RunEnd) -> Provenance {
     let infos: Vec<_> = ranks.iter().filter_map(|k| k.info.as_ref()).collect();
     let first = infos.first();
-    let field = |f: fn(&super::RankInfo) -> &String| {
+    let field = |f: fn(&crate::records::RankInfo) -> &String| {
         first.map_or_else(|| "unknown".to_string(), |i| f(i).clone())
     };
     let mut hostnames: Vec<String> = infos.iter().map(|i| i.hostname.clone()).collect();

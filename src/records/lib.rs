@@ -1,0 +1,94 @@
+//! The record format: what each rank measured and how each point ended, as the harness writes
+//! it and the analysis reads it (both through these types; serde and HDF5 only).
+//!
+//! While a point runs, each rank appends one JSON line per step to `ranks/rank-NNNNN.jsonl`
+//! (flushed every step, so a crash loses at most the step in flight). When the run ends, however
+//! it ends, the harness turns those spools into `records.h5` ([`write_records`]) and writes
+//! `manifest.json` last: a manifest is the mark of a point that has been accounted for. Both are
+//! written atomically ([`write_atomic`]). Readers check [`SCHEMA_VERSION`].
+
+mod atomic;
+mod config;
+mod hdf5_file;
+mod hdf5_read;
+mod manifest;
+mod schema;
+mod spool;
+
+pub use atomic::{temporary_path, write_atomic, write_atomic_with};
+pub use config::{
+    BackwardPrefetch, Dtype, ModelName, ParallelConfig, PointConfig, Strategy, SystemPeak,
+};
+pub use hdf5_file::{write_parameters, write_records, RecordsHeader};
+pub use hdf5_read::RecordsReader;
+pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
+pub use schema::{
+    CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord,
+    UnitRecord, SCHEMA_VERSION,
+};
+pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
+
+/// File names inside a point's folder.
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const RECORDS_FILE: &str = "records.h5";
+/// Final parameters, if the point asked for them: one fp32 dataset per unit, named after it.
+pub const PARAMETERS_FILE: &str = "parameters.h5";
+pub const POINT_FILE: &str = "point.json";
+pub const RANKS_DIR: &str = "ranks";
+pub const STDOUT_FILE: &str = "stdout.log";
+pub const STDERR_FILE: &str = "stderr.log";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Hdf5 { path: String, source: hdf5::Error },
+    #[error("{path}: {source}")]
+    Json { path: String, source: serde_json::Error },
+    #[error("{path}: written with record schema version {found}; this build reads version {expected} (re-run the point, or analyse it with the shardsweep version that wrote it)")]
+    Schema { path: String, found: u32, expected: u32 },
+}
+
+impl RecordError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| RecordError::Io { path: path.display().to_string(), source }
+    }
+}
+
+/// Reads a JSON record file (`point.json`, `manifest.json`, a ledger) into `T`.
+///
+/// # Errors
+/// [`RecordError::Io`] if it cannot be read, [`RecordError::Json`] if it does not parse as `T`.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, RecordError> {
+    let bytes = std::fs::read(path).map_err(RecordError::io(path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+}
+
+/// Writes `value` as pretty JSON to `path` atomically ([`write_atomic`]).
+pub fn write_json<T: serde::Serialize>(
+    path: &std::path::Path,
+    value: &T,
+) -> Result<(), RecordError> {
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })?;
+    write_atomic(path, &json)
+}
+
+/// Checks a record file's schema version against the one this build reads.
+///
+/// # Errors
+/// [`RecordError::Schema`] naming the file and both versions.
+pub fn check_schema(path: &std::path::Path, found: u32) -> Result<(), RecordError> {
+    if found == SCHEMA_VERSION {
+        Ok(())
+    } else {
+        Err(RecordError::Schema {
+            path: path.display().to_string(),
+            found,
+            expected: SCHEMA_VERSION,
+        })
+    }
+}
