@@ -14,5 +14,14 @@ pub use experiment::{
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected};
-pub use point::{read_point, write_point, ParallelSpec, PointSpec, SystemSpec};
+pub use point::{read_point, sha256_hex, write_point, ParallelSpec, PointSpec, SystemSpec};
 pub use problems::{ExperimentError, Problem};
+
+/// Whether `name` is safe as a folder name and on a command line (sweeps, points, systems,
+/// accounts): letters, digits, `.`, `_` and `-`, not empty, not starting with `.` (hidden) or
+/// `-` (read as an option).
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}

@@ -82,8 +82,13 @@ impl PointSpec {
     /// was run with other settings.
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("a point serialises");
-        Sha256::digest(json).iter().take(8).map(|b| format!("{b:02x}")).collect()
+        sha256_hex(&json)[..16].to_string()
     }
+}
+
+/// The SHA-256 of `bytes` in lower-case hex (point digests, batch-script hashes).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes the point a folder is for (`point.json`), which the worker and the supervisor read.

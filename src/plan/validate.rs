@@ -3,6 +3,7 @@
 
 use super::experiment::{Axes, Fault, Parts, AXES};
 use super::problems::Problem;
+use super::safe_name;
 use crate::model;
 
 pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Problem>) {
@@ -10,14 +11,11 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
         problems.push(Problem::new(key, Some(&value), message))
     };
     if let Some(name) = name {
-        if name.is_empty()
-            || name.starts_with('.')
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if !safe_name(name) {
             problem(
                 "name".into(),
                 name.into(),
-                "use letters, digits, '.', '_' and '-' only, not first '.' (it names a folder)"
+                "use letters, digits, '.', '_' and '-' only, not first '.' or '-' (it names a folder and reaches command lines)"
                     .into(),
             );
         }

@@ -20,14 +20,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::supervise::{stderr_tail, supervise};
 use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
 use super::LaunchError;
 use super::{finalize, RunEnd};
 use crate::metrics::timestamp;
 use crate::plan::read_point;
+pub use crate::plan::safe_name;
+use crate::plan::sha256_hex;
 use crate::plan::{LaunchSettings, Plan, PointSpec};
 use crate::records::{
     read_spool, spool_path, write_atomic, Manifest, Outcome, RecordError, SchedulerInfo, RANKS_DIR,
@@ -62,13 +62,6 @@ pub enum SlurmError {
     Launch(#[from] LaunchError),
     #[error(transparent)]
     Record(#[from] RecordError),
-}
-
-/// Names that reach batch scripts and `#SBATCH` lines.
-pub fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(['.', '-'])
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn sbatch_safe_path(path: &Path) -> Result<String, SlurmError> {
@@ -246,7 +239,7 @@ pub fn submit(
                 system: system.name.clone(),
                 submission,
                 script: script.display().to_string(),
-                script_sha256: sha256(text.as_bytes()),
+                script_sha256: sha256_hex(text.as_bytes()),
                 nodes: job.nodes,
                 walltime_s: job.walltime_s,
                 points: job.points.clone(),
@@ -331,13 +324,9 @@ fn scheduler_info(
         job_id: job_id.into(),
         node_list: node_list.into(),
         script: script.display().to_string(),
-        script_sha256: std::fs::read(script).map(|b| sha256(&b)).unwrap_or_default(),
+        script_sha256: std::fs::read(script).map(|b| sha256_hex(&b)).unwrap_or_default(),
         job_state,
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where one submitted point stands.
