@@ -6,7 +6,6 @@ use serde::Serialize;
 use super::experiment::{BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
-use crate::model;
 
 /// A point that will not run, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -30,7 +29,8 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         let index = |axis: &str| choice[AXES.iter().position(|a| *a == axis).expect("known axis")];
         let axes = &experiment.axes;
         let strategy = axes.strategy[index("strategy")];
-        let mut model = model::preset(&axes.model[index("model")]).expect("validated model name");
+        let mut model =
+            experiment.model(&axes.model[index("model")]).expect("validated model name");
         if let Some(size) = experiment.settings.image_size {
             model.image_size = size;
         }
@@ -64,13 +64,27 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             parallel,
             nodes,
             ranks_per_node,
-            micro_batch: axes.micro_batch[index("micro_batch")],
+            micro_batch: 0,
             settings: experiment.settings.clone(),
             optimizer: experiment.optimizer.clone(),
             fault: None,
             system: None,
         };
-        let point = PointSpec { id: point_id(&point), ..point };
+        let batch = match axes.batch_axis() {
+            "global_batch" => micro_batch(axes.global_batch[index("global_batch")], &point),
+            _ => Ok(axes.micro_batch[index("micro_batch")]),
+        };
+        let point = match batch {
+            Ok(micro_batch) => PointSpec { micro_batch, ..point },
+            Err(_) => point,
+        };
+        let id = match batch {
+            Ok(_) => point_id(&point),
+            Err(_) => {
+                id_with_batch(&point, &format!("gb{}", axes.global_batch[index("global_batch")]))
+            }
+        };
+        let point = PointSpec { id, ..point };
         // shard_group only applies to the hybrid strategies: other strategies would repeat.
         if plan.points.iter().any(|p| p.id == point.id)
             || plan.rejected.iter().any(|r| r.id == point.id)
@@ -93,9 +107,10 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             .find(|rule| matches(&Fault::matchers(rule)))
             .and_then(|rule| Fault::from_rule(rule).ok());
         let point = PointSpec { fault, ..point };
-        let reason = match excluded_by {
-            Some(r) => Some(format!("excluded by rule exclude[{r}]")),
-            None => check(&point, machine).err(),
+        let reason = match (excluded_by, batch) {
+            (Some(r), _) => Some(format!("excluded by rule exclude[{r}]")),
+            (None, Err(reason)) => Some(reason),
+            (None, Ok(_)) => check(&point, machine).err(),
         };
         match reason {
             Some(reason) => plan.rejected.push(Rejected { id: point.id, reason }),
@@ -105,15 +120,35 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
     plan
 }
 
+/// The micro-batch that makes `global_batch` images per step at `point`'s world size and
+/// accumulation, or why there is none.
+fn micro_batch(global_batch: u32, point: &PointSpec) -> Result<u32, String> {
+    let (world, accumulation) = (point.world_size(), point.parallel.accumulation);
+    let per_step = world * accumulation;
+    if global_batch % per_step != 0 {
+        return Err(format!(
+            "global batch of {global_batch} images does not divide over {world} ranks x {accumulation} accumulation steps ({global_batch} / {per_step} = {:.2} images per micro-batch)",
+            f64::from(global_batch) / f64::from(per_step)
+        ));
+    }
+    Ok(global_batch / per_step)
+}
+
 /// A readable, unique, filesystem-safe name made of the point's axis values; knobs appear
 /// only where they differ from their defaults.
 pub fn point_id(p: &PointSpec) -> String {
+    id_with_batch(p, &format!("mb{}", p.micro_batch))
+}
+
+/// The id with `batch` in the micro-batch's place (a global batch that gives no micro-batch
+/// names its point by itself).
+fn id_with_batch(p: &PointSpec, batch: &str) -> String {
     let k = &p.parallel;
     let mut id = format!("{}-{}", p.model.name, p.strategy.name());
     if p.strategy.is_hybrid() {
         id += &format!("-sg{}", k.shard_group);
     }
-    id += &format!("-n{}x{}-mb{}", p.nodes, p.ranks_per_node, p.micro_batch);
+    id += &format!("-n{}x{}-{batch}", p.nodes, p.ranks_per_node);
     if k.accumulation != 1 {
         id += &format!("-acc{}", k.accumulation);
     }
@@ -157,7 +192,8 @@ fn combinations(experiment: &Experiment) -> Vec<Vec<usize>> {
     }
     let mut result = vec![vec![0; AXES.len()]];
     for factor in factors {
-        let len = experiment.axes.len(AXES[factor[0]]);
+        // The batch axis a file leaves empty takes one (unread) position.
+        let len = experiment.axes.len(AXES[factor[0]]).max(1);
         result = result
             .into_iter()
             .flat_map(|choice| {
