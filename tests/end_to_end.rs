@@ -258,3 +258,44 @@ fn bench_compares_the_harness_with_bare_mpi() {
         );
     }
 }
+
+#[test]
+fn a_custom_model_with_a_global_batch_trains_through_mpirun() {
+    let sweep = Sweep::new(
+        r#"
+name = "custom"
+[models.my-tiny]
+width = 32
+depth = 1
+heads = 2
+patch = 8
+image_size = 16
+decoder_width = 16
+decoder_depth = 1
+decoder_heads = 2
+[axes]
+model = ["my-tiny"]
+strategy = ["full_shard"]
+nodes = [1]
+ranks_per_node = [2]
+global_batch = [8]
+accumulation = [2]
+[settings]
+steps = 3
+warmup_steps = 1
+"#,
+    );
+    assert!(sweep.run(&["--no-analysis"]).status.success(), "run failed");
+    let m = manifest(&sweep.point("custom", "my-tiny-full_shard-n1x2-mb2-acc2"));
+    assert_eq!(m["outcome"], "ok");
+    assert_eq!(m["global_batch"], 8);
+    assert_eq!(m["steps_completed"], serde_json::json!([3, 3]));
+    // The ranks built the shape the file defined, carried in the point itself.
+    let dir = sweep.point("custom", "my-tiny-full_shard-n1x2-mb2-acc2");
+    let point: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("point.json")).unwrap()).unwrap();
+    assert_eq!(
+        (point["model"]["width"].as_i64(), point["model"]["decoder_width"].as_i64()),
+        (Some(32), Some(16))
+    );
+}
