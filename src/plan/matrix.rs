@@ -1,6 +1,8 @@
 //! Expands an experiment into points: the cartesian product of its axes, zip groups advancing
 //! together, exclude rules applied, and every point that cannot run rejected with a reason.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use super::experiment::{BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
@@ -25,7 +27,11 @@ pub struct Plan {
 pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
     let mut plan =
         Plan { sweep: experiment.name.clone(), points: Vec::new(), rejected: Vec::new() };
-    for choice in combinations(experiment) {
+    let choices = combinations(experiment);
+    plan.points.reserve(choices.len());
+    // Ids seen so far: a set, so that a sweep of 1e5 points expands in linear time.
+    let mut seen = HashSet::with_capacity(choices.len());
+    for choice in choices {
         let index = |axis: &str| choice[AXES.iter().position(|a| *a == axis).expect("known axis")];
         let axes = &experiment.axes;
         let strategy = axes.strategy[index("strategy")];
@@ -86,9 +92,7 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         };
         let point = PointSpec { id, ..point };
         // shard_group only applies to the hybrid strategies: other strategies would repeat.
-        if plan.points.iter().any(|p| p.id == point.id)
-            || plan.rejected.iter().any(|r| r.id == point.id)
-        {
+        if !seen.insert(point.id.clone()) {
             continue;
         }
         let matches = |rule: &toml::Table| {
@@ -143,36 +147,41 @@ pub fn point_id(p: &PointSpec) -> String {
 /// The id with `batch` in the micro-batch's place (a global batch that gives no micro-batch
 /// names its point by itself).
 fn id_with_batch(p: &PointSpec, batch: &str) -> String {
+    use std::fmt::Write;
     let k = &p.parallel;
-    let mut id = format!("{}-{}", p.model.name, p.strategy.name());
+    let mut id = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = write!(id, "{}-{}", p.model.name, p.strategy.name());
     if p.strategy.is_hybrid() {
-        id += &format!("-sg{}", k.shard_group);
+        let _ = write!(id, "-sg{}", k.shard_group);
     }
-    id += &format!("-n{}x{}-{batch}", p.nodes, p.ranks_per_node);
+    let _ = write!(id, "-n{}x{}-{batch}", p.nodes, p.ranks_per_node);
     if k.accumulation != 1 {
-        id += &format!("-acc{}", k.accumulation);
+        let _ = write!(id, "-acc{}", k.accumulation);
     }
     if k.activation_checkpointing {
         id += "-ac";
     }
     if k.backward_prefetch != BackwardPrefetch::Pre {
-        id += &format!("-bp{}", k.backward_prefetch.name());
+        let _ = write!(id, "-bp{}", k.backward_prefetch.name());
     }
     if !k.limit_all_gathers {
         id += "-nolimit";
     }
     if k.param_dtype != Dtype::Fp32 {
-        id += &format!("-p{}", k.param_dtype.name());
+        let _ = write!(id, "-p{}", k.param_dtype.name());
     }
     if k.reduce_dtype != Dtype::Fp32 {
-        id += &format!("-r{}", k.reduce_dtype.name());
+        let _ = write!(id, "-r{}", k.reduce_dtype.name());
     }
     id
 }
 
-/// Every combination of value indices, one index per axis in `AXES` order. Axes in one zip
-/// group share an index; the product runs over the remaining axes and the groups.
-fn combinations(experiment: &Experiment) -> Vec<Vec<usize>> {
+/// Every combination of value indices, one index per axis in `AXES` order, the first axis
+/// slowest. Axes in one zip group share an index; the product runs over the remaining axes and
+/// the groups. Combinations are decoded from their position (mixed radix), not built up by
+/// copying, so a 1e5-point sweep costs no allocation per point here.
+fn combinations(experiment: &Experiment) -> impl ExactSizeIterator<Item = [usize; AXES.len()]> {
     // Factors: sets of axes that advance together, ordered by their first axis.
     let mut factors: Vec<Vec<usize>> = Vec::new();
     for (a, axis) in AXES.iter().enumerate() {
@@ -190,21 +199,15 @@ fn combinations(experiment: &Experiment) -> Vec<Vec<usize>> {
             None => vec![a],
         });
     }
-    let mut result = vec![vec![0; AXES.len()]];
-    for factor in factors {
-        // The batch axis a file leaves empty takes one (unread) position.
-        let len = experiment.axes.len(AXES[factor[0]]).max(1);
-        result = result
-            .into_iter()
-            .flat_map(|choice| {
-                let factor = factor.clone();
-                (0..len).map(move |i| {
-                    let mut next = choice.clone();
-                    factor.iter().for_each(|&a| next[a] = i);
-                    next
-                })
-            })
-            .collect();
-    }
-    result
+    // The batch axis a file leaves empty takes one (unread) position.
+    let lens: Vec<usize> = factors.iter().map(|f| experiment.axes.len(AXES[f[0]]).max(1)).collect();
+    let total = lens.iter().product();
+    (0..total).map(move |mut position| {
+        let mut choice = [0; AXES.len()];
+        for (factor, len) in factors.iter().zip(&lens).rev() {
+            factor.iter().for_each(|&a| choice[a] = position % len);
+            position /= len;
+        }
+        choice
+    })
 }
