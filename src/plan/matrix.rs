@@ -129,7 +129,7 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
 fn micro_batch(global_batch: u32, point: &PointSpec) -> Result<u32, String> {
     let (world, accumulation) = (point.world_size(), point.parallel.accumulation);
     let per_step = world * accumulation;
-    if global_batch % per_step != 0 {
+    if !global_batch.is_multiple_of(per_step) {
         return Err(format!(
             "global batch of {global_batch} images does not divide over {world} ranks x {accumulation} accumulation steps ({global_batch} / {per_step} = {:.2} images per micro-batch)",
             f64::from(global_batch) / f64::from(per_step)
