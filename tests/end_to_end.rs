@@ -258,3 +258,84 @@ fn bench_compares_the_harness_with_bare_mpi() {
         );
     }
 }
+
+#[test]
+fn a_custom_model_with_a_global_batch_trains_through_mpirun() {
+    let sweep = Sweep::new(
+        r#"
+name = "custom"
+[models.my-tiny]
+width = 32
+depth = 1
+heads = 2
+patch = 8
+image_size = 16
+decoder_width = 16
+decoder_depth = 1
+decoder_heads = 2
+[axes]
+model = ["my-tiny"]
+strategy = ["full_shard"]
+nodes = [1]
+ranks_per_node = [2]
+global_batch = [8]
+accumulation = [2]
+[settings]
+steps = 3
+warmup_steps = 1
+"#,
+    );
+    assert!(sweep.run(&["--no-analysis"]).status.success(), "run failed");
+    let m = manifest(&sweep.point("custom", "my-tiny-full_shard-n1x2-mb2-acc2"));
+    assert_eq!(m["outcome"], "ok");
+    assert_eq!(m["global_batch"], 8);
+    assert_eq!(m["steps_completed"], serde_json::json!([3, 3]));
+    // The ranks built the shape the file defined, carried in the point itself.
+    let dir = sweep.point("custom", "my-tiny-full_shard-n1x2-mb2-acc2");
+    let point: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("point.json")).unwrap()).unwrap();
+    assert_eq!(
+        (point["model"]["width"].as_i64(), point["model"]["decoder_width"].as_i64()),
+        (Some(32), Some(16))
+    );
+}
+
+#[test]
+fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
+    // Four ranks as two simulated nodes of two: groups of 2 within a node, 2 across nodes (one
+    // rank per node) and 4 over both. Tiny sizes: only the file's shape is asserted.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().join("bench.csv");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--ranks", "4", "--ranks-per-node", "2", "--sizes", "--out"])
+        .arg(&out)
+        .args(["--max-bytes", "64", "--repeats", "3", "--warmup", "1"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("backend,collective,group_size,ranks_per_node,nodes,payload_bytes,repeats,median_s,p10_s,p90_s")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let keys: Vec<String> = rows.iter().map(|r| r[1..6].join(" ")).collect();
+    for collective in ["all_gather", "reduce_scatter", "all_reduce"] {
+        for bytes in [8, 16, 32, 64] {
+            for group in ["2 2 1", "2 1 2"] {
+                assert!(keys.contains(&format!("{collective} {group} {bytes}")), "{keys:?}");
+            }
+        }
+    }
+    // 8 bytes is two fp32 elements: four ranks gather or scatter no fewer than four.
+    assert!(keys.contains(&"all_reduce 4 2 2 8".to_string()));
+    assert!(!keys.contains(&"all_gather 4 2 2 8".to_string()));
+    assert!(keys.contains(&"all_gather 4 2 2 16".to_string()));
+    assert_eq!(rows.len(), 3 * 4 * 2 + 3 + 3 + 4, "{keys:?}");
+    for row in &rows {
+        assert_eq!((row[0], row[6]), ("mpi", "3"));
+        let [median, p10, p90] = [7, 8, 9].map(|i| row[i].parse::<f64>().unwrap());
+        assert!(0.0 < p10 && p10 <= median && median <= p90, "{row:?}");
+    }
+}

@@ -337,3 +337,185 @@ fn fault_rules_plant_a_fault_in_matching_points_and_are_validated() {
         ],
     );
 }
+
+/// A ViT-22B-like shape (Dehghani et al. 2023: width 6144, depth 48, MLP 24576, 48 heads,
+/// patch 14) with MAE's default decoder.
+const VIT_22B: &str = r#"
+[models.vit-22b]
+width = 6144
+depth = 48
+mlp = 24576
+heads = 48
+patch = 14
+image_size = 224
+"#;
+
+#[test]
+fn custom_models_plan_like_presets_and_are_rejected_on_memory_with_the_reason() {
+    let axes = r#"
+model = ["vit-22b", "vit-tiny"]
+strategy = ["no_shard", "full_shard"]
+nodes = [16]
+ranks_per_node = [8]
+micro_batch = [4]
+"#;
+    let experiment = parse(&with_axes(axes, VIT_22B)).unwrap();
+    // A 64 GiB device per rank: sharded over 128 ranks the model states fit, replicated not.
+    let gcd = Machine { memory_bytes: 64 << 30, per_rank: true };
+    let plan = expand(&experiment, &gcd);
+    let ids: Vec<&str> = plan.points.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "vit-22b-full_shard-n16x8-mb4",
+            "vit-tiny-no_shard-n16x8-mb4",
+            "vit-tiny-full_shard-n16x8-mb4"
+        ]
+    );
+    let model = &plan.points[0].model;
+    assert_eq!((model.width, model.depth, model.mlp, model.heads), (6144, 48, 24576, 48));
+    assert_eq!((model.decoder_width, model.decoder_depth, model.decoder_mlp), (512, 8, 2048));
+    let billions = model.encoder_params() as f64 / 1e9;
+    assert!((21.5..22.0).contains(&billions), "{billions}");
+    let reason = &plan.rejected[0];
+    assert_eq!(reason.id, "vit-22b-no_shard-n16x8-mb4");
+    assert!(reason.reason.contains("does not fit"), "{}", reason.reason);
+    // On a small shared-memory machine no sharding makes it fit.
+    let small = expand(&experiment, &MACHINE);
+    assert!(small.points.iter().all(|p| p.model.name == "vit-tiny"));
+    assert_eq!(small.rejected.len(), 2);
+    assert!(small.rejected.iter().all(|r| r.reason.contains("does not fit")));
+}
+
+#[test]
+fn custom_model_defaults_and_image_size_override() {
+    let models = "[models.wide-decoder]\nwidth = 64\ndepth = 2\nheads = 4\npatch = 8\nimage_size = 32\ndecoder_width = 128\ndecoder_heads = 8\nmask_ratio = 0.5\n";
+    let axes = AXES.replace("\"vit-mini\"", "\"wide-decoder\"");
+    let plan = expand(&parse(&with_axes(&axes, models)).unwrap(), &MACHINE);
+    let p = plan.points.iter().find(|p| p.model.name == "wide-decoder").unwrap();
+    assert_eq!(p.id, "wide-decoder-no_shard-n1x2-mb4");
+    let m = &p.model;
+    assert_eq!((m.mlp, m.decoder_mlp, m.decoder_depth, m.channels), (256, 512, 8, 3));
+    assert_eq!((m.mask_ratio, m.visible_patches()), (0.5, 8));
+    // settings.image_size applies to custom models too, and is checked against their patch.
+    let odd = with_axes(&axes, &models.replace("patch = 8", "patch = 16").replace("= 32", "= 64"))
+        .replace("warmup_steps = 1", "warmup_steps = 1\nimage_size = 40");
+    assert_reports(
+        &odd,
+        &["settings.image_size = 40: must be a positive multiple of wide-decoder's patch size 16"],
+    );
+}
+
+#[test]
+fn custom_models_that_cannot_work_are_rejected_naming_key_and_value() {
+    let models = r#"
+[models.vit-base]
+width = 64
+depth = 1
+heads = 4
+patch = 8
+image_size = 32
+[models.odd]
+width = 100
+depth = 2
+heads = 3
+patch = 7
+image_size = 32
+decoder_width = 30
+decoder_heads = 4
+mask_ratio = 1.0
+[models.typo]
+width = 64
+depth = 2
+heads = 4
+patch = 8
+image_size = 32
+decoder_dpeth = 2
+[models.zero]
+width = 0
+depth = 2
+heads = 4
+patch = 8
+image_size = 32
+"#;
+    let axes = AXES.replace("\"vit-mini\"", "\"odd\", \"vit-giant\"");
+    let expected = [
+        "models.vit-base = \"vit-base\": a preset has this name",
+        "models.odd.width = 100: must be divisible by its 3 heads",
+        "models.odd.decoder_width = 30: must be divisible by its 4 heads",
+        "models.odd.decoder_width = 30: must be a multiple of 4",
+        "models.odd.image_size = 32: must be a multiple of the patch size 7",
+        "models.odd.mask_ratio = 1.0: must be in [0, 1)",
+        "models.typo.decoder_dpeth = 2: unknown field `decoder_dpeth`",
+        "models.zero.width = 0: must be at least 1",
+        "axes.model[2] = \"vit-giant\": unknown model; known: odd, typo, vit-base, zero, vit-tiny",
+    ];
+    let text = with_axes(&axes, models);
+    assert_reports(&text, &expected);
+    assert_eq!(problems(&text).len(), expected.len(), "{:#?}", problems(&text));
+}
+
+#[test]
+fn global_batch_derives_the_micro_batch_per_point_or_rejects_with_the_reason() {
+    let axes = r#"
+model = ["vit-tiny"]
+strategy = ["no_shard"]
+nodes = [1, 3]
+ranks_per_node = [2]
+global_batch = [24, 64]
+accumulation = [1, 2]
+"#;
+    let plan = expand(&parse(&with_axes(axes, "")).unwrap(), &MACHINE);
+    let points: Vec<(&str, u32, u32)> =
+        plan.points.iter().map(|p| (p.id.as_str(), p.micro_batch, p.global_batch())).collect();
+    assert_eq!(
+        points,
+        [
+            ("vit-tiny-no_shard-n1x2-mb12", 12, 24),
+            ("vit-tiny-no_shard-n1x2-mb6-acc2", 6, 24),
+            ("vit-tiny-no_shard-n1x2-mb32", 32, 64),
+            ("vit-tiny-no_shard-n1x2-mb16-acc2", 16, 64),
+            ("vit-tiny-no_shard-n3x2-mb4", 4, 24),
+            ("vit-tiny-no_shard-n3x2-mb2-acc2", 2, 24),
+        ]
+    );
+    let reasons: Vec<(&str, &str)> =
+        plan.rejected.iter().map(|r| (r.id.as_str(), r.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "vit-tiny-no_shard-n3x2-gb64",
+                "global batch of 64 images does not divide over 6 ranks x 1 accumulation steps (64 / 6 = 10.67 images per micro-batch)"
+            ),
+            (
+                "vit-tiny-no_shard-n3x2-gb64-acc2",
+                "global batch of 64 images does not divide over 6 ranks x 2 accumulation steps (64 / 12 = 5.33 images per micro-batch)"
+            ),
+        ]
+    );
+    // Rules select points by the global batch like any axis.
+    let text = format!("{}\n[[exclude]]\nglobal_batch = 64\n", with_axes(axes, ""));
+    assert_eq!(expand(&parse(&text).unwrap(), &MACHINE).points.len(), 4);
+}
+
+#[test]
+fn exactly_one_of_micro_batch_and_global_batch() {
+    let both = AXES.replace("micro_batch = [4, 8]", "micro_batch = [4, 8]\nglobal_batch = [16]");
+    assert_reports(
+        &with_axes(&both, ""),
+        &["axes.global_batch = [16]: set either micro_batch or global_batch, not both"],
+    );
+    let neither = AXES.replace("micro_batch = [4, 8]", "");
+    assert_reports(
+        &with_axes(&neither, ""),
+        &["axes.micro_batch = []: set micro_batch (images per rank) or global_batch"],
+    );
+    let zero = AXES.replace("micro_batch = [4, 8]", "global_batch = [0]");
+    assert_reports(&with_axes(&zero, ""), &["axes.global_batch[0] = 0: must be at least 1"]);
+    let rule = format!(
+        "{}\n[[exclude]]\nmicro_batch = 4\n",
+        with_axes(&AXES.replace("micro_batch = [4, 8]", "global_batch = [16]"), "")
+    );
+    assert_reports(&rule, &["exclude[0].micro_batch = 4: not a value of axes.micro_batch"]);
+}

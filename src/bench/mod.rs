@@ -7,6 +7,9 @@
 //!   `MPI_Reduce_scatter_block` and `MPI_Allreduce` on preallocated buffers of the same size.
 //! - Steps: full_shard training steps with the clock, collective log, per-unit timers and the
 //!   spool line, against the same steps with a clock that measures nothing.
+//! - [`sweep`]: collectives over message and group sizes, for calibrating a model of them.
+
+pub mod sweep;
 
 use std::time::Instant;
 

@@ -23,17 +23,20 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::records::{BackwardPrefetch, Dtype, Strategy};
 
+use super::models::{self, Models};
 use super::problems::{deserialize_all, ExperimentError, Problem};
 use super::validate::validate;
 
-/// Names of the sweepable axes, in the order points are expanded and named.
-pub const AXES: [&str; 12] = [
+/// Names of the sweepable axes, in the order points are expanded and named. Of `micro_batch`
+/// and `global_batch` a file sets exactly one.
+pub const AXES: [&str; 13] = [
     "model",
     "strategy",
     "shard_group",
     "nodes",
     "ranks_per_node",
     "micro_batch",
+    "global_batch",
     "accumulation",
     "activation_checkpointing",
     "backward_prefetch",
@@ -59,8 +62,9 @@ pub enum DeviceKind {
     Cuda,
 }
 
-/// The swept dimensions. The first five are required; the FSDP knobs default to PyTorch's
-/// defaults (one value each), so a file names them only to change or sweep them.
+/// The swept dimensions. `model`, `strategy`, `nodes`, `ranks_per_node` and one of
+/// `micro_batch` / `global_batch` are required; the FSDP knobs default to PyTorch's defaults
+/// (one value each), so a file names them only to change or sweep them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Axes {
@@ -73,7 +77,12 @@ pub struct Axes {
     pub nodes: Vec<u32>,
     pub ranks_per_node: Vec<u32>,
     /// Images per rank per forward pass.
+    #[serde(default)]
     pub micro_batch: Vec<u32>,
+    /// Images per optimizer step over all ranks, instead of `micro_batch`: each point's
+    /// micro-batch is global_batch / (world size x accumulation), where that divides.
+    #[serde(default)]
+    pub global_batch: Vec<u32>,
     /// Micro-batches per optimizer step (gradient accumulation without communication).
     #[serde(default = "one_u32")]
     pub accumulation: Vec<u32>,
@@ -119,6 +128,7 @@ impl Axes {
             "nodes" => self.nodes.len(),
             "ranks_per_node" => self.ranks_per_node.len(),
             "micro_batch" => self.micro_batch.len(),
+            "global_batch" => self.global_batch.len(),
             "accumulation" => self.accumulation.len(),
             "activation_checkpointing" => self.activation_checkpointing.len(),
             "backward_prefetch" => self.backward_prefetch.len(),
@@ -139,6 +149,7 @@ impl Axes {
             "nodes" => Integer(self.nodes[index].into()),
             "ranks_per_node" => Integer(self.ranks_per_node[index].into()),
             "micro_batch" => Integer(self.micro_batch[index].into()),
+            "global_batch" => Integer(self.global_batch[index].into()),
             "accumulation" => Integer(self.accumulation[index].into()),
             "activation_checkpointing" => Boolean(self.activation_checkpointing[index]),
             "backward_prefetch" => String(self.backward_prefetch[index].name().into()),
@@ -146,6 +157,23 @@ impl Axes {
             "param_dtype" => String(self.param_dtype[index].name().into()),
             "reduce_dtype" => String(self.reduce_dtype[index].name().into()),
             other => unreachable!("unknown axis {other}"),
+        }
+    }
+
+    /// The batch axis the file sets (`global_batch` if it has values, else `micro_batch`).
+    pub fn batch_axis(&self) -> &'static str {
+        if self.global_batch.is_empty() {
+            "micro_batch"
+        } else {
+            "global_batch"
+        }
+    }
+
+    /// The batch axis the file leaves empty: it takes no part in the product.
+    pub fn unused_batch_axis(&self) -> &'static str {
+        match self.batch_axis() {
+            "micro_batch" => "global_batch",
+            _ => "micro_batch",
         }
     }
 }
@@ -277,6 +305,8 @@ impl Fault {
 pub struct Experiment {
     pub name: String,
     pub description: String,
+    /// `[models.NAME]`: shapes this file defines, usable in `axes.model` like presets.
+    pub models: Models,
     pub axes: Axes,
     /// Groups of axes that advance together (equal lengths) instead of crossing.
     pub zip: Vec<Vec<String>>,
@@ -316,8 +346,18 @@ fn required<T: serde::de::DeserializeOwned>(
     }
 }
 
-const TOP_LEVEL: [&str; 9] =
-    ["name", "description", "axes", "zip", "exclude", "fault", "settings", "optimizer", "launch"];
+const TOP_LEVEL: [&str; 10] = [
+    "name",
+    "description",
+    "models",
+    "axes",
+    "zip",
+    "exclude",
+    "fault",
+    "settings",
+    "optimizer",
+    "launch",
+];
 
 impl Experiment {
     pub fn load(path: &Path) -> Result<Self, ExperimentError> {
@@ -357,6 +397,7 @@ impl Experiment {
         let name: Option<String> = required(&table, "name", &mut problems);
         let description: Option<String> = optional(&table, "description", &mut problems);
         let parts = Parts {
+            models: optional(&table, "models", &mut problems),
             axes: required(&table, "axes", &mut problems),
             settings: required(&table, "settings", &mut problems),
             optimizer: optional(&table, "optimizer", &mut problems),
@@ -375,6 +416,7 @@ impl Experiment {
                 Some(name),
                 Some(description),
                 Parts {
+                    models: Some(models),
                     axes: Some(axes),
                     settings: Some(settings),
                     optimizer: Some(optimizer),
@@ -386,6 +428,7 @@ impl Experiment {
             ) if problems.is_empty() => Ok(Experiment {
                 name,
                 description,
+                models,
                 axes,
                 zip,
                 exclude,
@@ -399,6 +442,13 @@ impl Experiment {
     }
 }
 
+impl Experiment {
+    /// The configuration of model `name`: the file's own `[models.NAME]`, else a preset.
+    pub fn model(&self, name: &str) -> Option<crate::model::ModelConfig> {
+        models::resolve(&self.models, name)
+    }
+}
+
 /// `axes.model[1]` -> `axes.model`.
 fn base_key(key: &str) -> String {
     key.split('[').next().unwrap_or(key).to_string()
@@ -406,6 +456,7 @@ fn base_key(key: &str) -> String {
 
 /// The sections of an experiment file that parsed (`None`: absent and required, or invalid).
 pub(super) struct Parts {
+    pub models: Option<Models>,
     pub axes: Option<Axes>,
     pub settings: Option<Settings>,
     pub optimizer: Option<OptimizerSettings>,

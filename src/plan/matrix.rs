@@ -1,12 +1,13 @@
 //! Expands an experiment into points: the cartesian product of its axes, zip groups advancing
 //! together, exclude rules applied, and every point that cannot run rejected with a reason.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use super::experiment::{BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
-use crate::model;
 
 /// A point that will not run, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -26,11 +27,16 @@ pub struct Plan {
 pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
     let mut plan =
         Plan { sweep: experiment.name.clone(), points: Vec::new(), rejected: Vec::new() };
-    for choice in combinations(experiment) {
+    let choices = combinations(experiment);
+    plan.points.reserve(choices.len());
+    // Ids seen so far: a set, so that a sweep of 1e5 points expands in linear time.
+    let mut seen = HashSet::with_capacity(choices.len());
+    for choice in choices {
         let index = |axis: &str| choice[AXES.iter().position(|a| *a == axis).expect("known axis")];
         let axes = &experiment.axes;
         let strategy = axes.strategy[index("strategy")];
-        let mut model = model::preset(&axes.model[index("model")]).expect("validated model name");
+        let mut model =
+            experiment.model(&axes.model[index("model")]).expect("validated model name");
         if let Some(size) = experiment.settings.image_size {
             model.image_size = size;
         }
@@ -64,17 +70,29 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             parallel,
             nodes,
             ranks_per_node,
-            micro_batch: axes.micro_batch[index("micro_batch")],
+            micro_batch: 0,
             settings: experiment.settings.clone(),
             optimizer: experiment.optimizer.clone(),
             fault: None,
             system: None,
         };
-        let point = PointSpec { id: point_id(&point), ..point };
+        let batch = match axes.batch_axis() {
+            "global_batch" => micro_batch(axes.global_batch[index("global_batch")], &point),
+            _ => Ok(axes.micro_batch[index("micro_batch")]),
+        };
+        let point = match batch {
+            Ok(micro_batch) => PointSpec { micro_batch, ..point },
+            Err(_) => point,
+        };
+        let id = match batch {
+            Ok(_) => point_id(&point),
+            Err(_) => {
+                id_with_batch(&point, &format!("gb{}", axes.global_batch[index("global_batch")]))
+            }
+        };
+        let point = PointSpec { id, ..point };
         // shard_group only applies to the hybrid strategies: other strategies would repeat.
-        if plan.points.iter().any(|p| p.id == point.id)
-            || plan.rejected.iter().any(|r| r.id == point.id)
-        {
+        if !seen.insert(point.id.clone()) {
             continue;
         }
         let matches = |rule: &toml::Table| {
@@ -93,9 +111,10 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             .find(|rule| matches(&Fault::matchers(rule)))
             .and_then(|rule| Fault::from_rule(rule).ok());
         let point = PointSpec { fault, ..point };
-        let reason = match excluded_by {
-            Some(r) => Some(format!("excluded by rule exclude[{r}]")),
-            None => check(&point, machine).err(),
+        let reason = match (excluded_by, batch) {
+            (Some(r), _) => Some(format!("excluded by rule exclude[{r}]")),
+            (None, Err(reason)) => Some(reason),
+            (None, Ok(_)) => check(&point, machine).err(),
         };
         match reason {
             Some(reason) => plan.rejected.push(Rejected { id: point.id, reason }),
@@ -105,39 +124,64 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
     plan
 }
 
+/// The micro-batch that makes `global_batch` images per step at `point`'s world size and
+/// accumulation, or why there is none.
+fn micro_batch(global_batch: u32, point: &PointSpec) -> Result<u32, String> {
+    let (world, accumulation) = (point.world_size(), point.parallel.accumulation);
+    let per_step = world * accumulation;
+    if !global_batch.is_multiple_of(per_step) {
+        return Err(format!(
+            "global batch of {global_batch} images does not divide over {world} ranks x {accumulation} accumulation steps ({global_batch} / {per_step} = {:.2} images per micro-batch)",
+            f64::from(global_batch) / f64::from(per_step)
+        ));
+    }
+    Ok(global_batch / per_step)
+}
+
 /// A readable, unique, filesystem-safe name made of the point's axis values; knobs appear
 /// only where they differ from their defaults.
 pub fn point_id(p: &PointSpec) -> String {
+    id_with_batch(p, &format!("mb{}", p.micro_batch))
+}
+
+/// The id with `batch` in the micro-batch's place (a global batch that gives no micro-batch
+/// names its point by itself).
+fn id_with_batch(p: &PointSpec, batch: &str) -> String {
+    use std::fmt::Write;
     let k = &p.parallel;
-    let mut id = format!("{}-{}", p.model.name, p.strategy.name());
+    let mut id = String::with_capacity(64);
+    // Writing to a String cannot fail.
+    let _ = write!(id, "{}-{}", p.model.name, p.strategy.name());
     if p.strategy.is_hybrid() {
-        id += &format!("-sg{}", k.shard_group);
+        let _ = write!(id, "-sg{}", k.shard_group);
     }
-    id += &format!("-n{}x{}-mb{}", p.nodes, p.ranks_per_node, p.micro_batch);
+    let _ = write!(id, "-n{}x{}-{batch}", p.nodes, p.ranks_per_node);
     if k.accumulation != 1 {
-        id += &format!("-acc{}", k.accumulation);
+        let _ = write!(id, "-acc{}", k.accumulation);
     }
     if k.activation_checkpointing {
         id += "-ac";
     }
     if k.backward_prefetch != BackwardPrefetch::Pre {
-        id += &format!("-bp{}", k.backward_prefetch.name());
+        let _ = write!(id, "-bp{}", k.backward_prefetch.name());
     }
     if !k.limit_all_gathers {
         id += "-nolimit";
     }
     if k.param_dtype != Dtype::Fp32 {
-        id += &format!("-p{}", k.param_dtype.name());
+        let _ = write!(id, "-p{}", k.param_dtype.name());
     }
     if k.reduce_dtype != Dtype::Fp32 {
-        id += &format!("-r{}", k.reduce_dtype.name());
+        let _ = write!(id, "-r{}", k.reduce_dtype.name());
     }
     id
 }
 
-/// Every combination of value indices, one index per axis in `AXES` order. Axes in one zip
-/// group share an index; the product runs over the remaining axes and the groups.
-fn combinations(experiment: &Experiment) -> Vec<Vec<usize>> {
+/// Every combination of value indices, one index per axis in `AXES` order, the first axis
+/// slowest. Axes in one zip group share an index; the product runs over the remaining axes and
+/// the groups. Combinations are decoded from their position (mixed radix), not built up by
+/// copying, so a 1e5-point sweep costs no allocation per point here.
+fn combinations(experiment: &Experiment) -> impl ExactSizeIterator<Item = [usize; AXES.len()]> {
     // Factors: sets of axes that advance together, ordered by their first axis.
     let mut factors: Vec<Vec<usize>> = Vec::new();
     for (a, axis) in AXES.iter().enumerate() {
@@ -155,20 +199,15 @@ fn combinations(experiment: &Experiment) -> Vec<Vec<usize>> {
             None => vec![a],
         });
     }
-    let mut result = vec![vec![0; AXES.len()]];
-    for factor in factors {
-        let len = experiment.axes.len(AXES[factor[0]]);
-        result = result
-            .into_iter()
-            .flat_map(|choice| {
-                let factor = factor.clone();
-                (0..len).map(move |i| {
-                    let mut next = choice.clone();
-                    factor.iter().for_each(|&a| next[a] = i);
-                    next
-                })
-            })
-            .collect();
-    }
-    result
+    // The batch axis a file leaves empty takes one (unread) position.
+    let lens: Vec<usize> = factors.iter().map(|f| experiment.axes.len(AXES[f[0]]).max(1)).collect();
+    let total = lens.iter().product();
+    (0..total).map(move |mut position| {
+        let mut choice = [0; AXES.len()];
+        for (factor, len) in factors.iter().zip(&lens).rev() {
+            factor.iter().for_each(|&a| choice[a] = position % len);
+            position /= len;
+        }
+        choice
+    })
 }

@@ -4,6 +4,7 @@
 mod experiment;
 mod feasibility;
 mod matrix;
+mod models;
 mod point;
 mod problems;
 mod validate;
@@ -14,6 +15,7 @@ pub use experiment::{
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected};
+pub use models::{ModelShape, Models};
 pub use point::{read_point, sha256_hex, write_point, ParallelSpec, PointSpec, SystemSpec};
 pub use problems::{ExperimentError, Problem};
 

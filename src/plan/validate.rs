@@ -2,6 +2,7 @@
 //! on whatever sections parsed, so one pass reports every problem it can see.
 
 use super::experiment::{Axes, Fault, Parts, AXES};
+use super::models::{self, Models};
 use super::problems::Problem;
 use super::safe_name;
 use crate::model;
@@ -20,10 +21,20 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
             );
         }
     }
+    for (name, shape) in parts.models.iter().flatten() {
+        for (field, value, message) in models::problems(name, shape) {
+            let key = match field {
+                "" => format!("models.{name}"),
+                field => format!("models.{name}.{field}"),
+            };
+            problem(key, value, message);
+        }
+    }
     if let Some(axes) = &parts.axes {
         let zipped: Vec<&str> = parts.zip.iter().flatten().flatten().map(String::as_str).collect();
         validate_axes(
             axes,
+            parts.models.as_ref(),
             &zipped,
             parts.settings.as_ref().and_then(|s| s.image_size),
             &mut problem,
@@ -104,12 +115,30 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
 /// (checked with the zip groups).
 fn validate_axes(
     axes: &Axes,
+    models: Option<&Models>,
     zipped: &[&str],
     image_size: Option<i64>,
     problem: &mut impl FnMut(String, toml::Value, String),
 ) {
+    let batch = |values: &[u32]| toml::Value::Array(values.iter().map(|&v| v.into()).collect());
+    match (axes.micro_batch.is_empty(), axes.global_batch.is_empty()) {
+        (true, true) => problem(
+            "axes.micro_batch".into(),
+            batch(&[]),
+            "set micro_batch (images per rank) or global_batch (images per step)".into(),
+        ),
+        (false, false) => problem(
+            "axes.global_batch".into(),
+            batch(&axes.global_batch),
+            "set either micro_batch or global_batch, not both (one is derived from the other)"
+                .into(),
+        ),
+        _ => {}
+    }
     for axis in AXES {
-        if axes.len(axis) == 0 {
+        // The batch axes are checked together above.
+        let batch_axis = axis == "micro_batch" || axis == "global_batch";
+        if axes.len(axis) == 0 && !batch_axis {
             problem(
                 format!("axes.{axis}"),
                 toml::Value::Array(vec![]),
@@ -127,19 +156,27 @@ fn validate_axes(
             }
         }
     }
+    // A [models] section that did not parse has been reported; its names cannot be judged.
+    let Some(models) = models else { return };
     for (i, name) in axes.model.iter().enumerate() {
-        match model::preset(name) {
+        match models::resolve(models, name) {
             None => problem(
                 format!("axes.model[{i}]"),
                 name.clone().into(),
                 format!(
-                    "unknown model; known: {}",
-                    model::preset_names().collect::<Vec<_>>().join(", ")
+                    "unknown model; known: {} (or define [models.{name}])",
+                    models
+                        .keys()
+                        .cloned()
+                        .chain(model::preset_names().map(String::from))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ),
             Some(config) => {
-                if let Some(size) = image_size.filter(|size| *size <= 0 || size % config.patch != 0)
-                {
+                // A patch below 1 is reported with the model's shape.
+                let fits = |size: i64| config.patch < 1 || (size > 0 && size % config.patch == 0);
+                if let Some(size) = image_size.filter(|size| !fits(*size)) {
                     problem(
                         "settings.image_size".into(),
                         size.into(),
