@@ -40,9 +40,9 @@ impl Comparison {
     }
 }
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+/// The median as the analysis computes it (statrs: the mean of the middle two for even counts).
+fn median(samples: Vec<f64>) -> f64 {
+    sweep::quantile(&samples, 0.5)
 }
 
 /// The slowest rank's time of `op`, all ranks starting together.

@@ -199,7 +199,7 @@ fn layouts(groups: &[usize], world: usize, rpn: usize) -> Vec<Layout> {
 
 /// The `q` quantile of `samples` by statrs (the estimator the analysis uses for its p10/p90,
 /// so the two agree).
-fn quantile(samples: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(samples: &[f64], q: f64) -> f64 {
     use statrs::statistics::{Data, OrderStatistics};
     Data::new(samples.to_vec()).quantile(q)
 }

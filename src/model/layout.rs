@@ -121,15 +121,21 @@ pub struct UnitViews {
 
 impl UnitViews {
     pub fn new(flat: &Tensor, layout: &UnitLayout) -> Self {
-        let mut offset = 0;
+        // One split rather than a `narrow` per parameter: autograd then sums the pieces'
+        // gradients into the flat gradient with one cat, where narrow's backward builds a
+        // zero tensor of the whole unit for every parameter (backward 10x slower on vit-base).
+        let mut sizes: Vec<i64> = layout.params.iter().map(|spec| spec.numel()).collect();
+        let used: i64 = sizes.iter().sum();
+        let padding = flat.size()[0] - used;
+        if padding > 0 {
+            sizes.push(padding);
+        }
+        let pieces = flat.split_with_sizes(sizes.as_slice(), 0);
         let views = layout
             .params
             .iter()
-            .map(|spec| {
-                let view = flat.narrow(0, offset, spec.numel()).view(spec.shape.as_slice());
-                offset += spec.numel();
-                (spec.name.clone(), view)
-            })
+            .zip(pieces)
+            .map(|(spec, piece)| (spec.name.clone(), piece.view(spec.shape.as_slice())))
             .collect();
         Self { views }
     }
