@@ -14,11 +14,11 @@ mod spool;
 
 pub use atomic::write_atomic;
 pub use finalize::{finalize, RunEnd};
-pub use hdf5_file::{write_parameters, write_records, RecordsHeader};
+pub use hdf5_file::{read_parameters, write_parameters, write_records, RecordsHeader};
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
 pub use schema::{
-    CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord,
-    UnitRecord, SCHEMA_VERSION,
+    CollectiveKind, CollectiveRecord, LoaderRecord, MemoryRecord, Phases, RankInfo, SpoolLine,
+    StepRecord, UnitRecord, SCHEMA_VERSION,
 };
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 
