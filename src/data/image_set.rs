@@ -55,6 +55,11 @@ impl ImageSet {
         let name = path.display().to_string();
         let h5 = |source| DataError::Hdf5 { path: name.clone(), source };
         let bad = |message: String| DataError::Format { path: name.clone(), message };
+        if !path.is_file() {
+            return Err(
+                bad("no such image set file (make one with shardsweep data import)".into()),
+            );
+        }
         let file = File::open(path).map_err(h5)?;
         let format = file
             .attr("format")

@@ -194,7 +194,9 @@ pub struct Axes {
     pub param_dtype: Vec<Dtype>,
     #[serde(default = "fp32")]
     pub reduce_dtype: Vec<Dtype>,
-    /// `"synthetic"` or the path of an image set file (relative to the working directory).
+    /// `"synthetic"` or the path of an image set file (relative to the working directory when
+    /// planned). Checked where the ranks open it, not at plan time: a sweep may be planned on a
+    /// machine that does not hold the file.
     #[serde(default = "synthetic")]
     pub data: Vec<DataSource>,
     /// Threads that prepare micro-batches ahead of the step (0: prepared when asked for).

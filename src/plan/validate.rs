@@ -129,18 +129,6 @@ fn validate_axes(
             }
         }
     }
-    for (i, data) in axes.data.iter().enumerate() {
-        if let crate::plan::DataSource::File(path) = data {
-            if !path.is_file() {
-                problem(
-                    format!("axes.data[{i}]"),
-                    data.name().into(),
-                    "no such file: give \"synthetic\" or an image set (shardsweep data import)"
-                        .into(),
-                );
-            }
-        }
-    }
     for (i, name) in axes.model.iter().enumerate() {
         match model::preset(name) {
             None => problem(
