@@ -40,6 +40,9 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 # h5py lets the tests check that record files are readable by the Python ecosystem.
 .venv/bin/python -c "import h5py" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "h5py==3.12.1"
+# scikit-learn ships a small real labelled image set (the UCI handwritten digits) that
+# `shardsweep data digits` turns into images for pretraining and the linear probe.
+.venv/bin/python -c "import sklearn" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "scikit-learn==1.6.1"
 # A stable path for cargo (.cargo/config.toml) whatever the Python minor version is.
 torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
 ln -sfn "$torch_dir" .venv/libtorch

@@ -11,5 +11,6 @@ pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod probe;
 pub use shardsweep_records as records;
 pub mod train;

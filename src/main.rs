@@ -29,6 +29,10 @@ enum Command {
     /// Measure what the harness costs: its collectives against bare MPI calls of the same
     /// size, and training steps with instrumentation against steps without.
     Bench(cli::bench::Args),
+    /// Image sets: import a folder-per-class tree, write the bundled digits, time the loader.
+    Data(cli::data::Args),
+    /// Train a linear classifier on a point's frozen encoder features; report top-1 and top-5.
+    Probe(cli::probe::Args),
     /// Render an experiment's points into batch jobs for a Slurm system and submit them.
     Submit(cli::slurm::SubmitArgs),
     /// Submit again the points that never ran or ended in a way a retry can change
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "analysis")]
         Command::Analysis(command) => cli::analysis::run(command),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Data(args) => cli::data::run(args),
+        Command::Probe(args) => cli::probe::run(args),
         Command::Submit(args) => cli::slurm::submit(args),
         Command::Resume(args) => cli::slurm::resume(args),
         Command::Status(args) => cli::slurm::status(args),

@@ -209,6 +209,7 @@ pub fn instrumentation(
                     phases: Default::default(),
                     peak_rss_bytes: crate::metrics::peak_rss_bytes(),
                     memory: engine.memory().take_record(),
+                    loader: Default::default(),
                     units: engine.take_unit_records(),
                     collectives: log.into_records(),
                 };

@@ -4,7 +4,9 @@
 #[cfg(feature = "analysis")]
 pub mod analysis;
 pub mod bench;
+pub mod data;
 pub mod plan;
+pub mod probe;
 pub mod run;
 pub mod slurm;
 pub mod worker;

@@ -1,7 +1,61 @@
 //! Training data. Every image and every MAE mask is a pure function of (seed, global sample
 //! index), so the same global batch is reproduced whatever the number of ranks and however the
-//! batch is split among them.
+//! batch is split among them; a [`Loader`] prepares each rank's share ahead of the step.
 
+mod augment;
+mod image_set;
+mod import;
+mod loader;
 mod synthetic;
 
-pub use synthetic::SyntheticImages;
+pub use augment::{normalise_resized, random_resized_crop, Crop, IMAGENET_MEAN, IMAGENET_STD};
+pub use image_set::{ImageSet, ImageSetSource, Split};
+pub use import::{import_folder, ImportOptions, ImportReport, Skipped};
+pub use loader::{rank_batches, Batch, Loader, LoaderFigures, Source, PREFETCH_PER_WORKER};
+pub use synthetic::{fill_mask_noise, SyntheticImages};
+
+use std::sync::Arc;
+
+use crate::model::ModelConfig;
+use crate::plan::DataSource;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Hdf5 { path: String, source: hdf5::Error },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// The source a point trains on: synthetic images of the model's shape, or an image set
+/// augmented to the model's image size.
+pub fn open_source(
+    data: &DataSource,
+    seed: u64,
+    model: &ModelConfig,
+) -> Result<Arc<dyn Source>, DataError> {
+    Ok(match data {
+        DataSource::Synthetic => Arc::new(SyntheticImages {
+            seed,
+            image_size: model.image_size,
+            channels: model.channels,
+        }),
+        DataSource::File(path) => {
+            let set = ImageSet::open(path)?;
+            if set.channels() != model.channels as usize {
+                return Err(DataError::Format {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "images have {} channels, model {} takes {}",
+                        set.channels(),
+                        model.name,
+                        model.channels
+                    ),
+                });
+            }
+            Arc::new(ImageSetSource::new(set, seed, model.image_size as usize)?)
+        }
+    })
+}

@@ -160,6 +160,27 @@ impl Mae {
         x.expect("a model has stages")
     }
 
+    /// Encoder features of unmasked `images` ([B, C, H, W]) from whole units `units` (root
+    /// first, then the encoder blocks): every patch and the cls token through the encoder and its
+    /// final norm, [B, 1 + patches, width] (token 0 is cls). What a linear probe reads.
+    pub fn encode(&self, units: &[Tensor], images: &Tensor) -> Tensor {
+        let patches = self.patchify(images);
+        let (batch, count, _) = patches.size3().expect("patches are [B, N, D]");
+        let all =
+            Tensor::arange(count, (Kind::Int64, images.device())).unsqueeze(0).repeat([batch, 1]);
+        let batch = Masked {
+            patches,
+            ids_keep: all.shallow_clone(),
+            ids_restore: all,
+            mask: Tensor::zeros([batch, count], (Kind::Float, images.device())),
+        };
+        let mut x = self.run(Stage::Embed, &units[0], None, &batch);
+        for block in 0..self.config.depth as usize {
+            x = self.run(Stage::Encoder(block), &units[1 + block], Some(&x), &batch);
+        }
+        layer_norm(&x, &UnitViews::new(&units[0], &self.units[0]), "norm")
+    }
+
     /// [B, C, H, W] -> [B, patches, patch * patch * C], patches row-major, pixels (p, q, c).
     pub fn patchify(&self, images: &Tensor) -> Tensor {
         let c = &self.config;

@@ -29,7 +29,7 @@ use super::validate::validate;
 
 /// Names of the sweepable axes, in the order points are expanded and named. Of `micro_batch`
 /// and `global_batch` a file sets exactly one.
-pub const AXES: [&str; 13] = [
+pub const AXES: [&str; 15] = [
     "model",
     "strategy",
     "shard_group",
@@ -43,14 +43,49 @@ pub const AXES: [&str; 13] = [
     "limit_all_gathers",
     "param_dtype",
     "reduce_dtype",
+    "data",
+    "loader_workers",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Where training images come from: written `"synthetic"` or the path of an HDF5 image set
+/// (made by `shardsweep data import`). Masks are synthetic either way.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum DataSource {
     /// Images and masks generated from (seed, global sample index).
     #[default]
     Synthetic,
+    /// An image set file; sample i of the run is a seeded permutation of its train split,
+    /// augmented as in MAE (random resized crop, horizontal flip) seeded by i.
+    File(std::path::PathBuf),
+}
+
+impl DataSource {
+    pub fn is_synthetic(&self) -> bool {
+        *self == DataSource::Synthetic
+    }
+
+    pub fn name(&self) -> String {
+        String::from(self.clone())
+    }
+}
+
+impl From<String> for DataSource {
+    fn from(text: String) -> Self {
+        match text.as_str() {
+            "synthetic" => DataSource::Synthetic,
+            _ => DataSource::File(text.into()),
+        }
+    }
+}
+
+impl From<DataSource> for String {
+    fn from(source: DataSource) -> Self {
+        match source {
+            DataSource::Synthetic => "synthetic".into(),
+            DataSource::File(path) => path.display().to_string(),
+        }
+    }
 }
 
 /// Where each rank computes. ROCm builds of libtorch expose AMD GPUs as `cuda` too.
@@ -98,6 +133,18 @@ pub struct Axes {
     pub param_dtype: Vec<Dtype>,
     #[serde(default = "fp32")]
     pub reduce_dtype: Vec<Dtype>,
+    /// `"synthetic"` or the path of an image set file (relative to the working directory when
+    /// planned). Checked where the ranks open it, not at plan time: a sweep may be planned on a
+    /// machine that does not hold the file.
+    #[serde(default = "synthetic")]
+    pub data: Vec<DataSource>,
+    /// Threads that prepare micro-batches ahead of the step (0: prepared when asked for).
+    #[serde(default = "one_u32")]
+    pub loader_workers: Vec<u32>,
+}
+
+fn synthetic() -> Vec<DataSource> {
+    vec![DataSource::Synthetic]
 }
 
 fn zero() -> Vec<u32> {
@@ -135,6 +182,8 @@ impl Axes {
             "limit_all_gathers" => self.limit_all_gathers.len(),
             "param_dtype" => self.param_dtype.len(),
             "reduce_dtype" => self.reduce_dtype.len(),
+            "data" => self.data.len(),
+            "loader_workers" => self.loader_workers.len(),
             _ => 0,
         }
     }
@@ -156,6 +205,8 @@ impl Axes {
             "limit_all_gathers" => Boolean(self.limit_all_gathers[index]),
             "param_dtype" => String(self.param_dtype[index].name().into()),
             "reduce_dtype" => String(self.reduce_dtype[index].name().into()),
+            "data" => String(self.data[index].name()),
+            "loader_workers" => Integer(self.loader_workers[index].into()),
             other => unreachable!("unknown axis {other}"),
         }
     }
@@ -191,8 +242,6 @@ pub struct Settings {
     pub image_size: Option<i64>,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default)]
-    pub data: DataSource,
     #[serde(default)]
     pub device: DeviceKind,
     /// libtorch intra-op threads per rank (ranks of one machine share its cores).

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::experiment::{BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
+use super::experiment::{BackwardPrefetch, DataSource, Dtype, Experiment, Fault, Strategy, AXES};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 
@@ -71,6 +71,14 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             nodes,
             ranks_per_node,
             micro_batch: 0,
+            data: match &axes.data[index("data")] {
+                // Ranks may start elsewhere (a batch job's directory): pin the file's path.
+                DataSource::File(path) => {
+                    DataSource::File(std::path::absolute(path).unwrap_or(path.clone()))
+                }
+                DataSource::Synthetic => DataSource::Synthetic,
+            },
+            loader_workers: axes.loader_workers[index("loader_workers")],
             settings: experiment.settings.clone(),
             optimizer: experiment.optimizer.clone(),
             fault: None,
@@ -173,6 +181,15 @@ fn id_with_batch(p: &PointSpec, batch: &str) -> String {
     }
     if k.reduce_dtype != Dtype::Fp32 {
         let _ = write!(id, "-r{}", k.reduce_dtype.name());
+    }
+    if let DataSource::File(path) = &p.data {
+        let stem = path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+        let safe: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        id += &format!("-d{safe}");
+    }
+    if p.loader_workers != 1 {
+        id += &format!("-lw{}", p.loader_workers);
     }
     id
 }

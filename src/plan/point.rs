@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::experiment::{BackwardPrefetch, Dtype, Fault, OptimizerSettings, Settings, Strategy};
+use super::experiment::{
+    BackwardPrefetch, DataSource, Dtype, Fault, OptimizerSettings, Settings, Strategy,
+};
 use crate::model::ModelConfig;
 use crate::records::{self, RecordError};
 
@@ -19,6 +21,11 @@ pub struct PointSpec {
     pub nodes: u32,
     pub ranks_per_node: u32,
     pub micro_batch: u32,
+    /// Written only when not synthetic, so points from before the axis keep their digests.
+    #[serde(default, skip_serializing_if = "DataSource::is_synthetic")]
+    pub data: DataSource,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub loader_workers: u32,
     pub settings: Settings,
     pub optimizer: OptimizerSettings,
     /// A failure planted by a `[[fault]]` rule (tests of the harness itself).
@@ -27,6 +34,14 @@ pub struct PointSpec {
     /// The system the point is submitted to, with the peak its MFU is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<SystemSpec>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -150,8 +150,8 @@ fn validate_axes(
             if !zipped.contains(&axis) && (0..i).any(|j| axes.value(axis, j) == value) {
                 problem(format!("axes.{axis}[{i}]"), value.clone(), "duplicate value".into());
             }
-            // shard_group 0 means "one node".
-            if value.as_integer() == Some(0) && axis != "shard_group" {
+            // shard_group 0 means "one node"; loader_workers 0 means "no prefetching".
+            if value.as_integer() == Some(0) && !["shard_group", "loader_workers"].contains(&axis) {
                 problem(format!("axes.{axis}[{i}]"), value, "must be at least 1".into());
             }
         }

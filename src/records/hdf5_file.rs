@@ -10,6 +10,10 @@
 //! /memory/<category>_bytes [ranks, steps] u64  the harness's account: param_shards,
 //!                        grad_shards, optimizer_state, gathered_params_peak,
 //!                        unsharded_grads_peak, activations_peak (0 where missing)
+//! /loader/<figure>      [ranks, steps] the input pipeline's own figures, summed over the
+//!                        step's samples: read_bytes (u64), read_s, decode_s, augment_s (f64,
+//!                        worker time, NaN where missing), queue_depth (u32, batches ready when
+//!                        the step asked for data)
 //! /units/<column>        [rows] one row per rank, step and unit: rank, step, unit (u32),
 //!                        forward_s, backward_s, recompute_s (f64)
 //! /collectives/<column>  [calls] one row per collective call: rank, step, unit (u32),
@@ -26,7 +30,7 @@ use hdf5::{File, Group, H5Type};
 use ndarray::{Array1, Array2};
 
 use super::atomic::{commit, temporary_path};
-use super::schema::{MemoryRecord, Phases, SCHEMA_VERSION};
+use super::schema::{LoaderRecord, MemoryRecord, Phases, SCHEMA_VERSION};
 use super::spool::RankSpool;
 use super::RecordError;
 
@@ -55,6 +59,17 @@ pub fn write_parameters(path: &Path, units: &[(String, Vec<f32>)]) -> Result<(),
         }
         Ok(())
     })
+}
+
+/// Reads the units `names` (in that order) from a file [`write_parameters`] wrote, each as a
+/// 1-D fp32 tensor on the CPU.
+pub fn read_parameters(path: &Path, names: &[String]) -> Result<Vec<Vec<f32>>, RecordError> {
+    let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
+    let file = File::open(path).map_err(err)?;
+    names
+        .iter()
+        .map(|name| file.dataset(name).and_then(|d| d.read_raw::<f32>()).map_err(err))
+        .collect()
 }
 
 /// Creates an HDF5 file beside `path`, lets `fill` write it, then renames it into place.
@@ -111,6 +126,16 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     for (i, name) in MemoryRecord::NAMES.iter().enumerate() {
         dataset(&memory, name, &counts(&|rec| rec.memory.values()[i]))?;
     }
+
+    let loader = file.create_group("loader")?;
+    dataset(&loader, "read_bytes", &counts(&|rec| rec.loader.read_bytes))?;
+    for (i, name) in LoaderRecord::TIME_NAMES.iter().enumerate() {
+        dataset(&loader, name, &table(&|rec| rec.loader.times()[i]))?;
+    }
+    let depth = Array2::from_shape_fn((r, s), |(rank, step)| {
+        ranks[rank].steps.get(step).map_or(0, |rec| rec.loader.queue_depth)
+    });
+    dataset(&loader, "queue_depth", &depth)?;
 
     let units = file.create_group("units")?;
     let rows = table_rows(ranks, |step| &step.units);

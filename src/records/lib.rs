@@ -19,12 +19,12 @@ pub use atomic::{temporary_path, write_atomic, write_atomic_with};
 pub use config::{
     BackwardPrefetch, Dtype, ModelName, ParallelConfig, PointConfig, Strategy, SystemPeak,
 };
-pub use hdf5_file::{write_parameters, write_records, RecordsHeader};
+pub use hdf5_file::{read_parameters, write_parameters, write_records, RecordsHeader};
 pub use hdf5_read::RecordsReader;
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
 pub use schema::{
-    CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord,
-    UnitRecord, SCHEMA_VERSION,
+    CollectiveKind, CollectiveRecord, LoaderRecord, MemoryRecord, Phases, RankInfo, SpoolLine,
+    StepRecord, UnitRecord, SCHEMA_VERSION,
 };
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 

@@ -115,6 +115,41 @@ impl MemoryRecord {
     }
 }
 
+/// What the input pipeline did for one step of one rank, summed over the step's micro-batches
+/// and samples (worker time, which overlaps the step when batches are prefetched; `data_s` is
+/// the part the step waited for).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderRecord {
+    /// Bytes read from the data set file (0 for synthetic data).
+    pub read_bytes: u64,
+    /// Reading stored samples.
+    pub read_s: f64,
+    /// Turning what was read into fp32 pixels (for synthetic data: generating them).
+    pub decode_s: f64,
+    /// Random resized crop, flip and normalisation.
+    pub augment_s: f64,
+    /// Batches ready in the prefetch queue when the step asked for its first micro-batch
+    /// (0: it waited).
+    pub queue_depth: u32,
+}
+
+impl LoaderRecord {
+    pub const TIME_NAMES: [&'static str; 3] = ["read_s", "decode_s", "augment_s"];
+
+    pub fn times(&self) -> [f64; 3] {
+        [self.read_s, self.decode_s, self.augment_s]
+    }
+
+    /// Adds `other`'s sums; the queue depth stays this record's (the step's first batch).
+    pub fn add(&mut self, other: &LoaderRecord) {
+        self.read_bytes += other.read_bytes;
+        self.read_s += other.read_s;
+        self.decode_s += other.decode_s;
+        self.augment_s += other.augment_s;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepRecord {
@@ -128,6 +163,9 @@ pub struct StepRecord {
     /// Peak resident set size of the process so far.
     pub peak_rss_bytes: u64,
     pub memory: MemoryRecord,
+    /// The input pipeline's own figures for this step (absent in spools older than the field).
+    #[serde(default)]
+    pub loader: LoaderRecord,
     pub units: Vec<UnitRecord>,
     pub collectives: Vec<CollectiveRecord>,
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::comm::{Comm, CommError};
-use crate::data::SyntheticImages;
+use crate::data::{open_source, rank_batches, DataError, Loader, LoaderFigures};
 use crate::metrics::timestamp;
 use crate::metrics::{peak_rss_bytes, Clock, Collectives};
 use crate::model::Mae;
@@ -33,6 +33,8 @@ pub enum TrainError {
     Comm(#[from] CommError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Data(#[from] DataError),
     #[error("device {0:?} is not available in this build of libtorch")]
     NoDevice(DeviceKind),
     /// libtorch reports errors (out of memory among them) as panics in tch.
@@ -91,29 +93,43 @@ pub fn train(
     );
     spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
 
-    let data = SyntheticImages {
-        seed: point.settings.seed,
-        image_size: point.model.image_size,
-        channels: point.model.channels,
-    };
-    let micro_batch = u64::from(point.micro_batch);
+    let micro_batch = point.micro_batch;
     let accumulation = point.parallel.accumulation;
-    let local_batch = micro_batch * u64::from(accumulation);
+    let source = open_source(&point.data, point.settings.seed, &point.model)?;
+    let batches = rank_batches(
+        point.settings.steps,
+        point.global_batch(),
+        comm.rank(),
+        micro_batch,
+        accumulation,
+    );
+    let mut loader = Loader::new(
+        source,
+        batches,
+        point.settings.seed,
+        point.model.patches(),
+        point.loader_workers as usize,
+    );
     let mut losses = Vec::new();
     for step in 0..point.settings.steps {
         let start = clock.now_s();
         let mut collectives = Collectives::new(&clock, start);
         let mut phases = Phases::default();
+        let mut figures = LoaderFigures::default();
         let mut loss_sum = 0.0;
         for micro in 0..accumulation {
-            // This rank's micro-batch of the global batch: ranks take consecutive slices.
-            let first = u64::from(step) * u64::from(point.global_batch())
-                + comm.rank() as u64 * local_batch
-                + u64::from(micro) * micro_batch;
+            // data_s is the time the step waited for its batch (exposed data loading).
             let t0 = clock.now_s();
-            let samples = first..first + micro_batch;
-            let images = data.images(samples.clone()).to_device(device);
-            let noise = data.mask_noise(samples, point.model.patches()).to_device(device);
+            let batch = loader
+                .next_batch()
+                .ok_or_else(|| TrainError::Setup("the loader ran out of batches".into()))??;
+            let images = batch.images.to_device(device);
+            let noise = batch.noise.to_device(device);
+            if micro == 0 {
+                figures = batch.figures;
+            } else {
+                figures.add(&batch.figures);
+            }
             let (t1, c1) = (clock.now_s(), collectives.waited_s());
             let loss = engine.forward(&images, &noise, &mut collectives)?;
             let (t2, c2) = (clock.now_s(), collectives.waited_s());
@@ -153,6 +169,7 @@ pub fn train(
             phases,
             peak_rss_bytes: peak_rss_bytes(),
             memory: engine.memory().take_record(),
+            loader: figures,
             units: engine.take_unit_records(),
             collectives: collectives.into_records(),
         };

@@ -51,6 +51,7 @@ fn spool() -> RankSpool {
                 },
                 peak_rss_bytes: 1 << 30,
                 memory: MemoryRecord::default(),
+                loader: Default::default(),
                 units: (0..UNITS)
                     .map(|unit| UnitRecord {
                         unit,

@@ -1,0 +1,231 @@
+//! `shardsweep data`: image sets for training and probing. `import` turns a folder-per-class
+//! tree into an image set file, `digits` writes scikit-learn's bundled handwritten digits as
+//! such a tree, and `bench` measures the loader alone (images/s against worker threads).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use shardsweep::data::{
+    import_folder, rank_batches, ImageSet, ImageSetSource, ImportOptions, Loader, Source,
+    SyntheticImages,
+};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Import a folder-per-class tree of PNG/JPEG/TIFF images into one HDF5 image set.
+    Import(ImportArgs),
+    /// Write scikit-learn's handwritten digits (8x8 grey, 10 classes) as a folder of PNGs.
+    Digits(DigitsArgs),
+    /// Images/s of the loader alone (no training) for each number of worker threads.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    folder: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// Side of the stored square RGB images, pixels.
+    #[arg(long, default_value_t = 64)]
+    size: u32,
+    /// Share of each class held out for validation (floor per class).
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct DigitsArgs {
+    /// scikit-learn's `datasets/data/digits.csv.gz` (found through .venv's Python if not given).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Folder to write, one subfolder per digit.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// "synthetic" or an image set file.
+    data: String,
+    /// Worker thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,4")]
+    workers: Vec<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    batch: u32,
+    #[arg(long, default_value_t = 40)]
+    batches: u32,
+    /// Output image side, pixels.
+    #[arg(long, default_value_t = 64)]
+    image_size: usize,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    match args.command {
+        Command::Import(args) => import(args),
+        Command::Digits(args) => digits(args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn import(args: ImportArgs) -> Result<ExitCode> {
+    let options = ImportOptions {
+        size: args.size,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        force: args.force,
+    };
+    let report = import_folder(&args.folder, &args.out, &options)?;
+    for skipped in &report.skipped {
+        eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+    }
+    println!(
+        "{}: {} images in {} classes ({} train, {} val), {} skipped",
+        args.out.display(),
+        report.images,
+        report.classes,
+        report.train,
+        report.val,
+        report.skipped.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// scikit-learn's copy of the UCI digits: rows of 64 pixel values in 0..=16 and the label.
+fn digits(args: DigitsArgs) -> Result<ExitCode> {
+    let csv = match args.csv {
+        Some(csv) => csv,
+        None => sklearn_digits_csv()?,
+    };
+    let file = std::fs::File::open(&csv).with_context(|| format!("{}", csv.display()))?;
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(file));
+    let mut count = 0;
+    for (row, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{}: line {}", csv.display(), row + 1))?;
+        let values: Vec<u8> = line
+            .split(',')
+            .map(|v| v.trim().parse::<f64>().map(|v| v as u8))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: line {}: not numbers", csv.display(), row + 1))?;
+        if values.len() != 65 || values[..64].iter().any(|&v| v > 16) || values[64] > 9 {
+            bail!("{}: line {}: expected 64 pixels in 0..=16 and a digit", csv.display(), row + 1);
+        }
+        let pixels: Vec<u8> =
+            values[..64].iter().map(|&v| (u32::from(v) * 255 / 16) as u8).collect();
+        let dir = args.out.join(values[64].to_string());
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+        let path = dir.join(format!("{row:04}.png"));
+        image::GrayImage::from_raw(8, 8, pixels)
+            .expect("64 pixels")
+            .save(&path)
+            .with_context(|| format!("{}", path.display()))?;
+        count += 1;
+    }
+    println!("{}: {count} digits", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The digits file of the scikit-learn that setup.sh installs into .venv.
+fn sklearn_digits_csv() -> Result<PathBuf> {
+    let python = Path::new(".venv/bin/python");
+    let output = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import os, sklearn.datasets as d; \
+             print(os.path.join(os.path.dirname(d.__file__), 'data', 'digits.csv.gz'))",
+        ])
+        .output()
+        .with_context(|| format!("{}: cannot run (give --csv)", python.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{}: cannot find scikit-learn (run setup.sh or give --csv): {}",
+            python.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+#[derive(Serialize)]
+struct LoaderSpeed {
+    data: String,
+    loader_workers: usize,
+    batch: u32,
+    batches: u32,
+    images_per_s: f64,
+    read_bytes: u64,
+    read_s: f64,
+    decode_s: f64,
+    augment_s: f64,
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let source: Arc<dyn Source> = if args.data == "synthetic" {
+        Arc::new(SyntheticImages { seed: 0, image_size: args.image_size as i64, channels: 3 })
+    } else {
+        let set = ImageSet::open(Path::new(&args.data))?;
+        Arc::new(ImageSetSource::new(set, 0, args.image_size)?)
+    };
+    let mut rows = Vec::new();
+    let table_header = ["workers", "images/s", "read MB", "read s", "decode s", "augment s"];
+    let mut table = super::table(table_header);
+    for &workers in &args.workers {
+        let batches = rank_batches(args.batches, args.batch, 0, args.batch, 1);
+        let mut loader = Loader::new(Arc::clone(&source), batches, 0, 16, workers);
+        let start = Instant::now();
+        let mut row = LoaderSpeed {
+            data: args.data.clone(),
+            loader_workers: workers,
+            batch: args.batch,
+            batches: args.batches,
+            images_per_s: 0.0,
+            read_bytes: 0,
+            read_s: 0.0,
+            decode_s: 0.0,
+            augment_s: 0.0,
+        };
+        while let Some(batch) = loader.next_batch() {
+            let figures = batch?.figures;
+            row.read_bytes += figures.read_bytes;
+            row.read_s += figures.read_s;
+            row.decode_s += figures.decode_s;
+            row.augment_s += figures.augment_s;
+        }
+        row.images_per_s = f64::from(args.batch * args.batches) / start.elapsed().as_secs_f64();
+        table.add_row(vec![
+            workers.to_string(),
+            format!("{:.0}", row.images_per_s),
+            format!("{:.2}", row.read_bytes as f64 / 1e6),
+            format!("{:.3}", row.read_s),
+            format!("{:.3}", row.decode_s),
+            format!("{:.3}", row.augment_s),
+        ]);
+        rows.push(row);
+    }
+    println!("{table}");
+    if let Some(path) = args.json {
+        let text = serde_json::to_vec_pretty(&rows)?;
+        shardsweep::records::write_atomic(&path, &text)
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
