@@ -11,5 +11,6 @@ pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod predict;
 pub mod records;
 pub mod train;

@@ -4,7 +4,9 @@
 #[cfg(feature = "analysis")]
 pub mod analysis;
 pub mod bench;
+pub mod calibrate;
 pub mod plan;
+pub mod predict;
 pub mod run;
 pub mod slurm;
 pub mod worker;
