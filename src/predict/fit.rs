@@ -301,27 +301,48 @@ pub fn fit(
             .filter(|u| u.seconds > 0.0)
             .map(|u| (u.width, (u.flop / u.seconds).ln(), u.model.as_str()))
             .collect();
-        let level = |half: f64| {
-            obs.iter().map(|(w, lf, _)| lf - (w / (w + half)).ln()).sum::<f64>() / obs.len() as f64
+        // ln F = ln F_max + ln scale_model + ln(w / (w + w_half)): for a given w_half each
+        // model's intercept is its mean residual; w_half minimises the squared residuals.
+        let models: Vec<&str> = {
+            let mut m: Vec<&str> = obs.iter().map(|o| o.2).collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let intercepts = |half: f64| -> Vec<f64> {
+            models
+                .iter()
+                .map(|m| {
+                    let r: Vec<f64> = obs
+                        .iter()
+                        .filter(|o| o.2 == *m)
+                        .map(|(w, lf, _)| lf - (w / (w + half)).ln())
+                        .collect();
+                    r.iter().sum::<f64>() / r.len() as f64
+                })
+                .collect()
         };
         let sse = |half: f64| {
-            let l = level(half);
-            obs.iter().map(|(w, lf, _)| (lf - l - (w / (w + half)).ln()).powi(2)).sum::<f64>()
+            let c = intercepts(half);
+            obs.iter()
+                .map(|(w, lf, m)| {
+                    let i = models.iter().position(|x| x == m).expect("listed");
+                    (lf - c[i] - (w / (w + half)).ln()).powi(2)
+                })
+                .sum::<f64>()
         };
         let half = golden(0.0, 12.0, &mut |x| sse(x.exp())).exp();
+        let c = intercepts(half);
+        let level = c.iter().sum::<f64>() / c.len() as f64;
         hw.compute_half_width = half;
-        hw.compute_flop_per_s = level(half).exp();
+        hw.compute_flop_per_s = level.exp();
         let from = format!("{} timed unit forwards", obs.len());
         for name in ["compute_flop_per_s", "compute_half_width"] {
             fixed.push(name);
             sources.insert(name, from.clone());
         }
-        let mut by_model: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-        for (w, lf, m) in &obs {
-            by_model.entry(m).or_default().push(lf - hw.block_flop_per_s(*w).ln());
-        }
-        for (m, r) in by_model {
-            model_scale.insert(m.to_string(), (r.iter().sum::<f64>() / r.len() as f64).exp());
+        for (m, ci) in models.iter().zip(&c) {
+            model_scale.insert(m.to_string(), (ci - level).exp());
         }
     }
     if !input.data_s_per_image.is_empty() {
