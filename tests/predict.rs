@@ -24,7 +24,7 @@ fn truth() -> Hardware {
     h.ranks_per_nic = 1;
     h.compute_flop_per_s = 4e10;
     h.compute_half_width = 900.0;
-    h.data_s_per_image = 2e-3;
+    h.data_s_per_pixel = 2e-7;
     h
 }
 
@@ -68,7 +68,7 @@ fn calibration_recovers_known_parameters() {
             }
         }
     }
-    input.data_s_per_image = vec![2e-3; 10];
+    input.data_s_per_pixel = vec![2e-7; 10];
     let start = Hardware::fallback();
     let cal = fit("local", &start, BTreeMap::new(), &input);
     let f = &cal.hardware;
@@ -78,7 +78,7 @@ fn calibration_recovers_known_parameters() {
     close("intra_node_bytes_per_s", f.intra_node_bytes_per_s, h.intra_node_bytes_per_s);
     close("net_ring_step_s", f.net_ring_step_s, h.net_ring_step_s);
     close("nic_bytes_per_s", f.nic_bytes_per_s, h.nic_bytes_per_s);
-    close("data_s_per_image", f.data_s_per_image, h.data_s_per_image);
+    close("data_s_per_pixel", f.data_s_per_pixel, h.data_s_per_pixel);
     // Compute: the curve and the per-model factors are only defined up to a common factor;
     // their product (each model's rate at each of its widths) is what must come back.
     for (name, scale) in model_scale {

@@ -76,7 +76,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         input.measured.extend(used.points);
         input.units.extend(used.units);
         input.collectives.extend(used.collectives);
-        input.data_s_per_image.extend(used.data_s_per_image);
+        input.data_s_per_pixel.extend(used.data_s_per_pixel);
+        input.backward_to_forward.extend(used.backward_to_forward);
         input.held_out.extend(held.points);
     }
     for path in &args.bench {

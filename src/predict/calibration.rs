@@ -41,8 +41,9 @@ pub struct FittedParameter {
     pub name: String,
     pub value: f64,
     pub default: f64,
-    pub lower: f64,
-    pub upper: f64,
+    /// Bounds of the fit (none: measured directly, positive).
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
     /// `default (system profile)`, or what it was fitted to.
     pub source: String,
 }

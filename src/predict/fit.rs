@@ -24,7 +24,8 @@ pub struct FitInput {
     pub held_out: Vec<Measured>,
     pub units: Vec<UnitSample>,
     pub collectives: Vec<CollectiveSample>,
-    pub data_s_per_image: Vec<f64>,
+    pub data_s_per_pixel: Vec<f64>,
+    pub backward_to_forward: Vec<f64>,
 }
 
 /// A hardware figure the fit may move: accessor, bounds as factors of the default, prior width.
@@ -36,7 +37,7 @@ struct Knob {
     prior_width: f64,
 }
 
-const TABLE_KNOBS: [Knob; 6] = [
+const TABLE_KNOBS: [Knob; 7] = [
     Knob {
         name: "compute_flop_per_s",
         get: |h| h.compute_flop_per_s,
@@ -71,6 +72,15 @@ const TABLE_KNOBS: [Knob; 6] = [
         set: |h, v| h.nic_bytes_per_s = v,
         factor: 4.0,
         prior_width: 0.5,
+    },
+    // A blocking call's time includes waiting for the last rank to arrive: timed calls give
+    // its prior, whole steps the rest.
+    Knob {
+        name: "collective_base_s",
+        get: |h| h.collective_base_s,
+        set: |h, v| h.collective_base_s = v,
+        factor: 100.0,
+        prior_width: 2.0,
     },
     Knob {
         name: "net_ring_step_s",
@@ -177,6 +187,8 @@ struct Fitter<'a> {
     input: &'a FitInput,
     defaults: Hardware,
     prior_width: BTreeMap<&'static str, f64>,
+    /// Per-model factors measured from unit times (the prior's centre), 1 where none.
+    scale_prior: BTreeMap<String, f64>,
 }
 
 impl Fitter<'_> {
@@ -192,8 +204,9 @@ impl Fitter<'_> {
             sum += ((knob.get)(hw) / (knob.get)(&self.defaults)).ln().powi(2) / (w * w);
         }
         if let Some(cal) = &self.model.calibration {
-            for s in cal.model_compute_scale.values() {
-                sum += s.ln().powi(2) / (MODEL_SCALE_PRIOR * MODEL_SCALE_PRIOR);
+            for (m, s) in &cal.model_compute_scale {
+                let centre = self.scale_prior.get(m).copied().unwrap_or(1.0);
+                sum += (s / centre).ln().powi(2) / (MODEL_SCALE_PRIOR * MODEL_SCALE_PRIOR);
             }
         }
         sum
@@ -345,11 +358,17 @@ pub fn fit(
             model_scale.insert(m.to_string(), (ci - level).exp());
         }
     }
-    if !input.data_s_per_image.is_empty() {
-        let mut d = input.data_s_per_image.clone();
+    if !input.data_s_per_pixel.is_empty() {
+        let mut d = input.data_s_per_pixel.clone();
         d.sort_by(f64::total_cmp);
-        hw.data_s_per_image = d[d.len() / 2];
-        sources.insert("data_s_per_image", format!("{} records' data phases", d.len()));
+        hw.data_s_per_pixel = d[d.len() / 2];
+        sources.insert("data_s_per_pixel", format!("{} records' data phases", d.len()));
+    }
+    if !input.backward_to_forward.is_empty() {
+        let mut r = input.backward_to_forward.clone();
+        r.sort_by(f64::total_cmp);
+        hw.backward_to_forward = r[r.len() / 2];
+        sources.insert("backward_to_forward", format!("{} timed unit backwards", r.len()));
     }
     for name in &fixed {
         // A figure measured directly stays close to its measurement in the table fit.
@@ -360,7 +379,7 @@ pub fn fit(
         system: system.into(),
         created_at: crate::records::timestamp(),
         hardware: hw.clone(),
-        model_compute_scale: model_scale,
+        model_compute_scale: model_scale.clone(),
         parameters: Vec::new(),
         residuals: Vec::new(),
         summary: FitSummary::default(),
@@ -374,6 +393,7 @@ pub fn fit(
         input,
         defaults: hw.clone(),
         prior_width,
+        scale_prior: model_scale.clone(),
     };
     if !input.measured.is_empty() {
         let from = format!("{} measured throughputs", input.measured.len());
@@ -408,7 +428,8 @@ pub fn fit(
     let mut cal = model.calibration.clone().expect("fitted");
     let fitted_hw = cal.hardware.clone();
     let mut parameters = Vec::new();
-    let all: [(&str, fn(&Hardware) -> f64); 12] = [
+    let all: [(&str, fn(&Hardware) -> f64); 13] = [
+        ("backward_to_forward", |h| h.backward_to_forward),
         ("compute_flop_per_s", |h| h.compute_flop_per_s),
         ("compute_half_width", |h| h.compute_half_width),
         ("memory_bytes_per_s", |h| h.memory_bytes_per_s),
@@ -420,7 +441,7 @@ pub fn fit(
         ("net_tree_step_s", |h| h.net_tree_step_s),
         ("collective_base_s", |h| h.collective_base_s),
         ("ring_congestion_nodes", |h| h.ring_congestion_nodes),
-        ("data_s_per_image", |h| h.data_s_per_image),
+        ("data_s_per_pixel", |h| h.data_s_per_pixel),
     ];
     for (name, get) in all {
         let factor = TABLE_KNOBS.iter().find(|k| k.name == name).map(|k| k.factor);
@@ -429,9 +450,8 @@ pub fn fit(
             name: name.into(),
             value: get(&fitted_hw),
             default: d,
-            lower: factor.map_or(if sources.contains_key(name) { 0.0 } else { d }, |f| d / f),
-            upper: factor
-                .map_or(if sources.contains_key(name) { f64::INFINITY } else { d }, |f| d * f),
+            lower: factor.map(|f| d / f).or((!sources.contains_key(name)).then_some(d)),
+            upper: factor.map(|f| d * f).or((!sources.contains_key(name)).then_some(d)),
             source: sources.get(name).cloned().unwrap_or_else(|| "default (system profile)".into()),
         });
     }
@@ -440,8 +460,8 @@ pub fn fit(
             name: format!("model_compute_scale.{m}"),
             value: *s,
             default: 1.0,
-            lower: MODEL_SCALE_BOUNDS.0,
-            upper: MODEL_SCALE_BOUNDS.1,
+            lower: Some(MODEL_SCALE_BOUNDS.0),
+            upper: Some(MODEL_SCALE_BOUNDS.1),
             source: if input.units.is_empty() {
                 "measured throughputs".into()
             } else {

@@ -16,6 +16,20 @@ pub struct Hardware {
     /// Block width at which a block reaches half of `compute_flop_per_s`: narrow blocks run
     /// small GEMMs at lower efficiency. F(width) = compute_flop_per_s * w / (w + half_width).
     pub compute_half_width: f64,
+    /// Backward time over forward time of a unit: 2 for matmul-bound blocks (a gradient for
+    /// the input and one for the weights per matmul; fsdp-frontier-vit section 4.3); higher on
+    /// CPUs, where autograd's bookkeeping weighs on small blocks. Calibrated from records.
+    #[serde(default = "two")]
+    pub backward_to_forward: f64,
+    /// Whether collectives run beside compute (RCCL/NCCL streams) or block it (the MPI backend
+    /// on host memory: every collective is exposed).
+    #[serde(default = "yes")]
+    pub overlap: bool,
+    /// Cores that all ranks of a run share (one machine simulating every node); compute slows
+    /// by cores / (ranks x threads per rank) when they are oversubscribed. None: each rank
+    /// has its own device.
+    #[serde(default)]
+    pub shared_cores: Option<f64>,
     /// Device memory bandwidth for the (memory-bound) AdamW update, bytes/s.
     pub memory_bytes_per_s: f64,
     /// Bus bandwidth of a ring over the ranks of one node (all-gather/reduce-scatter busbw).
@@ -38,9 +52,10 @@ pub struct Hardware {
     /// and NIC queues make that slowest hop slower; RCCL's all-gather and reduce-scatter are
     /// rings only).
     pub ring_congestion_nodes: f64,
-    /// Host-side input time per image (synthetic images are made on the host), seconds.
+    /// Host-side input time per image pixel (channels counted; synthetic images are made on
+    /// the host, pixel by pixel), seconds.
     #[serde(default)]
-    pub data_s_per_image: f64,
+    pub data_s_per_pixel: f64,
     /// Extra memory over the model's own categories, as a fraction (allocator rounding, comm
     /// buffers, workspace).
     pub memory_overhead_fraction: f64,
@@ -59,6 +74,14 @@ pub struct MeasurementDefaults {
     pub reduce_dtype: Dtype,
 }
 
+fn two() -> f64 {
+    2.0
+}
+
+fn yes() -> bool {
+    true
+}
+
 impl Default for MeasurementDefaults {
     fn default() -> Self {
         Self {
@@ -70,12 +93,16 @@ impl Default for MeasurementDefaults {
 }
 
 impl Hardware {
-    /// A stand-in for systems whose profile has no `[performance]` table: a CPU node where
-    /// ranks talk through shared memory. Calibrate before trusting its numbers.
+    /// A stand-in for systems whose profile has no `[performance]` table: this machine, whose
+    /// cores every rank shares, ranks talking through shared memory. Calibrate before trusting
+    /// its numbers.
     pub fn fallback() -> Self {
         Self {
             compute_flop_per_s: 2e10,
             compute_half_width: 64.0,
+            backward_to_forward: 2.0,
+            overlap: false,
+            shared_cores: std::thread::available_parallelism().ok().map(|n| n.get() as f64),
             memory_bytes_per_s: 1e10,
             intra_node_bytes_per_s: 2e9,
             pair_bytes_per_s: 2e9,
@@ -86,7 +113,7 @@ impl Hardware {
             net_tree_step_s: 5e-6,
             collective_base_s: 1e-5,
             ring_congestion_nodes: 1e9,
-            data_s_per_image: 0.0,
+            data_s_per_pixel: 0.0,
             memory_overhead_fraction: 0.0,
             measurement_defaults: MeasurementDefaults::default(),
         }

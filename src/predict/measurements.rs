@@ -60,8 +60,10 @@ pub struct RecordSamples {
     pub points: Vec<Measured>,
     pub units: Vec<UnitSample>,
     pub collectives: Vec<CollectiveSample>,
-    /// Host input time per image (the records' data phase over the micro-batch).
-    pub data_s_per_image: Vec<f64>,
+    /// Host input time per pixel (the records' data phase over the micro-batch's pixels).
+    pub data_s_per_pixel: Vec<f64>,
+    /// Each unit's backward time over its forward time (recompute excluded).
+    pub backward_to_forward: Vec<f64>,
 }
 
 /// A simple comma-separated table: a header, then rows without quoting.
@@ -313,8 +315,12 @@ pub fn read_records(
                 }
                 step_max[i - warm] = step_max[i - warm].max(step.phases.step_s);
                 let b = f64::from(point.micro_batch * point.parallel.accumulation);
-                out.data_s_per_image.push(step.phases.data_s / b);
+                let pixels = (point.model.image_size.pow(2) * point.model.channels) as f64;
+                out.data_s_per_pixel.push(step.phases.data_s / (b * pixels));
                 for u in &step.units {
+                    if u.forward_s > 0.0 && u.backward_s > 0.0 {
+                        out.backward_to_forward.push(u.backward_s / u.forward_s);
+                    }
                     if let Some(unit) = units.get(u.unit as usize) {
                         out.units.push(UnitSample {
                             model: point.model.name.clone(),

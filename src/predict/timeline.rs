@@ -60,6 +60,9 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
     let (bp, br) = (dtype_bytes(k.param_dtype), dtype_bytes(k.reduce_dtype));
     let b = f64::from(point.micro_batch);
     let n = units.len();
+    let threads = f64::from(world * point.settings.threads_per_rank.max(1));
+    let share = hw.shared_cores.map_or(1.0, |cores| (cores / threads).min(1.0));
+    let compute_scale = compute_scale * share;
     let fwd: Vec<f64> = units
         .iter()
         .map(|u| b * u.forward_flop / (hw.block_flop_per_s(u.width) * compute_scale))
@@ -93,7 +96,8 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
     // Stream clocks: compute, the shard group's stream, the inter-node all-reduce stream.
     let (mut c, mut kq, mut kar) = (0.0f64, 0.0f64, 0.0f64);
     let accumulation = k.accumulation.max(1);
-    let data = hw.data_s_per_image * b;
+    let pixels = (point.model.image_size.pow(2) * point.model.channels) as f64;
+    let data = hw.data_s_per_pixel * pixels * b;
     for micro in 0..accumulation {
         let last = micro + 1 == accumulation;
         c += data;
@@ -101,6 +105,8 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
         // Forward: gathers issued one unit ahead, when the unit two back has been freed.
         let gather_fwd = sharded && (micro == 0 || reshards);
         let mut done = vec![c; n];
+        // Without overlap a collective runs when compute needs it and compute waits for it.
+        let prefetch = hw.overlap;
         let issue = |kq: &mut f64, at: f64, u: usize, done: &mut Vec<f64>| {
             *kq = kq.max(at) + ag[u];
             done[u] = *kq;
@@ -110,7 +116,10 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
         }
         let mut prev_end = c;
         for u in 0..n {
-            if gather_fwd && u + 1 < n {
+            if !prefetch && gather_fwd && u > 0 {
+                issue(&mut kq, c, u, &mut done);
+            }
+            if prefetch && gather_fwd && u + 1 < n {
                 let at = if k.limit_all_gathers { prev_end } else { c };
                 issue(&mut kq, at, u + 1, &mut done);
             }
@@ -135,16 +144,17 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
             let start = if needs(u) { c.max(done[u]) } else { c };
             t.exposed_all_gather_s += start - c;
             c = start;
-            if u > 0 && needs(u - 1) && k.backward_prefetch == BackwardPrefetch::Pre {
+            if prefetch && u > 0 && needs(u - 1) && k.backward_prefetch == BackwardPrefetch::Pre {
                 issue(&mut kq, c, u - 1, &mut done);
                 gathered[u - 1] = true;
             }
             let recompute =
                 if k.activation_checkpointing && !units[u].is_root { fwd[u] } else { 0.0 };
-            c += 2.0 * fwd[u] + recompute;
-            t.backward_s += 2.0 * fwd[u];
+            let backward = hw.backward_to_forward * fwd[u];
+            c += backward + recompute;
+            t.backward_s += backward;
             t.recompute_s += recompute;
-            if u > 0 && needs(u - 1) && k.backward_prefetch == BackwardPrefetch::Post {
+            if prefetch && u > 0 && needs(u - 1) && k.backward_prefetch == BackwardPrefetch::Post {
                 issue(&mut kq, c, u - 1, &mut done);
                 gathered[u - 1] = true;
             }
@@ -156,6 +166,17 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
                         kar = kar.max(kq) + ar[u];
                     }
                 }
+                if !prefetch {
+                    let (before, end) = (c, kq.max(kar));
+                    match point.strategy {
+                        Strategy::NoShard => t.exposed_all_reduce_s += end - before,
+                        _ => {
+                            t.exposed_reduce_scatter_s += kq - before;
+                            t.exposed_all_reduce_s += end - kq;
+                        }
+                    }
+                    c = end;
+                }
             }
         }
     }
@@ -165,8 +186,8 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
         Strategy::NoShard => (0.0, after_rs - c),
         _ => (after_rs - c, kar.max(after_rs) - after_rs),
     };
-    t.exposed_reduce_scatter_s = waits.0;
-    t.exposed_all_reduce_s = waits.1;
+    t.exposed_reduce_scatter_s += waits.0;
+    t.exposed_all_reduce_s += waits.1;
     let params: f64 = units.iter().map(|u| u.params).sum();
     t.optimizer_s = ADAMW_BYTES_PER_PARAM * params / f64::from(shard) / hw.memory_bytes_per_s;
     t.step_s = c + waits.0 + waits.1 + t.optimizer_s;
