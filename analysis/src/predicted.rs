@@ -19,8 +19,11 @@ pub struct PredictedPoint {
     pub peak_device_bytes: f64,
 }
 
+/// (nodes, value) pairs by line, by model.
+type Series<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<(f64, f64)>>>;
+
 fn panels(points: &[PredictedPoint], value: fn(&PredictedPoint) -> f64, ideal: bool) -> Vec<Panel> {
-    let mut by_model: BTreeMap<&str, BTreeMap<&str, Vec<(f64, f64)>>> = BTreeMap::new();
+    let mut by_model: Series = BTreeMap::new();
     for p in points {
         by_model
             .entry(&p.model)

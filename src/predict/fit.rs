@@ -141,8 +141,9 @@ fn least_squares(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
         for row in 0..k {
             if row != col {
                 let f = a[row][col] / a[col][col];
-                for j in col..=k {
-                    a[row][j] -= f * a[col][j];
+                let pivot_row = a[col].clone();
+                for (x, p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                    *x -= f * p;
                 }
             }
         }
@@ -236,6 +237,11 @@ impl Fitter<'_> {
     }
 }
 
+/// Which samples belong to a link level.
+type GroupFilter = fn(&Group) -> bool;
+/// Reads one hardware figure.
+type Getter = fn(&Hardware) -> f64;
+
 /// Fits a calibration for `system` from `input`, starting from the profile's `defaults`.
 pub fn fit(
     system: &str,
@@ -251,10 +257,10 @@ pub fn fit(
 
     // Collectives: one level inside a node (pairs apart), one across nodes.
     let n_coll = input.collectives.len();
-    let levels: [(&str, Box<dyn Fn(&Group) -> bool>); 3] = [
-        ("pair", Box::new(|g: &Group| g.nodes <= 1 && g.per_node <= 2)),
-        ("intra", Box::new(|g: &Group| g.nodes <= 1 && g.per_node > 2)),
-        ("net", Box::new(|g: &Group| g.nodes > 1)),
+    let levels: [(&str, GroupFilter); 3] = [
+        ("pair", |g| g.nodes <= 1 && g.per_node <= 2),
+        ("intra", |g| g.nodes <= 1 && g.per_node > 2),
+        ("net", |g| g.nodes > 1),
     ];
     for (level, select) in &levels {
         let samples: Vec<&CollectiveSample> =
@@ -428,7 +434,7 @@ pub fn fit(
     let mut cal = model.calibration.clone().expect("fitted");
     let fitted_hw = cal.hardware.clone();
     let mut parameters = Vec::new();
-    let all: [(&str, fn(&Hardware) -> f64); 13] = [
+    let all: [(&str, Getter); 13] = [
         ("backward_to_forward", |h| h.backward_to_forward),
         ("compute_flop_per_s", |h| h.compute_flop_per_s),
         ("compute_half_width", |h| h.compute_half_width),

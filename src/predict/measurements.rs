@@ -212,7 +212,7 @@ pub fn read_table(
             }
         }
         let images_per_s: f64 = csv.field(line, row, ci)?;
-        if !(images_per_s > 0.0) {
+        if images_per_s.is_nan() || images_per_s <= 0.0 {
             return Err(csv.error(line, format!("images_per_s {images_per_s} is not positive")));
         }
         let point = point_for(
