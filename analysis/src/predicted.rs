@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::plot::{line_panels, Line, Panel};
+use crate::plot::{line_panels, prediction_bars, Bar, Line, Panel};
 use crate::AnalysisError;
 
 /// One predicted point, as the plots need it.
@@ -75,4 +75,13 @@ pub fn plot(points: &[PredictedPoint], dir: &Path) -> Result<Vec<PathBuf>, Analy
         &panels(points, |p| p.peak_device_bytes / (1u64 << 30) as f64, false),
     )?);
     Ok(out)
+}
+
+/// Writes `predicted_vs_measured` (PNG and SVG): predicted over measured images/s per point.
+pub fn residual_plot(ratios: &[(String, f64)], dir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
+    let bars: Vec<Bar> = ratios
+        .iter()
+        .map(|(label, r)| Bar { label: label.clone(), value: *r, low: *r, high: *r })
+        .collect();
+    prediction_bars(dir, "predicted_vs_measured", "Predicted against measured throughput", &bars)
 }

@@ -75,6 +75,15 @@ pub struct FitSummary {
 }
 
 impl Calibration {
+    /// Reads a calibration file for whichever system it was fitted for.
+    pub fn read(path: &Path) -> Result<Self, CalibrationError> {
+        let name = path.display().to_string();
+        let text = std::fs::read(path)
+            .map_err(|source| CalibrationError::Io { path: name.clone(), source })?;
+        serde_json::from_slice(&text)
+            .map_err(|source| CalibrationError::Parse { path: name, source })
+    }
+
     pub fn load(path: &Path, system: &str) -> Result<Self, CalibrationError> {
         let name = path.display().to_string();
         let text = std::fs::read(path)
