@@ -11,6 +11,7 @@ pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod predict;
 pub mod probe;
 pub use shardsweep_records as records;
 pub mod train;

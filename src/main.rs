@@ -21,6 +21,11 @@ struct Cli {
 enum Command {
     /// Expand an experiment file into points and show them, with the points rejected and why.
     Plan(cli::plan::Args),
+    /// Predict every point of an experiment: step time by phase, throughput, MFU, peak memory
+    /// by category and node-hours, from a system's hardware figures and a calibration.
+    Predict(cli::predict::Args),
+    /// Fit the performance model's parameters for a system to measurements and write them.
+    Calibrate(cli::calibrate::Args),
     /// Run every point of an experiment locally, then analyse the sweep.
     Run(cli::run::Args),
     #[cfg(feature = "analysis")]
@@ -66,6 +71,8 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Plan(args) => cli::plan::run(args),
+        Command::Predict(args) => cli::predict::run(args),
+        Command::Calibrate(args) => cli::calibrate::run(args),
         Command::Run(args) => cli::run::run(args),
         #[cfg(feature = "analysis")]
         Command::Analysis(command) => cli::analysis::run(command),

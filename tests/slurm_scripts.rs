@@ -144,8 +144,8 @@ fn the_paper_matrix_renders_valid_frontier_scripts_within_queue_limits() {
     );
     assert_eq!(
         seen.len(),
-        176,
-        "six models x four strategies x eight node counts, less 16 that do not fit in 64 GB"
+        214,
+        "the paper's 27 strategy and shard-group choices per node count (four up to ViT-3B, six for ViT-5B, five for ViT-15B) x eight node counts, less the 16-GCD shard groups on one node"
     );
 }
 

@@ -11,6 +11,7 @@ pub mod breakdown;
 pub mod compare;
 mod load;
 mod plot;
+pub mod predicted;
 pub mod report;
 pub mod scaling;
 pub mod stats;

@@ -120,6 +120,27 @@ pub fn throughput_bars(
     )
 }
 
+/// Predicted over measured throughput, one bar per point (from 1: the prediction's error).
+pub fn prediction_bars(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    bars: &[Bar],
+) -> Result<Vec<PathBuf>, AnalysisError> {
+    write(
+        dir,
+        stem,
+        &Bars {
+            title,
+            x_desc: "predicted / measured images/s (bar from 1)",
+            bar_label: "predicted / measured",
+            whisker_label: "",
+            bars,
+            reference: Some(1.0),
+        },
+    )
+}
+
 /// Ratios after/before with their 95% intervals, one bar per point and phase.
 pub fn ratio_bars(
     dir: &Path,

@@ -80,7 +80,59 @@ pub fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
     for file in &report.files {
         eprintln!("wrote {}", file.display());
     }
+    let calibration = sweep_dir.join(CALIBRATION_FILE);
+    if calibration.is_file() {
+        predicted_vs_measured(sweep_dir, &calibration)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A calibration in a sweep's folder makes `analyze` compare each point with its prediction.
+pub const CALIBRATION_FILE: &str = "calibration.json";
+
+/// Points whose prediction is off by more than this fraction are flagged.
+const PREDICTION_FLAG: f64 = 0.20;
+
+/// Predicted against measured images/s per point (the slowest rank's median steady step):
+/// `report/predicted_vs_measured.csv`, a residual plot, points more than 20% off flagged.
+fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
+    use shardsweep::launch::slurm::System;
+    use shardsweep::predict::{measurements::read_records, Calibration, PerfModel};
+    let cal = Calibration::read(calibration)?;
+    let (system, _) = System::load(&cal.system, Path::new("slurm"))?;
+    let model = PerfModel {
+        hardware: system.hardware(),
+        calibration: Some(cal),
+        peak_flop_per_s: system.peak_flop_per_s.clone(),
+    };
+    let measured = read_records(sweep_dir, &|_| true)?.points;
+    let mut csv =
+        String::from("point,measured_images_per_s,predicted_images_per_s,relative_error,flagged\n");
+    let mut table = super::table(["point", "measured images/s", "predicted", "error", ""]);
+    let mut ratios = Vec::new();
+    for m in &measured {
+        let predicted = model.predict(&m.point).images_per_s;
+        let error = (predicted - m.images_per_s) / m.images_per_s;
+        let flagged = error.abs() > PREDICTION_FLAG;
+        csv += &format!("{},{},{},{},{}\n", m.point.id, m.images_per_s, predicted, error, flagged);
+        table.add_row([
+            m.point.id.clone(),
+            format!("{:.2}", m.images_per_s),
+            format!("{predicted:.2}"),
+            format!("{:+.1}%", 100.0 * error),
+            if flagged { "more than 20% off: worth a look".into() } else { String::new() },
+        ]);
+        ratios.push((m.point.id.clone(), predicted / m.images_per_s));
+    }
+    let dir = sweep_dir.join("report");
+    std::fs::create_dir_all(&dir)?;
+    shardsweep::records::write_atomic(&dir.join("predicted_vs_measured.csv"), csv.as_bytes())?;
+    println!("predicted against measured ({}):", calibration.display());
+    println!("{table}");
+    for file in shardsweep_analysis::predicted::residual_plot(&ratios, &dir)? {
+        eprintln!("wrote {}", file.display());
+    }
+    Ok(())
 }
 
 /// `exclude` and the nodes the analysis of the sweep's records finds slow, as one node list.

@@ -4,8 +4,10 @@
 #[cfg(feature = "analysis")]
 pub mod analysis;
 pub mod bench;
+pub mod calibrate;
 pub mod data;
 pub mod plan;
+pub mod predict;
 pub mod probe;
 pub mod run;
 pub mod slurm;

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use shardsweep::launch::slurm::System;
 use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine};
+use shardsweep::predict::{Hardware, PerfModel};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,12 +19,26 @@ pub struct Args {
     /// Folder of system profiles.
     #[arg(long, default_value = "slurm")]
     systems: PathBuf,
+    /// A calibration file (`shardsweep calibrate`) for the predicted step time and memory.
+    #[arg(long, requires = "system")]
+    calibration: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let machine = match &args.system {
-        Some(name) => System::load(name, &args.systems)?.0.machine(),
-        None => Machine::local(),
+    let (machine, model) = match &args.system {
+        Some(name) => {
+            let (model, system) =
+                super::predict::perf_model(name, &args.systems, args.calibration.as_deref())?;
+            (system.machine(), model)
+        }
+        None => (
+            Machine::local(),
+            PerfModel {
+                hardware: Hardware::fallback(),
+                calibration: None,
+                peak_flop_per_s: Default::default(),
+            },
+        ),
     };
     let plan = expand(&Experiment::load(&args.experiment)?, &machine);
     if args.json {
@@ -39,6 +53,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     "trainable_params": p.model.trainable_params(),
                     "train_flop_per_step": p.train_flop_per_step(),
                     "rank_memory_bytes": rank_memory_bytes(p),
+                    "predicted": model.predict(p),
                 });
                 value
                     .as_object_mut()
@@ -62,8 +77,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "params",
         "TFLOP/step",
         "memory/rank",
+        "predicted step",
+        "predicted peak memory",
     ]);
     for p in &plan.points {
+        let predicted = model.predict(p);
         table.add_row([
             p.id.clone(),
             p.model.name.clone(),
@@ -74,6 +92,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             format!("{:.2}M", p.model.trainable_params() as f64 / 1e6),
             format!("{:.4}", p.train_flop_per_step() / 1e12),
             format!("{:.2} GiB", rank_memory_bytes(p) / (1u64 << 30) as f64),
+            format!("{:.3} s", predicted.times.step_s),
+            format!("{:.2} GiB", predicted.memory.peak / (1u64 << 30) as f64),
         ]);
     }
     println!("sweep {}: {} points to run", plan.sweep, plan.points.len());

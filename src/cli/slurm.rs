@@ -31,6 +31,13 @@ pub struct SlurmArgs {
     /// Write the rendered scripts under <sweep>/slurm/dry-run/ and submit nothing.
     #[arg(long)]
     dry_run: bool,
+    /// A calibration (`shardsweep calibrate`) for this system: each point's time limit becomes
+    /// its predicted run time x the margin, plus 60 s, at most `launch.timeout_s`.
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Predicted run time x this is a point's limit when --calibration is given.
+    #[arg(long, default_value_t = 3.0)]
+    walltime_margin: f64,
 }
 
 #[derive(clap::Args)]
@@ -109,7 +116,23 @@ fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) ->
     let (system, template) = System::load(&args.system, &args.systems)?;
     let (loaded, experiment_text) = Experiment::read(experiment)?;
     let plan = expand(&loaded, &system.machine());
+    let mut point_limits_s = std::collections::BTreeMap::new();
+    if let Some(path) = &args.calibration {
+        if !(args.walltime_margin.is_finite() && args.walltime_margin >= 1.0) {
+            anyhow::bail!("--walltime-margin {}: must be at least 1", args.walltime_margin);
+        }
+        let (model, _) = super::predict::perf_model(&args.system, &args.systems, Some(path))?;
+        for p in &plan.points {
+            let run_s = model.predict(p).times.step_s * f64::from(p.settings.steps);
+            point_limits_s.insert(p.id.clone(), (args.walltime_margin * run_s).ceil() as u64 + 60);
+        }
+        println!(
+            "time limits: predicted run time x {} + 60 s per point, at most {} s",
+            args.walltime_margin, loaded.launch.timeout_s
+        );
+    }
     let options = SubmitOptions {
+        point_limits_s,
         results: args.results.clone(),
         exe: std::env::current_exe().context("locating this program for the job scripts")?,
         account: args.account.clone(),

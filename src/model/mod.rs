@@ -8,4 +8,4 @@ mod presets;
 
 pub use layout::{init_unit, ParamSpec, UnitLayout, UnitViews};
 pub use mae::{Mae, Masked, ParamSource, Stage};
-pub use presets::{preset, preset_names, ModelConfig, PRESETS};
+pub use presets::{block_params, preset, preset_names, ModelConfig, PRESETS};

@@ -111,7 +111,7 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
 }
 
 /// Parameters of one pre-norm transformer block: qkv and projection, two-layer MLP, two norms.
-fn block_params(width: i64, mlp: i64) -> i64 {
+pub fn block_params(width: i64, mlp: i64) -> i64 {
     let attention = width * 3 * width + 3 * width + width * width + width;
     let mlp = width * mlp + mlp + mlp * width + width;
     attention + mlp + 4 * width

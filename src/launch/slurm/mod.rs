@@ -82,6 +82,9 @@ pub struct SubmitOptions {
     /// Render and keep the scripts, submit nothing, touch no point folder.
     pub dry_run: bool,
     pub experiment_text: String,
+    /// Per-point time limits (from predicted run times); points without one get the
+    /// experiment's `launch.timeout_s`, which also caps them.
+    pub point_limits_s: BTreeMap<String, u64>,
 }
 
 /// Which of a sweep's points a submission takes.
@@ -167,7 +170,10 @@ pub fn submit(
             Err(reason) => left.push((point.id.clone(), reason)),
         }
     }
-    let (jobs, unfit) = pack(&chosen, system, launch.timeout_s);
+    let limit_s = |p: &PointSpec| {
+        options.point_limits_s.get(&p.id).map_or(launch.timeout_s, |l| (*l).min(launch.timeout_s))
+    };
+    let (jobs, unfit) = pack(&chosen, system, &limit_s);
     if jobs.is_empty() {
         return Ok(Submission { jobs: Vec::new(), unfit, left });
     }
@@ -215,7 +221,7 @@ pub fn submit(
                             nodes: p.nodes,
                             ranks_per_node: p.ranks_per_node,
                             ranks: p.world_size(),
-                            timeout_s: launch.timeout_s,
+                            timeout_s: limit_s(p),
                         }
                     })
                     .collect(),

@@ -30,9 +30,14 @@ pub struct Unfit {
     pub reason: String,
 }
 
-/// Packs `points` (each allowed `timeout_s` plus the system's start-up overhead) into jobs.
-pub fn pack(points: &[&PointSpec], system: &System, timeout_s: u64) -> (Vec<JobPlan>, Vec<Unfit>) {
-    let per_point_s = timeout_s + system.point_overhead_s;
+/// Packs `points` (each allowed its time limit, `limit_s(point)`, plus the system's start-up
+/// overhead) into jobs: points of one node count fill a job in order until its queue's walltime.
+pub fn pack(
+    points: &[&PointSpec],
+    system: &System,
+    limit_s: &dyn Fn(&PointSpec) -> u64,
+) -> (Vec<JobPlan>, Vec<Unfit>) {
+    let per_point_s = |p: &PointSpec| limit_s(p) + system.point_overhead_s;
     let mut unfit = Vec::new();
     let mut by_nodes: std::collections::BTreeMap<u32, Vec<&PointSpec>> = Default::default();
     for point in points {
@@ -44,8 +49,8 @@ pub fn pack(points: &[&PointSpec], system: &System, timeout_s: u64) -> (Vec<JobP
         } else {
             match system.walltime_limit_s(point.nodes) {
                 None => Some(format!("{} nodes; {} grants at most {}", point.nodes, system.name, system.max_nodes.min(system.queue_limits.last().map_or(0, |q| q.max_nodes)))),
-                Some(limit) if per_point_s > limit => {
-                    Some(format!("its time limit ({timeout_s} s + {} s start-up) exceeds the {limit} s walltime of {}-node jobs", system.point_overhead_s, point.nodes))
+                Some(limit) if per_point_s(point) > limit => {
+                    Some(format!("its time limit ({} s + {} s start-up) exceeds the {limit} s walltime of {}-node jobs", limit_s(point), system.point_overhead_s, point.nodes))
                 }
                 Some(_) => None,
             }
@@ -56,15 +61,24 @@ pub fn pack(points: &[&PointSpec], system: &System, timeout_s: u64) -> (Vec<JobP
         }
     }
     let mut jobs = Vec::new();
+    let most = system.max_points_per_job.map_or(usize::MAX, |m| m.max(1) as usize);
     for (nodes, group) in by_nodes {
         let limit = system.walltime_limit_s(nodes).expect("checked above");
-        let per_job = (limit / per_point_s).max(1) as usize;
-        let per_job = system.max_points_per_job.map_or(per_job, |m| per_job.min(m.max(1) as usize));
-        for chunk in group.chunks(per_job) {
-            let walltime_s = round_up_to_minutes(per_point_s * chunk.len() as u64).min(limit);
+        let mut chunks: Vec<(Vec<&PointSpec>, u64)> = Vec::new();
+        for point in group {
+            let need = per_point_s(point);
+            match chunks.last_mut() {
+                Some((chunk, total)) if *total + need <= limit && chunk.len() < most => {
+                    chunk.push(point);
+                    *total += need;
+                }
+                _ => chunks.push((vec![point], need)),
+            }
+        }
+        for (chunk, total) in chunks {
             jobs.push(JobPlan {
                 nodes,
-                walltime_s,
+                walltime_s: round_up_to_minutes(total).min(limit),
                 points: chunk.iter().map(|p| p.id.clone()).collect(),
                 max_ranks: chunk.iter().map(|p| p.world_size()).max().unwrap_or(1),
             });

@@ -62,6 +62,9 @@ pub struct System {
     /// Where the libfabric network plugin for RCCL/NCCL lives (prepended to LD_LIBRARY_PATH).
     #[serde(default)]
     pub libfabric_plugin_path: Option<String>,
+    /// Hardware figures for the performance model (`predict`, `calibrate`).
+    #[serde(default)]
+    pub performance: Option<crate::predict::Hardware>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -154,6 +157,11 @@ impl System {
             peak_flop_per_s: self.peak_flop_per_s.get(point.parallel.param_dtype.name()).copied(),
             peak_source: self.peak_source.clone(),
         }
+    }
+
+    /// The performance model's hardware figures: the profile's, or a CPU stand-in.
+    pub fn hardware(&self) -> crate::predict::Hardware {
+        self.performance.clone().unwrap_or_else(crate::predict::Hardware::fallback)
     }
 
     /// What the planner checks points against: each rank has its device's memory.

@@ -1,0 +1,511 @@
+//! Fitting the model's few free parameters, each bounded and with a prior at its public
+//! default (a maximum a-posteriori fit in log space: squared log residuals plus
+//! ((ln value - ln default) / width)^2 per parameter):
+//! - collectives (bench sweeps, records): base, per-step latency and bus bandwidth per link
+//!   level by linear least squares on relative errors;
+//! - compute (records' per-unit forward times): the width curve F(w) = F_max w / (w + w_half)
+//!   and a per-model factor;
+//! - throughput tables (and records' step times): the remaining compute and network figures
+//!   by coordinate descent, golden-section search per parameter inside its bounds.
+
+use std::collections::BTreeMap;
+
+use super::calibration::{error_quantiles, Calibration, FitSummary, FittedParameter, Residual};
+use super::collectives::{Collective, Group};
+use super::hardware::Hardware;
+use super::measurements::{CollectiveSample, Measured, UnitSample};
+use super::PerfModel;
+
+/// What a calibration is fitted to.
+#[derive(Debug, Clone, Default)]
+pub struct FitInput {
+    pub measured: Vec<Measured>,
+    /// Rows predicted with the fitted values but not fitted to (cross-validation).
+    pub held_out: Vec<Measured>,
+    pub units: Vec<UnitSample>,
+    pub collectives: Vec<CollectiveSample>,
+    pub data_s_per_pixel: Vec<f64>,
+    pub backward_to_forward: Vec<f64>,
+}
+
+/// A hardware figure the fit may move: accessor, bounds as factors of the default, prior width.
+struct Knob {
+    name: &'static str,
+    get: fn(&Hardware) -> f64,
+    set: fn(&mut Hardware, f64),
+    factor: f64,
+    prior_width: f64,
+}
+
+const TABLE_KNOBS: [Knob; 7] = [
+    Knob {
+        name: "compute_flop_per_s",
+        get: |h| h.compute_flop_per_s,
+        set: |h, v| h.compute_flop_per_s = v,
+        factor: 10.0,
+        prior_width: 10.0,
+    },
+    Knob {
+        name: "compute_half_width",
+        get: |h| h.compute_half_width,
+        set: |h, v| h.compute_half_width = v,
+        factor: 10.0,
+        prior_width: 2.0,
+    },
+    Knob {
+        name: "intra_node_bytes_per_s",
+        get: |h| h.intra_node_bytes_per_s,
+        set: |h, v| h.intra_node_bytes_per_s = v,
+        factor: 4.0,
+        prior_width: 0.5,
+    },
+    Knob {
+        name: "pair_bytes_per_s",
+        get: |h| h.pair_bytes_per_s,
+        set: |h, v| h.pair_bytes_per_s = v,
+        factor: 4.0,
+        prior_width: 0.5,
+    },
+    Knob {
+        name: "nic_bytes_per_s",
+        get: |h| h.nic_bytes_per_s,
+        set: |h, v| h.nic_bytes_per_s = v,
+        factor: 4.0,
+        prior_width: 0.5,
+    },
+    // A blocking call's time includes waiting for the last rank to arrive: timed calls give
+    // its prior, whole steps the rest.
+    Knob {
+        name: "collective_base_s",
+        get: |h| h.collective_base_s,
+        set: |h, v| h.collective_base_s = v,
+        factor: 100.0,
+        prior_width: 2.0,
+    },
+    Knob {
+        name: "net_ring_step_s",
+        get: |h| h.net_ring_step_s,
+        set: |h, v| h.net_ring_step_s = v,
+        factor: 4.0,
+        prior_width: 0.5,
+    },
+];
+
+/// Bounds of the per-model compute factor and its prior width (log).
+const MODEL_SCALE_BOUNDS: (f64, f64) = (0.33, 3.0);
+const MODEL_SCALE_PRIOR: f64 = 1.0;
+
+/// Minimises `f` over `[lo, hi]` by golden-section search (unimodal in practice).
+fn golden(mut lo: f64, mut hi: f64, f: &mut dyn FnMut(f64) -> f64) -> f64 {
+    let r = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (hi - r * (hi - lo), lo + r * (hi - lo));
+    let (mut fa, mut fb) = (f(a), f(b));
+    for _ in 0..40 {
+        if fa < fb {
+            hi = b;
+            b = a;
+            fb = fa;
+            a = hi - r * (hi - lo);
+            fa = f(a);
+        } else {
+            lo = a;
+            a = b;
+            fa = fb;
+            b = lo + r * (hi - lo);
+            fb = f(b);
+        }
+    }
+    (lo + hi) / 2.0
+}
+
+/// Least squares of relative errors: t ~ x . c, weights 1/t. Returns None if singular.
+fn least_squares(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
+    let k = rows.first()?.0.len();
+    let mut a = vec![vec![0.0; k + 1]; k];
+    for (x, t) in rows {
+        let w = 1.0 / (t * t);
+        for i in 0..k {
+            for j in 0..k {
+                a[i][j] += w * x[i] * x[j];
+            }
+            a[i][k] += w * x[i] * t;
+        }
+    }
+    // Gaussian elimination with partial pivoting.
+    for col in 0..k {
+        let pivot = (col..k).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for row in 0..k {
+            if row != col {
+                let f = a[row][col] / a[col][col];
+                let pivot_row = a[col].clone();
+                for (x, p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    Some((0..k).map(|i| a[i][k] / a[i][i]).collect())
+}
+
+/// Steps and bus-bandwidth bytes of one call (the coefficients of latency and 1/busbw).
+fn features(s: &CollectiveSample) -> (f64, f64) {
+    let p = f64::from(s.group.ranks);
+    match s.kind {
+        Collective::AllGather | Collective::ReduceScatter => (p - 1.0, (p - 1.0) / p * s.bytes),
+        Collective::AllReduce => (2.0 * (p - 1.0), 2.0 * (p - 1.0) / p * s.bytes),
+    }
+}
+
+/// Fits (base, step latency, bus bandwidth) to samples of one link level. With a single
+/// step count the step latency cannot be told from the base: it keeps `step_default`.
+fn alpha_beta(samples: &[&CollectiveSample], step_default: f64) -> Option<(f64, Option<f64>, f64)> {
+    let steps: std::collections::BTreeSet<u64> =
+        samples.iter().map(|s| features(s).0 as u64).collect();
+    if steps.len() >= 2 {
+        let rows: Vec<_> = samples
+            .iter()
+            .map(|s| {
+                let (steps, bytes) = features(s);
+                (vec![1.0, steps, bytes], s.seconds)
+            })
+            .collect();
+        let c = least_squares(&rows)?;
+        (c[2] > 0.0).then(|| (c[0].max(0.0), Some(c[1].max(1e-9)), 1.0 / c[2]))
+    } else {
+        let rows: Vec<_> = samples.iter().map(|s| (vec![1.0, features(s).1], s.seconds)).collect();
+        let c = least_squares(&rows)?;
+        let steps = features(samples[0]).0;
+        (c[1] > 0.0).then(|| ((c[0] - steps * step_default).max(0.0), None, 1.0 / c[1]))
+    }
+}
+
+struct Fitter<'a> {
+    model: PerfModel,
+    input: &'a FitInput,
+    defaults: Hardware,
+    prior_width: BTreeMap<&'static str, f64>,
+    /// Per-model factors measured from unit times (the prior's centre), 1 where none.
+    scale_prior: BTreeMap<String, f64>,
+}
+
+impl Fitter<'_> {
+    fn objective(&self) -> f64 {
+        let mut sum = 0.0;
+        for m in &self.input.measured {
+            let pred = self.model.predict(&m.point).images_per_s;
+            sum += (pred / m.images_per_s).ln().powi(2);
+        }
+        let hw = self.model.hardware();
+        for knob in &TABLE_KNOBS {
+            let w = self.prior_width[knob.name];
+            sum += ((knob.get)(hw) / (knob.get)(&self.defaults)).ln().powi(2) / (w * w);
+        }
+        if let Some(cal) = &self.model.calibration {
+            for (m, s) in &cal.model_compute_scale {
+                let centre = self.scale_prior.get(m).copied().unwrap_or(1.0);
+                sum += (s / centre).ln().powi(2) / (MODEL_SCALE_PRIOR * MODEL_SCALE_PRIOR);
+            }
+        }
+        sum
+    }
+
+    fn cal(&mut self) -> &mut Calibration {
+        self.model.calibration.as_mut().expect("the fitter holds a calibration")
+    }
+
+    fn fit_knob(&mut self, knob: &Knob) {
+        let default = (knob.get)(&self.defaults);
+        let (lo, hi) = ((default / knob.factor).ln(), (default * knob.factor).ln());
+        let best = golden(lo, hi, &mut |x| {
+            (knob.set)(&mut self.cal().hardware, x.exp());
+            self.objective()
+        });
+        (knob.set)(&mut self.cal().hardware, best.exp());
+    }
+
+    fn fit_model_scale(&mut self, name: &str) {
+        let (lo, hi) = (MODEL_SCALE_BOUNDS.0.ln(), MODEL_SCALE_BOUNDS.1.ln());
+        let best = golden(lo, hi, &mut |x| {
+            self.cal().model_compute_scale.insert(name.to_string(), x.exp());
+            self.objective()
+        });
+        self.cal().model_compute_scale.insert(name.to_string(), best.exp());
+    }
+}
+
+/// Which samples belong to a link level.
+type GroupFilter = fn(&Group) -> bool;
+/// Reads one hardware figure.
+type Getter = fn(&Hardware) -> f64;
+
+/// Fits a calibration for `system` from `input`, starting from the profile's `defaults`.
+pub fn fit(
+    system: &str,
+    defaults: &Hardware,
+    peak_flop_per_s: BTreeMap<String, f64>,
+    input: &FitInput,
+) -> Calibration {
+    let mut hw = defaults.clone();
+    let mut sources: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut prior_width: BTreeMap<&'static str, f64> =
+        TABLE_KNOBS.iter().map(|k| (k.name, k.prior_width)).collect();
+    let mut fixed: Vec<&'static str> = Vec::new();
+
+    // Collectives: one level inside a node (pairs apart), one across nodes.
+    let n_coll = input.collectives.len();
+    let levels: [(&str, GroupFilter); 3] = [
+        ("pair", |g| g.nodes <= 1 && g.per_node <= 2),
+        ("intra", |g| g.nodes <= 1 && g.per_node > 2),
+        ("net", |g| g.nodes > 1),
+    ];
+    for (level, select) in &levels {
+        let samples: Vec<&CollectiveSample> =
+            input.collectives.iter().filter(|s| select(&s.group)).collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let step_default = if *level == "net" { hw.net_ring_step_s } else { hw.intra_step_s };
+        if let Some((base, step, bw)) = alpha_beta(&samples, step_default) {
+            let from = format!("{} timed {level} collectives", samples.len());
+            match *level {
+                "pair" => {
+                    hw.pair_bytes_per_s = bw;
+                    fixed.push("pair_bytes_per_s");
+                    sources.insert("pair_bytes_per_s", from.clone());
+                }
+                "intra" => {
+                    hw.intra_node_bytes_per_s = bw;
+                    fixed.push("intra_node_bytes_per_s");
+                    sources.insert("intra_node_bytes_per_s", from.clone());
+                }
+                _ => {
+                    let share = samples
+                        .iter()
+                        .map(|s| f64::from(s.group.per_node) / f64::from(hw.ranks_per_nic))
+                        .fold(f64::INFINITY, f64::min);
+                    hw.nic_bytes_per_s = bw / share.max(1e-9);
+                    fixed.push("nic_bytes_per_s");
+                    sources.insert("nic_bytes_per_s", from.clone());
+                }
+            }
+            if let Some(step) = step {
+                if *level == "net" {
+                    hw.net_ring_step_s = step;
+                    hw.net_tree_step_s = step;
+                    fixed.push("net_ring_step_s");
+                    sources.insert("net_ring_step_s", from.clone());
+                    sources.insert("net_tree_step_s", from.clone());
+                } else {
+                    hw.intra_step_s = step;
+                    sources.insert("intra_step_s", from.clone());
+                }
+            }
+            if *level != "net" {
+                hw.collective_base_s = base;
+                sources.insert("collective_base_s", from);
+            }
+        }
+    }
+
+    // Compute: the width curve from per-unit forward times, then a factor per model.
+    let mut model_scale = BTreeMap::new();
+    if !input.units.is_empty() {
+        let obs: Vec<(f64, f64, &str)> = input
+            .units
+            .iter()
+            .filter(|u| u.seconds > 0.0)
+            .map(|u| (u.width, (u.flop / u.seconds).ln(), u.model.as_str()))
+            .collect();
+        // ln F = ln F_max + ln scale_model + ln(w / (w + w_half)): for a given w_half each
+        // model's intercept is its mean residual; w_half minimises the squared residuals.
+        let models: Vec<&str> = {
+            let mut m: Vec<&str> = obs.iter().map(|o| o.2).collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let intercepts = |half: f64| -> Vec<f64> {
+            models
+                .iter()
+                .map(|m| {
+                    let r: Vec<f64> = obs
+                        .iter()
+                        .filter(|o| o.2 == *m)
+                        .map(|(w, lf, _)| lf - (w / (w + half)).ln())
+                        .collect();
+                    r.iter().sum::<f64>() / r.len() as f64
+                })
+                .collect()
+        };
+        let sse = |half: f64| {
+            let c = intercepts(half);
+            obs.iter()
+                .map(|(w, lf, m)| {
+                    let i = models.iter().position(|x| x == m).expect("listed");
+                    (lf - c[i] - (w / (w + half)).ln()).powi(2)
+                })
+                .sum::<f64>()
+        };
+        let half = golden(0.0, 12.0, &mut |x| sse(x.exp())).exp();
+        let c = intercepts(half);
+        let level = c.iter().sum::<f64>() / c.len() as f64;
+        hw.compute_half_width = half;
+        hw.compute_flop_per_s = level.exp();
+        let from = format!("{} timed unit forwards", obs.len());
+        for name in ["compute_flop_per_s", "compute_half_width"] {
+            fixed.push(name);
+            sources.insert(name, from.clone());
+        }
+        for (m, ci) in models.iter().zip(&c) {
+            model_scale.insert(m.to_string(), (ci - level).exp());
+        }
+    }
+    if !input.data_s_per_pixel.is_empty() {
+        let mut d = input.data_s_per_pixel.clone();
+        d.sort_by(f64::total_cmp);
+        hw.data_s_per_pixel = d[d.len() / 2];
+        sources.insert("data_s_per_pixel", format!("{} records' data phases", d.len()));
+    }
+    if !input.backward_to_forward.is_empty() {
+        let mut r = input.backward_to_forward.clone();
+        r.sort_by(f64::total_cmp);
+        hw.backward_to_forward = r[r.len() / 2];
+        sources.insert("backward_to_forward", format!("{} timed unit backwards", r.len()));
+    }
+    for name in &fixed {
+        // A figure measured directly stays close to its measurement in the table fit.
+        prior_width.insert(name, 0.05);
+    }
+
+    let calibration = Calibration {
+        system: system.into(),
+        created_at: crate::metrics::timestamp(),
+        hardware: hw.clone(),
+        model_compute_scale: model_scale.clone(),
+        parameters: Vec::new(),
+        residuals: Vec::new(),
+        summary: FitSummary::default(),
+    };
+    let mut fitter = Fitter {
+        model: PerfModel {
+            hardware: defaults.clone(),
+            calibration: Some(calibration),
+            peak_flop_per_s: peak_flop_per_s.clone(),
+        },
+        input,
+        defaults: hw.clone(),
+        prior_width,
+        scale_prior: model_scale.clone(),
+    };
+    if !input.measured.is_empty() {
+        let from = format!("{} measured throughputs", input.measured.len());
+        // First the shape curve alone (what models the table lacks are predicted from)...
+        let compute_fixed = fixed.contains(&"compute_flop_per_s");
+        if !compute_fixed {
+            for _ in 0..3 {
+                fitter.fit_knob(&TABLE_KNOBS[0]);
+                fitter.fit_knob(&TABLE_KNOBS[1]);
+            }
+        }
+        // ...then per-model factors with the network figures.
+        let models: std::collections::BTreeSet<String> =
+            input.measured.iter().map(|m| m.point.model.name.clone()).collect();
+        for _ in 0..3 {
+            for m in &models {
+                fitter.fit_model_scale(m);
+            }
+            for knob in &TABLE_KNOBS[2..] {
+                if !fixed.contains(&knob.name) {
+                    fitter.fit_knob(knob);
+                }
+            }
+        }
+        for knob in &TABLE_KNOBS {
+            if !fixed.contains(&knob.name) {
+                sources.insert(knob.name, from.clone());
+            }
+        }
+    }
+    let model = fitter.model;
+    let mut cal = model.calibration.clone().expect("fitted");
+    let fitted_hw = cal.hardware.clone();
+    let mut parameters = Vec::new();
+    let all: [(&str, Getter); 13] = [
+        ("backward_to_forward", |h| h.backward_to_forward),
+        ("compute_flop_per_s", |h| h.compute_flop_per_s),
+        ("compute_half_width", |h| h.compute_half_width),
+        ("memory_bytes_per_s", |h| h.memory_bytes_per_s),
+        ("intra_node_bytes_per_s", |h| h.intra_node_bytes_per_s),
+        ("pair_bytes_per_s", |h| h.pair_bytes_per_s),
+        ("intra_step_s", |h| h.intra_step_s),
+        ("nic_bytes_per_s", |h| h.nic_bytes_per_s),
+        ("net_ring_step_s", |h| h.net_ring_step_s),
+        ("net_tree_step_s", |h| h.net_tree_step_s),
+        ("collective_base_s", |h| h.collective_base_s),
+        ("ring_congestion_nodes", |h| h.ring_congestion_nodes),
+        ("data_s_per_pixel", |h| h.data_s_per_pixel),
+    ];
+    for (name, get) in all {
+        let factor = TABLE_KNOBS.iter().find(|k| k.name == name).map(|k| k.factor);
+        let d = get(defaults);
+        parameters.push(FittedParameter {
+            name: name.into(),
+            value: get(&fitted_hw),
+            default: d,
+            lower: factor.map(|f| d / f).or((!sources.contains_key(name)).then_some(d)),
+            upper: factor.map(|f| d * f).or((!sources.contains_key(name)).then_some(d)),
+            source: sources.get(name).cloned().unwrap_or_else(|| "default (system profile)".into()),
+        });
+    }
+    for (m, s) in &cal.model_compute_scale {
+        parameters.push(FittedParameter {
+            name: format!("model_compute_scale.{m}"),
+            value: *s,
+            default: 1.0,
+            lower: Some(MODEL_SCALE_BOUNDS.0),
+            upper: Some(MODEL_SCALE_BOUNDS.1),
+            source: if input.units.is_empty() {
+                "measured throughputs".into()
+            } else {
+                "timed unit forwards".into()
+            },
+        });
+    }
+    let residual = |m: &Measured, fitted: bool| {
+        let p = model.predict(&m.point).images_per_s;
+        Residual {
+            point: m.point.id.clone(),
+            source: m.source.clone(),
+            measured_images_per_s: m.images_per_s,
+            predicted_images_per_s: p,
+            relative_error: (p - m.images_per_s) / m.images_per_s,
+            fitted,
+        }
+    };
+    let mut residuals: Vec<Residual> = input.measured.iter().map(|m| residual(m, true)).collect();
+    residuals.extend(input.held_out.iter().map(|m| residual(m, false)));
+    let errs = |fitted: bool| {
+        let e: Vec<f64> =
+            residuals.iter().filter(|r| r.fitted == fitted).map(|r| r.relative_error).collect();
+        error_quantiles(&e)
+    };
+    let (fm, fp) = errs(true);
+    let (hm, hp) = errs(false);
+    cal.summary = FitSummary {
+        rows_fitted: input.measured.len(),
+        rows_held_out: input.held_out.len(),
+        fitted_median_abs_error: fm,
+        fitted_p90_abs_error: fp,
+        held_out_median_abs_error: hm,
+        held_out_p90_abs_error: hp,
+        unit_samples: input.units.len(),
+        collective_samples: n_coll,
+    };
+    cal.parameters = parameters;
+    cal.residuals = residuals;
+    cal
+}

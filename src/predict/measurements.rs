@@ -1,0 +1,368 @@
+//! What calibration fits to: measured throughputs per point (a table, or the steady state of a
+//! sweep's records), per-unit compute times and per-collective times (a sweep's records, or
+//! the message-size sweep of `shardsweep bench`).
+
+use std::path::{Path, PathBuf};
+
+use super::collectives::{Collective, Group};
+use crate::model::preset;
+use crate::plan::read_point;
+use crate::plan::{
+    point_id, BackwardPrefetch, Dtype, OptimizerSettings, ParallelSpec, PointSpec, Settings,
+    Strategy,
+};
+use crate::records::{read_spool, spool_path, CollectiveKind, Manifest, Outcome};
+
+use super::hardware::MeasurementDefaults;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeasurementError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: line {line}: {message}")]
+    Row { path: String, line: usize, message: String },
+    #[error("{path}: missing column {column:?} (columns: {header})")]
+    Column { path: String, column: String, header: String },
+    #[error("{0}")]
+    Records(#[from] crate::records::RecordError),
+}
+
+/// A point and the throughput measured for it.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub point: PointSpec,
+    pub images_per_s: f64,
+    /// Where the row came from (file and line, or the point's folder).
+    pub source: String,
+}
+
+/// One timed collective call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CollectiveSample {
+    pub kind: Collective,
+    pub bytes: f64,
+    pub group: Group,
+    pub seconds: f64,
+}
+
+/// One unit's forward time for a micro-batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitSample {
+    pub model: String,
+    pub width: f64,
+    /// FLOPs of the forward pass timed (micro-batch x per-image FLOPs).
+    pub flop: f64,
+    pub seconds: f64,
+}
+
+/// Everything read from a sweep's records.
+#[derive(Debug, Clone, Default)]
+pub struct RecordSamples {
+    pub points: Vec<Measured>,
+    pub units: Vec<UnitSample>,
+    pub collectives: Vec<CollectiveSample>,
+    /// Host input time per pixel (the records' data phase over the micro-batch's pixels).
+    pub data_s_per_pixel: Vec<f64>,
+    /// Each unit's backward time over its forward time (recompute excluded).
+    pub backward_to_forward: Vec<f64>,
+}
+
+/// A simple comma-separated table: a header, then rows without quoting.
+struct Csv {
+    path: String,
+    header: Vec<String>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Csv {
+    fn read(path: &Path) -> Result<Self, MeasurementError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| MeasurementError::Io { path: name.clone(), source })?;
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let header = lines
+            .next()
+            .map(|(_, l)| l.split(',').map(|c| c.trim().to_string()).collect())
+            .unwrap_or_default();
+        let mut rows = Vec::new();
+        for (i, line) in lines {
+            if line.contains('"') {
+                return Err(MeasurementError::Row {
+                    path: name,
+                    line: i + 1,
+                    message: "quoted fields are not supported".into(),
+                });
+            }
+            rows.push((i + 1, line.split(',').map(|c| c.trim().to_string()).collect()));
+        }
+        Ok(Self { path: name, header, rows })
+    }
+
+    fn column(&self, name: &str) -> Result<usize, MeasurementError> {
+        self.header.iter().position(|h| h == name).ok_or_else(|| MeasurementError::Column {
+            path: self.path.clone(),
+            column: name.into(),
+            header: self.header.join(","),
+        })
+    }
+
+    fn error(&self, line: usize, message: String) -> MeasurementError {
+        MeasurementError::Row { path: self.path.clone(), line, message }
+    }
+
+    fn field<T: std::str::FromStr>(
+        &self,
+        line: usize,
+        row: &[String],
+        column: usize,
+    ) -> Result<T, MeasurementError> {
+        let value = row.get(column).map(String::as_str).unwrap_or("");
+        value.parse().map_err(|_| {
+            self.error(line, format!("column {}: cannot read {value:?}", self.header[column]))
+        })
+    }
+}
+
+fn enum_from<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string())).ok()
+}
+
+/// Builds the point a measurement row describes (no experiment file behind it).
+#[allow(clippy::too_many_arguments)]
+pub fn point_for(
+    sweep: &str,
+    model: &str,
+    strategy: Strategy,
+    shard_group: Option<u32>,
+    nodes: u32,
+    ranks_per_node: u32,
+    micro_batch: u32,
+    knobs: &MeasurementDefaults,
+) -> Option<PointSpec> {
+    let world = nodes * ranks_per_node;
+    let shard_group = match strategy {
+        Strategy::NoShard => 1,
+        Strategy::FullShard | Strategy::ShardGradOp => world,
+        _ => shard_group.filter(|g| *g > 0).unwrap_or(ranks_per_node),
+    };
+    let settings: Settings =
+        serde_json::from_value(serde_json::json!({"steps": 30, "warmup_steps": 5})).ok()?;
+    let point = PointSpec {
+        sweep: sweep.into(),
+        id: String::new(),
+        model: preset(model)?,
+        strategy,
+        parallel: ParallelSpec {
+            shard_group,
+            accumulation: 1,
+            activation_checkpointing: knobs.activation_checkpointing,
+            backward_prefetch: BackwardPrefetch::Pre,
+            limit_all_gathers: true,
+            param_dtype: knobs.param_dtype,
+            reduce_dtype: knobs.reduce_dtype,
+        },
+        nodes,
+        ranks_per_node,
+        micro_batch,
+        data: Default::default(),
+        loader_workers: 1,
+        settings,
+        optimizer: OptimizerSettings::default(),
+        fault: None,
+        system: None,
+    };
+    Some(PointSpec { id: point_id(&point), ..point })
+}
+
+/// Reads a measurement table: columns `model,strategy,shard_group,nodes,ranks_per_node,
+/// micro_batch,images_per_s` (shard_group may be empty), optionally
+/// `activation_checkpointing`, `param_dtype`, `reduce_dtype`; knobs without a column come from
+/// `defaults`.
+pub fn read_table(
+    path: &Path,
+    defaults: &MeasurementDefaults,
+) -> Result<Vec<Measured>, MeasurementError> {
+    let csv = Csv::read(path)?;
+    let col = |n: &str| csv.column(n);
+    let (cm, cs, cg, cn, cr, cb, ci) = (
+        col("model")?,
+        col("strategy")?,
+        col("shard_group")?,
+        col("nodes")?,
+        col("ranks_per_node")?,
+        col("micro_batch")?,
+        col("images_per_s")?,
+    );
+    let optional = |n: &str| csv.header.iter().position(|h| h == n);
+    let (cac, cpd, crd) =
+        (optional("activation_checkpointing"), optional("param_dtype"), optional("reduce_dtype"));
+    let mut out = Vec::new();
+    for (line, row) in &csv.rows {
+        let line = *line;
+        let text = |c: usize| row.get(c).map(String::as_str).unwrap_or("");
+        let strategy: Strategy = enum_from(text(cs))
+            .ok_or_else(|| csv.error(line, format!("strategy {:?} is not known", text(cs))))?;
+        let shard_group =
+            if text(cg).is_empty() { None } else { Some(csv.field::<u32>(line, row, cg)?) };
+        let mut knobs = defaults.clone();
+        if let Some(c) = cac {
+            knobs.activation_checkpointing = csv.field(line, row, c)?;
+        }
+        for (column, slot) in [(cpd, &mut knobs.param_dtype), (crd, &mut knobs.reduce_dtype)] {
+            if let Some(c) = column {
+                *slot = enum_from::<Dtype>(text(c))
+                    .ok_or_else(|| csv.error(line, format!("dtype {:?} is not known", text(c))))?;
+            }
+        }
+        let images_per_s: f64 = csv.field(line, row, ci)?;
+        if images_per_s.is_nan() || images_per_s <= 0.0 {
+            return Err(csv.error(line, format!("images_per_s {images_per_s} is not positive")));
+        }
+        let point = point_for(
+            "measurements",
+            text(cm),
+            strategy,
+            shard_group,
+            csv.field(line, row, cn)?,
+            csv.field(line, row, cr)?,
+            csv.field(line, row, cb)?,
+            &knobs,
+        )
+        .ok_or_else(|| csv.error(line, format!("model {:?} is not a preset", text(cm))))?;
+        out.push(Measured { point, images_per_s, source: format!("{}:{line}", csv.path) });
+    }
+    Ok(out)
+}
+
+/// Reads `shardsweep bench --sizes` output: `backend,collective,group_size,ranks_per_node,
+/// nodes,payload_bytes,repeats,median_s,p10_s,p90_s`, one median per row.
+pub fn read_bench(path: &Path) -> Result<Vec<CollectiveSample>, MeasurementError> {
+    let csv = Csv::read(path)?;
+    let (ck, cg, cr, cn, cb, cm) = (
+        csv.column("collective")?,
+        csv.column("group_size")?,
+        csv.column("ranks_per_node")?,
+        csv.column("nodes")?,
+        csv.column("payload_bytes")?,
+        csv.column("median_s")?,
+    );
+    let mut out = Vec::new();
+    for (line, row) in &csv.rows {
+        let kind = match row.get(ck).map(String::as_str) {
+            Some("all_gather") => Collective::AllGather,
+            Some("reduce_scatter") => Collective::ReduceScatter,
+            Some("all_reduce") => Collective::AllReduce,
+            other => return Err(csv.error(*line, format!("collective {other:?} is not known"))),
+        };
+        let ranks: u32 = csv.field(*line, row, cg)?;
+        let per_node: u32 = csv.field(*line, row, cr)?;
+        let nodes: u32 = csv.field(*line, row, cn)?;
+        let group = Group { ranks, nodes: nodes.max(1), per_node: per_node.min(ranks).max(1) };
+        out.push(CollectiveSample {
+            kind,
+            bytes: csv.field(*line, row, cb)?,
+            group,
+            seconds: csv.field(*line, row, cm)?,
+        });
+    }
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// The points of a sweep folder that ended `ok`.
+fn ok_points(sweep: &Path) -> Result<Vec<PathBuf>, MeasurementError> {
+    let io = |source| MeasurementError::Io { path: sweep.display().to_string(), source };
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(sweep).map_err(io)? {
+        let dir = entry.map_err(io)?.path();
+        if dir.is_dir() && Manifest::read(&dir)?.is_some_and(|m| m.outcome == Outcome::Ok) {
+            dirs.push(dir);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Reads every finished point of a sweep: the slowest rank's median steady-state step time
+/// (after the warm-up steps) as throughput, per-unit forward times, and every collective's
+/// duration with its payload and group. `keep` selects the points to use.
+pub fn read_records(
+    sweep: &Path,
+    keep: &dyn Fn(&PointSpec) -> bool,
+) -> Result<RecordSamples, MeasurementError> {
+    let mut out = RecordSamples::default();
+    for dir in ok_points(sweep)? {
+        let point = read_point(&dir)?;
+        if !keep(&point) {
+            continue;
+        }
+        let units = super::compute::units(&point.model);
+        let shard = super::timeline::shard_ranks(&point);
+        let shard_group = Group::consecutive(shard, point.ranks_per_node);
+        let world = point.world_size();
+        let warm = point.settings.warmup_steps as usize;
+        let mut step_max: Vec<f64> = Vec::new();
+        for rank in 0..world {
+            let spool = read_spool(&spool_path(&dir, rank))?;
+            for (i, step) in spool.steps.iter().enumerate().skip(warm) {
+                if step_max.len() <= i - warm {
+                    step_max.push(0.0);
+                }
+                step_max[i - warm] = step_max[i - warm].max(step.phases.step_s);
+                let b = f64::from(point.micro_batch * point.parallel.accumulation);
+                let pixels = (point.model.image_size.pow(2) * point.model.channels) as f64;
+                out.data_s_per_pixel.push(step.phases.data_s / (b * pixels));
+                for u in &step.units {
+                    if u.forward_s > 0.0 && u.backward_s > 0.0 {
+                        out.backward_to_forward.push(u.backward_s / u.forward_s);
+                    }
+                    if let Some(unit) = units.get(u.unit as usize) {
+                        out.units.push(UnitSample {
+                            model: point.model.name.clone(),
+                            width: unit.width,
+                            flop: b * unit.forward_flop,
+                            seconds: u.forward_s,
+                        });
+                    }
+                }
+                for c in &step.collectives {
+                    let (kind, group) = match c.kind {
+                        CollectiveKind::AllGather => (Collective::AllGather, shard_group),
+                        CollectiveKind::ReduceScatter => (Collective::ReduceScatter, shard_group),
+                        CollectiveKind::AllReduce if c.group_size == world => {
+                            (Collective::AllReduce, Group::consecutive(world, point.ranks_per_node))
+                        }
+                        CollectiveKind::AllReduce => (
+                            Collective::AllReduce,
+                            Group::replicas(world, shard, point.ranks_per_node),
+                        ),
+                    };
+                    if c.group_size == group.ranks && c.end_s > c.start_s {
+                        out.collectives.push(CollectiveSample {
+                            kind,
+                            bytes: c.payload_bytes as f64,
+                            group,
+                            seconds: c.end_s - c.start_s,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(step_s) = median(step_max) {
+            out.points.push(Measured {
+                images_per_s: f64::from(point.global_batch()) / step_s,
+                point,
+                source: dir.display().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}

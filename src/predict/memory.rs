@@ -1,0 +1,99 @@
+//! Peak device memory per rank by FSDP's categories (Zhao et al. 2023, PyTorch FSDP notes
+//! "FSDP buffer sizes"; ZeRO's 16 B/param for mixed-precision AdamW, Rajbhandari et al. 2019),
+//! activations after Korthikanti et al. 2022, allocator overhead as a calibrated fraction.
+
+use serde::Serialize;
+
+use super::compute::Unit;
+use crate::plan::{Dtype, PointSpec, Strategy};
+
+/// Bytes per rank at the step's peak, by category.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemoryBytes {
+    /// fp32 parameter shard (4 B/param over the shard group).
+    pub param_shards: f64,
+    /// fp32 gradient shard.
+    pub grad_shards: f64,
+    /// AdamW's two fp32 moments.
+    pub optimizer_state: f64,
+    /// Unsharded parameters held at once in `param_dtype`: the root plus the current and the
+    /// prefetched unit (the rate limiter's two), or every unit for the strategies that keep them
+    /// after forward.
+    pub gathered_params: f64,
+    /// One unit's unsharded gradients: autograd's in `param_dtype`, then the flat, padded
+    /// reduce-scatter input in `reduce_dtype` (PyTorch FSDP notes, "FSDP buffer sizes").
+    pub unsharded_grads: f64,
+    /// Stored activations (block inputs with checkpointing, plus one block's full set).
+    pub activations: f64,
+    /// Allocator and workspace overhead on top of the above.
+    pub allocator_overhead: f64,
+    pub peak: f64,
+}
+
+fn dtype_bytes(d: Dtype) -> f64 {
+    match d {
+        Dtype::Fp32 => 4.0,
+        Dtype::Bf16 => 2.0,
+    }
+}
+
+/// Peak memory of one rank of `point`. AdamW's update needs an fp32 temporary per tensor it
+/// updates (`exp_avg_sq.sqrt()`; FSDP's flat parameters make that one unit's shard), at a time
+/// when the forward/backward transients are gone, so the peak is states + the larger of the two.
+pub fn peak(point: &PointSpec, units: &[Unit], overhead_fraction: f64) -> MemoryBytes {
+    let k = &point.parallel;
+    let shard = f64::from(match point.strategy {
+        Strategy::NoShard => 1,
+        _ => k.shard_group.max(1),
+    });
+    let params: f64 = units.iter().map(|u| u.params).sum();
+    let (bp, b) = (dtype_bytes(k.param_dtype), f64::from(point.micro_batch));
+    let root = units.iter().filter(|u| u.is_root).map(|u| u.params).sum::<f64>();
+    let largest = units.iter().filter(|u| !u.is_root).map(|u| u.params).fold(0.0, f64::max);
+    let gathered = match point.strategy {
+        Strategy::NoShard if k.param_dtype == Dtype::Fp32 => 0.0,
+        Strategy::NoShard => bp * (root + 2.0 * largest),
+        Strategy::FullShard | Strategy::HybridShard => bp * (root + 2.0 * largest),
+        Strategy::ShardGradOp | Strategy::HybridShardZero2 => bp * params,
+    };
+    let unsharded_grads = (bp + dtype_bytes(k.reduce_dtype)) * largest.max(root);
+    let activations = activation_bytes(point, b, bp);
+    let states = 16.0 * params / shard;
+    let transient = gathered + unsharded_grads + activations;
+    let optimizer_temp = 4.0 * largest.max(root) / shard;
+    let used = states + transient.max(optimizer_temp);
+    MemoryBytes {
+        param_shards: 4.0 * params / shard,
+        grad_shards: 4.0 * params / shard,
+        optimizer_state: 8.0 * params / shard,
+        gathered_params: gathered,
+        unsharded_grads,
+        activations,
+        allocator_overhead: overhead_fraction * used,
+        peak: used * (1.0 + overhead_fraction),
+    }
+}
+
+/// Activations per block after Korthikanti et al. (2022), s*b*h*(34 + 5*a*s/h) bytes in
+/// 16-bit (doubled in fp32); with checkpointing only each block's input (2*s*b*h) is kept,
+/// plus one block's full set while it is recomputed.
+fn activation_bytes(point: &PointSpec, b: f64, bp: f64) -> f64 {
+    let m = &point.model;
+    let scale = bp / 2.0;
+    let block = |s: i64, h: i64, a: i64| {
+        let (s, h, a) = (s as f64, h as f64, a as f64);
+        s * b * h * (34.0 + 5.0 * a * s / h) * scale
+    };
+    let (se, sd) = (m.visible_patches() + 1, m.patches() + 1);
+    let enc = block(se, m.width, m.heads);
+    let dec = block(sd, m.decoder_width, m.decoder_heads);
+    if point.parallel.activation_checkpointing {
+        let inputs = 2.0
+            * b
+            * scale
+            * ((se * m.width * m.depth) as f64 + (sd * m.decoder_width * m.decoder_depth) as f64);
+        inputs + enc.max(dec)
+    } else {
+        m.depth as f64 * enc + m.decoder_depth as f64 * dec
+    }
+}
