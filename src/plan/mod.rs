@@ -13,6 +13,6 @@ pub use experiment::{
     OptimizerSettings, Settings, Strategy, AXES,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
-pub use matrix::{expand, point_id, Plan, Rejected};
+pub use matrix::{expand, point_id, Plan, Rejected, Rejection};
 pub use point::{ParallelSpec, PointSpec, SystemSpec};
 pub use problems::{ExperimentError, Problem};
