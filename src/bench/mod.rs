@@ -8,6 +8,8 @@
 //! - Steps: full_shard training steps with the clock, collective log, per-unit timers and the
 //!   spool line, against the same steps with a clock that measures nothing.
 
+pub mod peak;
+
 use std::time::Instant;
 
 use mpi::collective::SystemOperation;

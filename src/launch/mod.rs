@@ -3,11 +3,14 @@
 //! (`shardsweep worker`), started by mpirun on this machine (Slurm's srun in a later profile).
 
 mod local;
+mod retry;
+pub mod signals;
 pub mod slurm;
 mod supervise;
 mod sweep;
 
 pub use local::{mpirun_command, LocalLauncher};
+pub use retry::{should_run, Skip};
 pub use supervise::{supervise, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
 
@@ -19,6 +22,10 @@ pub enum LaunchError {
     Io { path: String, source: std::io::Error },
     #[error("sweep {0} is already running here (its results folder is locked)")]
     Locked(String),
+    #[error("{path}: cannot lock it ({source}): this file system does not support flock() (some NFS and Lustre mounts do not); run with --no-lock to go on without the lock, and start no second run of this sweep meanwhile")]
+    CannotLock { path: String, source: std::io::Error },
+    #[error("point {point}: a launcher of an earlier run of it is still running here (process group {pgid}, in {dir}); stop it (kill -TERM -- -{pgid}) or wait for it, then run again")]
+    LauncherAlive { point: String, pgid: i32, dir: String },
     #[error(transparent)]
     Record(#[from] crate::records::RecordError),
 }

@@ -25,10 +25,22 @@ use hdf5::types::VarLenUnicode;
 use hdf5::{File, Group, H5Type};
 use ndarray::{Array1, Array2};
 
-use super::atomic::sync_parent;
+use super::atomic::{sync_parent, unique_tmp};
 use super::schema::{MemoryRecord, Phases, SCHEMA_VERSION};
 use super::spool::RankSpool;
 use super::RecordError;
+
+/// Switches HDF5's own file locking off for this process and the ranks it starts, unless the
+/// user set `HDF5_USE_FILE_LOCKING`. HDF5 (1.10.7 and later) locks every file it opens with
+/// flock(), which fails on file systems without it (some NFS and Lustre mounts). The harness
+/// writes each HDF5 file once, under a temporary name renamed into place when complete, and
+/// never writes it again, so the lock protects nothing here. Call it before any thread starts.
+pub fn hdf5_without_file_locking() {
+    const VARIABLE: &str = "HDF5_USE_FILE_LOCKING";
+    if std::env::var_os(VARIABLE).is_none() {
+        std::env::set_var(VARIABLE, "FALSE");
+    }
+}
 
 /// What the file is about, stored as root attributes.
 pub struct RecordsHeader<'a> {
@@ -66,7 +78,7 @@ fn write_atomically(
     path: &Path,
     fill: impl FnOnce(&File) -> hdf5::Result<()>,
 ) -> Result<(), RecordError> {
-    let tmp = path.with_extension(format!("h5.tmp-{}", std::process::id()));
+    let tmp = unique_tmp(path);
     let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
     let result = File::create(&tmp)
         .and_then(|file| fill(&file).and_then(|_| file.close()))

@@ -6,6 +6,7 @@
 //! a manifest is the mark of a point that has been accounted for. Both are written atomically.
 
 mod atomic;
+pub mod fault;
 mod finalize;
 mod hdf5_file;
 mod manifest;
@@ -13,8 +14,8 @@ mod schema;
 mod spool;
 
 pub use atomic::write_atomic;
-pub use finalize::{finalize, RunEnd};
-pub use hdf5_file::{write_parameters, write_records, RecordsHeader};
+pub use finalize::{classify, earlier_attempts, finalize, RunEnd};
+pub use hdf5_file::{hdf5_without_file_locking, write_parameters, write_records, RecordsHeader};
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
 pub use schema::{
     CollectiveKind, CollectiveRecord, MemoryRecord, Phases, RankInfo, SpoolLine, StepRecord,

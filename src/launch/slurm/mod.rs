@@ -24,11 +24,12 @@ use sha2::{Digest, Sha256};
 
 use super::supervise::{stderr_tail, supervise};
 use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
-use super::LaunchError;
+use super::{should_run, LaunchError};
 use crate::plan::{LaunchSettings, Plan, PointSpec};
 use crate::records::{
-    finalize, read_point, read_spool, spool_path, timestamp, write_atomic, Manifest, Outcome,
-    RecordError, RunEnd, SchedulerInfo, RANKS_DIR, STDERR_FILE,
+    finalize, hdf5_without_file_locking, read_point, read_spool, spool_path, timestamp,
+    write_atomic, Manifest, Outcome, RecordError, RunEnd, SchedulerInfo, MANIFEST_FILE, RANKS_DIR,
+    STDERR_FILE, STDOUT_FILE,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +54,6 @@ pub enum SlurmError {
     Io { path: String, source: std::io::Error },
     #[error("ledger {0}")]
     Ledger(String),
-    #[error("{0} already has a manifest: a finished point is never overwritten")]
-    AlreadyRecorded(String),
     #[error(transparent)]
     Launch(#[from] LaunchError),
     #[error(transparent)]
@@ -86,6 +85,8 @@ pub struct SubmitOptions {
     /// Render and keep the scripts, submit nothing, touch no point folder.
     pub dry_run: bool,
     pub experiment_text: String,
+    /// Submit points whose outcome would repeat (oom, nan_loss) too; see [`should_run`].
+    pub retry: bool,
 }
 
 /// Which of a sweep's points a submission takes.
@@ -94,7 +95,8 @@ pub enum Selection {
     /// Every point not finished and not already queued or running.
     Unfinished,
     /// Points never run, and points that ended in a way a retry can change (failed, timeout,
-    /// node_fail, cancelled), up to `max_attempts` attempts each; never oom or nan_loss.
+    /// node_fail, cancelled), up to `max_attempts` attempts each; oom and nan_loss only with
+    /// `--retry` (see [`should_run`]).
     Resume { max_attempts: u32 },
 }
 
@@ -161,12 +163,15 @@ pub fn submit(
         .map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() })
         .collect();
     let mut ledger = Ledger::read(&sweep_dir)?;
-    let states =
-        if ledger.jobs.is_empty() { BTreeMap::new() } else { Slurm.states(&ledger.job_ids())? };
+    let states = if ledger.jobs.is_empty() {
+        BTreeMap::new()
+    } else {
+        Slurm.states(&ledger.submissions())?
+    };
     let mut chosen = Vec::new();
     let mut left = Vec::new();
     for point in &points {
-        match choose(point, &sweep_dir, &ledger, &states, selection) {
+        match choose(point, &sweep_dir, &ledger, &states, selection, options.retry) {
             Ok(()) => chosen.push(point),
             Err(reason) => left.push((point.id.clone(), reason)),
         }
@@ -266,6 +271,7 @@ fn choose(
     ledger: &Ledger,
     states: &BTreeMap<String, JobState>,
     selection: Selection,
+    retry: bool,
 ) -> Result<(), String> {
     if let Some(job) = ledger.latest_job_of(&point.id) {
         if let Some(state) = states.get(&job.job_id).filter(|s| s.is_live()) {
@@ -274,17 +280,9 @@ fn choose(
     }
     let dir = sweep_dir.join(&point.id);
     let manifest = Manifest::read(&dir).ok().flatten();
-    if manifest.as_ref().is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest()) {
-        return Err("finished".into());
-    }
+    should_run(manifest.as_ref(), &point.digest(), false, retry).map_err(|skip| skip.reason())?;
     let Selection::Resume { max_attempts } = selection else { return Ok(()) };
     let Some(manifest) = manifest else { return Ok(()) };
-    if !manifest.outcome.is_retryable() {
-        return Err(format!(
-            "ended {}: running it again would end the same way",
-            manifest.outcome.name()
-        ));
-    }
     let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id))
         .map(|d| d.count() as u32)
         .unwrap_or(0)
@@ -300,16 +298,31 @@ fn choose(
 
 /// Runs one point inside a job: the launcher `command` under the point's time limit, then its
 /// records and manifest, with the job's id, node list and the script's hash.
+///
+/// A requeued job runs its batch script again: a point that already finished with the same
+/// configuration is left as it is (returned, never run twice); one that had started (spools,
+/// logs or a manifest of another outcome) is moved to `.attempts/` first and runs again, and
+/// its manifest counts the restart.
 pub fn supervise_point(
     dir: &Path,
     timeout: Duration,
     script: &Path,
     command: &[String],
 ) -> Result<Manifest, SlurmError> {
-    if dir.join(crate::records::MANIFEST_FILE).exists() {
-        return Err(SlurmError::AlreadyRecorded(dir.display().to_string()));
-    }
+    hdf5_without_file_locking();
     let point = read_point(dir)?;
+    let previous = Manifest::read(dir)?;
+    if let Some(m) = previous.filter(|m| m.outcome == Outcome::Ok && m.digest == point.digest()) {
+        tracing::info!(point = %point.id, "already finished (a requeued job); not run again");
+        return Ok(m);
+    }
+    let started = [RANKS_DIR, STDERR_FILE, STDOUT_FILE, MANIFEST_FILE]
+        .iter()
+        .any(|name| dir.join(name).exists());
+    if started {
+        let sweep_dir = dir.parent().unwrap_or(Path::new("."));
+        prepare_point_dir(sweep_dir, dir, &point)?;
+    }
     let mut end = supervise(command, dir, timeout, |_| {})?;
     let env = |name: &str| std::env::var(name).unwrap_or_default();
     end.scheduler =
@@ -353,8 +366,11 @@ pub struct PointStatus {
 /// Every point the sweep submitted, as the scheduler and the records see it. With `collect`,
 /// points that a job's end cut short get their records and manifest now.
 pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, SlurmError> {
+    if collect {
+        hdf5_without_file_locking();
+    }
     let ledger = Ledger::read(sweep_dir)?;
-    let states = Slurm.states(&ledger.job_ids())?;
+    let states = Slurm.states(&ledger.submissions())?;
     let mut seen = std::collections::BTreeSet::new();
     let mut statuses = Vec::new();
     for job in ledger.jobs.iter().rev() {
@@ -434,6 +450,7 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
         duration_s,
         stderr_tail: stderr_tail(&dir.join(STDERR_FILE)),
         command: Vec::new(),
+        oom_kills: 0,
         scheduler: Some(scheduler_info(
             &job.job_id,
             &state.node_list,
@@ -448,7 +465,7 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
 /// Cancels the sweep's live jobs; returns their ids.
 pub fn cancel(sweep_dir: &Path) -> Result<Vec<String>, SlurmError> {
     let ledger = Ledger::read(sweep_dir)?;
-    let states = Slurm.states(&ledger.job_ids())?;
+    let states = Slurm.states(&ledger.submissions())?;
     let live: Vec<String> = ledger
         .job_ids()
         .into_iter()
