@@ -36,6 +36,8 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
 fi
 # h5py lets the tests check that record files are readable by the Python ecosystem.
 .venv/bin/python -c "import h5py" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "h5py==3.12.1"
+# pyarrow lets a test read the tidy store folder as pandas' read_parquet does.
+.venv/bin/python -c "import pyarrow" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "pyarrow==26.0.1"
 # A stable path for cargo (.cargo/config.toml) whatever the Python minor version is.
 torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
 ln -sfn "$torch_dir" .venv/libtorch

@@ -12,6 +12,7 @@ mod load;
 mod plot;
 pub mod report;
 pub mod scaling;
+pub mod series;
 pub mod stats;
 pub mod steady;
 pub mod stragglers;

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::tidy::Skipped;
 use crate::AnalysisError;
 
 /// A point as its manifest describes it.
@@ -23,12 +24,15 @@ pub struct PointRecords {
     pub accumulation: u32,
     pub activation_checkpointing: bool,
     pub param_dtype: String,
+    pub backward_prefetch: String,
+    pub limit_all_gathers: bool,
+    pub reduce_dtype: String,
     pub warmup_steps: u32,
     pub steps_planned: u32,
     pub steps_completed: Vec<u32>,
     pub train_flop_per_step: f64,
-    /// Peak FLOP/s of one rank's device and where the figure comes from, if the point was run
-    /// on a system that states it.
+    /// Peak FLOP/s of one rank's device and where the figure comes from: the system profile's,
+    /// or for local runs the sweep's measured matrix-multiply rate (`<sweep>/local_peak.json`).
     pub peak_flop_per_s: Option<f64>,
     pub peak_source: String,
     /// Hostname of each rank.
@@ -42,21 +46,6 @@ impl PointRecords {
         self.steps_completed.get(rank).copied().unwrap_or(0) as usize
     }
 
-    /// The configuration without the node count: points that differ only in nodes form a
-    /// scaling series.
-    pub fn series_key(&self) -> String {
-        format!(
-            "{}|{}|{}|{}|{}|{}|{}",
-            self.model,
-            self.strategy,
-            self.ranks_per_node,
-            self.accumulation,
-            self.activation_checkpointing,
-            self.param_dtype,
-            self.shard_group_label()
-        )
-    }
-
     /// For the hybrid strategies, `node` for a shard group of one node (FSDP's default), else
     /// the group size; the others shard over the whole world, which grows with the nodes.
     pub fn shard_group_label(&self) -> String {
@@ -68,8 +57,9 @@ impl PointRecords {
     }
 }
 
-/// Every point folder of `sweep_dir` with a manifest and records, in name order.
-pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError> {
+/// Every point folder of `sweep_dir` with a manifest and records, in name order, and the
+/// points whose manifest cannot be read (left out, with the file and why).
+pub fn load_points(sweep_dir: &Path) -> Result<(Vec<PointRecords>, Vec<Skipped>), AnalysisError> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(sweep_dir)
         .map_err(|e| AnalysisError::read(sweep_dir, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -81,12 +71,18 @@ pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError>
         })
         .collect();
     dirs.sort();
-    let points: Vec<PointRecords> =
-        dirs.iter().map(|d| read_manifest(d)).collect::<Result<_, _>>()?;
+    let mut points = Vec::new();
+    let mut skipped = Vec::new();
+    for dir in &dirs {
+        match read_manifest(dir) {
+            Ok(p) => points.push(p),
+            Err(e) => skipped.push(Skipped::from_error(dir, e)),
+        }
+    }
     if points.is_empty() {
         return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
     }
-    Ok(points)
+    Ok((points, skipped))
 }
 
 pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
@@ -114,6 +110,12 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
             }
         }
     }
+    let (peak_flop_per_s, peak_source) = match config["system"]["peak_flop_per_s"].as_f64() {
+        Some(peak) => {
+            (Some(peak), config["system"]["peak_source"].as_str().unwrap_or_default().to_string())
+        }
+        None => local_peak(dir).map_or((None, String::new()), |(p, s)| (Some(p), s)),
+    };
     Ok(PointRecords {
         sweep: text_field(&m["sweep"])?,
         point: text_field(&m["point"])?,
@@ -131,6 +133,9 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         accumulation: number(&parallel["accumulation"])?,
         activation_checkpointing: parallel["activation_checkpointing"].as_bool().unwrap_or(false),
         param_dtype: parallel["param_dtype"].as_str().unwrap_or("fp32").to_string(),
+        backward_prefetch: parallel["backward_prefetch"].as_str().unwrap_or("pre").to_string(),
+        limit_all_gathers: parallel["limit_all_gathers"].as_bool().unwrap_or(true),
+        reduce_dtype: parallel["reduce_dtype"].as_str().unwrap_or("fp32").to_string(),
         warmup_steps: number(&m["warmup_steps"])?,
         steps_planned: number(&m["steps_planned"])?,
         steps_completed: m["steps_completed"]
@@ -140,9 +145,17 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
             .filter_map(|v| v.as_u64().map(|v| v as u32))
             .collect(),
         train_flop_per_step: m["train_flop_per_step"].as_f64().unwrap_or(f64::NAN),
-        peak_flop_per_s: config["system"]["peak_flop_per_s"].as_f64(),
-        peak_source: config["system"]["peak_source"].as_str().unwrap_or_default().to_string(),
+        peak_flop_per_s,
+        peak_source,
         hostnames,
         provenance: m["provenance"].clone(),
     })
+}
+
+/// The per-rank peak `shardsweep run` measured for the sweep holding `point_dir`, and how.
+fn local_peak(point_dir: &Path) -> Option<(f64, String)> {
+    let path = point_dir.parent()?.join("local_peak.json");
+    let peak: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let rate = peak["peak_flop_per_s"].as_f64().filter(|r| *r > 0.0)?;
+    Some((rate, peak["source"].as_str()?.to_string()))
 }

@@ -14,7 +14,10 @@
 //! | memory.<category> | bytes | bytes | `/memory/<category>_bytes` |
 //!
 //! The store is rebuilt per point only when the point's records change (a fingerprint of its
-//! manifest and records file is kept in `tidy/index.json`).
+//! manifest and records file is kept in `tidy/_index.json`; Arrow's dataset readers, which
+//! pandas and pyarrow use, skip names that start with `_` or `.`, so the folder itself reads
+//! as one dataset). A point whose records cannot be read is left out and listed in
+//! [`StoreUpdate::skipped`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +28,9 @@ use crate::load::PointRecords;
 use crate::AnalysisError;
 
 pub const STORE_DIR: &str = "tidy";
-const INDEX: &str = "index.json";
+const INDEX: &str = "_index.json";
+/// Where the index was kept before; removed when found, since Arrow readers fail on it.
+const OLD_INDEX: &str = "index.json";
 
 /// What updating the store did.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +38,24 @@ pub struct StoreUpdate {
     pub dir: PathBuf,
     pub rebuilt: Vec<String>,
     pub reused: usize,
+    /// Points left out because their files cannot be read.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A point the analysis left out: the file that cannot be read and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl Skipped {
+    pub(crate) fn from_error(dir: &Path, error: AnalysisError) -> Self {
+        match error {
+            AnalysisError::Read { path, message } => Skipped { path: path.into(), reason: message },
+            other => Skipped { path: dir.to_path_buf(), reason: other.to_string() },
+        }
+    }
 }
 
 /// Brings `<sweep>/tidy/` up to date with the points' records.
@@ -47,17 +70,32 @@ pub fn update_store(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let _ = std::fs::remove_file(dir.join(OLD_INDEX));
     let mut index = BTreeMap::new();
     let mut rebuilt = Vec::new();
     let mut reused = 0;
+    let mut skipped = Vec::new();
     for point in points {
-        let fingerprint = fingerprint(&point.dir)?;
+        let fingerprint = match fingerprint(&point.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                skipped.push(Skipped::from_error(&point.dir, e));
+                continue;
+            }
+        };
         let file = dir.join(format!("{}.parquet", point.point));
         if old.get(&point.point) == Some(&fingerprint) && file.exists() {
             reused += 1;
         } else {
-            let mut frame = tidy_point(point)?;
-            write_parquet(&file, &mut frame)?;
+            match tidy_point(point) {
+                Ok(mut frame) => write_parquet(&file, &mut frame)?,
+                // One unreadable point (a truncated records.h5) costs that point only.
+                Err(e) => {
+                    let _ = std::fs::remove_file(&file);
+                    skipped.push(Skipped::from_error(&point.dir, e));
+                    continue;
+                }
+            }
             rebuilt.push(point.point.clone());
         }
         index.insert(point.point.clone(), fingerprint);
@@ -68,7 +106,7 @@ pub fn update_store(
     }
     let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
     write_file(&index_path, &json)?;
-    Ok(StoreUpdate { dir, rebuilt, reused })
+    Ok(StoreUpdate { dir, rebuilt, reused, skipped })
 }
 
 /// All points of the store at `dir` (or a glob of stores) as one lazy frame.
@@ -296,17 +334,28 @@ impl Rows {
 }
 
 /// Writes `path` atomically: `write` fills a temporary file beside it, which then replaces
-/// `path` by a rename, so no reader ever sees half a file.
+/// `path` by a rename, so no reader ever sees half a file. Temporary names are unique per
+/// process and call (`.<name>.tmp-<pid>-<n>`), so two writers of one file never share one;
+/// the leading dot keeps Arrow dataset readers off them.
 pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> Result<(), AnalysisError>,
 ) -> Result<(), AnalysisError> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
     let tmp = path.with_file_name(name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| AnalysisError::read(&tmp, e))?;
-    write(&mut file)?;
-    std::fs::rename(&tmp, path).map_err(|e| AnalysisError::read(path, e))
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp).map_err(|e| AnalysisError::read(&tmp, e))?;
+        write(&mut file)?;
+        std::fs::rename(&tmp, path).map_err(|e| AnalysisError::read(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 pub fn write_parquet(path: &Path, frame: &mut DataFrame) -> Result<(), AnalysisError> {
