@@ -60,7 +60,7 @@ fn shardsweep(root: &Path, args: &[&str]) -> Output {
     output
 }
 
-fn row<'a>(output: &'a Output, point: &str) -> String {
+fn row(output: &Output, point: &str) -> String {
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.lines().find(|l| l.contains(point)).unwrap_or_default().to_string()
 }

@@ -24,8 +24,8 @@ pub enum LaunchError {
     Locked(String),
     #[error("{path}: cannot lock it ({source}): this file system does not support flock() (some NFS and Lustre mounts do not); run with --no-lock to go on without the lock, and start no second run of this sweep meanwhile")]
     CannotLock { path: String, source: std::io::Error },
-    #[error("point {point}: a launcher of an earlier run of it is still running here (process group {pgid}, in {dir}); stop it (kill -TERM -- -{pgid}) or wait for it, then run again")]
-    LauncherAlive { point: String, pgid: i32, dir: String },
+    #[error("point {point}: an earlier run of it is still running here ({what}, in {dir}); stop it ({stop}) or wait for it, then run again")]
+    LauncherAlive { point: String, what: String, stop: String, dir: String },
     #[error(transparent)]
     Record(#[from] crate::records::RecordError),
 }

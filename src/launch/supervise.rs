@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::signals::{interrupted, Interrupt};
 use super::LaunchError;
-use crate::records::{spool_path, timestamp, Outcome, RunEnd, STDERR_FILE, STDOUT_FILE};
+use crate::records::{
+    read_spool, spool_path, timestamp, Outcome, RunEnd, RANKS_DIR, STDERR_FILE, STDOUT_FILE,
+};
 
 /// Seen while a point runs, for progress displays.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +47,7 @@ pub fn supervise(
         .spawn()
         .map_err(|source| LaunchError::Spawn { program: command[0].clone(), source })?;
     let pid_file = dir.join(LAUNCHER_PID_FILE);
-    let host = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let host = this_host();
     // Best effort: without it only the alive check of a later run is lost.
     let _ = std::fs::write(&pid_file, format!("{host} {}\n", child.id()));
     let oom_kills_before = oom_kill_count();
@@ -73,6 +75,13 @@ pub fn supervise(
                 std::thread::sleep(POLL);
             }
             stop_group(child.id(), libc::SIGKILL);
+            // Ranks in groups of their own that the launcher left behind.
+            for pid in live_ranks(dir) {
+                // SAFETY: signalling a rank of this point, checked by its command line.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
         }
         std::thread::sleep(POLL);
     };
@@ -106,15 +115,47 @@ pub fn supervise(
 /// Names the running launcher's process group: `<hostname> <pgid>`.
 pub(crate) const LAUNCHER_PID_FILE: &str = "launcher.pid";
 
-/// The process group of a launcher an earlier run started for the point in `dir` that is
-/// still alive on this host (its runner was killed before it could stop it), if any.
-pub(crate) fn live_launcher(dir: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(dir.join(LAUNCHER_PID_FILE)).ok()?;
-    let (host, pgid) = text.trim().split_once(' ')?;
-    let pgid: i32 = pgid.parse().ok()?;
-    let here = hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    // SAFETY: signal 0 only checks that the group exists.
-    (host == here && pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0).then_some(pgid)
+/// What of an earlier run of the point in `dir` is still alive on this host (its runner was
+/// killed before it could stop it), and the command that stops it: the launcher's process
+/// group, or ranks that outlived it (Open MPI puts each rank in a process group of its own).
+pub(crate) fn live_launcher(dir: &Path) -> Option<(String, String)> {
+    let here = this_host();
+    let group = std::fs::read_to_string(dir.join(LAUNCHER_PID_FILE)).ok().and_then(|text| {
+        let (host, pgid) = text.trim().split_once(' ')?;
+        let pgid: i32 = pgid.parse().ok()?;
+        // SAFETY: signal 0 only checks that the group exists.
+        (host == here && pgid > 1 && unsafe { libc::killpg(pgid, 0) } == 0).then_some(pgid)
+    });
+    if let Some(pgid) = group {
+        return Some((format!("process group {pgid}"), format!("kill -TERM -- -{pgid}")));
+    }
+    let ranks = live_ranks(dir);
+    let pids: Vec<String> = ranks.iter().map(|p| p.to_string()).collect();
+    (!ranks.is_empty())
+        .then(|| (format!("ranks {}", pids.join(", ")), format!("kill -TERM {}", pids.join(" "))))
+}
+
+fn this_host() -> String {
+    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Pids of the point's ranks still alive on this host, from their spools' start lines, each
+/// checked to be a worker of `dir` (a pid can be reused).
+fn live_ranks(dir: &Path) -> Vec<i32> {
+    let here = this_host();
+    let Ok(entries) = std::fs::read_dir(dir.join(RANKS_DIR)) else { return Vec::new() };
+    let needle = dir.display().to_string();
+    entries
+        .flatten()
+        .filter_map(|e| read_spool(&e.path()).ok()?.info)
+        .filter(|info| info.hostname == here && info.pid > 1)
+        .map(|info| info.pid as i32)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(&needle)
+            })
+        })
+        .collect()
 }
 
 /// Processes the kernel's OOM killer has ended in this process's cgroup (cgroup v2's

@@ -163,10 +163,11 @@ pub(crate) fn prepare_point_dir(
     dir: &Path,
     point: &PointSpec,
 ) -> Result<(), LaunchError> {
-    if let Some(pgid) = live_launcher(dir) {
+    if let Some((what, stop)) = live_launcher(dir) {
         return Err(LaunchError::LauncherAlive {
             point: point.id.clone(),
-            pgid,
+            what,
+            stop,
             dir: dir.display().to_string(),
         });
     }
