@@ -100,3 +100,36 @@ fn collect_wait_names_what_it_waits_for_and_gives_up_at_its_limit() {
     assert!(stderr.contains("gave up waiting after 3 s"), "{stderr}");
     assert_eq!(collect.status.code(), Some(2), "not every point is ok");
 }
+
+#[test]
+fn submit_names_a_file_system_without_flock_and_no_lock_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    sweep(root.path(), &[], "", "");
+    let sbatch = root.path().join("bin/sbatch");
+    std::fs::write(&sbatch, "#!/bin/sh\necho 555\n").unwrap();
+    std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let experiment = root.path().join("e.toml");
+    let text = "name = \"nfs\"\n[axes]\nmodel = [\"vit-tiny\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [2]\nmicro_batch = [2]\n[settings]\nsteps = 2\nwarmup_steps = 1\n";
+    std::fs::write(&experiment, text).unwrap();
+    let results = root.path().join("results");
+    let submit = |extra: &[&str]| {
+        let path =
+            format!("{}:{}", root.path().join("bin").display(), std::env::var("PATH").unwrap());
+        let output = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+            .args(["submit", experiment.to_str().unwrap(), "--system", "local", "--results"])
+            .arg(&results)
+            .args(extra)
+            .env("PATH", path)
+            .env("SHARDSWEEP_INJECT_FAULT", "no_flock")
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stderr) = submit(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot lock") && stderr.contains("--no-lock"), "{stderr}");
+    let (code, stderr) = submit(&["--no-lock"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let ledger = std::fs::read_to_string(results.join("nfs/slurm/ledger.json")).unwrap();
+    assert!(ledger.contains("\"555\""), "{ledger}");
+}

@@ -35,6 +35,10 @@ pub struct SlurmArgs {
     /// configuration would end the same way).
     #[arg(long)]
     retry: bool,
+    /// Submit without the sweep's lock, for file systems without flock() (some NFS and Lustre
+    /// mounts); start no other submission or run of the sweep meanwhile.
+    #[arg(long)]
+    no_lock: bool,
 }
 
 #[derive(clap::Args)]
@@ -124,6 +128,7 @@ fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) ->
         dry_run: args.dry_run,
         experiment_text,
         retry: args.retry,
+        no_lock: args.no_lock,
     };
     let submission = slurm::submit(&plan, &loaded.launch, &system, &template, selection, &options)?;
     for r in &plan.rejected {

@@ -87,6 +87,8 @@ pub struct SubmitOptions {
     pub experiment_text: String,
     /// Submit points whose outcome would repeat (oom, nan_loss) too; see [`should_run`].
     pub retry: bool,
+    /// Submit without the sweep's lock (for file systems without `flock()`).
+    pub no_lock: bool,
 }
 
 /// Which of a sweep's points a submission takes.
@@ -154,7 +156,16 @@ pub fn submit(
         .map_err(|e| SlurmError::Io { path: options.results.display().to_string(), source: e })?;
     let sweep_dir = results.join(&plan.sweep);
     sbatch_safe_path(&sweep_dir)?;
-    let _lock = if options.dry_run { None } else { Some(lock_sweep(&sweep_dir, &plan.sweep)?) };
+    let _lock = if options.dry_run {
+        None
+    } else if options.no_lock {
+        std::fs::create_dir_all(&sweep_dir)
+            .map_err(|e| SlurmError::Io { path: sweep_dir.display().to_string(), source: e })?;
+        tracing::warn!(sweep = %plan.sweep, "submitting without the sweep's lock (--no-lock): start no other submission or run of this sweep meanwhile");
+        None
+    } else {
+        Some(lock_sweep(&sweep_dir, &plan.sweep)?)
+    };
 
     // Each point carries the system it is for (and the peak its MFU is measured against).
     let points: Vec<PointSpec> = plan
