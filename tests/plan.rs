@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shardsweep::plan::{expand, Experiment, ExperimentError, Machine, Strategy};
+use shardsweep::plan::{expand, Experiment, ExperimentError, Machine, Rejection, Strategy};
 
 const MACHINE: Machine = Machine { memory_bytes: 24 << 30, per_rank: false };
 
@@ -114,6 +114,8 @@ fn exclude_rules_drop_matching_points_with_a_reason() {
     assert!(reasons.contains(&("vit-mini-no_shard-n2x2-mb4", "excluded by rule exclude[0]")));
     assert!(reasons.contains(&("vit-tiny-no_shard-n2x2-mb8", "excluded by rule exclude[1]")));
     assert_eq!(reasons.len(), 4);
+    // The user's own choice: logged as such, not warned about.
+    assert!(plan.rejected.iter().all(|r| r.kind == Rejection::Excluded));
 }
 
 #[test]
@@ -518,4 +520,15 @@ fn exactly_one_of_micro_batch_and_global_batch() {
         with_axes(&AXES.replace("micro_batch = [4, 8]", "global_batch = [16]"), "")
     );
     assert_reports(&rule, &["exclude[0].micro_batch = 4: not a value of axes.micro_batch"]);
+}
+
+#[test]
+fn a_syntax_error_on_a_long_line_is_cut_to_its_surroundings() {
+    let long = format!("name = \"x\"\ndescription = \"{}\" oops\n", "a".repeat(5000));
+    let found = problems(&long);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let problem = &found[0];
+    assert!(problem.contains("(syntax)") && problem.contains("line 2"), "{problem}");
+    assert!(problem.contains("oops") && problem.contains("..."), "{problem}");
+    assert!(problem.len() < 300, "{} characters: {problem}", problem.len());
 }

@@ -2,7 +2,7 @@
 //! four timed phases, with slow ranks and a slow start), and the same analysis `analyze` runs
 //! over it (per-point step tables, statistics, breakdowns, stragglers), timed.
 
-use shardsweep_records::{Dtype, Outcome, Strategy};
+use shardsweep_records::{BackwardPrefetch, Dtype, Outcome, Strategy};
 use std::path::Path;
 use std::time::Instant;
 
@@ -109,6 +109,9 @@ pub fn analyze(dir: &Path, shape: &Shape) -> Result<Timing, AnalysisError> {
             accumulation: 1,
             activation_checkpointing: false,
             param_dtype: Dtype::Bf16,
+            backward_prefetch: BackwardPrefetch::Pre,
+            limit_all_gathers: true,
+            reduce_dtype: Dtype::Fp32,
             warmup_steps: 2,
             steps_planned: shape.steps as u32,
             steps_completed: vec![shape.steps as u32; shape.ranks],

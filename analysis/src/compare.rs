@@ -5,7 +5,8 @@
 //! `min_effect`. Overlapping noise is "no significant change", never "faster".
 //!
 //! Two result sets are comparable only if their environments (library versions, git commit,
-//! relevant environment variables) differ in declared fields alone: the upgrade under study.
+//! environment variables that change behaviour) differ in declared fields alone: the upgrade
+//! under study.
 
 use shardsweep_records::Outcome;
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,11 +80,49 @@ pub struct Comparison {
     pub unmatched: Vec<(String, String)>,
 }
 
-/// Variables that differ from run to run by construction (job ids, ports, pids).
-const RUN_SPECIFIC: [&str; 5] =
-    ["SLURM_", "PMIX_", "OMPI_MCA_orte_", "OMPI_APP_CTX", "SHARDSWEEP_"];
+/// Environment variables that change how a run behaves, by prefix: MPI transport, matching
+/// and collective selections (Open MPI's MCA frameworks `btl`, `pml`, `mtl`, `coll`, `osc`,
+/// `op`, `mpi_` settings, binding and mapping policies; Cray MPICH's `MPICH_`; UCX), NCCL and
+/// RCCL, libfabric (`FI_`), thread counts (OpenMP, MKL, OpenBLAS and their runtimes), and the
+/// PyTorch, CUDA and ROCm runtimes. Everything else a launcher sets is bookkeeping that differs
+/// between any two runs (Open MPI's job ids, session folders, `OMPI_COMMAND`/`OMPI_ARGV`,
+/// PMIx endpoints, Slurm's job ids and node lists) and is not compared.
+pub const BEHAVIOUR_ENV: [&str; 31] = [
+    "OMPI_MCA_btl",
+    "OMPI_MCA_pml",
+    "OMPI_MCA_mtl",
+    "OMPI_MCA_coll",
+    "OMPI_MCA_osc",
+    "OMPI_MCA_op",
+    "OMPI_MCA_mpi_",
+    "OMPI_MCA_hwloc_base_binding_policy",
+    "OMPI_MCA_rmaps_base_mapping_policy",
+    "MPICH_",
+    "UCX_",
+    "NCCL_",
+    "RCCL_",
+    "FI_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "KMP_",
+    "GOMP_",
+    "TORCH_",
+    "PYTORCH_",
+    "CUDA_",
+    "HIP_",
+    "HSA_",
+    "ROCR_",
+    "MIOPEN_",
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_CPU_BIND",
+    "SLURM_THREADS_PER_CORE",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_GPUS_PER_TASK",
+];
 
-/// The environment of a result set, from one of its points' manifest, as field -> value.
+/// The environment of a result set, from one of its points' manifest, as field -> value:
+/// versions and the variables of [`BEHAVIOUR_ENV`].
 pub fn environment(point: &PointRecords) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let p = &point.provenance;
@@ -91,7 +130,7 @@ pub fn environment(point: &PointRecords) -> BTreeMap<String, String> {
         env.insert(field.to_string(), p[field].as_str().unwrap_or_default().to_string());
     }
     for (k, v) in p["env"].as_object().into_iter().flatten() {
-        if !RUN_SPECIFIC.iter().any(|prefix| k.starts_with(prefix)) {
+        if BEHAVIOUR_ENV.iter().any(|prefix| k.starts_with(prefix)) {
             env.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
         }
     }

@@ -14,6 +14,7 @@ mod plot;
 pub mod predicted;
 pub mod report;
 pub mod scaling;
+pub mod series;
 pub mod stats;
 pub mod steady;
 pub mod stragglers;

@@ -2,8 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use shardsweep_records::{Dtype, Manifest, Outcome, Strategy, MANIFEST_FILE, RECORDS_FILE};
+use shardsweep_records::{
+    BackwardPrefetch, Dtype, Manifest, Outcome, Strategy, MANIFEST_FILE, RECORDS_FILE,
+};
 
+use crate::tidy::Skipped;
 use crate::AnalysisError;
 
 /// A point as its manifest describes it.
@@ -25,12 +28,15 @@ pub struct PointRecords {
     pub accumulation: u32,
     pub activation_checkpointing: bool,
     pub param_dtype: Dtype,
+    pub backward_prefetch: BackwardPrefetch,
+    pub limit_all_gathers: bool,
+    pub reduce_dtype: Dtype,
     pub warmup_steps: u32,
     pub steps_planned: u32,
     pub steps_completed: Vec<u32>,
     pub train_flop_per_step: f64,
-    /// Peak FLOP/s of one rank's device and where the figure comes from, if the point was run
-    /// on a system that states it.
+    /// Peak FLOP/s of one rank's device and where the figure comes from: the system profile's,
+    /// or for local runs the sweep's measured matrix-multiply rate (`<sweep>/local_peak.json`).
     pub peak_flop_per_s: Option<f64>,
     pub peak_source: String,
     /// Hostname of each rank.
@@ -44,21 +50,6 @@ impl PointRecords {
         self.steps_completed.get(rank).copied().unwrap_or(0) as usize
     }
 
-    /// The configuration without the node count: points that differ only in nodes form a
-    /// scaling series.
-    pub fn series_key(&self) -> String {
-        format!(
-            "{}|{}|{}|{}|{}|{}|{}",
-            self.model,
-            self.strategy.name(),
-            self.ranks_per_node,
-            self.accumulation,
-            self.activation_checkpointing,
-            self.param_dtype.name(),
-            self.shard_group_label()
-        )
-    }
-
     /// For the hybrid strategies, `node` for a shard group of one node (FSDP's default), else
     /// the group size; the others shard over the whole world, which grows with the nodes.
     pub fn shard_group_label(&self) -> String {
@@ -70,8 +61,9 @@ impl PointRecords {
     }
 }
 
-/// Every point folder of `sweep_dir` with a manifest and records, in name order.
-pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError> {
+/// Every point folder of `sweep_dir` with a manifest and records, in name order, and the
+/// points whose manifest cannot be read (left out, with the file and why).
+pub fn load_points(sweep_dir: &Path) -> Result<(Vec<PointRecords>, Vec<Skipped>), AnalysisError> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(sweep_dir)
         .map_err(|e| AnalysisError::read(sweep_dir, e))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -83,12 +75,18 @@ pub fn load_points(sweep_dir: &Path) -> Result<Vec<PointRecords>, AnalysisError>
         })
         .collect();
     dirs.sort();
-    let points: Vec<PointRecords> =
-        dirs.iter().map(|d| read_manifest(d)).collect::<Result<_, _>>()?;
+    let mut points = Vec::new();
+    let mut skipped = Vec::new();
+    for dir in &dirs {
+        match read_manifest(dir) {
+            Ok(p) => points.push(p),
+            Err(e) => skipped.push(Skipped::from_error(dir, e)),
+        }
+    }
     if points.is_empty() {
         return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
     }
-    Ok(points)
+    Ok((points, skipped))
 }
 
 pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
@@ -102,7 +100,10 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         }
     }
     let (peak_flop_per_s, peak_source) =
-        config.system.map_or((None, String::new()), |s| (s.peak_flop_per_s, s.peak_source));
+        match config.system.as_ref().and_then(|s| s.peak_flop_per_s) {
+            Some(peak) => (Some(peak), config.system.map(|s| s.peak_source).unwrap_or_default()),
+            None => local_peak(dir).map_or((None, String::new()), |(p, s)| (Some(p), s)),
+        };
     Ok(PointRecords {
         dir: dir.to_path_buf(),
         outcome: m.outcome,
@@ -117,6 +118,9 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         accumulation: config.parallel.accumulation,
         activation_checkpointing: config.parallel.activation_checkpointing,
         param_dtype: config.parallel.param_dtype,
+        backward_prefetch: config.parallel.backward_prefetch,
+        limit_all_gathers: config.parallel.limit_all_gathers,
+        reduce_dtype: config.parallel.reduce_dtype,
         warmup_steps: m.warmup_steps,
         steps_planned: m.steps_planned,
         train_flop_per_step: m.train_flop_per_step,
@@ -129,4 +133,12 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         digest: m.digest,
         steps_completed: m.steps_completed,
     })
+}
+
+/// The per-rank peak `shardsweep run` measured for the sweep holding `point_dir`, and how.
+fn local_peak(point_dir: &Path) -> Option<(f64, String)> {
+    let path = point_dir.parent()?.join("local_peak.json");
+    let peak: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let rate = peak["peak_flop_per_s"].as_f64().filter(|r| *r > 0.0)?;
+    Some((rate, peak["source"].as_str()?.to_string()))
 }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use polars::prelude::*;
 
-use crate::load::load_points;
+use crate::load::{load_points, PointRecords};
 use crate::plot::{line_panels, stacked_bars, throughput_bars, Bar, Line, Panel, Stack};
+use crate::series::{line_label, series_key, Scaling};
 use crate::stragglers::{exclude_list, node_scores, NodeScore};
 use crate::summary::{summarize, PointSummary, MFU_FORMULA};
-use crate::tidy::{update_store, write_atomically, write_file, Store, StoreUpdate};
+use crate::tidy::{update_store, write_atomically, write_file, Skipped, Store, StoreUpdate};
 use crate::AnalysisError;
 
 /// A node is a straggler when its ranks are this much slower than the typical rank.
@@ -30,18 +31,47 @@ pub struct Report {
 }
 
 /// Summarises a sweep from its tidy store (brought up to date first).
-/// Points' summaries, node straggler scores and what updating the store did.
+/// Points' summaries, node straggler scores and what updating the store did (points whose
+/// files cannot be read are left out and listed in its `skipped`).
 pub fn summarize_sweep(
     sweep_dir: &Path,
 ) -> Result<(Vec<PointSummary>, Vec<NodeScore>, StoreUpdate), AnalysisError> {
-    let points = load_points(sweep_dir)?;
-    let update = update_store(sweep_dir, &points)?;
+    let _lock = lock_analysis(sweep_dir)?;
+    summarize_unlocked(sweep_dir)
+}
+
+fn summarize_unlocked(
+    sweep_dir: &Path,
+) -> Result<(Vec<PointSummary>, Vec<NodeScore>, StoreUpdate), AnalysisError> {
+    let (mut points, unreadable) = load_points(sweep_dir)?;
+    let mut update = update_store(sweep_dir, &points)?;
+    update.skipped.splice(0..0, unreadable);
+    points.retain(|p| !update.skipped.iter().any(|s| s.path.starts_with(&p.dir)));
+    if points.is_empty() {
+        return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
+    }
     let (summaries, rank_scores) = summarize(&points, &Store::open(&update.dir)?)?;
     Ok((summaries, node_scores(&rank_scores, &points)?, update))
 }
 
+/// Holds `<sweep>/.analysis.lock` until dropped: a second analysis of the same sweep waits for
+/// the first, then finds the store up to date. Where the file system cannot lock (some NFS
+/// and Lustre mounts), the analysis goes on unlocked: every output is written under a name of
+/// its own and renamed into place, so concurrent analyses cannot corrupt each other's files.
+fn lock_analysis(sweep_dir: &Path) -> Result<Option<std::fs::File>, AnalysisError> {
+    let path = sweep_dir.join(".analysis.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AnalysisError::read(&path, e))?;
+    Ok(file.lock().is_ok().then_some(file))
+}
+
 pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
-    let (summaries, stragglers, update) = summarize_sweep(sweep_dir)?;
+    let _lock = lock_analysis(sweep_dir)?;
+    let (summaries, stragglers, update) = summarize_unlocked(sweep_dir)?;
     let exclude = exclude_list(&stragglers, STRAGGLER_THRESHOLD);
     let sweep = sweep_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = sweep_dir.join("report");
@@ -57,7 +87,8 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     let markdown = out.join("report.md");
     write_file(
         &markdown,
-        markdown_report(&sweep, &summaries, &stragglers, &exclude, &table).as_bytes(),
+        markdown_report(&sweep, &summaries, &stragglers, &exclude, &table, &update.skipped)
+            .as_bytes(),
     )?;
     files.push(markdown);
     Ok(Report { table, summaries, stragglers, exclude, store: update, files })
@@ -99,22 +130,22 @@ fn plots(
     let ok: Vec<&PointSummary> =
         summaries.iter().filter(|p| p.meta.outcome == Outcome::Ok).collect();
     let panels = |value: &dyn Fn(&PointSummary) -> Option<f64>, ideal: bool| -> Vec<Panel> {
-        let mut models: BTreeMap<&str, BTreeMap<String, Vec<&PointSummary>>> = BTreeMap::new();
+        let mut models: BTreeMap<&str, Vec<&PointSummary>> = BTreeMap::new();
         for p in &ok {
-            let series = format!(
-                "{} mb{}{}",
-                p.meta.strategy,
-                p.meta.micro_batch,
-                if p.meta.strategy.is_hybrid() {
-                    format!(" sg{}", p.meta.shard_group_label())
-                } else {
-                    String::new()
-                }
-            );
-            models.entry(p.meta.model.as_str()).or_default().entry(series).or_default().push(p);
+            models.entry(p.meta.model.as_str()).or_default().push(p);
         }
+        let models = models.into_iter().map(|(model, points)| {
+            let metas: Vec<&PointRecords> = points.iter().map(|p| &p.meta).collect();
+            let mut series: BTreeMap<String, (String, Vec<&PointSummary>)> = BTreeMap::new();
+            for p in points {
+                let line = series
+                    .entry(series_key(&p.meta, Scaling::Weak))
+                    .or_insert_with(|| (line_label(&p.meta, &metas), Vec::new()));
+                line.1.push(p);
+            }
+            (model, series.into_values().collect::<Vec<_>>())
+        });
         models
-            .into_iter()
             .map(|(model, series)| {
                 let mut lines = Vec::new();
                 for (name, mut points) in series {
@@ -164,6 +195,20 @@ fn plots(
             &panels(&|p| Some(p.peak_rss_bytes / (1u64 << 30) as f64), false),
         )?);
     }
+    // Peak RSS includes libtorch's own baseline, the same for every strategy on CPU and far
+    // larger than a small model; the account by category shows what the strategies change,
+    // on its own scale, beside the RSS plot.
+    let mib = (1u64 << 20) as f64;
+    let memory: Vec<Stack> = summaries
+        .iter()
+        .filter(|p| !p.memory_account_bytes.is_empty())
+        .map(|p| Stack {
+            label: label(p),
+            parts: p.memory_account_bytes.iter().map(|(c, v)| (c.clone(), v / mib)).collect(),
+        })
+        .collect();
+    let title = format!("{sweep}: the harness's memory account per rank, by category (largest)");
+    files.extend(stacked_bars(out, "memory_account", &title, "MiB per rank", &memory)?);
     let stacks: Vec<Stack> = summaries
         .iter()
         .filter(|p| !p.step_s.is_empty())
@@ -298,22 +343,19 @@ fn markdown_report(
     stragglers: &[NodeScore],
     exclude: &[String],
     table: &str,
+    skipped: &[Skipped],
 ) -> String {
     let mut md = format!("# Sweep {sweep}\n\n{} points. Step times are the slowest rank's (a step waits for it), summarised over steady-state steps: the experiment's warm-up steps are always dropped, and the MSER-5 rule drops any further slow start. Intervals are 95% bootstrap intervals of the median.\n\n", s.len());
-    md += &format!("```\n{table}\n```\n\nMFU: {MFU_FORMULA}. Peaks per device come from the system profile ({}).\n\n", {
+    md += &format!("```\n{table}\n```\n\nMFU: {MFU_FORMULA}. Peaks per device come from the system profile, or for local runs from this machine's measured matrix-multiply rate ({}).\n\n", {
         let sources: Vec<&str> = s.iter().map(|p| p.meta.peak_source.as_str()).filter(|x| !x.is_empty()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         if sources.is_empty() { "none known for these runs: MFU is left out".to_string() } else { sources.join("; ") }
     });
     md += "## Throughput\n\n![throughput](throughput.svg)\n\n";
     if s.iter().any(|p| p.meta.outcome == Outcome::Ok) {
-        md += "## Scaling\n\n![throughput vs nodes](scaling_throughput.svg)\n\n![weak-scaling efficiency](scaling_efficiency.svg)\n\n## Memory\n\n![peak memory](memory.svg)\n\n";
+        md += "## Scaling\n\n![throughput vs nodes](scaling_throughput.svg)\n\n![weak-scaling efficiency](scaling_efficiency.svg)\n\n## Memory\n\nPeak RSS per rank (libtorch's own baseline included, which on CPU is much the same for every strategy), and beside it the harness's account of what the strategies change: parameter and gradient shards, optimizer state, and the peaks of gathered parameters, unsharded gradients and activations.\n\n![peak memory](memory.svg)\n\n![memory account](memory_account.svg)\n\n";
     }
-    md += "## Where the time goes\n\nCritical path: the phases of the slowest rank, mean over steady steps; they add up to its step time (`other` is time in no phase). Max over ranks (in `breakdown.csv`) bounds each component from above.\n\n![breakdown](breakdown.svg)\n\n| point | component | s/step |\n|---|---|---|\n";
-    for p in s {
-        for (c, v) in &p.breakdown.critical_path {
-            md += &format!("| {} | {} | {:.6} |\n", p.meta.point, c, v);
-        }
-    }
+    md += "## Where the time goes\n\nCritical path: the phases of the slowest rank, mean over steady steps, in seconds per step; they add up to its step time (`other` is time in no phase). Max over ranks (in `breakdown.csv`) bounds each component from above.\n\n![breakdown](breakdown.svg)\n\n";
+    md += &breakdown_table(s);
     md += "\n## Stragglers\n\nScore: a node's ranks' forward time over the median rank's in the same step (median over steps, ranks and points).\n\n| node | score | worst rank | rank-points |\n|---|---|---|---|\n";
     for n in stragglers {
         md += &format!(
@@ -333,7 +375,38 @@ fn markdown_report(
             exclude.join(",")
         )
     };
+    if !skipped.is_empty() {
+        md += "\n## Points not analysed\n\nTheir files cannot be read; every other point is analysed.\n\n| file | why |\n|---|---|\n";
+        for skip in skipped {
+            let why = skip.reason.replace('|', "\\|").replace('\n', " ");
+            md += &format!("| {} | {} |\n", skip.path.display(), why);
+        }
+    }
     md += "\nTables: [summary.csv](summary.csv), [breakdown.csv](breakdown.csv), [stragglers.csv](stragglers.csv). Long-format records: `../tidy/*.parquet`.\n";
+    md
+}
+
+/// The critical path as a Markdown table: one row per point, one column per component (in
+/// the order components first appear), `-` where a point has no such component.
+fn breakdown_table(s: &[PointSummary]) -> String {
+    let mut components: Vec<&str> = Vec::new();
+    for (c, _) in s.iter().flat_map(|p| &p.breakdown.critical_path) {
+        if !components.contains(&c.as_str()) {
+            components.push(c);
+        }
+    }
+    let mut md = format!("| point | {} |\n", components.join(" | "));
+    md += &format!("|---|{}\n", "---|".repeat(components.len()));
+    for p in s.iter().filter(|p| !p.breakdown.critical_path.is_empty()) {
+        let cells: Vec<String> = components
+            .iter()
+            .map(|c| {
+                let v = p.breakdown.critical_path.iter().find(|(name, _)| name == c);
+                v.map_or("-".into(), |(_, v)| format!("{v:.6}"))
+            })
+            .collect();
+        md += &format!("| {} | {} |\n", p.meta.point, cells.join(" | "));
+    }
     md
 }
 

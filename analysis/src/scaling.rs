@@ -5,12 +5,14 @@
 //! - Strong scaling (the global batch is fixed, the per-device batch shrinks):
 //!   efficiency = (images/s at N / images/s at N0) / (devices at N / devices at N0).
 //!
-//! A series is every ok point with the same configuration but for the node count (and, for
-//! strong scaling, the micro-batch); a series needs at least two node counts.
+//! A series is every ok point with the same value on every axis but the node count (and, for
+//! strong scaling, the micro-batch): see [`series`](crate::series). A series needs at least
+//! two node counts.
 
 use shardsweep_records::Outcome;
 use std::collections::BTreeMap;
 
+use crate::series::{series_key, Scaling};
 use crate::summary::PointSummary;
 
 /// The smallest node count's point of a series, and how many node counts the series has.
@@ -22,9 +24,8 @@ struct Baseline {
 }
 
 pub fn add_efficiencies(points: &mut [PointSummary]) {
-    let weak_key = |p: &PointSummary| format!("{}|mb{}", p.meta.series_key(), p.meta.micro_batch);
-    let strong_key =
-        |p: &PointSummary| format!("{}|gb{}", p.meta.series_key(), p.meta.global_batch);
+    let weak_key = |p: &PointSummary| series_key(&p.meta, Scaling::Weak);
+    let strong_key = |p: &PointSummary| series_key(&p.meta, Scaling::Strong);
     let weak = baselines(points, weak_key);
     let strong = baselines(points, strong_key);
     for p in points.iter_mut().filter(|p| p.meta.outcome == Outcome::Ok) {

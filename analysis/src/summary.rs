@@ -17,6 +17,16 @@ use crate::AnalysisError;
 /// How MFU is computed; stored beside every MFU figure.
 pub const MFU_FORMULA: &str = "mfu-v1: model FLOP per step (3 x forward: patch embedding, encoder on visible tokens, decoder on all tokens, attention included; recomputation excluded) / median steady step time / (ranks x peak FLOP/s per rank)";
 
+/// The categories of the harness's memory account (`/memory/<category>_bytes` in the records).
+pub const MEMORY_CATEGORIES: [&str; 6] = [
+    "param_shards",
+    "grad_shards",
+    "optimizer_state",
+    "gathered_params_peak",
+    "unsharded_grads_peak",
+    "activations_peak",
+];
+
 /// Everything the analysis says about one point.
 #[derive(Debug, Clone)]
 pub struct PointSummary {
@@ -37,6 +47,9 @@ pub struct PointSummary {
     /// Largest peak RSS of any rank, and the largest sum of the harness's memory account.
     pub peak_rss_bytes: f64,
     pub accounted_peak_bytes: f64,
+    /// The largest figure of each category of the harness's memory account (bytes), in
+    /// [`MEMORY_CATEGORIES`] order, for the categories the records have.
+    pub memory_account_bytes: Vec<(String, f64)>,
     pub final_loss: f64,
     pub weak_scaling_efficiency: Option<f64>,
     pub strong_scaling_efficiency: Option<f64>,
@@ -298,18 +311,12 @@ pub fn summarize(
                 max_table.keys().map(|p| (p.clone(), series(max_table, p))).collect();
             let mem =
                 |key: &str| memory.get(&(index, key.to_string())).copied().unwrap_or(f64::NAN);
-            let accounted = [
-                "param_shards",
-                "grad_shards",
-                "optimizer_state",
-                "gathered_params_peak",
-                "unsharded_grads_peak",
-                "activations_peak",
-            ]
-            .iter()
-            .map(|c| mem(&format!("memory.{c}")))
-            .filter(|v| v.is_finite())
-            .sum();
+            let memory_account_bytes: Vec<(String, f64)> = MEMORY_CATEGORIES
+                .iter()
+                .map(|c| (c.to_string(), mem(&format!("memory.{c}"))))
+                .filter(|(_, v)| v.is_finite())
+                .collect();
+            let accounted = memory_account_bytes.iter().map(|(_, v)| v).sum();
             PointSummary {
                 meta: meta.clone(),
                 steady_from: steady.first().copied().unwrap_or(meta.steps_planned),
@@ -326,6 +333,7 @@ pub fn summarize(
                 step_s,
                 peak_rss_bytes: mem("peak_rss"),
                 accounted_peak_bytes: accounted,
+                memory_account_bytes,
                 final_loss: losses.get(&index).copied().unwrap_or(f64::NAN),
                 weak_scaling_efficiency: None,
                 strong_scaling_efficiency: None,

@@ -14,7 +14,10 @@
 //! | memory.<category> | bytes | bytes | `/memory/<category>_bytes` |
 //!
 //! The store is rebuilt per point only when the point's records change (a fingerprint of its
-//! manifest and records file is kept in `tidy/index.json`).
+//! manifest and records file is kept in `tidy/_index.json`; Arrow's dataset readers, which
+//! pandas and pyarrow use, skip names that start with `_` or `.`, so the folder itself reads
+//! as one dataset). A point whose records cannot be read is left out and listed in
+//! [`StoreUpdate::skipped`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +30,9 @@ use crate::load::PointRecords;
 use crate::AnalysisError;
 
 pub const STORE_DIR: &str = "tidy";
-const INDEX: &str = "index.json";
+const INDEX: &str = "_index.json";
+/// Where the index was kept before; removed when found, since Arrow readers fail on it.
+const OLD_INDEX: &str = "index.json";
 
 /// What updating the store did.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +40,24 @@ pub struct StoreUpdate {
     pub dir: PathBuf,
     pub rebuilt: Vec<String>,
     pub reused: usize,
+    /// Points left out because their files cannot be read.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A point the analysis left out: the file that cannot be read and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl Skipped {
+    pub(crate) fn from_error(dir: &Path, error: AnalysisError) -> Self {
+        match error {
+            AnalysisError::Read { path, message } => Skipped { path: path.into(), reason: message },
+            other => Skipped { path: dir.to_path_buf(), reason: other.to_string() },
+        }
+    }
 }
 
 /// Brings `<sweep>/tidy/` up to date with the points' records.
@@ -49,17 +72,32 @@ pub fn update_store(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let _ = std::fs::remove_file(dir.join(OLD_INDEX));
     let mut index = BTreeMap::new();
     let mut rebuilt = Vec::new();
     let mut reused = 0;
+    let mut skipped = Vec::new();
     for point in points {
-        let fingerprint = fingerprint(&point.dir)?;
+        let fingerprint = match fingerprint(&point.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                skipped.push(Skipped::from_error(&point.dir, e));
+                continue;
+            }
+        };
         let file = dir.join(format!("{}.parquet", point.point));
         if old.get(&point.point) == Some(&fingerprint) && file.exists() {
             reused += 1;
         } else {
-            let mut frame = tidy_point(point)?;
-            write_parquet(&file, &mut frame)?;
+            match tidy_point(point) {
+                Ok(mut frame) => write_parquet(&file, &mut frame)?,
+                // One unreadable point (a truncated records.h5) costs that point only.
+                Err(e) => {
+                    let _ = std::fs::remove_file(&file);
+                    skipped.push(Skipped::from_error(&point.dir, e));
+                    continue;
+                }
+            }
             rebuilt.push(point.point.clone());
         }
         index.insert(point.point.clone(), fingerprint);
@@ -70,7 +108,7 @@ pub fn update_store(
     }
     let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
     write_file(&index_path, &json)?;
-    Ok(StoreUpdate { dir, rebuilt, reused })
+    Ok(StoreUpdate { dir, rebuilt, reused, skipped })
 }
 
 /// All points of the store at `dir` (or a glob of stores) as one lazy frame.
@@ -284,8 +322,9 @@ impl Rows {
 }
 
 /// Writes `path` atomically: `write` fills a temporary file beside it, which then replaces
-/// `path` by a rename, so no reader ever sees half a file.
-/// (The record format's one atomic writer: unique temporary names, flushed, then renamed.)
+/// `path` by a rename, so no reader ever sees half a file: the record format's one atomic
+/// writer, whose temporary names (`.<name>.tmp-<pid>-<n>`) are unique per process and call and
+/// hidden from Arrow dataset readers by their leading dot.
 pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> Result<(), AnalysisError>,

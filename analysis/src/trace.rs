@@ -1,5 +1,5 @@
 //! One step of one point as a Chrome trace (chrome://tracing, ui.perfetto.dev): a process per
-//! rank with two threads. "collectives" has each collective call at its recorded start and end;
+//! rank (rank r is pid r + 1: trace viewers treat pid 0 as the kernel's) with two threads. "collectives" has each collective call at its recorded start and end;
 //! "phases" lays the step's phase durations end to end (data, forward, backward, exposed
 //! comm, optimizer), since the records keep how long each phase took, not when.
 
@@ -28,13 +28,15 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
     let mut events = Vec::new();
     // Ranks share a clock only within a host; each rank's step starts at 0 here.
     for rank in 0..step_s.nrows() {
-        events.push(json!({"ph": "M", "name": "process_name", "pid": rank, "args": {"name": format!("rank {rank}")}}));
-        events.push(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 0, "args": {"name": "phases"}}));
-        events.push(json!({"ph": "M", "name": "thread_name", "pid": rank, "tid": 1, "args": {"name": "collectives"}}));
+        let pid = rank + 1;
+        events.push(json!({"ph": "M", "name": "process_name", "pid": pid, "args": {"name": format!("rank {rank}")}}));
+        events.push(json!({"ph": "M", "name": "process_sort_index", "pid": pid, "args": {"sort_index": rank}}));
+        events.push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": 0, "args": {"name": "phases"}}));
+        events.push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": 1, "args": {"name": "collectives"}}));
         let mut t = 0.0;
         for (phase, durations) in PHASES.iter().zip(&phase_s) {
             let d = durations[[rank, step]];
-            events.push(json!({"ph": "X", "name": phase, "cat": "phase", "pid": rank, "tid": 0, "ts": t * us, "dur": d * us}));
+            events.push(json!({"ph": "X", "name": phase, "cat": "phase", "pid": pid, "tid": 0, "ts": t * us, "dur": d * us}));
             t += d;
         }
     }
@@ -48,11 +50,12 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
         column("payload_bytes")?,
         column("group_size")?,
     );
+    // The records keep every column as f64; counts go out as the integers they are.
     for i in (0..kinds.len()).filter(|&i| steps_of[i] as usize == step) {
         events.push(json!({
-            "ph": "X", "name": format!("{} unit {}", kinds[i].as_str(), units[i]), "cat": "collective",
-            "pid": ranks[i] as u64, "tid": 1, "ts": start[i] * us, "dur": (end[i] - start[i]) * us,
-            "args": {"payload_bytes": bytes[i], "group_size": group[i], "wait_s": wait[i]},
+            "ph": "X", "name": format!("{} unit {}", kinds[i].as_str(), units[i] as u64), "cat": "collective",
+            "pid": ranks[i] as u64 + 1, "tid": 1, "ts": start[i] * us, "dur": (end[i] - start[i]) * us,
+            "args": {"payload_bytes": bytes[i] as u64, "group_size": group[i] as u64, "wait_s": wait[i]},
         }));
     }
     Ok(

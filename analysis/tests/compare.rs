@@ -105,3 +105,51 @@ fn environments_that_differ_outside_the_declared_fields_are_refused() {
     let (flagged, _) = compare_sweeps(&before, &after, &out, &forced).unwrap();
     assert!(!flagged.environment[0].declared);
 }
+
+#[test]
+fn launcher_bookkeeping_is_ignored_and_transport_settings_count() {
+    let write = |dir: &std::path::Path, seed: u64, env: &[(&str, String)]| {
+        for (name, nodes) in [("a", 1), ("b", 2)] {
+            let mut p = Point::new(name, nodes, 40);
+            p.phases = Box::new(move |r, s| {
+                let n = |k: u64| 1.0 + 0.02 * noise(seed * 10 + k, r, s);
+                [0.01 * n(1), 0.1 * n(2), 0.2 * n(3), 0.03 * n(4), 0.0]
+            });
+            p.env = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            p.write(dir);
+        }
+    };
+    // What mpirun sets per run: job ids, session folders, the command line, PMIx endpoints.
+    let bookkeeping = |job: &str| {
+        vec![
+            ("OMPI_MCA_ess_base_jobid", job.to_string()),
+            ("OMPI_FILE_LOCATION", format!("/tmp/ompi.vm.0/pid.{job}/0/0")),
+            ("OMPI_MCA_orte_hnp_uri", format!("{job}.0;tcp://10.0.0.1:3511")),
+            ("OMPI_COMMAND", "shardsweep".to_string()),
+            ("OMPI_ARGV", format!("worker results/s{job}/a")),
+            ("OMPI_MCA_initial_wdir", format!("/home/u/run{job}")),
+            ("PMIX_NAMESPACE", job.to_string()),
+            ("PMIX_SERVER_URI4", format!("{job}.0;tcp4://127.0.0.1:4396")),
+        ]
+    };
+    let (root, before) = sweep("first");
+    write(&before, 1, &bookkeeping("4175"));
+    let after = root.path().join("second");
+    write(&after, 2, &bookkeeping("9931"));
+    let out = root.path().join("out");
+    let (same, _) = compare_sweeps(&before, &after, &out, &CompareOptions::default())
+        .expect("the same sweep run twice is comparable");
+    assert!(same.environment.is_empty(), "{:?}", same.environment);
+
+    // A transport selection changes behaviour: refused unless declared.
+    let mut tcp = bookkeeping("9932");
+    tcp.push(("OMPI_MCA_btl", "tcp,self".into()));
+    let changed = root.path().join("tcp");
+    write(&changed, 2, &tcp);
+    match compare_sweeps(&before, &changed, &out, &CompareOptions::default()) {
+        Err(AnalysisError::EnvironmentDiffers(diff)) => {
+            assert_eq!(diff, ["OMPI_MCA_btl: \"(unset)\" -> \"tcp,self\""])
+        }
+        other => panic!("compared anyway: {:?}", other.map(|c| c.0.environment)),
+    }
+}

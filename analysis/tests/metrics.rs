@@ -136,3 +136,45 @@ fn a_slow_node_is_named_for_exclusion() {
         .unwrap()
         .contains("--exclude n1"));
 }
+
+#[test]
+fn a_scaling_series_is_every_axis_but_nodes() {
+    let (_root, dir) = sweep("series");
+    // Two backward-prefetch settings on 1 and 2 nodes; "post" is 25% slower throughout, and each
+    // setting loses 10% per device at 2 nodes. Pooled, they would make one zig-zag series.
+    use shardsweep_records::BackwardPrefetch::{Post, Pre};
+    for (prefetch, slow) in [(Pre, 1.0), (Post, 1.25)] {
+        for (nodes, loss) in [(1, 1.0), (2, 1.0 / 0.9)] {
+            let mut p = Point::new(&format!("{prefetch}-n{nodes}"), nodes, 12);
+            p.backward_prefetch = prefetch;
+            p.phases = Box::new(move |_, _| [0.0, 0.1 * slow * loss, 0.2 * slow * loss, 0.0, 0.0]);
+            p.waits = Box::new(|_, _| [0.0, 0.0]);
+            p.write(&dir);
+        }
+    }
+    let (summaries, _, _) = summarize_sweep(&dir).unwrap();
+    let by = |name: &str| summaries.iter().find(|s| s.meta.point == name).unwrap();
+    for prefetch in ["pre", "post"] {
+        close(by(&format!("{prefetch}-n1")).weak_scaling_efficiency.unwrap(), 1.0, prefetch);
+        close(by(&format!("{prefetch}-n2")).weak_scaling_efficiency.unwrap(), 0.9, prefetch);
+    }
+}
+
+#[test]
+fn mfu_of_local_runs_is_against_the_sweeps_measured_matmul_rate() {
+    let (_root, dir) = sweep("local-mfu");
+    let mut p = Point::new("local", 1, 12);
+    p.peak_flop_per_s = None;
+    p.write(&dir);
+    let (without, _, _) = summarize_sweep(&dir).unwrap();
+    assert_eq!(without[0].mfu, None, "no peak known: no MFU");
+    let peak = serde_json::json!({
+        "peak_flop_per_s": 2e12, "threads": 1, "hostname": "h", "measured_at": "",
+        "source": "measured on h: fp32 1024x1024 matrix products",
+    });
+    std::fs::write(dir.join("local_peak.json"), peak.to_string()).unwrap();
+    let (with, _, _) = summarize_sweep(&dir).unwrap();
+    let s = &with[0];
+    close(s.mfu.unwrap(), s.model_flop_per_s / (2.0 * 2e12), "against 2 ranks x the measured rate");
+    assert!(s.meta.peak_source.starts_with("measured on h"));
+}

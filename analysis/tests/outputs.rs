@@ -143,11 +143,13 @@ fn one_step_exports_as_a_chrome_trace() {
     let point = Point::new("p", 1, 4).write(&dir);
     let trace = shardsweep_analysis::trace::chrome_trace(&point, 2).unwrap();
     let events = trace["traceEvents"].as_array().unwrap();
+    // Rank r is process r + 1: Perfetto treats pid 0 as the kernel's.
     let named = |name: &str, pid: u64| {
         events.iter().any(|e| e["name"] == name && e["pid"] == pid && e["ph"] == "X")
     };
-    assert!(named("forward", 0) && named("backward", 1) && named("comm", 1));
-    let gather = events.iter().find(|e| e["cat"] == "collective" && e["pid"] == 0).unwrap();
+    assert!(named("forward", 1) && named("backward", 2) && named("comm", 2));
+    assert!(events.iter().all(|e| e["pid"].as_u64().is_some_and(|p| p > 0)));
+    let gather = events.iter().find(|e| e["cat"] == "collective" && e["pid"] == 1).unwrap();
     assert_eq!(gather["name"], "all_gather unit 0");
     assert!(
         (gather["ts"].as_f64().unwrap() - 10_000.0).abs() < 1e-6,
@@ -155,5 +157,94 @@ fn one_step_exports_as_a_chrome_trace() {
     );
     assert!((gather["dur"].as_f64().unwrap() - 21_000.0).abs() < 1e-6);
     assert_eq!(gather["args"]["wait_s"], 0.02);
+    // Counts are integers, as their meaning says, not 1000000.0.
+    assert!(gather["args"]["payload_bytes"].is_u64(), "{}", gather["args"]);
+    assert!(gather["args"]["group_size"].is_u64(), "{}", gather["args"]);
     assert!(shardsweep_analysis::trace::chrome_trace(&point, 4).is_err(), "a step never run");
+}
+
+#[test]
+fn the_store_folder_reads_as_one_parquet_dataset_with_pyarrow() {
+    let (_root, dir) = sweep("pyarrow");
+    four_points(&dir);
+    analyze_sweep(&dir).unwrap();
+    let rows = scan_store(&dir.join("tidy")).unwrap().collect().unwrap().height();
+    // The folder itself, as `pd.read_parquet("results/<sweep>/tidy")` reads it.
+    let python = std::env::var("SHARDSWEEP_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()
+    });
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)",
+        ])
+        .arg(dir.join("tidy"))
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "pyarrow cannot read the store: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), rows.to_string());
+}
+
+#[test]
+fn one_unreadable_point_is_skipped_named_and_listed() {
+    let (_root, dir) = sweep("truncated");
+    four_points(&dir);
+    let records = dir.join("no_shard-n2/records.h5");
+    let bytes = std::fs::read(&records).unwrap();
+    std::fs::write(&records, &bytes[..bytes.len() / 3]).unwrap();
+    let report = analyze_sweep(&dir).expect("the other points are analysed");
+    assert_eq!(report.summaries.len(), 3);
+    let md = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    let listed = md.split("## Points not analysed").nth(1).expect("a section for them");
+    assert!(listed.contains("no_shard-n2/records.h5"), "{listed}");
+}
+
+#[test]
+fn two_analyses_of_one_sweep_at_once_both_finish() {
+    let (_root, dir) = sweep("concurrent");
+    four_points(&dir);
+    for _ in 0..3 {
+        // Each round starts from records the store has not seen, so both rewrite every file.
+        let _ = std::fs::remove_dir_all(dir.join("tidy"));
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        analyze_sweep(&dir).map(|r| r.summaries.len())
+                    })
+                })
+                .collect();
+            for run in runs {
+                assert_eq!(run.join().unwrap().unwrap(), 4);
+            }
+        });
+    }
+}
+
+#[test]
+fn the_breakdown_table_has_a_row_per_point_and_legends_say_what_a_shard_group_is() {
+    let (_root, dir) = sweep("legends");
+    use Strategy::{FullShard, HybridShard};
+    for (strategy, nodes) in [(HybridShard, 1), (HybridShard, 2), (FullShard, 1)] {
+        let mut p = Point::new(&format!("{strategy}-n{nodes}"), nodes, 12);
+        p.strategy = strategy;
+        p.shard_group = Some(p.ranks_per_node);
+        p.write(&dir);
+    }
+    analyze_sweep(&dir).unwrap();
+    let md = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    let table = md.split("## Where the time goes").nth(1).unwrap().split("## ").next().unwrap();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    assert!(rows[0].starts_with("| point |") && rows[0].contains("| forward |"), "{}", rows[0]);
+    assert_eq!(rows.len(), 1 + 3, "a header and one row per point:\n{table}");
+    let scaling = std::fs::read_to_string(dir.join("report/scaling_throughput.svg")).unwrap();
+    assert!(!scaling.contains("sgnode"));
+    assert!(scaling.contains("hybrid_shard mb4, shard group of one node"), "legend");
+    // Beside peak RSS, the account by category (what the strategies change).
+    let account = std::fs::read_to_string(dir.join("report/memory_account.svg")).unwrap();
+    assert!(account.contains("param_shards") && account.contains("MiB per rank"));
+    assert!(md.contains("memory_account.svg"));
 }

@@ -11,6 +11,8 @@
 
 pub mod sweep;
 
+pub mod peak;
+
 use std::time::Instant;
 
 use mpi::collective::SystemOperation;

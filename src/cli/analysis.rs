@@ -66,7 +66,11 @@ pub fn run(command: Command) -> Result<ExitCode> {
 }
 
 pub fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
+    shardsweep::records::hdf5_without_file_locking();
     let report = shardsweep_analysis::analyze_sweep(sweep_dir)?;
+    for skip in &report.store.skipped {
+        tracing::warn!(file = %skip.path.display(), reason = %skip.reason, "point not analysed: its file cannot be read");
+    }
     println!("{}", report.table);
     if !report.exclude.is_empty() {
         println!("slow nodes: resume with --exclude {}", report.exclude.join(","));

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use shardsweep::launch::{run_sweep, SweepOptions};
-use shardsweep::plan::{expand, Experiment, Machine};
+use shardsweep::bench::peak::local_peak;
+use shardsweep::launch::{run_sweep, signals, SweepOptions};
+use shardsweep::plan::{expand, DeviceKind, Experiment, Machine, Rejection};
 use shardsweep::records::Outcome;
 
 #[derive(clap::Args)]
@@ -18,6 +19,14 @@ pub struct Args {
     /// Run points again even if they already finished (old results are kept aside).
     #[arg(long)]
     force: bool,
+    /// Run points that ended oom or nan_loss again too (by default they are not: the same
+    /// configuration would end the same way).
+    #[arg(long)]
+    retry: bool,
+    /// Run without the sweep's lock, for file systems without flock() (some NFS and Lustre
+    /// mounts); start no second run of the sweep meanwhile.
+    #[arg(long)]
+    no_lock: bool,
     /// Skip the analysis at the end.
     #[arg(long)]
     no_analysis: bool,
@@ -26,8 +35,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<ExitCode> {
     let (loaded, experiment_text) = Experiment::read(&args.experiment)?;
     let plan = expand(&loaded, &Machine::local());
+    // Points the experiment's own exclude rules drop are the user's choice, not a problem.
     for r in &plan.rejected {
-        tracing::warn!(point = %r.id, reason = %r.reason, "rejected at plan time");
+        match r.kind {
+            Rejection::Excluded => tracing::info!(point = %r.id, reason = %r.reason, "left out"),
+            Rejection::CannotRun => {
+                tracing::warn!(point = %r.id, reason = %r.reason, "rejected at plan time")
+            }
+        }
     }
     if plan.points.is_empty() {
         bail!(
@@ -39,15 +54,35 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let options = SweepOptions {
         results: args.results.clone(),
         force: args.force,
+        retry: args.retry,
+        no_lock: args.no_lock,
         experiment_text,
         exe: std::env::current_exe().context("locating this program for mpirun")?,
     };
     let outcomes = run_sweep(&plan, &loaded.launch, &options)?;
+    // MFU of local CPU runs is measured against this machine's own matrix-multiply rate.
+    if loaded.settings.device == DeviceKind::Cpu && signals::interrupted().is_none() {
+        let sweep_dir = args.results.join(&plan.sweep);
+        let peak = local_peak(&sweep_dir, loaded.settings.threads_per_rank)?;
+        tracing::info!(peak_flop_per_s = peak.peak_flop_per_s, source = %peak.source, "peak for MFU");
+    }
     let not_ok: Vec<_> = outcomes.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     for r in &not_ok {
         eprintln!("{}: {} {}", r.id, r.outcome.name(), r.message.as_deref().unwrap_or(""));
     }
     let sweep_dir = args.results.join(&plan.sweep);
+    if let Some(stop) = signals::interrupted() {
+        eprintln!(
+            "{}: interrupted by {}; {} of {} points not run. Resume with: shardsweep run {} --results {} (finished points are skipped, the interrupted one runs again)",
+            plan.sweep,
+            stop.name(),
+            plan.points.len() - outcomes.len(),
+            plan.points.len(),
+            args.experiment.display(),
+            args.results.display()
+        );
+        return Ok(ExitCode::from(128 + stop.signal as u8));
+    }
     #[cfg(feature = "analysis")]
     if !args.no_analysis {
         super::analysis::analyze(&sweep_dir)?;

@@ -38,6 +38,14 @@ pub struct SlurmArgs {
     /// Predicted run time x this is a point's limit when --calibration is given.
     #[arg(long, default_value_t = 3.0)]
     walltime_margin: f64,
+    /// Also run points that ended oom or nan_loss (left out by default: the same
+    /// configuration would end the same way).
+    #[arg(long)]
+    retry: bool,
+    /// Submit without the sweep's lock, for file systems without flock() (some NFS and Lustre
+    /// mounts); start no other submission or run of the sweep meanwhile.
+    #[arg(long)]
+    no_lock: bool,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +85,9 @@ pub struct CollectArgs {
     /// Wait until none of the sweep's jobs is queued or running first.
     #[arg(long)]
     wait: bool,
+    /// Give up waiting after this many seconds (then collect what has ended).
+    #[arg(long, default_value_t = 86_400)]
+    wait_limit_s: u64,
 }
 
 #[derive(clap::Args)]
@@ -139,6 +150,8 @@ fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) ->
         exclude_nodes: args.exclude.clone(),
         dry_run: args.dry_run,
         experiment_text,
+        retry: args.retry,
+        no_lock: args.no_lock,
     };
     let submission = slurm::submit(&plan, &loaded.launch, &system, &template, selection, &options)?;
     for r in &plan.rejected {
@@ -177,23 +190,49 @@ fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) ->
 }
 
 pub fn status(args: SweepArgs) -> Result<ExitCode> {
-    report(&args, false, false)
+    report(&args, false, None)
 }
 
 pub fn collect(args: CollectArgs) -> Result<ExitCode> {
-    report(&args.sweep, true, args.wait)
+    let wait = args.wait.then(|| std::time::Duration::from_secs(args.wait_limit_s));
+    report(&args.sweep, true, wait)
 }
 
-fn report(args: &SweepArgs, collect: bool, wait: bool) -> Result<ExitCode> {
+/// Points still queued or running, as `point (state, job id)`.
+fn live(statuses: &[slurm::PointStatus]) -> Vec<String> {
+    statuses
+        .iter()
+        .filter(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str()))
+        .map(|s| format!("{} ({}, job {})", s.id, s.state, s.job_id))
+        .collect()
+}
+
+fn report(args: &SweepArgs, collect: bool, wait: Option<std::time::Duration>) -> Result<ExitCode> {
     let dir = sweep_dir(&args.sweep, &args.results)?;
     let mut statuses = slurm::survey(&dir, false)?;
-    while wait
-        && statuses
-            .iter()
-            .any(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str()))
-    {
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        statuses = slurm::survey(&dir, false)?;
+    if let Some(limit) = wait {
+        let start = std::time::Instant::now();
+        let mut said = Vec::new();
+        loop {
+            let waiting = live(&statuses);
+            if waiting.is_empty() {
+                break;
+            }
+            if start.elapsed() >= limit {
+                eprintln!(
+                    "gave up waiting after {} s (--wait-limit-s); still queued or running: {}",
+                    limit.as_secs(),
+                    waiting.join(", ")
+                );
+                break;
+            }
+            if waiting != said {
+                eprintln!("waiting for {} points: {}", waiting.len(), waiting.join(", "));
+                said = waiting;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2).min(limit));
+            statuses = slurm::survey(&dir, false)?;
+        }
     }
     if collect {
         statuses = slurm::survey(&dir, true)?;

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use crate::plan::PointSpec;
+use crate::records::fault::Fault;
 use crate::records::{
     read_spool, spool_path, write_records, Manifest, Outcome, Provenance, RankLayout, RankSpool,
-    RecordError, RecordsHeader, SchedulerInfo, RECORDS_FILE, SCHEMA_VERSION,
+    RecordError, RecordsHeader, SchedulerInfo, RANKS_DIR, RECORDS_FILE, SCHEMA_VERSION,
 };
 
 /// How the launcher saw the run end.
@@ -24,9 +25,15 @@ pub struct RunEnd {
     pub stderr_tail: String,
     pub command: Vec<String>,
     pub scheduler: Option<SchedulerInfo>,
+    /// Processes the kernel's OOM killer ended in the launcher's cgroup during the run (the
+    /// rise of `oom_kill` in its `memory.events`), where the cgroup says.
+    pub oom_kills: u64,
 }
 
-/// Reads every rank's spool, writes `records.h5` and then `manifest.json`.
+/// Reads every rank's spool, writes `records.h5` and then `manifest.json`. When `records.h5`
+/// cannot be written (a full disk, a file system that refuses it), the manifest is still
+/// written and says so: which file, why, how much space it needed and how much was free. The
+/// spools are never removed, so nothing a rank recorded is lost.
 pub fn finalize(
     point_dir: &Path,
     point: &PointSpec,
@@ -41,8 +48,24 @@ pub fn finalize(
         steps_planned: point.settings.steps,
         warmup_steps: point.settings.warmup_steps,
     };
-    write_records(&point_dir.join(RECORDS_FILE), &header, &ranks)?;
-    let (outcome, message) = classify(end, &ranks, point.settings.steps);
+    let records_path = point_dir.join(RECORDS_FILE);
+    let written = if Fault::RecordsNoSpace.planted() {
+        Err(RecordError::io(&records_path)(std::io::Error::from_raw_os_error(libc::ENOSPC)))
+    } else {
+        write_records(&records_path, &header, &ranks)
+    };
+    let (mut outcome, mut message) = classify(end, &ranks, point.settings.steps);
+    if let Err(e) = &written {
+        let problem = records_problem(point_dir, &records_path, e);
+        tracing::error!(point = %point.id, "{problem}");
+        if outcome == Outcome::Ok {
+            outcome = Outcome::Failed;
+        }
+        message = Some(match message {
+            Some(m) => format!("{problem}; {m}"),
+            None => problem,
+        });
+    }
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         sweep: point.sweep.clone(),
@@ -64,14 +87,67 @@ pub fn finalize(
         train_flop_per_step: point.train_flop_per_step(),
         config: serde_json::to_value(point).expect("a point serialises"),
         provenance: provenance(&ranks, end),
-        records_file: Some(RECORDS_FILE.into()),
+        records_file: written.is_ok().then(|| RECORDS_FILE.into()),
         scheduler: end.scheduler.clone(),
+        restarts: earlier_attempts(point_dir),
     };
     manifest.write(point_dir)?;
     Ok(manifest)
 }
 
-/// The outcome from the launcher's view and the ranks' own records.
+/// Attempts of the point set aside before this one (`<sweep>/.attempts/<point>/`): restarts
+/// by a re-run, `resume` or a Slurm requeue.
+pub fn earlier_attempts(point_dir: &Path) -> u32 {
+    let (Some(sweep_dir), Some(point)) = (point_dir.parent(), point_dir.file_name()) else {
+        return 0;
+    };
+    std::fs::read_dir(sweep_dir.join(".attempts").join(point)).map_or(0, |d| d.count() as u32)
+}
+
+/// Why `records.h5` was not written, with the space it needed (the spools it is made from
+/// hold about as much) and the space free on its file system (statvfs).
+fn records_problem(point_dir: &Path, path: &Path, error: &RecordError) -> String {
+    let spools: u64 = std::fs::read_dir(point_dir.join(RANKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .sum();
+    let free =
+        free_bytes(point_dir).map_or_else(|| "unknown".to_string(), |b| format!("{b} bytes"));
+    format!(
+        "{} was not written ({error}): it needs about {spools} bytes (its spools' size), {free} free there; the spools in {} keep every step",
+        path.display(),
+        point_dir.join(RANKS_DIR).display()
+    )
+}
+
+/// Bytes an unprivileged process may still write on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statvfs buffer we own.
+    (unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } == 0)
+        .then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Messages that are positive evidence of running out of memory: allocation failures
+/// (libtorch's and C++'s), the kernel's and Slurm's out-of-memory reports. A rank killed by
+/// SIGKILL alone is not evidence: a user, the launcher or a node agent can send it too.
+const OOM_EVIDENCE: [&str; 6] = [
+    "out of memory",
+    "outofmemoryerror",
+    "std::bad_alloc",
+    "can't allocate memory",
+    "oom-kill",
+    "oom_kill",
+];
+
+/// The outcome from the launcher's view and the ranks' own records. `oom` needs evidence: an
+/// allocation failure or out-of-memory message, or the OOM killer's count rising
+/// ([`RunEnd::oom_kills`]); a rank killed by a signal without it is `failed` ("rank N killed
+/// by signal 9"), which a retry may change.
 pub fn classify(
     end: &RunEnd,
     ranks: &[RankSpool],
@@ -82,16 +158,7 @@ pub fn classify(
         .enumerate()
         .find_map(|(r, k)| k.error.as_ref().map(|e| format!("rank {r}: {e}")));
     let stderr = end.stderr_tail.to_lowercase();
-    let oom = [
-        "out of memory",
-        "outofmemoryerror",
-        "std::bad_alloc",
-        "can't allocate memory",
-        "exited on signal 9",
-        "oom-kill",
-    ]
-    .iter()
-    .any(|needle| {
+    let oom_message = OOM_EVIDENCE.iter().any(|needle| {
         stderr.contains(needle)
             || rank_error.as_deref().is_some_and(|e| e.to_lowercase().contains(needle))
     });
@@ -104,14 +171,22 @@ pub fn classify(
         (*outcome, Some(why.clone()))
     } else if let Some((rank, step, loss)) = diverged {
         (Outcome::NanLoss, Some(format!("rank {rank}: loss {loss} at step {step}")))
-    } else if oom {
+    } else if oom_message {
         (Outcome::Oom, rank_error.or_else(tail))
+    } else if end.oom_kills > 0 {
+        let why = format!(
+            "the kernel's OOM killer ended {} process(es) during the run (cgroup memory.events)",
+            end.oom_kills
+        );
+        (Outcome::Oom, Some(why))
     } else if end.exit_code == Some(0) && all_done {
         (Outcome::Ok, None)
     } else {
-        let summary = match end.exit_code {
-            Some(code) => format!("exit code {code}"),
-            None => "killed by a signal".into(),
+        let summary = match (killed_by_signal(&end.stderr_tail), end.exit_code) {
+            (Some((Some(rank), signal)), _) => format!("rank {rank} killed by signal {signal}"),
+            (Some((None, signal)), _) => format!("a rank killed by signal {signal}"),
+            (None, Some(code)) => format!("exit code {code}"),
+            (None, None) => "killed by a signal".into(),
         };
         let detail = rank_error.or_else(tail).unwrap_or_default();
         (
@@ -119,6 +194,30 @@ pub fn classify(
             Some(format!("{summary}; {detail}").trim_end_matches([';', ' ']).to_string()),
         )
     }
+}
+
+/// The rank a launcher reports killed by a signal, and the signal, from its standard error:
+/// Open MPI's "process rank R with PID P on node N exited on signal S" or srun's
+/// "task R: Killed" (SIGKILL).
+fn killed_by_signal(stderr: &str) -> Option<(Option<u32>, i32)> {
+    let number = |text: &str| -> Option<u32> {
+        let digits: String = text.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    for line in stderr.lines() {
+        if let Some((before, after)) = line.split_once("exited on signal") {
+            let rank = before.split_once("process rank").and_then(|(_, r)| number(r));
+            if let Some(signal) = number(after) {
+                return Some((rank, signal as i32));
+            }
+        }
+        if let Some((before, _)) = line.split_once(": Killed") {
+            if let Some((_, task)) = before.rsplit_once("task ") {
+                return Some((number(task), libc::SIGKILL));
+            }
+        }
+    }
+    None
 }
 
 fn last_lines(text: &str, n: usize) -> String {

@@ -4,12 +4,15 @@
 
 mod finalize;
 mod local;
+mod retry;
+pub mod signals;
 pub mod slurm;
 mod supervise;
 mod sweep;
 
 pub use finalize::{classify, finalize, RunEnd};
 pub use local::{mpirun_command, LocalLauncher};
+pub use retry::{should_run, Skip};
 pub use supervise::{supervise, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
 
@@ -21,6 +24,10 @@ pub enum LaunchError {
     Io { path: String, source: std::io::Error },
     #[error("sweep {0} is already running here (its results folder is locked)")]
     Locked(String),
+    #[error("{path}: cannot lock it ({source}): this file system does not support flock() (some NFS and Lustre mounts do not); run with --no-lock to go on without the lock, and start no second run of this sweep meanwhile")]
+    CannotLock { path: String, source: std::io::Error },
+    #[error("point {point}: an earlier run of it is still running here ({what}, in {dir}); stop it ({stop}) or wait for it, then run again")]
+    LauncherAlive { point: String, what: String, stop: String, dir: String },
     #[error(transparent)]
     Record(#[from] crate::records::RecordError),
 }

@@ -1,6 +1,7 @@
-//! Runs every point of a plan in order. A point with a finished manifest for the same
-//! configuration is skipped; anything else there (a failed, timed-out or interrupted attempt,
-//! or a finished one under `--force`) is moved into `.attempts/`, never deleted.
+//! Runs every point of a plan in order. Which points run again follows the one retry policy
+//! ([`should_run`]); an earlier attempt of a point that runs again is moved into `.attempts/`,
+//! never deleted. SIGINT, SIGTERM and SIGHUP stop the point running (finalised as `cancelled`)
+//! and the sweep; no point starts after them.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -9,17 +10,22 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::finalize;
-use super::{LaunchError, LocalLauncher};
+use super::supervise::live_launcher;
+use super::{should_run, signals, LaunchError, LocalLauncher, Skip};
 use crate::metrics::timestamp;
-use crate::plan::write_point;
-use crate::plan::{LaunchSettings, Plan, PointSpec};
-use crate::records::{write_atomic, Manifest, Outcome};
+use crate::plan::{write_point, LaunchSettings, Plan, PointSpec};
+use crate::records::fault::Fault;
+use crate::records::{hdf5_without_file_locking, write_atomic, Manifest, Outcome};
 
 pub struct SweepOptions {
     /// Results root; the sweep writes to `<root>/<sweep>/<point>/`.
     pub results: PathBuf,
     /// Re-run points that already finished (their old results are kept under `.attempts/`).
     pub force: bool,
+    /// Re-run points that ended oom or nan_loss too.
+    pub retry: bool,
+    /// Run without the sweep's lock (for file systems without `flock()`).
+    pub no_lock: bool,
     /// The experiment file's text, kept beside the results for replay.
     pub experiment_text: String,
     pub exe: PathBuf,
@@ -44,7 +50,15 @@ pub fn run_sweep(
     options: &SweepOptions,
 ) -> Result<Vec<PointResult>, LaunchError> {
     let sweep_dir = options.results.join(&plan.sweep);
-    let _lock = lock_sweep(&sweep_dir, &plan.sweep)?;
+    let _lock = if options.no_lock {
+        fs::create_dir_all(&sweep_dir).map_err(LaunchError::io(&sweep_dir))?;
+        tracing::warn!(sweep = %plan.sweep, "running without the sweep's lock (--no-lock): a second run of this sweep started meanwhile would overwrite this one's points");
+        None
+    } else {
+        Some(lock_sweep(&sweep_dir, &plan.sweep)?)
+    };
+    let _signals = signals::catch();
+    hdf5_without_file_locking();
     write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
 
     let launcher = LocalLauncher {
@@ -66,17 +80,28 @@ pub fn run_sweep(
     let mut results = Vec::new();
     for point in &plan.points {
         let dir = point_dir(&options.results, &plan.sweep, &point.id);
+        if let Some(stop) = signals::interrupted() {
+            tracing::warn!(signal = stop.name(), "stopping: no further point is started");
+            break;
+        }
         let previous = Manifest::read(&dir).ok().flatten();
-        let finished = previous
-            .as_ref()
-            .is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest());
-        if finished && !options.force {
-            tracing::info!(point = %point.id, "already finished; skipping (use --force to run it again)");
+        if let Err(skip) =
+            should_run(previous.as_ref(), &point.digest(), options.force, options.retry)
+        {
+            match skip {
+                Skip::Finished => {
+                    tracing::info!(point = %point.id, "already finished; skipping (use --force to run it again)")
+                }
+                Skip::WouldRepeat(_) => {
+                    tracing::warn!(point = %point.id, "not run again: {}", skip.reason())
+                }
+            }
+            let m = previous.expect("a skipped point has a manifest");
             results.push(PointResult {
                 id: point.id.clone(),
-                outcome: Outcome::Ok,
+                outcome: m.outcome,
                 skipped: true,
-                message: None,
+                message: m.message,
             });
             sweep_bar.inc(1);
             continue;
@@ -110,6 +135,9 @@ pub fn run_sweep(
             message: manifest.message,
         });
         sweep_bar.inc(1);
+        if signals::interrupted().is_some() {
+            break;
+        }
     }
     sweep_bar.finish();
     Ok(results)
@@ -135,6 +163,14 @@ pub(crate) fn prepare_point_dir(
     dir: &Path,
     point: &PointSpec,
 ) -> Result<(), LaunchError> {
+    if let Some((what, stop)) = live_launcher(dir) {
+        return Err(LaunchError::LauncherAlive {
+            point: point.id.clone(),
+            what,
+            stop,
+            dir: dir.display().to_string(),
+        });
+    }
     if dir.exists() {
         let kept = set_aside(sweep_dir, dir, &point.id)?;
         tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");
@@ -149,10 +185,16 @@ pub(crate) fn lock_sweep(sweep_dir: &Path, sweep: &str) -> Result<File, LaunchEr
     fs::create_dir_all(sweep_dir).map_err(LaunchError::io(sweep_dir))?;
     let lock_path = sweep_dir.join(".lock");
     let lock = File::create(&lock_path).map_err(LaunchError::io(&lock_path))?;
-    if lock.try_lock().is_err() {
-        return Err(LaunchError::Locked(sweep.to_string()));
+    let cannot = |source| LaunchError::CannotLock { path: lock_path.display().to_string(), source };
+    if Fault::NoFlock.planted() {
+        return Err(cannot(std::io::Error::from_raw_os_error(libc::ENOLCK)));
     }
-    Ok(lock)
+    // Only "would block" means another run holds it; any other failure is the file system's.
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LaunchError::Locked(sweep.to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
+    }
 }
 
 /// Moves a point's folder to `.attempts/<point>/<timestamp>` and returns where it went.

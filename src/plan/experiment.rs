@@ -430,10 +430,7 @@ impl Experiment {
     /// [`validate`](super::validate) on every section that parsed.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ExperimentError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
-            ExperimentError::new(
-                path,
-                vec![Problem::new("(syntax)", None, e.to_string().trim_end().to_string())],
-            )
+            ExperimentError::new(path, vec![Problem::new("(syntax)", None, syntax_error(text, &e))])
         })?;
         let mut problems = Vec::new();
         for key in table.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
@@ -513,4 +510,35 @@ pub(super) struct Parts {
     pub zip: Option<Vec<Vec<String>>>,
     pub exclude: Option<Vec<toml::Table>>,
     pub fault: Option<Vec<toml::Table>>,
+}
+
+/// Characters of the offending line shown on each side of a syntax error.
+const SYNTAX_CONTEXT_CHARS: usize = 40;
+
+/// A TOML syntax error as one short line: where it is, what is wrong, and at most
+/// 2 x [`SYNTAX_CONTEXT_CHARS`] characters of the line around it (a generated file can hold a
+/// line of thousands of characters, which the parser's own message would echo whole).
+pub(crate) fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().replace('\n', "; ");
+    let Some(span) = error.span() else { return message.to_string() };
+    let at = text.floor_char_boundary(span.start.min(text.len()));
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line_no = text[..at].matches('\n').count() + 1;
+    let column = text[line_start..at].chars().count() + 1;
+    let before: String = {
+        let chars: Vec<char> = text[line_start..at].chars().collect();
+        let cut = chars.len().saturating_sub(SYNTAX_CONTEXT_CHARS);
+        (if cut > 0 { "..." } else { "" }).to_string() + &chars[cut..].iter().collect::<String>()
+    };
+    let after: String = {
+        let rest = &text[at..line_end];
+        let shown: String = rest.chars().take(SYNTAX_CONTEXT_CHARS).collect();
+        if shown.len() < rest.len() {
+            shown + "..."
+        } else {
+            shown
+        }
+    };
+    format!("line {line_no}, column {column}: {message}; near `{before}{after}`")
 }

@@ -14,6 +14,18 @@ use super::point::{ParallelSpec, PointSpec};
 pub struct Rejected {
     pub id: String,
     pub reason: String,
+    pub kind: Rejection,
+}
+
+/// Whether the user left a point out or the point cannot run: only the second deserves a
+/// warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// Matched one of the experiment's own `[[exclude]]` rules.
+    Excluded,
+    /// Cannot run here (layout, dtype, memory): see the reason.
+    CannotRun,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,13 +131,15 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             .find(|rule| matches(&Fault::matchers(rule)))
             .and_then(|rule| Fault::from_rule(rule).ok());
         let point = PointSpec { fault, ..point };
-        let reason = match (excluded_by, batch) {
-            (Some(r), _) => Some(format!("excluded by rule exclude[{r}]")),
-            (None, Err(reason)) => Some(reason),
-            (None, Ok(_)) => check(&point, machine).err(),
+        let rejection = match (excluded_by, batch) {
+            (Some(r), _) => Some((format!("excluded by rule exclude[{r}]"), Rejection::Excluded)),
+            (None, Err(reason)) => Some((reason, Rejection::CannotRun)),
+            (None, Ok(_)) => {
+                check(&point, machine).err().map(|reason| (reason, Rejection::CannotRun))
+            }
         };
-        match reason {
-            Some(reason) => plan.rejected.push(Rejected { id: point.id, reason }),
+        match rejection {
+            Some((reason, kind)) => plan.rejected.push(Rejected { id: point.id, reason, kind }),
             None => plan.points.push(point),
         }
     }

@@ -14,7 +14,7 @@ pub use experiment::{
     OptimizerSettings, Settings, Strategy, AXES,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
-pub use matrix::{expand, point_id, Plan, Rejected};
+pub use matrix::{expand, point_id, Plan, Rejected, Rejection};
 pub use models::{ModelShape, Models};
 pub use point::{read_point, sha256_hex, write_point, ParallelSpec, PointSpec, SystemSpec};
 pub use problems::{ExperimentError, Problem};

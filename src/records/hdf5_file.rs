@@ -34,6 +34,18 @@ use super::schema::{LoaderRecord, MemoryRecord, Phases, SCHEMA_VERSION};
 use super::spool::RankSpool;
 use super::RecordError;
 
+/// Switches HDF5's own file locking off for this process and the ranks it starts, unless the
+/// user set `HDF5_USE_FILE_LOCKING`. HDF5 (1.10.7 and later) locks every file it opens with
+/// flock(), which fails on file systems without it (some NFS and Lustre mounts). The harness
+/// writes each HDF5 file once, under a temporary name renamed into place when complete, and
+/// never writes it again, so the lock protects nothing here. Call it before any thread starts.
+pub fn hdf5_without_file_locking() {
+    const VARIABLE: &str = "HDF5_USE_FILE_LOCKING";
+    if std::env::var_os(VARIABLE).is_none() {
+        std::env::set_var(VARIABLE, "FALSE");
+    }
+}
+
 /// What the file is about, stored as root attributes.
 pub struct RecordsHeader<'a> {
     pub sweep: &'a str,

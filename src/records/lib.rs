@@ -9,6 +9,7 @@
 
 mod atomic;
 mod config;
+pub mod fault;
 mod hdf5_file;
 mod hdf5_read;
 mod manifest;
@@ -19,7 +20,9 @@ pub use atomic::{temporary_path, write_atomic, write_atomic_with};
 pub use config::{
     BackwardPrefetch, Dtype, ModelName, ParallelConfig, PointConfig, Strategy, SystemPeak,
 };
-pub use hdf5_file::{read_parameters, write_parameters, write_records, RecordsHeader};
+pub use hdf5_file::{
+    hdf5_without_file_locking, read_parameters, write_parameters, write_records, RecordsHeader,
+};
 pub use hdf5_read::RecordsReader;
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
 pub use schema::{

@@ -14,7 +14,8 @@ pub enum Outcome {
     Failed,
     /// Stopped by the harness at the point's time limit.
     Timeout,
-    /// Killed for memory (out-of-memory error or SIGKILL from the OOM killer).
+    /// Out of memory, on evidence: an allocation failure or out-of-memory message, the OOM
+    /// killer's count rising, or Slurm's OUT_OF_MEMORY. A bare SIGKILL is `Failed`.
     Oom,
     /// The scheduler lost a node the point ran on.
     NodeFail,
@@ -115,6 +116,10 @@ pub struct Manifest {
     pub records_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<SchedulerInfo>,
+    /// Earlier attempts of this point, kept in `<sweep>/.attempts/<point>/` (a re-run,
+    /// `resume`, or a Slurm requeue that started the point again). Absent in older manifests.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl Manifest {

@@ -62,4 +62,9 @@ impl Ledger {
     pub fn job_ids(&self) -> Vec<String> {
         self.jobs.iter().map(|j| j.job_id.clone()).collect()
     }
+
+    /// Each job's id and when it was submitted, for [`Slurm::states`](super::Slurm::states).
+    pub fn submissions(&self) -> Vec<(String, String)> {
+        self.jobs.iter().map(|j| (j.job_id.clone(), j.submitted_at.clone())).collect()
+    }
 }

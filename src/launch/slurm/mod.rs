@@ -22,16 +22,13 @@ use std::time::Duration;
 
 use super::supervise::{stderr_tail, supervise};
 use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
-use super::LaunchError;
-use super::{finalize, RunEnd};
+use super::{finalize, should_run, LaunchError, RunEnd};
 use crate::metrics::timestamp;
-use crate::plan::read_point;
 pub use crate::plan::safe_name;
-use crate::plan::sha256_hex;
-use crate::plan::{LaunchSettings, Plan, PointSpec};
+use crate::plan::{read_point, sha256_hex, LaunchSettings, Plan, PointSpec};
 use crate::records::{
-    read_spool, spool_path, write_atomic, Manifest, Outcome, RecordError, SchedulerInfo, RANKS_DIR,
-    STDERR_FILE,
+    hdf5_without_file_locking, read_spool, spool_path, write_atomic, Manifest, Outcome,
+    RecordError, SchedulerInfo, MANIFEST_FILE, RANKS_DIR, STDERR_FILE, STDOUT_FILE,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +53,6 @@ pub enum SlurmError {
     Io { path: String, source: std::io::Error },
     #[error("ledger {0}")]
     Ledger(String),
-    #[error("{0} already has a manifest: a finished point is never overwritten")]
-    AlreadyRecorded(String),
     #[error(transparent)]
     Launch(#[from] LaunchError),
     #[error(transparent)]
@@ -85,6 +80,10 @@ pub struct SubmitOptions {
     /// Per-point time limits (from predicted run times); points without one get the
     /// experiment's `launch.timeout_s`, which also caps them.
     pub point_limits_s: BTreeMap<String, u64>,
+    /// Submit points whose outcome would repeat (oom, nan_loss) too; see [`should_run`].
+    pub retry: bool,
+    /// Submit without the sweep's lock (for file systems without `flock()`).
+    pub no_lock: bool,
 }
 
 /// Which of a sweep's points a submission takes.
@@ -93,7 +92,8 @@ pub enum Selection {
     /// Every point not finished and not already queued or running.
     Unfinished,
     /// Points never run, and points that ended in a way a retry can change (failed, timeout,
-    /// node_fail, cancelled), up to `max_attempts` attempts each; never oom or nan_loss.
+    /// node_fail, cancelled), up to `max_attempts` attempts each; oom and nan_loss only with
+    /// `--retry` (see [`should_run`]).
     Resume { max_attempts: u32 },
 }
 
@@ -151,7 +151,16 @@ pub fn submit(
         .map_err(|e| SlurmError::Io { path: options.results.display().to_string(), source: e })?;
     let sweep_dir = results.join(&plan.sweep);
     sbatch_safe_path(&sweep_dir)?;
-    let _lock = if options.dry_run { None } else { Some(lock_sweep(&sweep_dir, &plan.sweep)?) };
+    let _lock = if options.dry_run {
+        None
+    } else if options.no_lock {
+        std::fs::create_dir_all(&sweep_dir)
+            .map_err(|e| SlurmError::Io { path: sweep_dir.display().to_string(), source: e })?;
+        tracing::warn!(sweep = %plan.sweep, "submitting without the sweep's lock (--no-lock): start no other submission or run of this sweep meanwhile");
+        None
+    } else {
+        Some(lock_sweep(&sweep_dir, &plan.sweep)?)
+    };
 
     // Each point carries the system it is for (and the peak its MFU is measured against).
     let points: Vec<PointSpec> = plan
@@ -160,12 +169,15 @@ pub fn submit(
         .map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() })
         .collect();
     let mut ledger = Ledger::read(&sweep_dir)?;
-    let states =
-        if ledger.jobs.is_empty() { BTreeMap::new() } else { Slurm.states(&ledger.job_ids())? };
+    let states = if ledger.jobs.is_empty() {
+        BTreeMap::new()
+    } else {
+        Slurm.states(&ledger.submissions())?
+    };
     let mut chosen = Vec::new();
     let mut left = Vec::new();
     for point in &points {
-        match choose(point, &sweep_dir, &ledger, &states, selection) {
+        match choose(point, &sweep_dir, &ledger, &states, selection, options.retry) {
             Ok(()) => chosen.push(point),
             Err(reason) => left.push((point.id.clone(), reason)),
         }
@@ -268,6 +280,7 @@ fn choose(
     ledger: &Ledger,
     states: &BTreeMap<String, JobState>,
     selection: Selection,
+    retry: bool,
 ) -> Result<(), String> {
     if let Some(job) = ledger.latest_job_of(&point.id) {
         if let Some(state) = states.get(&job.job_id).filter(|s| s.is_live()) {
@@ -276,17 +289,9 @@ fn choose(
     }
     let dir = sweep_dir.join(&point.id);
     let manifest = Manifest::read(&dir).ok().flatten();
-    if manifest.as_ref().is_some_and(|m| m.outcome == Outcome::Ok && m.digest == point.digest()) {
-        return Err("finished".into());
-    }
+    should_run(manifest.as_ref(), &point.digest(), false, retry).map_err(|skip| skip.reason())?;
     let Selection::Resume { max_attempts } = selection else { return Ok(()) };
     let Some(manifest) = manifest else { return Ok(()) };
-    if !manifest.outcome.is_retryable() {
-        return Err(format!(
-            "ended {}: running it again would end the same way",
-            manifest.outcome.name()
-        ));
-    }
     let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id))
         .map(|d| d.count() as u32)
         .unwrap_or(0)
@@ -302,16 +307,31 @@ fn choose(
 
 /// Runs one point inside a job: the launcher `command` under the point's time limit, then its
 /// records and manifest, with the job's id, node list and the script's hash.
+///
+/// A requeued job runs its batch script again: a point that already finished with the same
+/// configuration is left as it is (returned, never run twice); one that had started (spools,
+/// logs or a manifest of another outcome) is moved to `.attempts/` first and runs again, and
+/// its manifest counts the restart.
 pub fn supervise_point(
     dir: &Path,
     timeout: Duration,
     script: &Path,
     command: &[String],
 ) -> Result<Manifest, SlurmError> {
-    if dir.join(crate::records::MANIFEST_FILE).exists() {
-        return Err(SlurmError::AlreadyRecorded(dir.display().to_string()));
-    }
+    hdf5_without_file_locking();
     let point = read_point(dir)?;
+    let previous = Manifest::read(dir)?;
+    if let Some(m) = previous.filter(|m| m.outcome == Outcome::Ok && m.digest == point.digest()) {
+        tracing::info!(point = %point.id, "already finished (a requeued job); not run again");
+        return Ok(m);
+    }
+    let started = [RANKS_DIR, STDERR_FILE, STDOUT_FILE, MANIFEST_FILE]
+        .iter()
+        .any(|name| dir.join(name).exists());
+    if started {
+        let sweep_dir = dir.parent().unwrap_or(Path::new("."));
+        prepare_point_dir(sweep_dir, dir, &point)?;
+    }
     let mut end = supervise(command, dir, timeout, |_| {})?;
     let env = |name: &str| std::env::var(name).unwrap_or_default();
     end.scheduler =
@@ -351,8 +371,11 @@ pub struct PointStatus {
 /// Every point the sweep submitted, as the scheduler and the records see it. With `collect`,
 /// points that a job's end cut short get their records and manifest now.
 pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, SlurmError> {
+    if collect {
+        hdf5_without_file_locking();
+    }
     let ledger = Ledger::read(sweep_dir)?;
-    let states = Slurm.states(&ledger.job_ids())?;
+    let states = Slurm.states(&ledger.submissions())?;
     let mut seen = std::collections::BTreeSet::new();
     let mut statuses = Vec::new();
     for job in ledger.jobs.iter().rev() {
@@ -432,6 +455,7 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
         duration_s,
         stderr_tail: stderr_tail(&dir.join(STDERR_FILE)),
         command: Vec::new(),
+        oom_kills: 0,
         scheduler: Some(scheduler_info(
             &job.job_id,
             &state.node_list,
@@ -446,7 +470,7 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
 /// Cancels the sweep's live jobs; returns their ids.
 pub fn cancel(sweep_dir: &Path) -> Result<Vec<String>, SlurmError> {
     let ledger = Ledger::read(sweep_dir)?;
-    let states = Slurm.states(&ledger.job_ids())?;
+    let states = Slurm.states(&ledger.submissions())?;
     let live: Vec<String> = ledger
         .job_ids()
         .into_iter()

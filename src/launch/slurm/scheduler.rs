@@ -1,5 +1,11 @@
 //! The Slurm commands the harness uses: sbatch to submit, squeue for live jobs, sacct for
 //! ended ones (scontrol where the cluster keeps no accounting database), scancel.
+//!
+//! Which answer counts: the controller's (squeue) for every job it still knows, ended ones
+//! included, since accounting (sacct) can lag it by minutes and still call an ended job
+//! running. Accounting answers only for jobs the controller has forgotten, and only with a
+//! record of a job submitted no earlier than the ledger's own submission of it (job ids are
+//! reused once Slurm's counter wraps or a cluster is rebuilt).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -72,14 +78,18 @@ impl Slurm {
         run(Command::new("scancel").args(job_ids)).map(|_| ())
     }
 
-    /// The state of each job the scheduler still knows of.
-    pub fn states(&self, job_ids: &[String]) -> Result<BTreeMap<String, JobState>, SlurmError> {
+    /// The state of each of `jobs` (id, and when the ledger submitted it, RFC 3339) the
+    /// scheduler knows of.
+    pub fn states(
+        &self,
+        jobs: &[(String, String)],
+    ) -> Result<BTreeMap<String, JobState>, SlurmError> {
         let mut states = BTreeMap::new();
-        if job_ids.is_empty() {
+        if jobs.is_empty() {
             return Ok(states);
         }
-        let list = job_ids.join(",");
-        // squeue fails outright when none of the ids is live any more.
+        let list = jobs.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(",");
+        // squeue fails outright when none of the ids is known any more.
         if let Ok(out) =
             run(Command::new("squeue").args(["-h", "-t", "all", "-o", "%i|%T|%N", "-j", &list]))
         {
@@ -90,34 +100,50 @@ impl Slurm {
                 )
             }));
         }
-        let ended: Vec<&String> =
-            job_ids.iter().filter(|id| states.get(*id).is_none_or(|s| !s.is_live())).collect();
-        if ended.is_empty() {
+        let forgotten: Vec<&(String, String)> =
+            jobs.iter().filter(|(id, _)| !states.contains_key(id)).collect();
+        if forgotten.is_empty() {
             return Ok(states);
         }
-        let ended_list = ended.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-        match run(Command::new("sacct").args([
-            "-n",
-            "-P",
-            "-X",
-            "-o",
-            "JobID,State,ExitCode,NodeList",
-            "-j",
-            &ended_list,
-        ])) {
-            Ok(out) => states.extend(parse_rows(&out, |f| {
-                (
-                    f[0],
-                    JobState {
+        let submitted = |id: &str| {
+            forgotten.iter().find(|(j, _)| j == id).and_then(|(_, at)| submitted_local(at))
+        };
+        let earliest = forgotten.iter().filter_map(|(_, at)| submitted_local(at)).min();
+        let ended_list = forgotten.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(",");
+        let mut sacct = Command::new("sacct");
+        sacct.args(["-n", "-P", "-X", "-o", "JobID,State,ExitCode,NodeList,Submit"]);
+        if let Some(start) = earliest {
+            sacct.args(["-S", &start.format(SLURM_TIME).to_string()]);
+        }
+        match run(sacct.args(["-j", &ended_list])) {
+            Ok(out) => {
+                for line in out.lines() {
+                    let f: Vec<&str> = line.trim().split('|').collect();
+                    if f.len() < 5 || f[0].contains('.') {
+                        continue;
+                    }
+                    let theirs = chrono::NaiveDateTime::parse_from_str(f[4], SLURM_TIME).ok();
+                    if let (Some(ours), Some(theirs)) = (submitted(f[0]), theirs) {
+                        if theirs < ours - chrono::Duration::seconds(CLOCK_SLACK_S) {
+                            tracing::debug!(
+                                job = f[0],
+                                submit = f[4],
+                                "an older job with the same id; ignored"
+                            );
+                            continue;
+                        }
+                    }
+                    let state = JobState {
                         state: state_name(f[1]),
                         exit_code: Some(f[2].into()),
                         node_list: f[3].into(),
-                    },
-                )
-            })),
+                    };
+                    states.insert(f[0].to_string(), state);
+                }
+            }
             // No accounting database: slurmctld still holds recently ended jobs.
             Err(_) => {
-                for id in ended {
+                for (id, _) in forgotten {
                     if let Ok(out) = run(Command::new("scontrol").args(["show", "job", "-o", id])) {
                         let field = |name: &str| {
                             out.split_whitespace()
@@ -137,6 +163,19 @@ impl Slurm {
         }
         Ok(states)
     }
+}
+
+/// Slurm's time format on the command line and in sacct's output (the cluster's local time).
+const SLURM_TIME: &str = "%Y-%m-%dT%H:%M:%S";
+/// Clock difference allowed between this machine and the controller when matching a job's
+/// submission time.
+const CLOCK_SLACK_S: i64 = 300;
+
+/// An RFC 3339 time as the local wall-clock time Slurm prints.
+fn submitted_local(rfc3339: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Local).naive_local())
 }
 
 /// `CANCELLED by 0` -> `CANCELLED`.
