@@ -28,6 +28,7 @@ enum Command {
     Analysis(cli::analysis::Command),
     /// Measure what the harness costs: its collectives against bare MPI calls of the same
     /// size, and training steps with instrumentation against steps without.
+    #[cfg(feature = "mpi")]
     Bench(cli::bench::Args),
     /// Render an experiment's points into batch jobs for a Slurm system and submit them.
     Submit(cli::slurm::SubmitArgs),
@@ -44,10 +45,11 @@ enum Command {
     /// records and manifest (the line each rendered job script runs per point).
     #[command(hide = true)]
     Supervise(cli::slurm::SuperviseArgs),
-    /// Train one point as one MPI rank (started by `run` through mpirun).
+    /// Train one point as one rank (started by `run` through mpirun, or by srun or torchrun).
     #[command(hide = true)]
     Worker(cli::worker::Args),
     /// One rank of `bench` (started by `bench` through mpirun).
+    #[cfg(feature = "mpi")]
     #[command(hide = true)]
     BenchWorker(cli::bench::WorkerArgs),
 }
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         #[cfg(feature = "analysis")]
         Command::Analysis(command) => cli::analysis::run(command),
+        #[cfg(feature = "mpi")]
         Command::Bench(args) => cli::bench::run(args),
         Command::Submit(args) => cli::slurm::submit(args),
         Command::Resume(args) => cli::slurm::resume(args),
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => cli::slurm::cancel(args),
         Command::Supervise(args) => cli::slurm::supervise(args),
         Command::Worker(args) => cli::worker::run(args),
+        #[cfg(feature = "mpi")]
         Command::BenchWorker(args) => cli::bench::worker(args),
     };
     match result {

@@ -7,7 +7,7 @@ pub mod slurm;
 mod supervise;
 mod sweep;
 
-pub use local::{mpirun_command, LocalLauncher};
+pub use local::{free_port, mpirun_command, LocalLauncher};
 pub use supervise::{supervise, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
 

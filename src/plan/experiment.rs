@@ -129,6 +129,47 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Which library carries the collectives (`settings.backend`; absent: [`Backend::default_for`]
+/// the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// MPI on host memory (device tensors staged through the host).
+    Mpi,
+    /// libtorch's c10d ProcessGroupGloo (CPU tensors; CUDA ones through the host).
+    Gloo,
+    /// libtorch's c10d ProcessGroupNCCL (RCCL in ROCm builds): GPUs only.
+    Nccl,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Mpi => "mpi",
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+
+    /// What PyTorch users run on each device: NCCL on GPUs; on CPUs MPI, this harness's
+    /// original backend (records without a backend field were made with it).
+    pub fn default_for(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Cpu => Backend::Mpi,
+            DeviceKind::Cuda => Backend::Nccl,
+        }
+    }
+
+    /// Whether this binary was built with the backend (cargo features `mpi`, `gloo`, `cuda`).
+    pub fn compiled(self) -> bool {
+        match self {
+            Backend::Mpi => cfg!(feature = "mpi"),
+            Backend::Gloo => cfg!(feature = "gloo"),
+            Backend::Nccl => cfg!(feature = "cuda"),
+        }
+    }
+}
+
 /// The swept dimensions. The first five are required; the FSDP knobs default to PyTorch's
 /// defaults (one value each), so a file names them only to change or sweep them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +278,9 @@ pub struct Settings {
     pub data: DataSource,
     #[serde(default)]
     pub device: DeviceKind,
+    /// Collective library; absent means [`Backend::default_for`] the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     /// libtorch intra-op threads per rank (ranks of one machine share its cores).
     #[serde(default = "one")]
     pub threads_per_rank: u32,

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::experiment::{BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
+use super::experiment::{Backend, BackwardPrefetch, Dtype, Experiment, Fault, Strategy, AXES};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 use crate::model;
@@ -106,7 +106,7 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
 }
 
 /// A readable, unique, filesystem-safe name made of the point's axis values; knobs appear
-/// only where they differ from their defaults.
+/// only where they differ from their defaults (the backend too, against the device's default).
 pub fn point_id(p: &PointSpec) -> String {
     let k = &p.parallel;
     let mut id = format!("{}-{}", p.model.name, p.strategy.name());
@@ -131,6 +131,9 @@ pub fn point_id(p: &PointSpec) -> String {
     }
     if k.reduce_dtype != Dtype::Fp32 {
         id += &format!("-r{}", k.reduce_dtype.name());
+    }
+    if p.backend() != Backend::default_for(p.settings.device) {
+        id += &format!("-{}", p.backend().name());
     }
     id
 }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::experiment::{BackwardPrefetch, Dtype, Fault, OptimizerSettings, Settings, Strategy};
+use super::experiment::{
+    Backend, BackwardPrefetch, Dtype, Fault, OptimizerSettings, Settings, Strategy,
+};
 use crate::model::ModelConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,11 @@ pub struct ParallelSpec {
 }
 
 impl PointSpec {
+    /// The collective library the ranks use: the setting, else the device's default.
+    pub fn backend(&self) -> Backend {
+        self.settings.backend.unwrap_or(Backend::default_for(self.settings.device))
+    }
+
     pub fn world_size(&self) -> u32 {
         self.nodes * self.ranks_per_node
     }
