@@ -159,15 +159,6 @@ impl Backend {
             DeviceKind::Cuda => Backend::Nccl,
         }
     }
-
-    /// Whether this binary was built with the backend (cargo features `mpi`, `gloo`, `cuda`).
-    pub fn compiled(self) -> bool {
-        match self {
-            Backend::Mpi => cfg!(feature = "mpi"),
-            Backend::Gloo => cfg!(feature = "gloo"),
-            Backend::Nccl => cfg!(feature = "cuda"),
-        }
-    }
 }
 
 /// The swept dimensions. The first five are required; the FSDP knobs default to PyTorch's

@@ -220,6 +220,7 @@ pub fn submit(
                             ranks_per_node: p.ranks_per_node,
                             ranks: p.world_size(),
                             timeout_s: launch.timeout_s,
+                            backend: p.backend().name(),
                         }
                     })
                     .collect(),
