@@ -481,3 +481,31 @@ fn bf16_parameters_gather_half_the_bytes_and_train() {
         assert_eq!(recompute[i] > 0.0, unit[i] != 0, "unit {} recompute {}", unit[i], recompute[i]);
     }
 }
+
+/// `limit_all_gathers`: with it, never more than two all-gathers in flight; without it the
+/// forward issues every later block's gather at once (vit-tiny: three blocks).
+fn rate_limit_caps_gathers_in_flight(backend: Backend) {
+    for point in points(knobs(backend)) {
+        let m = manifest(&point);
+        let limited = m["config"]["parallel"]["limit_all_gathers"].as_bool().unwrap();
+        let file = hdf5::File::open(point.join("records.h5")).unwrap();
+        let in_flight = column::<u32>(&file, "collectives/in_flight");
+        let most = in_flight.iter().copied().max().unwrap();
+        let name = point.file_name().unwrap().to_string_lossy().to_string();
+        if limited {
+            assert_eq!(most, 2, "{name}: {most} gathers in flight under the limit");
+        } else {
+            assert_eq!(most, 3, "{name}: {most} gathers in flight without the limit");
+        }
+    }
+}
+
+#[test]
+fn limit_all_gathers_caps_gathers_in_flight_at_two() {
+    rate_limit_caps_gathers_in_flight(Backend::Mpi);
+}
+
+#[test]
+fn limit_all_gathers_caps_gathers_in_flight_at_two_on_gloo() {
+    rate_limit_caps_gathers_in_flight(Backend::Gloo);
+}
