@@ -24,6 +24,8 @@ fn main() {
             .unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env=SHARDSWEEP_LIBTORCH_VERSION={torch_version}");
         println!("cargo:rerun-if-changed={}", version_file.display());
+        #[cfg(any(feature = "gloo", feature = "cuda"))]
+        c10d_shim(Path::new(&lib));
     }
     let git = |args: &[&str]| {
         Command::new("git")
@@ -39,4 +41,53 @@ fn main() {
     println!("cargo:rustc-env=SHARDSWEEP_GIT_COMMIT={commit}{}", if dirty { "-dirty" } else { "" });
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
+}
+
+/// Compiles src/comm/c10d_shim.cpp against libtorch's headers (C++17 and the C++11 ABI, as the
+/// PyPI wheels are built). Gloo needs gloo's own headers, which libtorch does not ship (Debian's
+/// `libgloo-dev` puts them in /usr/include; `SHARDSWEEP_GLOO_INCLUDE` names another folder).
+/// NCCL needs the CUDA runtime's and NCCL's headers: `SHARDSWEEP_CUDA_INCLUDE`, a `:`-separated
+/// list of folders.
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+fn c10d_shim(lib: &Path) {
+    let include = lib.join("../include");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .file("src/comm/c10d_shim.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        // libtorch's headers are not ours to warn about.
+        .warnings(false)
+        .flag_if_supported("-Wno-c++20-extensions");
+    if cfg!(feature = "gloo") {
+        build.define("USE_C10D_GLOO", None);
+        if let Ok(dir) = env::var("SHARDSWEEP_GLOO_INCLUDE") {
+            build.include(dir);
+        }
+    }
+    if cfg!(feature = "cuda") {
+        build
+            .define("USE_C10D_NCCL", None)
+            .define("USE_CUDA", None)
+            .define("SHARDSWEEP_NCCL", None);
+        for dir in env::var("SHARDSWEEP_CUDA_INCLUDE").unwrap_or_default().split(':') {
+            if !dir.is_empty() {
+                build.include(dir);
+            }
+        }
+        for backend in ["torch_cuda", "c10_cuda"] {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-l{backend},--as-needed");
+        }
+    }
+    build.compile("shardsweep_c10d");
+    // The shim's symbols come from these; listed after it so the linker resolves them.
+    for name in ["torch_cpu", "c10"] {
+        println!("cargo:rustc-link-lib=dylib={name}");
+    }
+    println!("cargo:rerun-if-changed=src/comm/c10d_shim.cpp");
+    println!("cargo:rerun-if-env-changed=SHARDSWEEP_GLOO_INCLUDE");
+    println!("cargo:rerun-if-env-changed=SHARDSWEEP_CUDA_INCLUDE");
 }

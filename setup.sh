@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 
 TORCH_VERSION=2.13.0   # tch 0.26 binds exactly this libtorch
 APT_PACKAGES=(libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libclang-dev clang pkg-config
+              libgloo-dev   # gloo headers for the c10d shim (libtorch ships none)
               libfontconfig1-dev fonts-dejavu-core python3-venv
               munge slurmctld slurmd slurm-client)   # the tests' one-node Slurm cluster
 

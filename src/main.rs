@@ -33,6 +33,7 @@ enum Command {
     Analysis(cli::analysis::Command),
     /// Measure what the harness costs: its collectives against bare MPI calls of the same
     /// size, and training steps with instrumentation against steps without.
+    #[cfg(feature = "mpi")]
     Bench(cli::bench::Args),
     /// Image sets: import a folder-per-class tree, write the bundled digits, time the loader.
     Data(cli::data::Args),
@@ -53,10 +54,11 @@ enum Command {
     /// records and manifest (the line each rendered job script runs per point).
     #[command(hide = true)]
     Supervise(cli::slurm::SuperviseArgs),
-    /// Train one point as one MPI rank (started by `run` through mpirun).
+    /// Train one point as one rank (started by `run` through mpirun, or by srun or torchrun).
     #[command(hide = true)]
     Worker(cli::worker::Args),
     /// One rank of `bench` (started by `bench` through mpirun).
+    #[cfg(feature = "mpi")]
     #[command(hide = true)]
     BenchWorker(cli::bench::WorkerArgs),
 }
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         #[cfg(feature = "analysis")]
         Command::Analysis(command) => cli::analysis::run(command),
+        #[cfg(feature = "mpi")]
         Command::Bench(args) => cli::bench::run(args),
         Command::Data(args) => cli::data::run(args),
         Command::Probe(args) => cli::probe::run(args),
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => cli::slurm::cancel(args),
         Command::Supervise(args) => cli::slurm::supervise(args),
         Command::Worker(args) => cli::worker::run(args),
+        #[cfg(feature = "mpi")]
         Command::BenchWorker(args) => cli::bench::worker(args),
     };
     match result {

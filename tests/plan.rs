@@ -532,3 +532,32 @@ fn a_syntax_error_on_a_long_line_is_cut_to_its_surroundings() {
     assert!(problem.contains("oops") && problem.contains("..."), "{problem}");
     assert!(problem.len() < 300, "{} characters: {problem}", problem.len());
 }
+
+#[test]
+fn the_backend_names_points_only_off_its_default_and_nccl_needs_a_gpu() {
+    let with_settings = |extra: &str| {
+        format!("name = \"t\"\n[axes]\n{AXES}\n[settings]\nsteps = 4\nwarmup_steps = 1\n{extra}\n")
+    };
+    let default = expand(&parse(&with_settings("")).unwrap(), &MACHINE);
+    let mpi = expand(&parse(&with_settings("backend = \"mpi\"")).unwrap(), &MACHINE);
+    let gloo = expand(&parse(&with_settings("backend = \"gloo\"")).unwrap(), &MACHINE);
+    let ids = |plan: &shardsweep::plan::Plan| -> Vec<String> {
+        plan.points.iter().map(|p| p.id.clone()).collect()
+    };
+    assert_eq!(ids(&default), ids(&mpi));
+    assert!(ids(&gloo).iter().zip(ids(&default)).all(|(g, d)| *g == format!("{d}-gloo")));
+    let cuda = expand(&parse(&with_settings("device = \"cuda\"")).unwrap(), &MACHINE);
+    assert!(cuda.points.iter().all(|p| p.backend() == shardsweep::plan::Backend::Nccl));
+    assert_eq!(ids(&cuda), ids(&default));
+    let cuda_mpi =
+        expand(&parse(&with_settings("device = \"cuda\"\nbackend = \"mpi\"")).unwrap(), &MACHINE);
+    assert!(ids(&cuda_mpi).iter().all(|id| id.ends_with("-mpi")));
+    let nccl = expand(&parse(&with_settings("backend = \"nccl\"")).unwrap(), &MACHINE);
+    assert!(nccl.points.is_empty());
+    assert!(nccl
+        .rejected
+        .iter()
+        .all(|r| r.reason.contains("backend nccl needs device = \"cuda\"")
+            && r.id.ends_with("-nccl")));
+    assert_reports(&with_settings("backend = \"ucc\""), &["settings"]);
+}

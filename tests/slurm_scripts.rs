@@ -93,6 +93,9 @@ fn the_paper_matrix_renders_valid_frontier_scripts_within_queue_limits() {
             "export NCCL_SOCKET_IFNAME=hsn0",
             "export MIOPEN_USER_DB_PATH=",
             "export LD_LIBRARY_PATH=/path/to/aws-ofi-rccl/lib:",
+            // NCCL points meet at a TCPStore on the job's first node.
+            "MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)",
+            "export MASTER_PORT=$((20000 + (SLURM_JOB_ID * 64 + 1) % 40000))",
         ] {
             assert!(script.contains(line), "{} lacks {line}", path.display());
         }

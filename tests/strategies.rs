@@ -1,6 +1,7 @@
 //! Numbers you can trust: every sharding strategy and knob trains to the same losses and final
 //! parameters as one rank on the same global batch, issues the collectives PyTorch FSDP would,
-//! and accounts for the memory FSDP's model says it holds.
+//! and accounts for the memory FSDP's model says it holds; on MPI and on c10d's Gloo, which
+//! agree with each other.
 
 mod common;
 
@@ -14,14 +15,39 @@ const STEPS: usize = 10;
 /// vit-tiny: root, two encoder blocks, one decoder block.
 const MODEL: &str = "vit-tiny";
 
-fn settings() -> String {
-    format!("[settings]\nsteps = {STEPS}\nwarmup_steps = 1\nsave_parameters = true\n[optimizer]\nbase_lr = 0.1\nlr_warmup_steps = 2\n")
+/// The collective libraries the equality tests run on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    Mpi,
+    Gloo,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Mpi => "mpi",
+            Backend::Gloo => "gloo",
+        }
+    }
+}
+
+fn settings(backend: Backend) -> String {
+    format!("[settings]\nsteps = {STEPS}\nwarmup_steps = 1\nsave_parameters = true\nbackend = \"{}\"\n[optimizer]\nbase_lr = 0.1\nlr_warmup_steps = 2\n", backend.name())
 }
 
 /// Runs `axes` once per test binary and returns the sweep folder's points.
 fn sweep(cell: &'static OnceLock<(Sweep, PathBuf)>, name: &str, axes: &str) -> &'static Path {
+    sweep_on(cell, name, axes, Backend::Mpi)
+}
+
+fn sweep_on(
+    cell: &'static OnceLock<(Sweep, PathBuf)>,
+    name: &str,
+    axes: &str,
+    backend: Backend,
+) -> &'static Path {
     let (_, dir) = cell.get_or_init(|| {
-        let sweep = Sweep::new(&format!("name = \"{name}\"\n{axes}\n{}", settings()));
+        let sweep = Sweep::new(&format!("name = \"{name}\"\n{axes}\n{}", settings(backend)));
         let output = sweep.run(&["--no-analysis"]);
         assert!(output.status.success(), "sweep {name} failed");
         let dir = sweep.results().join(name);
@@ -39,26 +65,30 @@ fn reference() -> &'static Path {
 
 /// Every strategy (hybrid with groups of one rank, one node and the whole world), with and
 /// without activation checkpointing and gradient accumulation, on 4 ranks in 2 simulated nodes.
-fn strategies() -> &'static Path {
-    static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
-    sweep(
-        &CELL,
+fn strategies(backend: Backend) -> &'static Path {
+    static MPI: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
+    static GLOO: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
+    sweep_on(
+        if backend == Backend::Mpi { &MPI } else { &GLOO },
         "strategies",
         &format!(
             "zip = [[\"micro_batch\", \"accumulation\"]]\n[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"no_shard\", \"full_shard\", \"shard_grad_op\", \"hybrid_shard\", \"hybrid_shard_zero2\"]\nshard_group = [1, 2, 4]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2, 1]\naccumulation = [1, 2]\nactivation_checkpointing = [false, true]\n"
         ),
+        backend,
     )
 }
 
 /// The prefetch orders and the rate limiter, on the strategies that gather in backward.
-fn knobs() -> &'static Path {
-    static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
-    sweep(
-        &CELL,
+fn knobs(backend: Backend) -> &'static Path {
+    static MPI: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
+    static GLOO: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
+    sweep_on(
+        if backend == Backend::Mpi { &MPI } else { &GLOO },
         "knobs",
         &format!(
             "[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"full_shard\", \"hybrid_shard\"]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2]\nbackward_prefetch = [\"post\", \"none\"]\nactivation_checkpointing = [false, true]\nlimit_all_gathers = [true, false]\n[[exclude]]\nlimit_all_gathers = false\nbackward_prefetch = \"none\"\n"
         ),
+        backend,
     )
 }
 
@@ -123,9 +153,8 @@ fn no_shard_on_two_ranks_matches_one_rank() {
     );
 }
 
-#[test]
-fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank() {
-    let all = points(strategies());
+fn every_strategy_matches_one_rank(backend: Backend) {
+    let all = points(strategies(backend));
     // 5 strategies, the hybrid ones with three group sizes: 9, x2 checkpointing, x2 accumulation.
     assert_eq!(all.len(), 36, "{all:?}");
     for point in all {
@@ -134,12 +163,55 @@ fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank() {
 }
 
 #[test]
-fn every_prefetch_order_and_rate_limit_matches_one_rank() {
-    let all = points(knobs());
+fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank() {
+    every_strategy_matches_one_rank(Backend::Mpi);
+}
+
+#[test]
+fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank_on_gloo() {
+    every_strategy_matches_one_rank(Backend::Gloo);
+}
+
+fn every_knob_matches_one_rank(backend: Backend) {
+    let all = points(knobs(backend));
     assert_eq!(all.len(), 12, "{all:?}");
     for point in all {
         assert_same_training(&point, &reference().join("vit-tiny-no_shard-n1x1-mb8"));
     }
+}
+
+#[test]
+fn every_prefetch_order_and_rate_limit_matches_one_rank() {
+    every_knob_matches_one_rank(Backend::Mpi);
+}
+
+#[test]
+fn every_prefetch_order_and_rate_limit_matches_one_rank_on_gloo() {
+    every_knob_matches_one_rank(Backend::Gloo);
+}
+
+/// The same point on Gloo and on MPI: the same losses (within fp32 summation order).
+#[test]
+fn gloo_and_mpi_train_to_the_same_losses() {
+    let gloo = points(strategies(Backend::Gloo)).into_iter().chain(points(knobs(Backend::Gloo)));
+    let mut compared = 0;
+    for point in gloo {
+        let name = point.file_name().unwrap().to_string_lossy().to_string();
+        let id = name.strip_suffix("-gloo").unwrap_or_else(|| panic!("{name}: no -gloo suffix"));
+        let mpi_point = [strategies(Backend::Mpi), knobs(Backend::Mpi)]
+            .iter()
+            .map(|dir| dir.join(id))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{id}: no MPI twin"));
+        assert_eq!(manifest(&point)["config"]["settings"]["backend"], "gloo", "{name}");
+        let (a, b) = (global_losses(&mpi_point), global_losses(&point));
+        assert_eq!(a.len(), b.len(), "{name}");
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * x.abs(), "{name} step {step}: gloo {y} vs mpi {x}");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 48);
 }
 
 #[test]
@@ -213,8 +285,17 @@ fn unit_sizes() -> Vec<i64> {
 
 #[test]
 fn recorded_collectives_match_fsdp_counts_and_bytes() {
+    collectives_match_fsdp(Backend::Mpi);
+}
+
+#[test]
+fn recorded_collectives_match_fsdp_counts_and_bytes_on_gloo() {
+    collectives_match_fsdp(Backend::Gloo);
+}
+
+fn collectives_match_fsdp(backend: Backend) {
     let units = unit_sizes();
-    for point in points(strategies()).into_iter().chain(points(knobs())) {
+    for point in points(strategies(backend)).into_iter().chain(points(knobs(backend))) {
         let m = manifest(&point);
         let config = &m["config"];
         let strategy = config["strategy"].as_str().unwrap();
@@ -307,7 +388,7 @@ fn recorded_collectives_match_fsdp_counts_and_bytes() {
 #[test]
 fn memory_accounting_matches_fsdp_model_states() {
     let units = unit_sizes();
-    for point in points(strategies()) {
+    for point in points(strategies(Backend::Mpi)) {
         let m = manifest(&point);
         let shard_group = m["config"]["parallel"]["shard_group"].as_i64().unwrap();
         let strategy = m["config"]["strategy"].as_str().unwrap().to_string();
@@ -399,4 +480,32 @@ fn bf16_parameters_gather_half_the_bytes_and_train() {
         assert!(forward[i] > 0.0);
         assert_eq!(recompute[i] > 0.0, unit[i] != 0, "unit {} recompute {}", unit[i], recompute[i]);
     }
+}
+
+/// `limit_all_gathers`: with it, never more than two all-gathers in flight; without it the
+/// forward issues every later block's gather at once (vit-tiny: three blocks).
+fn rate_limit_caps_gathers_in_flight(backend: Backend) {
+    for point in points(knobs(backend)) {
+        let m = manifest(&point);
+        let limited = m["config"]["parallel"]["limit_all_gathers"].as_bool().unwrap();
+        let file = hdf5::File::open(point.join("records.h5")).unwrap();
+        let in_flight = column::<u32>(&file, "collectives/in_flight");
+        let most = in_flight.iter().copied().max().unwrap();
+        let name = point.file_name().unwrap().to_string_lossy().to_string();
+        if limited {
+            assert_eq!(most, 2, "{name}: {most} gathers in flight under the limit");
+        } else {
+            assert_eq!(most, 3, "{name}: {most} gathers in flight without the limit");
+        }
+    }
+}
+
+#[test]
+fn limit_all_gathers_caps_gathers_in_flight_at_two() {
+    rate_limit_caps_gathers_in_flight(Backend::Mpi);
+}
+
+#[test]
+fn limit_all_gathers_caps_gathers_in_flight_at_two_on_gloo() {
+    rate_limit_caps_gathers_in_flight(Backend::Gloo);
 }

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "analysis")]
 pub mod analysis;
+#[cfg(feature = "mpi")]
 pub mod bench;
 pub mod calibrate;
 pub mod data;

@@ -1,9 +1,10 @@
-//! `shardsweep worker`: one rank of one point (what mpirun or srun starts).
+//! `shardsweep worker`: one rank of one point (what mpirun, srun or torchrun starts).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use shardsweep::plan::{Backend, PointSpec};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,20 +12,28 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    use mpi::traits::Communicator;
     let point = shardsweep::plan::read_point(&args.point_dir)?;
+    match point.backend() {
+        Backend::Mpi => run_mpi(&point, &args.point_dir),
+        Backend::Gloo | Backend::Nccl => run_c10d(&point, &args.point_dir),
+    }
+}
+
+fn check_world(point: &PointSpec, size: usize) -> Result<()> {
+    if size as u32 != point.world_size() {
+        bail!("started with {size} ranks but point {} needs {}", point.id, point.world_size());
+    }
+    Ok(())
+}
+
+#[cfg(feature = "mpi")]
+fn run_mpi(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
+    use mpi::traits::Communicator;
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
-    if world.size() as u32 != point.world_size() {
-        bail!(
-            "started with {} ranks but point {} needs {}",
-            world.size(),
-            point.id,
-            point.world_size()
-        );
-    }
+    check_world(point, world.size() as usize)?;
     let comm = shardsweep::comm::MpiComm::new(universe.world());
-    match shardsweep::train::run_rank(&point, &args.point_dir, &comm) {
+    match shardsweep::train::run_rank(point, dir, &comm) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => {
             eprintln!("rank {}: {error}", world.rank());
@@ -32,4 +41,54 @@ pub fn run(args: Args) -> Result<ExitCode> {
             world.abort(3)
         }
     }
+}
+
+#[cfg(not(feature = "mpi"))]
+fn run_mpi(point: &PointSpec, _dir: &Path) -> Result<ExitCode> {
+    bail!("point {} uses backend mpi, which this build leaves out (cargo feature `mpi`)", point.id)
+}
+
+/// c10d's own timeout for the store and every collective: a lost rank fails the others within
+/// it (torch.distributed's default is 30 minutes; points have their own, shorter limits).
+const C10D_TIMEOUT_MS: i64 = 10 * 60 * 1000;
+
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+fn run_c10d(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
+    use shardsweep::comm::{C10dBackend, C10dComm, Rendezvous};
+    let place = Rendezvous::from_env()?;
+    check_world(point, place.world_size)?;
+    let backend = match point.backend() {
+        Backend::Nccl => C10dBackend::Nccl,
+        _ => C10dBackend::Gloo,
+    };
+    tracing::debug!(?place, "joining the process group");
+    let comm = C10dComm::connect(
+        backend,
+        &place.master_addr,
+        place.master_port,
+        place.rank,
+        place.world_size,
+        C10D_TIMEOUT_MS,
+    )
+    .with_context(|| {
+        format!("rank {} cannot join at {}:{}", place.rank, place.master_addr, place.master_port)
+    })?;
+    match shardsweep::train::run_rank(point, dir, &comm) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            eprintln!("rank {}: {error}", place.rank);
+            // Peers blocked in a collective fail at c10d's timeout or when the launcher (mpirun,
+            // srun --kill-on-bad-exit, torchrun) stops them on this exit status.
+            Ok(ExitCode::from(3))
+        }
+    }
+}
+
+#[cfg(not(any(feature = "gloo", feature = "cuda")))]
+fn run_c10d(point: &PointSpec, _dir: &Path) -> Result<ExitCode> {
+    bail!(
+        "point {} uses backend {}, which this build leaves out (cargo features `gloo`, `cuda`)",
+        point.id,
+        point.backend().name()
+    )
 }

@@ -1,11 +1,20 @@
-//! Collective communication between ranks. Training code talks to the [`Comm`] trait; MPI is
-//! the backend today (host buffers; device tensors are staged through the host), and a
-//! NCCL/RCCL backend slots in beside it. [`SelfComm`] is the one-rank world for in-process use.
+//! Collective communication between ranks. Training code talks to the [`Comm`] trait. Backends:
+//! MPI (`mpi` feature; host buffers, device tensors staged through the host) and libtorch's
+//! c10d process groups (`gloo` feature: Gloo; `cuda` feature: NCCL, RCCL in ROCm builds), which
+//! run every collective asynchronously. [`SelfComm`] is the one-rank world for in-process use.
 
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+mod c10d;
+#[cfg(feature = "mpi")]
 mod mpi_backend;
+mod rendezvous;
 mod self_comm;
 
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+pub use c10d::{C10dBackend, C10dComm};
+#[cfg(feature = "mpi")]
 pub use mpi_backend::MpiComm;
+pub use rendezvous::{Launcher, Rendezvous, RendezvousError, DEFAULT_MASTER_PORT};
 pub use self_comm::SelfComm;
 
 use tch::Tensor;
@@ -42,6 +51,26 @@ pub trait Comm {
         output: &Tensor,
     ) -> Result<Box<dyn Pending>, CommError> {
         self.all_gather(shard, output)?;
+        Ok(Box::new(Completed))
+    }
+    /// Starts the reduce-scatter of [`Comm::reduce_scatter_sum`] and returns at once, as
+    /// [`Comm::start_all_gather`] does.
+    fn start_reduce_scatter_sum(
+        &self,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        self.reduce_scatter_sum(input, output)?;
+        Ok(Box::new(Completed))
+    }
+    /// Starts the all-reduce of [`Comm::all_reduce_sum`] and returns at once, as
+    /// [`Comm::start_all_gather`] does.
+    fn start_all_reduce_sum(
+        &self,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        self.all_reduce_sum(input, output)?;
         Ok(Box::new(Completed))
     }
     /// Sub-groups: ranks passing the same `color` form one group, ordered by `key`.

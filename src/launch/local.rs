@@ -4,7 +4,7 @@ use std::time::Duration;
 use super::supervise::{supervise, RunStatus};
 use super::LaunchError;
 use super::RunEnd;
-use crate::plan::PointSpec;
+use crate::plan::{Backend, PointSpec};
 
 /// Starts a point's ranks with OpenMPI's mpirun on this machine. Simulated nodes are groups of
 /// `ranks_per_node` consecutive ranks; all of them share this machine's cores.
@@ -16,9 +16,19 @@ pub struct LocalLauncher {
 }
 
 impl LocalLauncher {
-    pub fn command(&self, point: &PointSpec, dir: &Path) -> Vec<String> {
+    /// mpirun starts the ranks whatever the backend; c10d backends also get the address of
+    /// the store rank 0 hosts (`MASTER_ADDR`, `MASTER_PORT`: a port free when this is called).
+    pub fn command(&self, point: &PointSpec, dir: &Path) -> Result<Vec<String>, LaunchError> {
         let program = [self.exe.display().to_string(), "worker".into(), dir.display().to_string()];
-        mpirun_command(&self.mpirun, point.world_size(), &self.extra_args, &program)
+        let mut extra = Vec::new();
+        if point.backend() != Backend::Mpi {
+            let port = free_port()?;
+            for var in ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")] {
+                extra.extend(["-x".to_string(), var]);
+            }
+        }
+        extra.extend(self.extra_args.iter().cloned());
+        Ok(mpirun_command(&self.mpirun, point.world_size(), &extra, &program))
     }
 
     /// Runs the point to its end or its time limit; output goes to the point's log files.
@@ -29,7 +39,7 @@ impl LocalLauncher {
         timeout: Duration,
         progress: impl FnMut(RunStatus),
     ) -> Result<RunEnd, LaunchError> {
-        supervise(&self.command(point, dir), dir, timeout, progress)
+        supervise(&self.command(point, dir)?, dir, timeout, progress)
     }
 }
 
@@ -51,4 +61,11 @@ pub fn mpirun_command(
     args.extend(extra_args.iter().cloned());
     args.extend(program.iter().cloned());
     args
+}
+
+/// A TCP port on the loopback interface that nothing listens on now (the kernel's choice).
+pub fn free_port() -> Result<u16, LaunchError> {
+    let io = |source| LaunchError::Io { path: "127.0.0.1:0 (a free port)".into(), source };
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io)?;
+    Ok(listener.local_addr().map_err(io)?.port())
 }

@@ -11,7 +11,7 @@ mod supervise;
 mod sweep;
 
 pub use finalize::{classify, finalize, RunEnd};
-pub use local::{mpirun_command, LocalLauncher};
+pub use local::{free_port, mpirun_command, LocalLauncher};
 pub use retry::{should_run, Skip};
 pub use supervise::{supervise, RunStatus};
 pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};

@@ -10,11 +10,13 @@ pub struct Collectives<'a> {
     clock: &'a Clock,
     step_start_s: f64,
     log: Vec<CollectiveRecord>,
+    /// All-gathers started and not yet finished.
+    gathers_in_flight: u32,
 }
 
 impl<'a> Collectives<'a> {
     pub fn new(clock: &'a Clock, step_start_s: f64) -> Self {
-        Self { clock, step_start_s, log: Vec::new() }
+        Self { clock, step_start_s, log: Vec::new(), gathers_in_flight: 0 }
     }
 
     /// Sum of `input` over `group` into `output`, on behalf of model unit `unit`.
@@ -57,12 +59,18 @@ impl<'a> Collectives<'a> {
             tch::no_grad(|| output.shallow_clone().copy_(shard));
             Box::new(crate::comm::Completed)
         } else {
-            group.start_all_gather(shard, output)?
+            let pending = group.start_all_gather(shard, output)?;
+            self.gathers_in_flight += 1;
+            pending
         };
         Ok(InFlight {
             pending,
-            record: (group.size() > 1 && self.clock.enabled())
-                .then_some(CollectiveRecord { start_s: start_s - self.step_start_s, ..record }),
+            record: (group.size() > 1 && self.clock.enabled()).then_some(CollectiveRecord {
+                start_s: start_s - self.step_start_s,
+                in_flight: self.gathers_in_flight,
+                ..record
+            }),
+            counted: group.size() > 1,
         })
     }
 
@@ -70,6 +78,9 @@ impl<'a> Collectives<'a> {
     pub fn finish(&mut self, in_flight: InFlight) {
         let wait_start = self.clock.now_s();
         in_flight.pending.wait();
+        if in_flight.counted {
+            self.gathers_in_flight -= 1;
+        }
         let end_s = self.clock.now_s() - self.step_start_s;
         if let Some(record) = in_flight.record {
             self.log.push(CollectiveRecord {
@@ -112,7 +123,11 @@ impl<'a> Collectives<'a> {
         if !self.clock.enabled() {
             return op();
         }
-        let record = self.record(kind, group, unit, input, factor);
+        let gathering = u32::from(kind == CollectiveKind::AllGather);
+        let record = CollectiveRecord {
+            in_flight: self.gathers_in_flight + gathering,
+            ..self.record(kind, group, unit, input, factor)
+        };
         let start_s = self.clock.now_s() - self.step_start_s;
         op()?;
         let end_s = self.clock.now_s() - self.step_start_s;
@@ -139,6 +154,7 @@ impl<'a> Collectives<'a> {
             start_s: 0.0,
             end_s: 0.0,
             wait_s: 0.0,
+            in_flight: 0,
         }
     }
 
@@ -157,6 +173,8 @@ impl<'a> Collectives<'a> {
 pub struct InFlight {
     pending: Box<dyn Pending>,
     record: Option<CollectiveRecord>,
+    /// Whether it counts among the gathers in flight (a one-rank group's copy does not).
+    counted: bool,
 }
 
 /// Conventional names of element types, as NCCL and PyTorch print them.

@@ -97,6 +97,38 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Which library carries the collectives (`settings.backend`; absent: [`Backend::default_for`]
+/// the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// MPI on host memory (device tensors staged through the host).
+    Mpi,
+    /// libtorch's c10d ProcessGroupGloo (CPU tensors; CUDA ones through the host).
+    Gloo,
+    /// libtorch's c10d ProcessGroupNCCL (RCCL in ROCm builds): GPUs only.
+    Nccl,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Mpi => "mpi",
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+
+    /// What PyTorch users run on each device: NCCL on GPUs; on CPUs MPI, this harness's
+    /// original backend (records without a backend field were made with it).
+    pub fn default_for(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Cpu => Backend::Mpi,
+            DeviceKind::Cuda => Backend::Nccl,
+        }
+    }
+}
+
 /// The swept dimensions. `model`, `strategy`, `nodes`, `ranks_per_node` and one of
 /// `micro_batch` / `global_batch` are required; the FSDP knobs default to PyTorch's defaults
 /// (one value each), so a file names them only to change or sweep them.
@@ -244,6 +276,9 @@ pub struct Settings {
     pub seed: u64,
     #[serde(default)]
     pub device: DeviceKind,
+    /// Collective library; absent means [`Backend::default_for`] the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     /// libtorch intra-op threads per rank (ranks of one machine share its cores).
     #[serde(default = "one")]
     pub threads_per_rank: u32,

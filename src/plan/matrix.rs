@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::experiment::{BackwardPrefetch, DataSource, Dtype, Experiment, Fault, Strategy, AXES};
+use super::experiment::{
+    Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Fault, Strategy, AXES,
+};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 
@@ -161,7 +163,7 @@ fn micro_batch(global_batch: u32, point: &PointSpec) -> Result<u32, String> {
 }
 
 /// A readable, unique, filesystem-safe name made of the point's axis values; knobs appear
-/// only where they differ from their defaults.
+/// only where they differ from their defaults (the backend too, against the device's default).
 pub fn point_id(p: &PointSpec) -> String {
     id_with_batch(p, &format!("mb{}", p.micro_batch))
 }
@@ -204,6 +206,9 @@ fn id_with_batch(p: &PointSpec, batch: &str) -> String {
     }
     if p.loader_workers != 1 {
         id += &format!("-lw{}", p.loader_workers);
+    }
+    if p.backend() != Backend::default_for(p.settings.device) {
+        id += &format!("-{}", p.backend().name());
     }
     id
 }

@@ -10,8 +10,8 @@ mod problems;
 mod validate;
 
 pub use experiment::{
-    BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind, LaunchSettings,
-    OptimizerSettings, Settings, Strategy, AXES,
+    Backend, BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind,
+    LaunchSettings, OptimizerSettings, Settings, Strategy, AXES,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected, Rejection};

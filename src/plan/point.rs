@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::experiment::{
-    BackwardPrefetch, DataSource, Dtype, Fault, OptimizerSettings, Settings, Strategy,
+    Backend, BackwardPrefetch, DataSource, Dtype, Fault, OptimizerSettings, Settings, Strategy,
 };
 use crate::model::ModelConfig;
 use crate::records::{self, RecordError};
@@ -69,6 +69,11 @@ pub struct ParallelSpec {
 }
 
 impl PointSpec {
+    /// The collective library the ranks use: the setting, else the device's default.
+    pub fn backend(&self) -> Backend {
+        self.settings.backend.unwrap_or(Backend::default_for(self.settings.device))
+    }
+
     pub fn world_size(&self) -> u32 {
         self.nodes * self.ranks_per_node
     }

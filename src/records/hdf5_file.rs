@@ -19,7 +19,8 @@
 //! /collectives/<column>  [calls] one row per collective call: rank, step, unit (u32),
 //!                        kind, dtype (strings), payload_bytes (u64), group_size (u32),
 //!                        start_s, end_s (f64, from the start of the step), wait_s (f64,
-//!                        how long compute waited for it)
+//!                        how long compute waited for it), in_flight (u32, all-gathers
+//!                        in flight when it was issued, itself included)
 //! /ranks/<column>        [ranks] node, local_rank, pid (u32), hostname (string)
 //! ```
 
@@ -168,6 +169,7 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     column(&collectives, "start_s", &rows, |r| r.2.start_s)?;
     column(&collectives, "end_s", &rows, |r| r.2.end_s)?;
     column(&collectives, "wait_s", &rows, |r| r.2.wait_s)?;
+    column(&collectives, "in_flight", &rows, |r| r.2.in_flight)?;
     column(&collectives, "kind", &rows, |r| text(r.2.kind.name()))?;
     column(&collectives, "dtype", &rows, |r| text(&r.2.dtype))?;
 

@@ -65,6 +65,11 @@ pub struct CollectiveRecord {
     pub start_s: f64,
     pub end_s: f64,
     pub wait_s: f64,
+    /// All-gathers this rank had started and not yet waited for when this call was issued,
+    /// itself included if it is one (`limit_all_gathers` caps it at two); 0 in records from
+    /// before it was recorded.
+    #[serde(default)]
+    pub in_flight: u32,
 }
 
 /// Compute time of one unit in one step (summed over micro-batches).

@@ -15,8 +15,11 @@
 //! this stage computes, in backward as `backward_prefetch` says (`pre`: before this unit's
 //! gradient compute; `post`: after it, before its reduction; `none`: when the next unit's
 //! backward starts, blocking). Whether a started gather progresses during compute is up to the
-//! MPI library (the records' `wait_s` shows what was exposed). At most one gather is in flight
-//! besides the gathered current unit, so `limit_all_gathers` (two) always holds.
+//! backend (the records' `wait_s` shows what was exposed; c10d runs gathers on its own threads
+//! or streams). In forward the host issues gathers as far ahead as it may: every later block
+//! at once without `limit_all_gathers`, at most two in flight with it (PyTorch's rate limiter,
+//! which caps unsharded parameters at two units; here the host computes synchronously, so the
+//! cap falls on gathers in flight). The records' `in_flight` shows which held.
 
 use tch::{Kind, Tensor};
 
@@ -92,7 +95,8 @@ pub struct Sharded<'m> {
     /// Gather buffers no tensor in use refers to any more, reused by the next gather of the
     /// same size (what PyTorch's caching allocator does for FSDP's freed parameters).
     free_buffers: Vec<Tensor>,
-    prefetch: Option<Prefetch>,
+    /// Gathers started ahead of the stages that need them, oldest first.
+    prefetch: std::collections::VecDeque<Prefetch>,
 }
 
 /// An all-gather started ahead of the stage that needs it.
@@ -175,7 +179,7 @@ impl<'m> Sharded<'m> {
             timings,
             memory,
             free_buffers: Vec::new(),
-            prefetch: None,
+            prefetch: std::collections::VecDeque::new(),
         }
     }
 
@@ -209,12 +213,15 @@ impl<'m> Sharded<'m> {
             self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
             self.units[unit].gathered = Some(leaf);
         } else {
-            // One gather in flight at a time: another unit's completes first.
-            if self.prefetch.as_ref().is_some_and(|p| p.unit != unit) {
-                self.complete_prefetch(collectives);
+            if !self.prefetch.iter().any(|p| p.unit == unit) {
+                // At the limit, the oldest gather completes first to make room.
+                if self.prefetch.len() >= self.max_in_flight() {
+                    let oldest = self.prefetch[0].unit;
+                    self.complete_prefetch(oldest, collectives);
+                }
+                self.start_prefetch(unit, used, collectives)?;
             }
-            self.start_prefetch(unit, used, collectives)?;
-            self.complete_prefetch(collectives);
+            self.complete_prefetch(unit, collectives);
         }
         Ok(self.units[unit].gathered.as_ref().expect("gathered above").shallow_clone())
     }
@@ -228,7 +235,8 @@ impl<'m> Sharded<'m> {
         collectives: &mut Collectives,
     ) -> Result<(), CommError> {
         if self.units[unit].gathered.is_some()
-            || self.prefetch.is_some()
+            || self.prefetch.iter().any(|p| p.unit == unit)
+            || self.prefetch.len() >= self.max_in_flight()
             || self.shard_group.size() == 1
         {
             return Ok(());
@@ -240,13 +248,26 @@ impl<'m> Sharded<'m> {
         };
         let in_flight =
             collectives.start_all_gather(self.shard_group.as_ref(), unit, &low, &output)?;
-        self.prefetch = Some(Prefetch { unit, in_flight, output, used });
+        self.prefetch.push_back(Prefetch { unit, in_flight, output, used });
         Ok(())
     }
 
-    /// Waits for the gather in flight, if any, and makes its result its unit's parameters.
-    fn complete_prefetch(&mut self, collectives: &mut Collectives) {
-        let Some(Prefetch { unit, in_flight, output, used }) = self.prefetch.take() else { return };
+    /// All-gathers allowed in flight at once: two under `limit_all_gathers` (PyTorch's rate
+    /// limiter, `_FreeEventQueue` of two), else no limit.
+    fn max_in_flight(&self) -> usize {
+        if self.knobs.limit_all_gathers {
+            2
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// Waits for the gather of `unit` in flight, if any, and makes its result the unit's
+    /// parameters.
+    fn complete_prefetch(&mut self, unit: usize, collectives: &mut Collectives) {
+        let Some(position) = self.prefetch.iter().position(|p| p.unit == unit) else { return };
+        let Prefetch { unit, in_flight, output, used } =
+            self.prefetch.remove(position).expect("found above");
         collectives.finish(in_flight);
         let leaf = used.unwrap_or_else(|| output.detach().set_requires_grad(true));
         self.memory.gathered(unit, leaf.numel() * leaf.kind().elt_size_in_bytes());
@@ -380,8 +401,12 @@ impl Sharded<'_> {
         for (i, &stage) in stages.iter().enumerate() {
             let unit = self.model.unit_of(stage);
             let params = self.unshard(unit, None, collectives)?;
-            // FSDP's forward prefetch: the next block's gather runs while this stage computes.
-            if let Some(&next) = stages.get(i + 1).filter(|s| Self::is_block(**s)) {
+            // FSDP's forward prefetch: later blocks' gathers run while this stage computes, as
+            // many as the limit allows.
+            for &next in stages[i + 1..].iter().filter(|s| Self::is_block(**s)) {
+                if self.prefetch.len() >= self.max_in_flight() {
+                    break;
+                }
                 self.start_prefetch(self.model.unit_of(next), None, collectives)?;
             }
             let start = self.clock.now_s();

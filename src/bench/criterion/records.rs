@@ -35,6 +35,7 @@ fn spool() -> RankSpool {
                         start_s: 0.01 * f64::from(unit),
                         end_s: 0.01 * f64::from(unit) + 0.004,
                         wait_s: 0.001,
+                        in_flight: 1,
                     })
                 })
                 .collect();

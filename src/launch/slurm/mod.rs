@@ -234,6 +234,7 @@ pub fn submit(
                             ranks_per_node: p.ranks_per_node,
                             ranks: p.world_size(),
                             timeout_s: limit_s(p),
+                            backend: p.backend().name(),
                         }
                     })
                     .collect(),

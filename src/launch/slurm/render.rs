@@ -43,6 +43,8 @@ pub struct PointContext {
     pub ranks_per_node: u32,
     pub ranks: u32,
     pub timeout_s: u64,
+    /// `mpi`, `gloo` or `nccl`: c10d backends need `MASTER_ADDR` and `MASTER_PORT` set.
+    pub backend: &'static str,
 }
 
 pub fn render(template: &str, context: &ScriptContext) -> Result<String, SlurmError> {

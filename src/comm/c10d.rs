@@ -1,0 +1,257 @@
+//! libtorch's c10d process groups (ProcessGroupGloo; ProcessGroupNCCL, RCCL in ROCm builds,
+//! with the `cuda` feature) behind [`Comm`], through the C++ shim in `c10d_shim.cpp`. Every
+//! collective is non-blocking in c10d: it returns a work handle, and [`Pending::wait`] is the
+//! handle's `wait()`. Ranks meet through a `TCPStore` that rank 0 hosts.
+
+use std::ffi::{c_char, c_int, CStr, CString};
+
+use tch::Tensor;
+
+use super::{Comm, CommError, Pending};
+
+#[repr(C)]
+struct RawGroup {
+    _private: [u8; 0],
+}
+#[repr(C)]
+struct RawWork {
+    _private: [u8; 0],
+}
+/// tch's tensor handle is an `at::Tensor*` (torch-sys's `C_tensor`).
+type RawTensor = torch_sys::C_tensor;
+
+extern "C" {
+    fn ss_last_error() -> *const c_char;
+    fn ss_group_new_tcp(
+        backend: i32,
+        host: *const c_char,
+        port: u16,
+        rank: c_int,
+        size: c_int,
+        timeout_ms: i64,
+    ) -> *mut RawGroup;
+    fn ss_group_split(group: *mut RawGroup, color: u32, key: u32) -> *mut RawGroup;
+    fn ss_group_free(group: *mut RawGroup);
+    fn ss_group_rank(group: *const RawGroup) -> c_int;
+    fn ss_group_size(group: *const RawGroup) -> c_int;
+    fn ss_all_gather(
+        group: *mut RawGroup,
+        output: *const RawTensor,
+        input: *const RawTensor,
+    ) -> *mut RawWork;
+    fn ss_reduce_scatter(
+        group: *mut RawGroup,
+        output: *const RawTensor,
+        input: *const RawTensor,
+    ) -> *mut RawWork;
+    fn ss_all_reduce(
+        group: *mut RawGroup,
+        output: *const RawTensor,
+        input: *const RawTensor,
+    ) -> *mut RawWork;
+    fn ss_barrier(group: *mut RawGroup) -> *mut RawWork;
+    fn ss_work_wait(work: *mut RawWork) -> c_int;
+}
+
+/// Which c10d process group; the values match the shim's `Backend` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum C10dBackend {
+    Gloo = 0,
+    Nccl = 1,
+}
+
+impl C10dBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            C10dBackend::Gloo => "gloo",
+            C10dBackend::Nccl => "nccl",
+        }
+    }
+}
+
+/// The shim's last error on this thread.
+fn last_error(op: &'static str) -> CommError {
+    // SAFETY: the shim returns a pointer to its thread-local, NUL-terminated string.
+    let message = unsafe { CStr::from_ptr(ss_last_error()) }.to_string_lossy().into_owned();
+    CommError::Backend { op, message }
+}
+
+/// A c10d process group (one rank's end of it).
+pub struct C10dComm {
+    raw: *mut RawGroup,
+    backend: C10dBackend,
+}
+
+impl C10dComm {
+    /// Rank `rank` of `size` joins the group whose `TCPStore` rank 0 hosts at `host:port`
+    /// (rank 0 waits for every rank to connect). Collectives fail after `timeout_ms`.
+    ///
+    /// # Errors
+    /// [`CommError::Backend`] with c10d's message (store unreachable, timeout, backend not built).
+    pub fn connect(
+        backend: C10dBackend,
+        host: &str,
+        port: u16,
+        rank: usize,
+        size: usize,
+        timeout_ms: i64,
+    ) -> Result<Self, CommError> {
+        let host = CString::new(host).map_err(|_| CommError::Backend {
+            op: "connect",
+            message: format!("host {host:?} holds a NUL byte"),
+        })?;
+        // SAFETY: `host` is a valid C string for the call's duration.
+        let raw = unsafe {
+            ss_group_new_tcp(
+                backend as i32,
+                host.as_ptr(),
+                port,
+                rank as c_int,
+                size as c_int,
+                timeout_ms,
+            )
+        };
+        if raw.is_null() {
+            return Err(last_error("connect"));
+        }
+        Ok(Self { raw, backend })
+    }
+
+    /// Starts `op` on `output` and `input`; the returned handle keeps both tensors (and so
+    /// their storage) alive until the collective has completed.
+    fn start(
+        &self,
+        name: &'static str,
+        op: unsafe extern "C" fn(*mut RawGroup, *const RawTensor, *const RawTensor) -> *mut RawWork,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        // SAFETY: the group is live; both pointers are tch's live `at::Tensor*`.
+        let work = unsafe { op(self.raw, output.as_ptr(), input.as_ptr()) };
+        if work.is_null() {
+            return Err(last_error(name));
+        }
+        Ok(Box::new(Work {
+            raw: work,
+            op: name,
+            _buffers: (input.shallow_clone(), output.shallow_clone()),
+        }))
+    }
+}
+
+impl Drop for C10dComm {
+    fn drop(&mut self) {
+        // SAFETY: created by the shim, freed once.
+        unsafe { ss_group_free(self.raw) }
+    }
+}
+
+/// A c10d work handle and the tensors it reads and writes.
+struct Work {
+    raw: *mut RawWork,
+    op: &'static str,
+    _buffers: (Tensor, Tensor),
+}
+
+impl Pending for Work {
+    /// Waits for the collective. A failed collective (a peer gone, c10d's timeout) panics with
+    /// c10d's message, as libtorch errors do in tch: the rank records it and stops.
+    fn wait(self: Box<Self>) {
+        let mut this = self;
+        let raw = std::mem::replace(&mut this.raw, std::ptr::null_mut());
+        // SAFETY: the handle came from the shim and is waited (and freed) once.
+        if unsafe { ss_work_wait(raw) } != 0 {
+            panic!("{}", last_error(this.op));
+        }
+    }
+}
+
+impl Drop for Work {
+    /// The memory must outlive the collective: dropping without waiting waits.
+    fn drop(&mut self) {
+        if !self.raw.is_null() {
+            // SAFETY: as in `wait`; errors here have no one to report to but the log.
+            if unsafe { ss_work_wait(self.raw) } != 0 {
+                tracing::error!("{}", last_error(self.op));
+            }
+        }
+    }
+}
+
+impl Comm for C10dComm {
+    fn rank(&self) -> usize {
+        // SAFETY: live group.
+        unsafe { ss_group_rank(self.raw) as usize }
+    }
+
+    fn size(&self) -> usize {
+        // SAFETY: live group.
+        unsafe { ss_group_size(self.raw) as usize }
+    }
+
+    fn all_reduce_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        self.start_all_reduce_sum(input, output)?.wait();
+        Ok(())
+    }
+
+    fn all_gather(&self, shard: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        self.start_all_gather(shard, output)?.wait();
+        Ok(())
+    }
+
+    fn reduce_scatter_sum(&self, input: &Tensor, output: &Tensor) -> Result<(), CommError> {
+        self.start_reduce_scatter_sum(input, output)?.wait();
+        Ok(())
+    }
+
+    fn start_all_gather(
+        &self,
+        shard: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        self.start("all_gather", ss_all_gather, shard, output)
+    }
+
+    fn start_reduce_scatter_sum(
+        &self,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        let size = self.size();
+        if !input.numel().is_multiple_of(size) {
+            return Err(CommError::Uneven { op: "reduce_scatter", numel: input.numel(), size });
+        }
+        self.start("reduce_scatter", ss_reduce_scatter, input, output)
+    }
+
+    fn start_all_reduce_sum(
+        &self,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        self.start("all_reduce", ss_all_reduce, input, output)
+    }
+
+    fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {
+        // SAFETY: live group; every rank calls split in the same order (the trait's contract).
+        let raw = unsafe { ss_group_split(self.raw, color, key) };
+        if raw.is_null() {
+            panic!("{}", last_error("split"));
+        }
+        Box::new(C10dComm { raw, backend: self.backend })
+    }
+
+    fn barrier(&self) {
+        // SAFETY: live group.
+        let work = unsafe { ss_barrier(self.raw) };
+        // SAFETY: a handle from the shim, waited once.
+        if work.is_null() || unsafe { ss_work_wait(work) } != 0 {
+            panic!("{}", last_error("barrier"));
+        }
+    }
+
+    fn library_version(&self) -> String {
+        format!("c10d {} (libtorch {})", self.backend.name(), env!("SHARDSWEEP_LIBTORCH_VERSION"))
+    }
+}
