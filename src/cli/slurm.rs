@@ -202,7 +202,7 @@ pub fn collect(args: CollectArgs) -> Result<ExitCode> {
 fn live(statuses: &[slurm::PointStatus]) -> Vec<String> {
     statuses
         .iter()
-        .filter(|s| ["queued", "running", "waiting in its job"].contains(&s.state.as_str()))
+        .filter(|s| s.state.is_live())
         .map(|s| format!("{} ({}, job {})", s.id, s.state, s.job_id))
         .collect()
 }
@@ -252,14 +252,14 @@ fn report(args: &SweepArgs, collect: bool, wait: Option<std::time::Duration>) ->
         table.add_row([
             s.id.clone(),
             s.job_id.clone(),
-            s.state.clone(),
+            s.state.to_string(),
             s.steps_completed.map(|n| n.to_string()).unwrap_or_default(),
             s.node_list.clone(),
             message,
         ]);
     }
     println!("{table}");
-    let ok = statuses.iter().filter(|s| s.outcome == Some(Outcome::Ok)).count();
+    let ok = statuses.iter().filter(|s| s.state.outcome() == Some(Outcome::Ok)).count();
     println!("{}: {} points submitted, {} ok", dir.display(), statuses.len(), ok);
     Ok(if !collect || ok == statuses.len() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

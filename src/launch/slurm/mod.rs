@@ -356,14 +356,63 @@ fn scheduler_info(
     }
 }
 
+/// Where one submitted point stands, from its records and its job's scheduler state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PointState {
+    /// Its manifest records how it ended.
+    Ended(Outcome),
+    /// Its job is pending.
+    Queued,
+    /// Its job runs and the point has started.
+    Running,
+    /// Its job runs an earlier point of the job.
+    WaitingInJob,
+    /// Its job ended (Slurm's state given) after the point started; `collect` records it.
+    NotCollected(String),
+    /// Its job ended (Slurm's state given) before reaching the point.
+    NotStarted(String),
+    /// The scheduler knows nothing of its job.
+    Unknown,
+}
+
+impl PointState {
+    /// Whether the point may still change without anyone acting: queued or running.
+    pub fn is_live(&self) -> bool {
+        matches!(self, PointState::Queued | PointState::Running | PointState::WaitingInJob)
+    }
+
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self {
+            PointState::Ended(outcome) => Some(*outcome),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PointState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointState::Ended(outcome) => write!(f, "{outcome}"),
+            PointState::Queued => f.write_str("queued"),
+            PointState::Running => f.write_str("running"),
+            PointState::WaitingInJob => f.write_str("waiting in its job"),
+            PointState::NotCollected(job) => {
+                write!(f, "ended {}, not collected", job.to_lowercase())
+            }
+            PointState::NotStarted(job) => {
+                write!(f, "not started (job ended {})", job.to_lowercase())
+            }
+            PointState::Unknown => f.write_str("unknown to the scheduler"),
+        }
+    }
+}
+
 /// Where one submitted point stands.
 #[derive(Debug, Clone)]
 pub struct PointStatus {
     pub id: String,
     pub job_id: String,
-    /// `queued`, `running`, an outcome name, `not started` or `ended, not collected`.
-    pub state: String,
-    pub outcome: Option<Outcome>,
+    pub state: PointState,
     pub node_list: String,
     pub steps_completed: Option<u32>,
     pub message: Option<String>,
@@ -386,8 +435,7 @@ pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, Slurm
             let mut status = PointStatus {
                 id: id.clone(),
                 job_id: job.job_id.clone(),
-                state: String::new(),
-                outcome: None,
+                state: PointState::Unknown,
                 node_list: state.map(|s| s.node_list.clone()).unwrap_or_default(),
                 steps_completed: None,
                 message: None,
@@ -398,8 +446,7 @@ pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, Slurm
                 manifest = Some(collect_point(&dir, job, state.expect("checked"))?);
             }
             if let Some(m) = manifest {
-                status.state = m.outcome.name().into();
-                status.outcome = Some(m.outcome);
+                status.state = PointState::Ended(m.outcome);
                 status.steps_completed = m.steps_completed.iter().min().copied();
                 status.message = m.message.clone();
                 if let Some(s) = &m.scheduler {
@@ -407,14 +454,12 @@ pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, Slurm
                 }
             } else {
                 status.state = match state {
-                    None => "unknown to the scheduler".into(),
-                    Some(s) if s.state == "PENDING" => "queued".into(),
-                    Some(s) if s.is_live() && started => "running".into(),
-                    Some(s) if s.is_live() => "waiting in its job".into(),
-                    Some(s) if started => {
-                        format!("ended {}, not collected", s.state.to_lowercase())
-                    }
-                    Some(s) => format!("not started (job ended {})", s.state.to_lowercase()),
+                    None => PointState::Unknown,
+                    Some(s) if s.state == "PENDING" => PointState::Queued,
+                    Some(s) if s.is_live() && started => PointState::Running,
+                    Some(s) if s.is_live() => PointState::WaitingInJob,
+                    Some(s) if started => PointState::NotCollected(s.state.clone()),
+                    Some(s) => PointState::NotStarted(s.state.clone()),
                 };
             }
             statuses.push(status);
