@@ -112,6 +112,8 @@ pub fn analyze(dir: &Path, shape: &Shape) -> Result<Timing, AnalysisError> {
             backward_prefetch: BackwardPrefetch::Pre,
             limit_all_gathers: true,
             reduce_dtype: Dtype::Fp32,
+            loader_workers: 1,
+            data: "synthetic".into(),
             warmup_steps: 2,
             steps_planned: shape.steps as u32,
             steps_completed: vec![shape.steps as u32; shape.ranks],

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod breakdown;
 pub mod compare;
 mod load;
+mod pipeline;
 mod plot;
 pub mod predicted;
 pub mod report;

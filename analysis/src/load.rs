@@ -31,6 +31,10 @@ pub struct PointRecords {
     pub backward_prefetch: BackwardPrefetch,
     pub limit_all_gathers: bool,
     pub reduce_dtype: Dtype,
+    /// Worker threads of each rank's input pipeline.
+    pub loader_workers: u32,
+    /// `synthetic` or the image set file the point trained on.
+    pub data: String,
     pub warmup_steps: u32,
     pub steps_planned: u32,
     pub steps_completed: Vec<u32>,
@@ -121,6 +125,8 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         backward_prefetch: config.parallel.backward_prefetch,
         limit_all_gathers: config.parallel.limit_all_gathers,
         reduce_dtype: config.parallel.reduce_dtype,
+        loader_workers: config.loader_workers,
+        data: config.data,
         warmup_steps: m.warmup_steps,
         steps_planned: m.steps_planned,
         train_flop_per_step: m.train_flop_per_step,

@@ -267,6 +267,7 @@ pub struct Panel {
 
 struct Panels<'a> {
     title: &'a str,
+    x_desc: &'a str,
     y_desc: &'a str,
     panels: &'a [Panel],
 }
@@ -279,7 +280,18 @@ pub fn line_panels(
     y_desc: &str,
     panels: &[Panel],
 ) -> Result<Vec<PathBuf>, AnalysisError> {
-    write(dir, stem, &Panels { title, y_desc, panels })
+    write(dir, stem, &Panels { title, x_desc: "nodes", y_desc, panels })
+}
+
+/// The same figure against the loader's worker threads per rank (log2 axis) instead of nodes.
+pub fn worker_panels(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    y_desc: &str,
+    panels: &[Panel],
+) -> Result<Vec<PathBuf>, AnalysisError> {
+    write(dir, stem, &Panels { title, x_desc: "loader workers per rank", y_desc, panels })
 }
 
 impl Figure for Panels<'_> {
@@ -326,7 +338,7 @@ impl Figure for Panels<'_> {
                 .map_err(e)?;
             chart
                 .configure_mesh()
-                .x_desc("nodes")
+                .x_desc(self.x_desc)
                 .y_desc(self.y_desc)
                 .x_label_formatter(&|x| format!("{}", x.round()))
                 .y_label_formatter(&|y| readable(*y, y_max))

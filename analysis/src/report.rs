@@ -82,6 +82,9 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     files.push(write_csv(&out.join("breakdown.csv"), &mut breakdown_frame(&summaries)?)?);
     files.push(write_csv(&out.join("stragglers.csv"), &mut straggler_frame(&stragglers)?)?);
     files.extend(plots(&out, &sweep, &summaries)?);
+    if crate::pipeline::studied(&summaries) {
+        files.extend(crate::pipeline::input_pipeline(&out, &sweep, &summaries)?);
+    }
 
     let table = printable(&summaries);
     let markdown = out.join("report.md");
@@ -259,6 +262,11 @@ fn summary_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisError> {
         "peak_rss_bytes" => num(&|p| p.peak_rss_bytes),
         "accounted_peak_bytes" => num(&|p| p.accounted_peak_bytes),
         "final_loss" => num(&|p| p.final_loss),
+        "loader_workers" => count(&|p| p.meta.loader_workers),
+        "data" => text(&|p| p.meta.data.clone()),
+        "loader_images_per_worker_s" => opt(s.iter().map(|p| p.loader_images_per_worker_s)),
+        "loader_images_per_s" => opt(s.iter().map(|p| p.loader_images_per_s)),
+        "data_share" => opt(s.iter().map(|p| p.data_share)),
     )?)
 }
 
@@ -353,6 +361,9 @@ fn markdown_report(
     md += "## Throughput\n\n![throughput](throughput.svg)\n\n";
     if s.iter().any(|p| p.meta.outcome == Outcome::Ok) {
         md += "## Scaling\n\n![throughput vs nodes](scaling_throughput.svg)\n\n![weak-scaling efficiency](scaling_efficiency.svg)\n\n## Memory\n\nPeak RSS per rank (libtorch's own baseline included, which on CPU is much the same for every strategy), and beside it the harness's account of what the strategies change: parameter and gradient shards, optimizer state, and the peaks of gathered parameters, unsharded gradients and activations.\n\n![peak memory](memory.svg)\n\n![memory account](memory_account.svg)\n\n";
+    }
+    if crate::pipeline::studied(s) {
+        md += "## Input pipeline\n\nImages/s of training (global batch / median steady step) and of the loader alone (images per second of its workers' read, decode and augment time, x ranks x workers: the rate with every worker busy) against the loader's worker threads per rank. Where the loader alone is below training, the step waits for data (`data_share` in `summary.csv`).\n\n![input pipeline](input_pipeline.svg)\n\n";
     }
     md += "## Where the time goes\n\nCritical path: the phases of the slowest rank, mean over steady steps, in seconds per step; they add up to its step time (`other` is time in no phase). Max over ranks (in `breakdown.csv`) bounds each component from above.\n\n![breakdown](breakdown.svg)\n\n";
     md += &breakdown_table(s);

@@ -21,10 +21,12 @@ pub enum Axis {
     LimitAllGathers,
     ParamDtype,
     ReduceDtype,
+    LoaderWorkers,
+    Data,
 }
 
 /// Every axis a point has.
-pub const AXES: [Axis; 12] = [
+pub const AXES: [Axis; 14] = [
     Axis::Model,
     Axis::Strategy,
     Axis::ShardGroup,
@@ -37,6 +39,8 @@ pub const AXES: [Axis; 12] = [
     Axis::LimitAllGathers,
     Axis::ParamDtype,
     Axis::ReduceDtype,
+    Axis::LoaderWorkers,
+    Axis::Data,
 ];
 
 /// How a series grows with the nodes.
@@ -66,6 +70,8 @@ impl Axis {
             Axis::LimitAllGathers => p.limit_all_gathers.to_string(),
             Axis::ParamDtype => p.param_dtype.to_string(),
             Axis::ReduceDtype => p.reduce_dtype.to_string(),
+            Axis::LoaderWorkers => p.loader_workers.to_string(),
+            Axis::Data => p.data.clone(),
         }
     }
 
@@ -92,6 +98,8 @@ impl Axis {
             }
             Axis::ParamDtype => format!("params {}", p.param_dtype),
             Axis::ReduceDtype => format!("reduce {}", p.reduce_dtype),
+            Axis::LoaderWorkers => format!("{} loader workers", p.loader_workers),
+            Axis::Data => format!("data {}", p.data),
         }
     }
 }

@@ -51,6 +51,18 @@ pub struct PointSummary {
     /// [`MEMORY_CATEGORIES`] order, for the categories the records have.
     pub memory_account_bytes: Vec<(String, f64)>,
     pub final_loss: f64,
+    /// The input pipeline's own rate: images per second of its workers' time, over the steady
+    /// steps, = global batch x steady steps / the sum over ranks and steady steps of
+    /// `read_s + decode_s + augment_s` (each rank's worker time for its share of the global
+    /// batch, from `/loader/` in the records). `None` where the records have no loader figures.
+    pub loader_images_per_worker_s: Option<f64>,
+    /// What the pipeline delivers with every worker busy: the rate above x ranks x
+    /// `loader_workers` (images/s). Worker time is measured as the workers ran, contention
+    /// included, so this is the loader alone at the point's worker count.
+    pub loader_images_per_s: Option<f64>,
+    /// The share of the step spent waiting for data: the slowest rank's `data_s` over its
+    /// `step_s`, summed over the steady steps (1 = all waiting). `None` without a data phase.
+    pub data_share: Option<f64>,
     pub weak_scaling_efficiency: Option<f64>,
     pub strong_scaling_efficiency: Option<f64>,
 }
@@ -74,6 +86,9 @@ pub(crate) struct StepTables {
     pub final_loss: DataFrame,
     /// point, rank, score: see [`stragglers`](crate::stragglers).
     pub rank_scores: DataFrame,
+    /// point, step, phase (`loader`), value: the loader's worker time summed over ranks and
+    /// figures (read, decode, augment).
+    pub loader_work: DataFrame,
 }
 
 impl StepTables {
@@ -83,6 +98,7 @@ impl StepTables {
         self.memory.vstack_mut(&other.memory)?;
         self.final_loss.vstack_mut(&other.final_loss)?;
         self.rank_scores.vstack_mut(&other.rank_scores)?;
+        self.loader_work.vstack_mut(&other.loader_work)?;
         Ok(())
     }
 }
@@ -169,6 +185,12 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
         .filter(col("metric").eq(lit("bytes")).or(col("metric").eq(lit("peak_rss"))))
         .group_by([col("point"), col("metric"), col("phase")])
         .agg([col("value").max()]);
+    let loader_work = rows
+        .clone()
+        .filter(col("metric").eq(lit("work")))
+        .group_by([col("point"), col("step")])
+        .agg([col("value").sum()])
+        .select([col("point"), col("step"), lit("loader").alias("phase"), col("value")]);
     let final_loss = rows
         .filter(col("metric").eq(lit("loss")))
         .filter(col("step").eq(col("step").max().over([col("point")])?))
@@ -179,7 +201,7 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
     // 1e8 rows). Polars' own merging of common scans is off so that the memory and loss tables
     // keep their filters in the Parquet reader, which skips row groups without such rows by
     // their statistics (merged, they filter every row of the batch: 2 s more for 1e8 rows).
-    let plans = [critical, max_over_ranks, memory, final_loss, rank_scores]
+    let plans = [critical, max_over_ranks, memory, final_loss, rank_scores, loader_work]
         .map(|f| f.logical_plan)
         .to_vec();
     let frames = LazyFrame::collect_all_with_engine(
@@ -187,9 +209,9 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
         Engine::Streaming,
         OptFlags::default() & !OptFlags::COMM_SUBPLAN_ELIM,
     )?;
-    let [critical, max_over_ranks, memory, final_loss, rank_scores]: [DataFrame; 5] =
+    let [critical, max_over_ranks, memory, final_loss, rank_scores, loader_work]: [DataFrame; 6] =
         frames.try_into().map_err(|_| AnalysisError::Empty("step tables".into()))?;
-    Ok(StepTables { critical, max_over_ranks, memory, final_loss, rank_scores })
+    Ok(StepTables { critical, max_over_ranks, memory, final_loss, rank_scores, loader_work })
 }
 
 /// point (index) -> phase -> step -> value.
@@ -246,6 +268,7 @@ pub fn summarize(
     let (critical, maxes) =
         rayon::join(|| by_point(&tables.critical), || by_point(&tables.max_over_ranks));
     let (critical, maxes) = (critical?, maxes?);
+    let loader = by_point(&tables.loader_work)?;
     let mut memory: BTreeMap<(u32, String), f64> = BTreeMap::new();
     {
         let m = &tables.memory;
@@ -317,6 +340,16 @@ pub fn summarize(
                 .filter(|(_, v)| v.is_finite())
                 .collect();
             let accounted = memory_account_bytes.iter().map(|(_, v)| v).sum();
+            let work = loader.get(&index).and_then(|t| t.get("loader"));
+            let work_s: Vec<f64> = steady.iter().filter_map(|k| work?.get(k).copied()).collect();
+            let loader_images_per_worker_s = (work_s.iter().sum::<f64>() > 0.0)
+                .then(|| batch * work_s.len() as f64 / work_s.iter().sum::<f64>());
+            let workers = f64::from(meta.world_size * meta.loader_workers);
+            let total = |phase: &str| critical_series.get(phase).map(|v| v.iter().sum::<f64>());
+            let data_share = match (total("data"), total("step")) {
+                (Some(data), Some(step)) if step > 0.0 => Some(data / step),
+                _ => None,
+            };
             PointSummary {
                 meta: meta.clone(),
                 steady_from: steady.first().copied().unwrap_or(meta.steps_planned),
@@ -335,6 +368,9 @@ pub fn summarize(
                 accounted_peak_bytes: accounted,
                 memory_account_bytes,
                 final_loss: losses.get(&index).copied().unwrap_or(f64::NAN),
+                loader_images_per_worker_s,
+                loader_images_per_s: loader_images_per_worker_s.map(|r| r * workers),
+                data_share,
                 weak_scaling_efficiency: None,
                 strong_scaling_efficiency: None,
             }

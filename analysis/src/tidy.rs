@@ -2,7 +2,8 @@
 //! `<sweep>/tidy/`, so `results/*/tidy/*.parquet` is one dataset that Polars, pandas and DuckDB
 //! read directly. Columns: sweep, point, the point's configuration (model, strategy,
 //! shard_group, nodes, ranks_per_node, world_size, micro_batch, global_batch, accumulation,
-//! activation_checkpointing, param_dtype), rank, hostname, step, phase, metric, value, unit.
+//! activation_checkpointing, param_dtype, loader_workers, data), rank, hostname, step, phase,
+//! metric, value, unit.
 //!
 //! | phase | metric | unit | from |
 //! |---|---|---|---|
@@ -12,6 +13,8 @@
 //! | step | loss | 1 | `/steps/loss` |
 //! | step | peak_rss | bytes | `/steps/peak_rss_bytes` |
 //! | memory.<category> | bytes | bytes | `/memory/<category>_bytes` |
+//! | loader.read, loader.decode, loader.augment | work | s | `/loader/<figure>_s` (worker time) |
+//! | loader | read / queue_depth | bytes / batches | `/loader/read_bytes`, `/loader/queue_depth` |
 //!
 //! The store is rebuilt per point only when the point's records change (a fingerprint of its
 //! manifest and records file is kept in `tidy/_index.json`; Arrow's dataset readers, which
@@ -31,6 +34,10 @@ use crate::AnalysisError;
 
 pub const STORE_DIR: &str = "tidy";
 const INDEX: &str = "_index.json";
+/// The store's columns and rows as this version writes them, part of every fingerprint: a
+/// change (2: loader_workers, data and the loader's rows) rebuilds every point once, so the
+/// folder never mixes files of two layouts, which one-dataset readers reject.
+const LAYOUT: &str = "layout2";
 /// Where the index was kept before; removed when found, since Arrow readers fail on it.
 const OLD_INDEX: &str = "index.json";
 
@@ -175,7 +182,7 @@ impl Store {
 /// Size and modification time of the manifest and the records: they change when a point is
 /// re-run or re-collected.
 fn fingerprint(point_dir: &Path) -> Result<String, AnalysisError> {
-    let mut parts = Vec::new();
+    let mut parts = vec![LAYOUT.to_string()];
     for name in [MANIFEST_FILE, RECORDS_FILE] {
         let path = point_dir.join(name);
         let meta = std::fs::metadata(&path).map_err(|e| AnalysisError::read(&path, e))?;
@@ -217,6 +224,23 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
                 if step < point.steps_completed(rank) {
                     rows.push(rank as u32, step as u32, &phase, "bytes", *value, "bytes");
                 }
+            }
+        }
+    }
+    // Records from before the loader was measured have no /loader group.
+    for name in file.names("loader")?.unwrap_or_default() {
+        let (phase, metric, unit) = match name.as_str() {
+            "read_bytes" => ("loader".to_string(), "read", "bytes"),
+            "queue_depth" => ("loader".to_string(), "queue_depth", "batches"),
+            other => match other.strip_suffix("_s") {
+                Some(figure) => (format!("loader.{figure}"), "work", "s"),
+                None => continue,
+            },
+        };
+        let table = file.table("loader", &name)?;
+        for ((rank, step), value) in table.indexed_iter() {
+            if value.is_finite() && step < point.steps_completed(rank) {
+                rows.push(rank as u32, step as u32, &phase, metric, *value, unit);
             }
         }
     }
@@ -310,6 +334,8 @@ impl Rows {
             "accumulation" => vec![p.accumulation; n],
             "activation_checkpointing" => vec![p.activation_checkpointing; n],
             "param_dtype" => vec![p.param_dtype.name(); n],
+            "loader_workers" => vec![p.loader_workers; n],
+            "data" => vec![p.data.as_str(); n],
             "rank" => self.rank,
             "hostname" => hostname,
             "step" => self.step,

@@ -7,7 +7,7 @@ use fixture::{sweep, Point};
 use polars::prelude::*;
 use shardsweep_analysis::analyze_sweep;
 use shardsweep_analysis::tidy::scan_store;
-use shardsweep_records::Strategy;
+use shardsweep_records::{LoaderRecord, Strategy};
 
 fn four_points(dir: &std::path::Path) {
     use Strategy::{FullShard, NoShard};
@@ -32,6 +32,8 @@ fn the_tidy_store_is_long_format_and_rebuilt_only_where_records_changed() {
         "strategy",
         "nodes",
         "world_size",
+        "loader_workers",
+        "data",
         "rank",
         "hostname",
         "step",
@@ -247,4 +249,90 @@ fn the_breakdown_table_has_a_row_per_point_and_legends_say_what_a_shard_group_is
     let account = std::fs::read_to_string(dir.join("report/memory_account.svg")).unwrap();
     assert!(account.contains("param_shards") && account.contains("MiB per rank"));
     assert!(md.contains("memory_account.svg"));
+}
+
+#[test]
+fn the_input_pipeline_study_gives_loader_rates_and_a_plot_against_loader_workers() {
+    let (_root, dir) = sweep("pipeline");
+    for workers in [1u32, 2, 4] {
+        let mut p = Point::new(&format!("w{workers}"), 1, 12);
+        p.loader_workers = workers;
+        // The step waits less for data as the workers grow; the loader's own work per rank and
+        // step stays 0.02 + 0.05 + 0.03 = 0.1 s for its 4 images.
+        p.phases = Box::new(move |_, _| [0.04 / f64::from(workers), 0.1, 0.2, 0.03, 0.005]);
+        p.loader = Box::new(|_, _| LoaderRecord {
+            read_bytes: 4 * 3 * 224 * 224,
+            read_s: 0.02,
+            decode_s: 0.05,
+            augment_s: 0.03,
+            queue_depth: 1,
+        });
+        p.write(&dir);
+    }
+    analyze_sweep(&dir).unwrap();
+    let out = dir.join("report");
+    let summary = CsvReadOptions::default()
+        .with_has_header(true)
+        .try_into_reader_with_file_path(Some(out.join("summary.csv")))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let column = |name: &str| -> Vec<f64> {
+        let c = summary.column(name).unwrap().cast(&DataType::Float64).unwrap();
+        c.f64().unwrap().into_no_null_iter().collect()
+    };
+    let text = |name: &str| -> Vec<String> {
+        let c = summary.column(name).unwrap().str().unwrap().clone();
+        c.iter().map(|v| v.unwrap_or_default().to_string()).collect()
+    };
+    assert_eq!(text("point"), ["w1", "w2", "w4"]);
+    assert_eq!(column("loader_workers"), [1.0, 2.0, 4.0]);
+    assert_eq!(text("data"), ["synthetic"; 3]);
+    let close = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() < 1e-9 * want.abs().max(1.0), "{what}: {got} != {want}");
+    };
+    for (i, workers) in [1.0, 2.0, 4.0].into_iter().enumerate() {
+        // Global batch 8 (2 ranks x 4) per 0.2 s of worker time (2 ranks x 0.1 s) = 40 images
+        // per worker-second; with 2 ranks x `workers` workers busy, 80 x workers images/s.
+        close(column("loader_images_per_worker_s")[i], 40.0, "per worker-second");
+        close(column("loader_images_per_s")[i], 80.0 * workers, "all workers busy");
+        let data_s = 0.04 / workers;
+        let step_s = data_s + 0.1 + 0.2 + 0.03 + 0.005 + 0.02 + 0.04;
+        close(column("data_share")[i], data_s / step_s, "data share");
+        close(column("images_per_s")[i], 8.0 / step_s, "training");
+    }
+    // The store keeps the loader's figures as rows: 2 ranks x 12 steps per figure.
+    let decode = scan_store(&dir.join("tidy"))
+        .unwrap()
+        .filter(
+            col("point")
+                .eq(lit("w2"))
+                .and(col("phase").eq(lit("loader.decode")))
+                .and(col("metric").eq(lit("work"))),
+        )
+        .collect()
+        .unwrap();
+    assert_eq!(decode.height(), 24);
+    assert!(decode.column("value").unwrap().f64().unwrap().into_no_null_iter().all(|v| v == 0.05));
+    let plot = std::fs::read_to_string(out.join("input_pipeline.svg")).unwrap();
+    for text in ["training", "loader alone", "loader workers per rank", "vit-test, data synthetic"]
+    {
+        assert!(plot.contains(text), "input_pipeline lacks {text}");
+    }
+    assert!(std::fs::metadata(out.join("input_pipeline.png")).unwrap().len() > 5_000);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let section = md.split("## Input pipeline").nth(1).expect("an input pipeline section");
+    assert!(section.contains("input_pipeline.svg"));
+    // Points that differ only in their workers are separate series, never pooled.
+    let scaling = std::fs::read_to_string(out.join("scaling_throughput.svg")).unwrap();
+    assert!(scaling.contains("4 loader workers"), "scaling legend");
+
+    // One worker count: no study, no section.
+    let (_root, single) = sweep("one-worker-count");
+    four_points(&single);
+    analyze_sweep(&single).unwrap();
+    let md = std::fs::read_to_string(single.join("report/report.md")).unwrap();
+    assert!(
+        !md.contains("## Input pipeline") && !single.join("report/input_pipeline.svg").exists()
+    );
 }

@@ -87,6 +87,21 @@ pub struct PointConfig {
     pub parallel: ParallelConfig,
     #[serde(default)]
     pub system: Option<SystemPeak>,
+    /// Worker threads of each rank's input pipeline (`point.json` omits the axis when 1).
+    #[serde(default = "one_worker")]
+    pub loader_workers: u32,
+    /// Where the images come from, as experiment files spell it: `synthetic` or the path of
+    /// an image set file (`point.json` omits the axis when synthetic).
+    #[serde(default = "synthetic")]
+    pub data: String,
+}
+
+fn one_worker() -> u32 {
+    1
+}
+
+fn synthetic() -> String {
+    "synthetic".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
