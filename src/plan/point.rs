@@ -4,11 +4,10 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::experiment::{
-    Backend, BackwardPrefetch, DataSource, Dtype, Fault, OptimizerSettings, Settings, Strategy,
-};
+use super::experiment::{Backend, DataSource, Fault, OptimizerSettings, Settings, Strategy};
 use crate::model::ModelConfig;
 use crate::records::{self, RecordError};
+pub use crate::records::{ParallelSpec, SystemSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,30 +41,6 @@ fn one() -> u32 {
 
 fn is_one(n: &u32) -> bool {
     *n == 1
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SystemSpec {
-    pub name: String,
-    /// Peak FLOP/s of one rank's device for the point's compute type, if the system states it.
-    pub peak_flop_per_s: Option<f64>,
-    pub peak_source: String,
-}
-
-/// How the point spreads the model over ranks, beyond the strategy's name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParallelSpec {
-    /// Ranks that shard each unit: the world for full_shard and shard_grad_op, 1 for no_shard,
-    /// the chosen group for the hybrid strategies. Groups are consecutive ranks.
-    pub shard_group: u32,
-    pub accumulation: u32,
-    pub activation_checkpointing: bool,
-    pub backward_prefetch: BackwardPrefetch,
-    pub limit_all_gathers: bool,
-    pub param_dtype: Dtype,
-    pub reduce_dtype: Dtype,
 }
 
 impl PointSpec {

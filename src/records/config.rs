@@ -84,9 +84,9 @@ pub struct PointConfig {
     pub model: ModelName,
     pub strategy: Strategy,
     pub micro_batch: u32,
-    pub parallel: ParallelConfig,
+    pub parallel: ParallelSpec,
     #[serde(default)]
-    pub system: Option<SystemPeak>,
+    pub system: Option<SystemSpec>,
     /// Worker threads of each rank's input pipeline (`point.json` omits the axis when 1).
     #[serde(default = "one_worker")]
     pub loader_workers: u32,
@@ -109,9 +109,12 @@ pub struct ModelName {
     pub name: String,
 }
 
-/// How the point spreads the model over ranks (the FSDP knobs).
+/// How the point spreads the model over ranks, beyond the strategy's name (the FSDP knobs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParallelConfig {
+#[serde(deny_unknown_fields)]
+pub struct ParallelSpec {
+    /// Ranks that shard each unit: the world for full_shard and shard_grad_op, 1 for no_shard,
+    /// the chosen group for the hybrid strategies. Groups are consecutive ranks.
     pub shard_group: u32,
     pub accumulation: u32,
     pub activation_checkpointing: bool,
@@ -123,7 +126,9 @@ pub struct ParallelConfig {
 
 /// The system a point was submitted to and the device peak its MFU is measured against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SystemPeak {
+#[serde(deny_unknown_fields)]
+pub struct SystemSpec {
+    pub name: String,
     /// Peak FLOP/s of one rank's device for the point's compute type, if the system states it.
     pub peak_flop_per_s: Option<f64>,
     pub peak_source: String,

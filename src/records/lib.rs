@@ -18,7 +18,7 @@ mod spool;
 
 pub use atomic::{temporary_path, write_atomic, write_atomic_with};
 pub use config::{
-    BackwardPrefetch, Dtype, ModelName, ParallelConfig, PointConfig, Strategy, SystemPeak,
+    BackwardPrefetch, Dtype, ModelName, ParallelSpec, PointConfig, Strategy, SystemSpec,
 };
 pub use hdf5_file::{
     hdf5_without_file_locking, read_parameters, write_parameters, write_records, RecordsHeader,
