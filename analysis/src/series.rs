@@ -81,6 +81,9 @@ impl Axis {
             Axis::Model => p.model.clone(),
             Axis::Strategy => p.strategy.to_string(),
             Axis::ShardGroup => match p.shard_group_label().as_str() {
+                _ if p.strategy == shardsweep_records::Strategy::NoShard => {
+                    "replicated, not sharded".into()
+                }
                 "world" => "sharded over all ranks".into(),
                 "node" => "shard group of one node".into(),
                 ranks => format!("shard group of {ranks} ranks"),
