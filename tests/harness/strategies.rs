@@ -3,13 +3,11 @@
 //! and accounts for the memory FSDP's model says it holds; on MPI and on c10d's Gloo, which
 //! agree with each other.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{column, global_losses, manifest, Sweep};
+use crate::common::{column, global_losses, manifest, Sweep};
 
 const STEPS: usize = 10;
 /// vit-tiny: root, two encoder blocks, one decoder block.

@@ -1,8 +1,6 @@
 //! Every metric on hand-built records with known answers.
 
-mod fixture;
-
-use fixture::{noise, sweep, Point};
+use crate::fixture::{noise, sweep, Point};
 use shardsweep_analysis::{analyze_sweep, summarize_sweep};
 
 fn close(a: f64, b: f64, what: &str) {

@@ -2,8 +2,6 @@
 //! image set by the real commands, a short pretraining through mpirun, then probes of the
 //! trained and of the initial encoder.
 
-mod common;
-
 use std::process::Command;
 
 fn shardsweep(args: &[&str]) -> String {
@@ -35,7 +33,7 @@ fn probe_of_a_digits_pretrained_tiny_encoder_reports_accuracy() {
     // floor(0.2 n) of each digit's ~180 images held out: 355 of 1797.
     assert!(out.contains("1797 images in 10 classes (1442 train, 355 val), 0 skipped"), "{out}");
 
-    let sweep = common::Sweep::new(&format!(
+    let sweep = crate::common::Sweep::new(&format!(
         r#"
 name = "probe"
 [axes]

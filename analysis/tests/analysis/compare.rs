@@ -1,9 +1,7 @@
 //! Before/after comparisons: a planted 10% regression in one phase is found in that phase;
 //! pure noise gets no verdict; environments that differ outside the declared fields are refused.
 
-mod fixture;
-
-use fixture::{noise, sweep, Point};
+use crate::fixture::{noise, sweep, Point};
 use shardsweep_analysis::report::compare_sweeps;
 use shardsweep_analysis::{AnalysisError, CompareOptions, Verdict};
 

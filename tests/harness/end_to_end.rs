@@ -1,8 +1,6 @@
 //! The whole path with real mpirun ranks: plan, run, records (HDF5 + JSON), analysis, re-runs.
 
-mod common;
-
-use common::{column, manifest, table, Sweep};
+use crate::common::{column, manifest, table, Sweep};
 
 const STEPS: usize = 6;
 const WARMUP: usize = 2;

@@ -1,9 +1,7 @@
 //! What `analyze` writes: the tidy store (incremental, readable as one dataset), the plots with
 //! their series, the report, and a Chrome trace of one step.
 
-mod fixture;
-
-use fixture::{sweep, Point};
+use crate::fixture::{sweep, Point};
 use polars::prelude::*;
 use shardsweep_analysis::analyze_sweep;
 use shardsweep_analysis::tidy::scan_store;

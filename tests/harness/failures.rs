@@ -1,11 +1,9 @@
 //! Nothing is lost when a run dies: crashed and timed-out points are recorded as such, with the
 //! steps they finished, and the next run of the sweep runs them again.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{column, manifest, one_point, Sweep};
+use crate::common::{column, manifest, one_point, Sweep};
 
 fn long_running(name: &str, timeout_s: u64) -> String {
     one_point(name, 100000) + &format!("[launch]\ntimeout_s = {timeout_s}\n")
@@ -27,7 +25,7 @@ fn a_point_past_its_time_limit_is_recorded_as_timeout_with_its_steps() {
     let file = hdf5::File::open(dir.join("records.h5")).unwrap();
     assert_eq!(column::<u32>(&file, "steps/completed"), completed);
     // Planned steps beyond the last finished one are present and marked missing (NaN).
-    let loss = common::table(&file, "steps/loss");
+    let loss = crate::common::table(&file, "steps/loss");
     assert_eq!(loss.dim(), (2, 100000));
     assert!(loss[[0, 0]].is_finite() && loss[[0, completed[0] as usize]].is_nan());
 }

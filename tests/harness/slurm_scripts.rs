@@ -1,15 +1,11 @@
 //! Batch scripts rendered for systems that cannot be reached from here: the paper's matrix for
 //! Frontier, checked line by line; and names and values that must never reach a shell unquoted.
 
-mod common;
-#[path = "../analysis/tests/fixture/mod.rs"]
-mod fixture;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{one_point, Sweep};
+use crate::common::{one_point, Sweep};
 
 fn shardsweep(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
@@ -284,11 +280,11 @@ fn resume_keeps_jobs_off_the_nodes_the_records_show_slow() {
     // Nothing has run yet: only the nodes asked for.
     assert_eq!(sbatch(&resume(), "exclude"), "n7");
     // An earlier point ran on nodes n0 and n1; n1's ranks computed 20% slower.
-    let mut earlier = fixture::Point::new("earlier", 2, 12);
+    let mut earlier = crate::fixture::Point::new("earlier", 2, 12);
     earlier.phases = Box::new(|r, s| {
         [
             0.01,
-            0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * fixture::noise(3, r, s)),
+            0.1 * if r >= 2 { 1.2 } else { 1.0 } * (1.0 + 0.01 * crate::fixture::noise(3, r, s)),
             0.2,
             0.03,
             0.0,
