@@ -125,7 +125,8 @@ pub fn analyze(dir: &Path, shape: &Shape) -> Result<Timing, AnalysisError> {
         })
         .collect();
     let start = Instant::now();
-    let (summaries, rank_scores) = summarize(&metas, &Store::open(dir)?)?;
+    let (mut summaries, rank_scores) = summarize(&metas, &Store::open(dir)?)?;
+    crate::scaling::add_efficiencies(&mut summaries);
     let nodes = node_scores(&rank_scores, &metas)?;
     Ok(Timing {
         total_s: start.elapsed().as_secs_f64(),

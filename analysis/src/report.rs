@@ -10,6 +10,7 @@ use polars::prelude::*;
 
 use crate::load::{load_points, PointRecords};
 use crate::plot::{line_panels, stacked_bars, throughput_bars, Bar, Line, Panel, Stack};
+use crate::scaling::add_efficiencies;
 use crate::series::{line_label, series_key, Scaling};
 use crate::stragglers::{exclude_list, node_scores, NodeScore};
 use crate::summary::{summarize, PointSummary, MFU_FORMULA};
@@ -50,7 +51,9 @@ fn summarize_unlocked(
     if points.is_empty() {
         return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
     }
-    let (summaries, rank_scores) = summarize(&points, &Store::open(&update.dir)?)?;
+    let (mut summaries, rank_scores) = summarize(&points, &Store::open(&update.dir)?)?;
+    // Efficiencies compare points with each other, so they follow the per-point summaries.
+    add_efficiencies(&mut summaries);
     Ok((summaries, node_scores(&rank_scores, &points)?, update))
 }
 

@@ -239,7 +239,8 @@ fn by_point(frame: &DataFrame) -> Result<Series3, AnalysisError> {
 }
 
 /// Every point's summary, and every rank's straggler score (point: index in `points`, rank,
-/// score).
+/// score). Scaling efficiencies, which compare points, are left empty here and filled by
+/// [`add_efficiencies`](crate::scaling::add_efficiencies).
 pub fn summarize(
     points: &[PointRecords],
     store: &Store,
@@ -296,7 +297,7 @@ pub fn summarize(
             .collect()
     };
     let empty = BTreeMap::new();
-    let mut out: Vec<PointSummary> = points
+    let out: Vec<PointSummary> = points
         .par_iter()
         .enumerate()
         .map(|(index, meta)| {
@@ -376,7 +377,6 @@ pub fn summarize(
             }
         })
         .collect();
-    crate::scaling::add_efficiencies(&mut out);
     Ok((out, tables.rank_scores))
 }
 
