@@ -77,7 +77,7 @@ pub fn write_parameters(path: &Path, units: &[(String, Vec<f32>)]) -> Result<(),
 /// Reads the units `names` (in that order) from a file [`write_parameters`] wrote, each as a
 /// 1-D fp32 tensor on the CPU.
 pub fn read_parameters(path: &Path, names: &[String]) -> Result<Vec<Vec<f32>>, RecordError> {
-    let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
+    let err = &RecordError::hdf5(path);
     let file = File::open(path).map_err(err)?;
     names
         .iter()
@@ -91,7 +91,7 @@ fn write_atomically(
     fill: impl FnOnce(&File) -> hdf5::Result<()>,
 ) -> Result<(), RecordError> {
     let tmp = temporary_path(path);
-    let err = |source| RecordError::Hdf5 { path: path.display().to_string(), source };
+    let err = &RecordError::hdf5(path);
     let result = File::create(&tmp)
         .and_then(|file| fill(&file).and_then(|_| file.close()))
         .map_err(err)

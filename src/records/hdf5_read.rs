@@ -23,9 +23,11 @@ impl RecordsReader {
     /// [`RecordError::Schema`] if another schema version wrote it.
     pub fn open(point_dir: &Path) -> Result<Self, RecordError> {
         let path = point_dir.join(RECORDS_FILE);
-        let file = File::open(&path).map_err(hdf5_error(&path))?;
-        let version: u32 =
-            file.attr("schema_version").and_then(|a| a.read_scalar()).map_err(hdf5_error(&path))?;
+        let file = File::open(&path).map_err(RecordError::hdf5(&path))?;
+        let version: u32 = file
+            .attr("schema_version")
+            .and_then(|a| a.read_scalar())
+            .map_err(RecordError::hdf5(&path))?;
         check_schema(&path, version)?;
         Ok(Self { path, file })
     }
@@ -38,7 +40,7 @@ impl RecordsReader {
     /// if the file has no such group (records written before it existed).
     pub fn names(&self, group: &str) -> Result<Option<Vec<String>>, RecordError> {
         match self.file.group(group) {
-            Ok(g) => g.member_names().map(Some).map_err(hdf5_error(&self.path)),
+            Ok(g) => g.member_names().map(Some).map_err(RecordError::hdf5(&self.path)),
             Err(_) => Ok(None),
         }
     }
@@ -48,7 +50,7 @@ impl RecordsReader {
         self.group(group)?
             .dataset(name)
             .and_then(|d| d.read_2d::<f64>())
-            .map_err(hdf5_error(&self.path))
+            .map_err(RecordError::hdf5(&self.path))
     }
 
     /// A one-row-per-record column of `group` as f64 (`units`, `collectives`).
@@ -56,7 +58,7 @@ impl RecordsReader {
         self.group(group)?
             .dataset(name)
             .and_then(|d| d.read_raw::<f64>())
-            .map_err(hdf5_error(&self.path))
+            .map_err(RecordError::hdf5(&self.path))
     }
 
     /// A text column of `group` (e.g. `collectives`/`kind`).
@@ -65,15 +67,11 @@ impl RecordsReader {
             .group(group)?
             .dataset(name)
             .and_then(|d| d.read_raw::<VarLenUnicode>())
-            .map_err(hdf5_error(&self.path))?;
+            .map_err(RecordError::hdf5(&self.path))?;
         Ok(values.iter().map(|v| v.as_str().to_string()).collect())
     }
 
     fn group(&self, name: &str) -> Result<Group, RecordError> {
-        self.file.group(name).map_err(hdf5_error(&self.path))
+        self.file.group(name).map_err(RecordError::hdf5(&self.path))
     }
-}
-
-fn hdf5_error(path: &Path) -> impl Fn(hdf5::Error) -> RecordError + '_ {
-    move |source| RecordError::Hdf5 { path: path.display().to_string(), source }
 }

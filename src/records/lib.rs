@@ -58,6 +58,11 @@ impl RecordError {
     pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
         move |source| RecordError::Io { path: path.display().to_string(), source }
     }
+
+    /// Wraps an HDF5 error with the path of the file it happened in.
+    pub fn hdf5(path: &std::path::Path) -> impl Fn(hdf5::Error) -> Self + '_ {
+        move |source| RecordError::Hdf5 { path: path.display().to_string(), source }
+    }
 }
 
 /// Reads a JSON record file (`point.json`, `manifest.json`, a ledger) into `T`.
