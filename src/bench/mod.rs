@@ -5,14 +5,18 @@
 //! - Collectives: for each unit size of a model, the harness's all-gather, reduce-scatter and
 //!   all-reduce (tensor in, tensor out, timed and logged) against `MPI_Allgather`,
 //!   `MPI_Reduce_scatter_block` and `MPI_Allreduce` on preallocated buffers of the same size.
-//! - Steps: full_shard training steps with the clock, collective log, per-unit timers and the
-//!   spool line, against the same steps with a clock that measures nothing.
+//! - Steps: full_shard training steps of the training loop itself with the clock, collective
+//!   log, per-unit timers and the spool line, against the same steps with a clock that measures
+//!   nothing.
 //! - [`sweep`]: collectives over message and group sizes, for calibrating a model of them.
 
 pub mod sweep;
 
 pub mod peak;
 
+pub mod pytorch_fsdp;
+
+use std::cell::RefCell;
 use std::time::Instant;
 
 use mpi::collective::SystemOperation;
@@ -21,16 +25,20 @@ use mpi::traits::{Communicator, CommunicatorCollectives};
 use tch::{Device, Kind, Tensor};
 
 use crate::comm::{Comm, CommError};
-use crate::data::SyntheticImages;
 use crate::metrics::{Clock, Collectives};
 use crate::model::{preset, Mae};
-use crate::plan::{BackwardPrefetch, Dtype, OptimizerSettings, ParallelSpec, Strategy};
-use crate::records::{SpoolLine, StepRecord};
-use crate::train::Sharded;
+use crate::plan::{
+    BackwardPrefetch, DataSource, DeviceKind, Dtype, OptimizerSettings, ParallelSpec, PointSpec,
+    Settings, Strategy,
+};
+use crate::records::{CollectiveKind, SpoolLine};
+use crate::train::{TrainError, Trainer};
 
 /// One comparison: the harness's median against the bare median.
 pub struct Comparison {
     pub what: String,
+    /// The collective library the harness side ran on.
+    pub backend: String,
     pub detail: String,
     pub harness_s: f64,
     pub bare_s: f64,
@@ -57,26 +65,24 @@ fn time_once(world: &SimpleCommunicator, op: &mut dyn FnMut()) -> f64 {
     slowest
 }
 
-/// Medians of `harness` and `bare` over `repeats`, alternating them so that drift and noise
-/// from the rest of the machine fall on both alike.
-fn compare(
-    world: &SimpleCommunicator,
-    repeats: usize,
-    harness: &mut dyn FnMut(),
-    bare: &mut dyn FnMut(),
-) -> (f64, f64) {
-    let (mut h, mut b) = (Vec::new(), Vec::new());
+/// Medians of each of `sides` over `repeats`, taking them in turn so that drift and noise from
+/// the rest of the machine fall on all alike.
+fn compare(world: &SimpleCommunicator, repeats: usize, sides: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let mut samples = vec![Vec::with_capacity(repeats); sides.len()];
     for _ in 0..repeats {
-        h.push(time_once(world, harness));
-        b.push(time_once(world, bare));
+        for (side, out) in sides.iter_mut().zip(&mut samples) {
+            out.push(time_once(world, *side));
+        }
     }
-    (median(h), median(b))
+    samples.into_iter().map(median).collect()
 }
 
-/// Collectives on every distinct unit size of `model`, sharded over the whole world.
+/// The harness's all-gather, reduce-scatter and all-reduce through each of `comms` (a name
+/// and a group over the whole world), against bare MPI calls on preallocated buffers of the
+/// same size, on every distinct unit size of `model` sharded over the world.
 pub fn collectives(
     world: &SimpleCommunicator,
-    comm: &dyn Comm,
+    comms: &[(&str, &dyn Comm)],
     model: &str,
     repeats: usize,
 ) -> Result<Vec<Comparison>, CommError> {
@@ -98,54 +104,67 @@ pub fn collectives(
         let (shard_out, full_out) = (shard_tensor.empty_like(), full_tensor.empty_like());
         let (send_shard, send_full) = (vec![1.0f32; shard], vec![1.0f32; full]);
         let (mut recv_shard, mut recv_full) = (vec![0.0f32; shard], vec![0.0f32; full]);
-        let mut log = Collectives::new(&clock, 0.0);
-        let mut failure = None;
-        let mut check = |result: Result<(), CommError>| {
-            if let Err(e) = result {
-                failure = Some(e);
-            }
-        };
+        // The harness's sides share the log, and one at a time they run.
+        let log = RefCell::new(Collectives::new(&clock, 0.0));
+        let failure = RefCell::new(None);
         let detail = format!("{} bytes fp32 over {size} ranks", 4 * full);
-        let (h, b) = compare(
-            world,
-            repeats,
-            &mut || check(log.all_gather(comm, 0, &shard_tensor, &full_out)),
-            &mut || world.all_gather_into(&send_shard[..], &mut recv_full[..]),
-        );
-        out.push(Comparison {
-            what: "all_gather".into(),
-            detail: detail.clone(),
-            harness_s: h,
-            bare_s: b,
-        });
-        let (h, b) = compare(
-            world,
-            repeats,
-            &mut || check(log.reduce_scatter_sum(comm, 0, &full_tensor, &shard_out)),
-            &mut || {
-                world.reduce_scatter_block_into(
+        for kind in CollectiveKind::ALL {
+            let mut harness: Vec<Box<dyn FnMut() + '_>> = comms
+                .iter()
+                .map(|&(_, comm)| {
+                    let (log, failure) = (&log, &failure);
+                    let (shard_tensor, full_tensor) = (&shard_tensor, &full_tensor);
+                    let (shard_out, full_out) = (&shard_out, &full_out);
+                    Box::new(move || {
+                        let mut log = log.borrow_mut();
+                        let result = match kind {
+                            CollectiveKind::AllGather => {
+                                log.all_gather(comm, 0, shard_tensor, full_out)
+                            }
+                            CollectiveKind::ReduceScatter => {
+                                log.reduce_scatter_sum(comm, 0, full_tensor, shard_out)
+                            }
+                            CollectiveKind::AllReduce => {
+                                log.all_reduce_sum(comm, 0, full_tensor, full_out)
+                            }
+                        };
+                        if let Err(e) = result {
+                            *failure.borrow_mut() = Some(e);
+                        }
+                    }) as Box<dyn FnMut()>
+                })
+                .collect();
+            let mut bare = || match kind {
+                CollectiveKind::AllGather => {
+                    world.all_gather_into(&send_shard[..], &mut recv_full[..])
+                }
+                CollectiveKind::ReduceScatter => world.reduce_scatter_block_into(
                     &send_full[..],
                     &mut recv_shard[..],
                     SystemOperation::sum(),
-                )
-            },
-        );
-        out.push(Comparison {
-            what: "reduce_scatter".into(),
-            detail: detail.clone(),
-            harness_s: h,
-            bare_s: b,
-        });
-        let (h, b) = compare(
-            world,
-            repeats,
-            &mut || check(log.all_reduce_sum(comm, 0, &full_tensor, &full_out)),
-            &mut || {
-                world.all_reduce_into(&send_full[..], &mut recv_full[..], SystemOperation::sum())
-            },
-        );
-        out.push(Comparison { what: "all_reduce".into(), detail, harness_s: h, bare_s: b });
-        if let Some(e) = failure {
+                ),
+                CollectiveKind::AllReduce => world.all_reduce_into(
+                    &send_full[..],
+                    &mut recv_full[..],
+                    SystemOperation::sum(),
+                ),
+            };
+            let mut sides: Vec<&mut dyn FnMut()> =
+                harness.iter_mut().map(|h| &mut **h as &mut dyn FnMut()).collect();
+            sides.push(&mut bare);
+            let medians = compare(world, repeats, &mut sides);
+            let bare_s = medians[comms.len()];
+            for (&(backend, _), &harness_s) in comms.iter().zip(&medians) {
+                out.push(Comparison {
+                    what: kind.name().into(),
+                    backend: backend.into(),
+                    detail: detail.clone(),
+                    harness_s,
+                    bare_s,
+                });
+            }
+        }
+        if let Some(e) = failure.into_inner() {
             return Err(e);
         }
     }
@@ -153,68 +172,34 @@ pub fn collectives(
 }
 
 /// Median step time of full_shard training with and without instrumentation, alternating
-/// blocks of steps so that drift affects both alike.
+/// blocks of steps so that drift affects both alike. Both sides run the training loop itself
+/// ([`Trainer::step`]); one has the clock, collective log, per-unit timers and the spool line
+/// (serialised to nowhere), the other a clock that measures nothing.
 pub fn instrumentation(
     world: &SimpleCommunicator,
-    comm: &dyn Comm,
+    (backend, comm): (&str, &dyn Comm),
     model: &str,
-    micro_batch: u64,
+    micro_batch: u32,
     steps: usize,
-) -> Result<Comparison, CommError> {
+) -> Result<Comparison, TrainError> {
+    let point = bench_point(model, comm.size() as u32, micro_batch, samples_per_side(steps));
     tch::manual_seed(0);
-    let mae = Mae::new(preset(model).expect("a known model"), Device::Cpu);
-    let knobs = ParallelSpec {
-        shard_group: world.size() as u32,
-        accumulation: 1,
-        activation_checkpointing: false,
-        backward_prefetch: BackwardPrefetch::Pre,
-        limit_all_gathers: true,
-        param_dtype: Dtype::Fp32,
-        reduce_dtype: Dtype::Fp32,
-    };
+    let mae = Mae::new(point.model.clone(), Device::Cpu);
     let (on, off) = (Clock::new(Device::Cpu), Clock::off());
-    let mut engines = [&on, &off].map(|clock| {
-        Sharded::new(
-            &mae,
-            clock,
-            comm,
-            Strategy::FullShard,
-            knobs.clone(),
-            Device::Cpu,
-            &OptimizerSettings::default(),
-        )
-    });
-    let data = SyntheticImages { seed: 0, image_size: mae.config.image_size, channels: 3 };
-    let first = comm.rank() as u64 * micro_batch;
-    let (images, noise) = (
-        data.images(first..first + micro_batch),
-        data.mask_noise(first..first + micro_batch, mae.config.patches()),
-    );
+    let mut trainers = [
+        Trainer::new(&point, &mae, &on, comm, Device::Cpu)?,
+        Trainer::new(&point, &mae, &off, comm, Device::Cpu)?,
+    ];
     let mut sink = std::io::sink();
     let mut samples = [Vec::new(), Vec::new()];
     for block in 0..samples_per_side(steps) / 5 * 2 {
         let which = block % 2;
-        let clock = if which == 0 { &on } else { &off };
         for _ in 0..5 {
+            let step = samples[which].len() as u32;
             world.barrier();
             let start = Instant::now();
-            let step_start = clock.now_s();
-            let mut log = Collectives::new(clock, step_start);
-            let engine = &mut engines[which];
-            let loss = engine.forward(&images, &noise, &mut log)?;
-            engine.backward(1.0, true, &mut log)?;
-            engine.optimizer_step(1e-4);
-            if clock.enabled() {
-                let record = StepRecord {
-                    step: 0,
-                    loss: loss.double_value(&[]),
-                    phases: Default::default(),
-                    peak_rss_bytes: crate::metrics::peak_rss_bytes(),
-                    memory: engine.memory().take_record(),
-                    loader: Default::default(),
-                    units: engine.take_unit_records(),
-                    collectives: log.into_records(),
-                };
+            let record = trainers[which].step(step)?;
+            if which == 0 {
                 serde_json::to_writer(&mut sink, &SpoolLine::Step(record))
                     .expect("a record serialises");
             }
@@ -235,10 +220,49 @@ pub fn instrumentation(
     );
     Ok(Comparison {
         what: "training step".into(),
+        backend: backend.into(),
         detail,
         harness_s: median(with),
         bare_s: median(without),
     })
+}
+
+/// A full_shard point of `model` over `world` ranks on one node, on synthetic data.
+pub fn bench_point(model: &str, world: u32, micro_batch: u32, steps: usize) -> PointSpec {
+    PointSpec {
+        sweep: "bench".into(),
+        id: format!("bench-{model}"),
+        model: preset(model).expect("a known model"),
+        strategy: Strategy::FullShard,
+        parallel: ParallelSpec {
+            shard_group: world,
+            accumulation: 1,
+            activation_checkpointing: false,
+            backward_prefetch: BackwardPrefetch::Pre,
+            limit_all_gathers: true,
+            param_dtype: Dtype::Fp32,
+            reduce_dtype: Dtype::Fp32,
+        },
+        nodes: 1,
+        ranks_per_node: world,
+        micro_batch,
+        data: DataSource::Synthetic,
+        loader_workers: 1,
+        settings: Settings {
+            steps: steps as u32,
+            warmup_steps: 0,
+            image_size: None,
+            seed: 0,
+            device: DeviceKind::Cpu,
+            backend: None,
+            threads_per_rank: 1,
+            rank_memory_limit_bytes: None,
+            save_parameters: false,
+        },
+        optimizer: OptimizerSettings::default(),
+        fault: None,
+        system: None,
+    }
 }
 
 fn samples_per_side(steps: usize) -> usize {

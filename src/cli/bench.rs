@@ -2,10 +2,11 @@
 //! instrumented step against an uninstrumented one; or, with `--sizes`, an OSU-style sweep of
 //! collectives over message and group sizes written to a CSV. `bench-worker` is one rank of it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use shardsweep::plan::{Backend, Strategy};
 
 #[derive(clap::Args, Clone)]
 pub struct BenchOptions {
@@ -19,7 +20,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 40)]
     steps: usize,
     #[arg(long, default_value_t = 4)]
-    micro_batch: u64,
+    micro_batch: u32,
     #[command(flatten)]
     sweep: SweepArgs,
 }
@@ -50,6 +51,9 @@ pub struct SweepArgs {
     /// Ranks per simulated node (consecutive ranks) [default: all ranks on one node].
     #[arg(long)]
     ranks_per_node: Option<usize>,
+    /// The library the sweep measures (the `backend` column).
+    #[arg(long, value_enum, default_value_t = Backend::Mpi)]
+    backend: Backend,
     /// Untimed calls before the timed repetitions of each size.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
@@ -94,6 +98,8 @@ impl BenchOptions {
             sweep.size_factor.to_string(),
             "--warmup".into(),
             sweep.warmup.to_string(),
+            "--backend".into(),
+            sweep.backend.name().into(),
         ]);
         if !sweep.groups.is_empty() {
             let groups: Vec<String> = sweep.groups.iter().map(usize::to_string).collect();
@@ -110,11 +116,43 @@ impl BenchOptions {
 pub struct Args {
     #[command(flatten)]
     options: BenchOptions,
-    /// Ranks to run with (mpirun -np).
+    /// Ranks to run with (mpirun -np; torchrun --nproc-per-node).
     #[arg(long, default_value_t = 4)]
     ranks: u32,
     #[arg(long, default_value = "mpirun")]
     mpirun: String,
+    #[command(flatten)]
+    fsdp: FsdpArgs,
+}
+
+/// `--pytorch-fsdp`: the harness against PyTorch FSDP.
+#[derive(clap::Args)]
+pub struct FsdpArgs {
+    /// Instead: train --model with each of --strategies side by side with PyTorch FSDP (same
+    /// model, micro-batch and ranks, both under torchrun over gloo), --steps timed steps per
+    /// round after 3 warm-up steps, and print the step times.
+    #[arg(long, conflicts_with = "sizes")]
+    pytorch_fsdp: bool,
+    #[arg(long, value_delimiter = ',', default_value = "full_shard,no_shard", value_parser = parse_strategy)]
+    strategies: Vec<Strategy>,
+    /// Rounds, each running both sides once, alternating.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// torchrun of the PyTorch to compare with [default: .venv/bin/torchrun if there, else
+    /// torchrun on PATH].
+    #[arg(long)]
+    torchrun: Option<String>,
+    /// Folder for the runs' points, configurations and logs [default: a new temporary folder].
+    #[arg(long)]
+    work: Option<PathBuf>,
+}
+
+/// The strategies both sides run (the hybrid ones need a second dimension of ranks).
+fn parse_strategy(text: &str) -> Result<Strategy, String> {
+    [Strategy::FullShard, Strategy::ShardGradOp, Strategy::NoShard]
+        .into_iter()
+        .find(|s| s.name() == text)
+        .ok_or_else(|| format!("{text:?}: one of full_shard, shard_grad_op, no_shard"))
 }
 
 #[derive(clap::Args)]
@@ -127,6 +165,9 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if shardsweep::model::preset(&args.options.model).is_none() {
         bail!("unknown model {}", args.options.model);
     }
+    if args.fsdp.pytorch_fsdp {
+        return against_pytorch(&args);
+    }
     // The ranks may start elsewhere: they get the CSV's absolute path.
     if let Some(out) = &mut args.options.sweep.out {
         *out = std::path::absolute(&*out)
@@ -135,7 +176,11 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     let options = &args.options;
     let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
     program.extend(options.args());
-    let command = shardsweep::launch::mpirun_command(&args.mpirun, args.ranks, &[], &program);
+    // The ranks also meet in a c10d store, for the gloo side of the comparison.
+    let port = shardsweep::launch::free_port()?;
+    let env = ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")];
+    let extra: Vec<String> = env.into_iter().flat_map(|var| ["-x".to_string(), var]).collect();
+    let command = shardsweep::launch::mpirun_command(&args.mpirun, args.ranks, &extra, &program);
     let status = std::process::Command::new(&command[0])
         .args(&command[1..])
         .status()
@@ -149,39 +194,131 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     tch::set_num_threads(1);
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
-    let comm = shardsweep::comm::MpiComm::new(universe.world());
+    let mpi = shardsweep::comm::MpiComm::new(universe.world());
+    #[cfg(feature = "gloo")]
+    let gloo = gloo_group()?;
+    let comms: Vec<(&str, &dyn shardsweep::comm::Comm)> = vec![
+        ("mpi", &mpi),
+        #[cfg(feature = "gloo")]
+        ("gloo", &gloo),
+    ];
     if options.sweep.sizes {
-        return sweep(options, &comm);
+        let wanted = options.sweep.backend.name();
+        let Some(&(name, comm)) = comms.iter().find(|(name, _)| *name == wanted) else {
+            bail!("backend {wanted} is not in this build (cargo feature `{wanted}`)");
+        };
+        sweep(options, name, comm)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut results =
-        shardsweep::bench::collectives(&world, &comm, &options.model, options.repeats)?;
+        shardsweep::bench::collectives(&world, &comms, &options.model, options.repeats)?;
     results.push(shardsweep::bench::instrumentation(
         &world,
-        &comm,
+        comms[0],
         &options.model,
         options.micro_batch,
         options.steps,
     )?);
     if world.rank() == 0 {
         let mut table =
-            super::table(["what", "size", "harness (median)", "bare (median)", "ratio"]);
+            super::table(["what", "backend", "size", "harness (median)", "bare (median)", "ratio"]);
         for r in &results {
             table.add_row([
                 r.what.clone(),
+                r.backend.clone(),
                 r.detail.clone(),
                 format!("{:.1} us", r.harness_s * 1e6),
                 format!("{:.1} us", r.bare_s * 1e6),
                 format!("{:.3}", r.ratio()),
             ]);
         }
-        println!("harness vs bare MPI (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
+        println!("harness on each backend vs bare MPI calls (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
         println!("{table}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One rank of the `--sizes` sweep; rank 0 writes the CSV.
-fn sweep(options: &BenchOptions, comm: &dyn shardsweep::comm::Comm) -> Result<ExitCode> {
+/// `--pytorch-fsdp`: each strategy side by side with PyTorch FSDP; a table on stdout.
+fn against_pytorch(args: &Args) -> Result<ExitCode> {
+    use shardsweep::bench::{bench_point, pytorch_fsdp::side_by_side};
+    let fsdp = &args.fsdp;
+    let torchrun = fsdp.torchrun.clone().unwrap_or_else(|| {
+        let local = ".venv/bin/torchrun";
+        if Path::new(local).exists() {
+            local.into()
+        } else {
+            "torchrun".into()
+        }
+    });
+    let work = match &fsdp.work {
+        Some(dir) => dir.clone(),
+        None => tempfile::Builder::new().prefix("shardsweep-fsdp-").tempdir()?.keep(),
+    };
+    let exe = std::env::current_exe()?;
+    const WARMUP: u32 = 3;
+    let options = &args.options;
+    let mut table = super::table([
+        "strategy",
+        "harness step (median)",
+        "PyTorch FSDP step (median)",
+        "harness speed-up",
+        "timed steps (each)",
+    ]);
+    let mut torch_version = String::new();
+    for &strategy in &fsdp.strategies {
+        let mut point = bench_point(
+            &options.model,
+            args.ranks,
+            options.micro_batch,
+            options.steps + WARMUP as usize,
+        );
+        point.strategy = strategy;
+        point.settings.warmup_steps = WARMUP;
+        point.parallel.shard_group =
+            if strategy == Strategy::NoShard { 1 } else { point.parallel.shard_group };
+        let result =
+            side_by_side(&point, &exe, &torchrun, fsdp.rounds, &work).with_context(|| {
+                format!("{} side by side (runs in {})", strategy.name(), work.display())
+            })?;
+        torch_version = result.torch_version.clone();
+        table.add_row([
+            strategy.name().to_string(),
+            format!("{:.2} ms", result.harness_s * 1e3),
+            format!("{:.2} ms", result.pytorch_s * 1e3),
+            format!("{:.2}x", result.speedup()),
+            format!("{} / {}", result.harness_steps, result.pytorch_steps),
+        ]);
+    }
+    println!(
+        "{}, micro-batch {} x {} ranks, gloo, fp32, slowest rank per step; PyTorch {torch_version}; runs in {}",
+        options.model,
+        options.micro_batch,
+        args.ranks,
+        work.display()
+    );
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This rank's end of a gloo group over the whole world, meeting at the store the launcher
+/// named (`MASTER_ADDR`, `MASTER_PORT`).
+#[cfg(feature = "gloo")]
+fn gloo_group() -> Result<shardsweep::comm::C10dComm> {
+    use shardsweep::comm::{C10dBackend, C10dComm, Rendezvous};
+    let place = Rendezvous::from_env()?;
+    C10dComm::connect(
+        C10dBackend::Gloo,
+        &place.master_addr,
+        place.master_port,
+        place.rank,
+        place.world_size,
+        60_000,
+    )
+    .with_context(|| format!("rank {} cannot join the gloo group", place.rank))
+}
+
+/// One rank of the `--sizes` sweep over `comm`, named `backend` in the CSV rank 0 writes.
+fn sweep(options: &BenchOptions, backend: &str, comm: &dyn shardsweep::comm::Comm) -> Result<()> {
     use shardsweep::bench::sweep::{sweep, to_csv, SweepOptions};
     let (args, repeats) = (&options.sweep, options.repeats);
     let options = SweepOptions {
@@ -193,11 +330,11 @@ fn sweep(options: &BenchOptions, comm: &dyn shardsweep::comm::Comm) -> Result<Ex
         warmup: args.warmup,
         repeats,
     };
-    let rows = sweep(comm, "mpi", &options)?;
+    let rows = sweep(comm, backend, &options)?;
     if comm.rank() == 0 {
         let out = args.out.as_ref().context("--sizes needs --out")?;
         shardsweep::records::write_atomic(out, to_csv(&rows).as_bytes())?;
         tracing::info!(rows = rows.len(), path = %out.display(), "collective sweep written");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -178,6 +178,65 @@ impl Comm for MpiComm {
         Ok(())
     }
 
+    fn start_reduce_scatter_sum(
+        &self,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        let size = self.size();
+        if output.device() != Device::Cpu || !output.is_contiguous() {
+            self.reduce_scatter_sum(input, output)?;
+            return Ok(Box::new(super::Completed));
+        }
+        if !input.numel().is_multiple_of(size) {
+            return Err(CommError::Uneven { op: "reduce_scatter", numel: input.numel(), size });
+        }
+        let send = host("reduce_scatter", input, &[Kind::Float])?;
+        check_numel("reduce_scatter", output, input.numel() / size)?;
+        let recv = output.shallow_clone();
+        // SAFETY: as in `start_all_gather`: the pending value owns both tensors until the request
+        // has completed.
+        let request = unsafe {
+            self.comm.immediate_reduce_scatter_block_into(
+                StaticScope,
+                &*elements::<f32>(&send),
+                elements::<f32>(&recv),
+                SystemOperation::sum(),
+            )
+        };
+        let finish: Box<dyn FnOnce()> = Box::new(move || {
+            request.wait();
+        });
+        Ok(Box::new(InFlight { finish: Some(finish), _buffers: (send, recv) }))
+    }
+
+    fn start_all_reduce_sum(
+        &self,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        if output.device() != Device::Cpu || !output.is_contiguous() {
+            self.all_reduce_sum(input, output)?;
+            return Ok(Box::new(super::Completed));
+        }
+        let send = host("all_reduce", input, &[Kind::Float])?;
+        check_numel("all_reduce", output, input.numel())?;
+        let recv = output.shallow_clone();
+        // SAFETY: as in `start_all_gather`.
+        let request = unsafe {
+            self.comm.immediate_all_reduce_into(
+                StaticScope,
+                &*elements::<f32>(&send),
+                elements::<f32>(&recv),
+                SystemOperation::sum(),
+            )
+        };
+        let finish: Box<dyn FnOnce()> = Box::new(move || {
+            request.wait();
+        });
+        Ok(Box::new(InFlight { finish: Some(finish), _buffers: (send, recv) }))
+    }
+
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {
         let comm = self
             .comm

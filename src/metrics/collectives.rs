@@ -53,16 +53,55 @@ impl<'a> Collectives<'a> {
         shard: &Tensor,
         output: &Tensor,
     ) -> Result<InFlight, CommError> {
-        let record = self.record(CollectiveKind::AllGather, group, unit, shard, group.size());
+        self.start(CollectiveKind::AllGather, group, unit, shard, output)
+    }
+
+    /// Starts the reduce-scatter of [`Collectives::reduce_scatter_sum`] without waiting.
+    pub fn start_reduce_scatter_sum(
+        &mut self,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<InFlight, CommError> {
+        self.start(CollectiveKind::ReduceScatter, group, unit, input, output)
+    }
+
+    /// Starts the all-reduce of [`Collectives::all_reduce_sum`] without waiting.
+    pub fn start_all_reduce_sum(
+        &mut self,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<InFlight, CommError> {
+        self.start(CollectiveKind::AllReduce, group, unit, input, output)
+    }
+
+    fn start(
+        &mut self,
+        kind: CollectiveKind,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<InFlight, CommError> {
+        let gather = kind == CollectiveKind::AllGather;
+        let factor = if gather { group.size() } else { 1 };
+        let record = self.record(kind, group, unit, input, factor);
         let start_s = self.clock.now_s();
+        let counted = gather && group.size() > 1;
         let pending = if group.size() == 1 {
-            tch::no_grad(|| output.shallow_clone().copy_(shard));
+            tch::no_grad(|| output.shallow_clone().copy_(input));
             Box::new(crate::comm::Completed)
         } else {
-            let pending = group.start_all_gather(shard, output)?;
-            self.gathers_in_flight += 1;
-            pending
+            match kind {
+                CollectiveKind::AllGather => group.start_all_gather(input, output)?,
+                CollectiveKind::ReduceScatter => group.start_reduce_scatter_sum(input, output)?,
+                CollectiveKind::AllReduce => group.start_all_reduce_sum(input, output)?,
+            }
         };
+        self.gathers_in_flight += u32::from(counted);
         Ok(InFlight {
             pending,
             record: (group.size() > 1 && self.clock.enabled()).then_some(CollectiveRecord {
@@ -70,7 +109,7 @@ impl<'a> Collectives<'a> {
                 in_flight: self.gathers_in_flight,
                 ..record
             }),
-            counted: group.size() > 1,
+            counted,
         })
     }
 
@@ -173,7 +212,8 @@ impl<'a> Collectives<'a> {
 pub struct InFlight {
     pending: Box<dyn Pending>,
     record: Option<CollectiveRecord>,
-    /// Whether it counts among the gathers in flight (a one-rank group's copy does not).
+    /// Whether it counts among the gathers in flight (reductions and a one-rank group's copy
+    /// do not).
     counted: bool,
 }
 

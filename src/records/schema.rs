@@ -40,6 +40,9 @@ pub enum CollectiveKind {
 }
 
 impl CollectiveKind {
+    pub const ALL: [CollectiveKind; 3] =
+        [CollectiveKind::AllGather, CollectiveKind::ReduceScatter, CollectiveKind::AllReduce];
+
     pub fn name(self) -> &'static str {
         match self {
             CollectiveKind::AllReduce => "all_reduce",

@@ -31,19 +31,43 @@ impl AdamW {
         2 * self.exp_avg.numel() * self.exp_avg.kind().elt_size_in_bytes()
     }
 
-    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor, lr: f64) {
+    /// One update of `param` from `grad`. `scratch` and `denom` are work buffers of at least
+    /// `param`'s size (shared by every unit's optimizer, as PyTorch's temporaries come from its
+    /// caching allocator): the update allocates nothing.
+    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor, lr: f64, work: &WorkBuffers) {
         let s = &self.settings;
         self.steps += 1;
+        let n = param.numel() as i64;
+        let (scratch, denom) = (work.scratch.narrow(0, 0, n), work.denom.narrow(0, 0, n));
         tch::no_grad(|| {
-            let decay = (&self.decay_mask * (-lr * s.weight_decay)) + 1.0;
-            let _ = param.g_mul_(&decay);
+            // param *= 1 - lr * weight_decay where the mask is 1.
+            let _ = self.decay_mask.mul_scalar_out(&scratch, -lr * s.weight_decay);
+            let _ = param.addcmul_(&param.shallow_clone(), &scratch);
             let _ = self.exp_avg.lerp_(grad, 1.0 - s.beta1);
-            let _ = self.exp_avg_sq.g_mul_scalar_(s.beta2).g_add_(&(grad * grad * (1.0 - s.beta2)));
+            let _ = grad.mul_scalar_out(&scratch, 1.0 - s.beta2);
+            let _ = self.exp_avg_sq.g_mul_scalar_(s.beta2).addcmul_(&scratch, grad);
             let bias_correction1 = 1.0 - s.beta1.powi(self.steps);
             let bias_correction2 = 1.0 - s.beta2.powi(self.steps);
-            let denom = (self.exp_avg_sq.sqrt() / bias_correction2.sqrt()) + s.eps;
-            let _ = param.addcdiv_(&(&self.exp_avg * (-lr / bias_correction1)), &denom);
+            let _ = self.exp_avg_sq.sqrt_out(&denom);
+            let _ =
+                denom.shallow_clone().g_div_scalar_(bias_correction2.sqrt()).g_add_scalar_(s.eps);
+            let _ = self.exp_avg.mul_scalar_out(&scratch, -lr / bias_correction1);
+            let _ = param.addcdiv_(&scratch, &denom);
         });
+    }
+}
+
+/// The optimizer's work buffers, sized for the largest shard it updates.
+pub struct WorkBuffers {
+    scratch: Tensor,
+    denom: Tensor,
+}
+
+impl WorkBuffers {
+    /// Buffers of `numel` elements like `like` (its kind and device).
+    pub fn new(numel: i64, like: &Tensor) -> Self {
+        let options = (like.kind(), like.device());
+        Self { scratch: Tensor::empty([numel], options), denom: Tensor::empty([numel], options) }
     }
 }
 
@@ -79,8 +103,9 @@ mod tests {
         let mut p = Tensor::from_slice(&[1.0f32, -2.0]);
         let g = Tensor::from_slice(&[0.5f32, 0.25]);
         let mut opt = AdamW::new(&p, Tensor::from_slice(&[1.0f32, 0.0]), settings);
-        opt.step(&mut p, &g, 0.1);
-        opt.step(&mut p, &g, 0.1);
+        let work = WorkBuffers::new(3, &p);
+        opt.step(&mut p, &g, 0.1, &work);
+        opt.step(&mut p, &g, 0.1, &work);
         // By hand: with a constant gradient the bias-corrected update is lr * sign(g) each step.
         // Element 0: p = (1 * (1 - 0.005) - 0.1) = 0.895, then 0.895 * 0.995 - 0.1 = 0.790525.
         // Element 1: -2 - 0.1 - 0.1 = -2.2.

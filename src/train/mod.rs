@@ -7,7 +7,7 @@ mod adamw;
 mod memory;
 mod sharded;
 
-pub use adamw::{learning_rate, AdamW};
+pub use adamw::{learning_rate, AdamW, WorkBuffers};
 pub use memory::MemoryAccount;
 pub use sharded::{kind_of, predivide_factor, Sharded};
 
@@ -69,71 +69,82 @@ pub struct TrainOutcome {
     pub parameters: Option<Vec<(String, Tensor)>>,
 }
 
-/// Trains `point` on this rank, appending to `spool`. Steps already written stay written if
-/// this returns an error.
-pub fn train(
-    point: &PointSpec,
-    comm: &dyn Comm,
-    spool: &mut SpoolWriter,
-) -> Result<TrainOutcome, TrainError> {
-    let (node, local_rank) = rank_placement(comm.rank(), point.ranks_per_node);
-    let device = device_for(point.settings.device, local_rank)?;
-    tch::set_num_threads(point.settings.threads_per_rank as i32);
-    tch::manual_seed(point.settings.seed as i64);
-    let model = Mae::new(point.model.clone(), device);
-    let clock = Clock::new(device);
-    let mut engine = Sharded::new(
-        &model,
-        &clock,
-        comm,
-        point.strategy,
-        point.parallel.clone(),
-        device,
-        &point.optimizer,
-    );
-    spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
+/// One rank's training loop for a point: the sharded engine, the loader with this rank's
+/// micro-batches, and the clock that times the phases. `train` runs it; `bench` runs it with
+/// its clock on and off to measure what instrumentation costs.
+pub struct Trainer<'a> {
+    point: &'a PointSpec,
+    engine: Sharded<'a>,
+    loader: Loader,
+    clock: &'a Clock,
+    device: Device,
+}
 
-    let micro_batch = point.micro_batch;
-    let accumulation = point.parallel.accumulation;
-    let source = open_source(&point.data, point.settings.seed, &point.model)?;
-    let batches = rank_batches(
-        point.settings.steps,
-        point.global_batch(),
-        comm.rank(),
-        micro_batch,
-        accumulation,
-    );
-    let mut loader = Loader::new(
-        source,
-        batches,
-        point.settings.seed,
-        point.model.patches(),
-        point.loader_workers as usize,
-    );
-    let mut losses = Vec::new();
-    for step in 0..point.settings.steps {
+impl<'a> Trainer<'a> {
+    /// Errors: the point's data cannot be opened.
+    pub fn new(
+        point: &'a PointSpec,
+        model: &'a Mae,
+        clock: &'a Clock,
+        comm: &'a dyn Comm,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        let engine = Sharded::new(
+            model,
+            clock,
+            comm,
+            point.strategy,
+            point.parallel.clone(),
+            device,
+            &point.optimizer,
+        );
+        let source = open_source(&point.data, point.settings.seed, &point.model)?;
+        let batches = rank_batches(
+            point.settings.steps,
+            point.global_batch(),
+            comm.rank(),
+            point.micro_batch,
+            point.parallel.accumulation,
+        );
+        let loader = Loader::new(
+            source,
+            batches,
+            point.settings.seed,
+            point.model.patches(),
+            point.loader_workers as usize,
+        );
+        Ok(Self { point, engine, loader, clock, device })
+    }
+
+    /// Runs optimizer step `step` (all its micro-batches) and returns what it measured; the
+    /// loss is this rank's mean over its micro-batches. With a clock that is off, phases and
+    /// collectives are empty.
+    pub fn step(&mut self, step: u32) -> Result<StepRecord, TrainError> {
+        let (clock, point) = (self.clock, self.point);
+        let accumulation = point.parallel.accumulation;
         let start = clock.now_s();
-        let mut collectives = Collectives::new(&clock, start);
+        let mut collectives = Collectives::new(clock, start);
         let mut phases = Phases::default();
         let mut figures = LoaderFigures::default();
         let mut loss_sum = 0.0;
         for micro in 0..accumulation {
             // data_s is the time the step waited for its batch (exposed data loading).
             let t0 = clock.now_s();
-            let batch = loader
+            let batch = self
+                .loader
                 .next_batch()
                 .ok_or_else(|| TrainError::Setup("the loader ran out of batches".into()))??;
-            let images = batch.images.to_device(device);
-            let noise = batch.noise.to_device(device);
+            let images = batch.images.to_device(self.device);
+            let noise = batch.noise.to_device(self.device);
             if micro == 0 {
                 figures = batch.figures;
             } else {
                 figures.add(&batch.figures);
             }
             let (t1, c1) = (clock.now_s(), collectives.waited_s());
-            let loss = engine.forward(&images, &noise, &mut collectives)?;
+            let loss = self.engine.forward(&images, &noise, &mut collectives)?;
             let (t2, c2) = (clock.now_s(), collectives.waited_s());
-            engine.backward(
+            self.engine.backward(
                 1.0 / f64::from(accumulation),
                 micro + 1 == accumulation,
                 &mut collectives,
@@ -153,26 +164,52 @@ pub fn train(
             point.optimizer.lr_warmup_steps,
             point.peak_lr(),
         );
-        engine.optimizer_step(lr);
+        self.engine.optimizer_step(lr);
         let end = clock.now_s();
         phases.optimizer_s = end - optimizer_start;
         phases.comm_s = collectives.waited_s();
         phases.step_s = end - start;
-        let mut loss = loss_sum / f64::from(accumulation);
-        if let Some(fault) = point.fault.filter(|f| f.at_step == step) {
-            loss = strike(fault.kind, comm, loss);
-        }
-        losses.push(loss);
-        let record = StepRecord {
+        Ok(StepRecord {
             step,
-            loss,
+            loss: loss_sum / f64::from(accumulation),
             phases,
-            peak_rss_bytes: peak_rss_bytes(),
-            memory: engine.memory().take_record(),
+            peak_rss_bytes: if clock.enabled() { peak_rss_bytes() } else { 0 },
+            memory: self.engine.memory().take_record(),
             loader: figures,
-            units: engine.take_unit_records(),
+            units: self.engine.take_unit_records(),
             collectives: collectives.into_records(),
-        };
+        })
+    }
+
+    /// The final parameters, whole units gathered from their shards.
+    pub fn full_parameters(&mut self) -> Result<Vec<Tensor>, TrainError> {
+        Ok(self.engine.full_parameters()?)
+    }
+}
+
+/// Trains `point` on this rank, appending to `spool`. Steps already written stay written if
+/// this returns an error.
+pub fn train(
+    point: &PointSpec,
+    comm: &dyn Comm,
+    spool: &mut SpoolWriter,
+) -> Result<TrainOutcome, TrainError> {
+    let (node, local_rank) = rank_placement(comm.rank(), point.ranks_per_node);
+    let device = device_for(point.settings.device, local_rank)?;
+    tch::set_num_threads(point.settings.threads_per_rank as i32);
+    tch::manual_seed(point.settings.seed as i64);
+    let model = Mae::new(point.model.clone(), device);
+    let clock = Clock::new(device);
+    let mut trainer = Trainer::new(point, &model, &clock, comm, device)?;
+    spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
+    let mut losses = Vec::new();
+    for step in 0..point.settings.steps {
+        let mut record = trainer.step(step)?;
+        if let Some(fault) = point.fault.filter(|f| f.at_step == step) {
+            record.loss = strike(fault.kind, comm, record.loss);
+        }
+        let loss = record.loss;
+        losses.push(loss);
         spool.write(&SpoolLine::Step(record))?;
         tracing::debug!(rank = comm.rank(), step, loss, "step done");
         if !loss.is_finite() {
@@ -181,7 +218,7 @@ pub fn train(
     }
     let parameters = if point.settings.save_parameters {
         let names = model.units().iter().map(|u| u.name.clone());
-        Some(names.zip(engine.full_parameters()?).collect())
+        Some(names.zip(trainer.full_parameters()?).collect())
     } else {
         None
     };

@@ -23,7 +23,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::adamw::AdamW;
+use super::adamw::{AdamW, WorkBuffers};
 use super::memory::MemoryAccount;
 use crate::comm::{Comm, CommError};
 use crate::metrics::{Clock, Collectives, InFlight};
@@ -97,6 +97,20 @@ pub struct Sharded<'m> {
     free_buffers: Vec<Tensor>,
     /// Gathers started ahead of the stages that need them, oldest first.
     prefetch: std::collections::VecDeque<Prefetch>,
+    /// Gradient reductions started at post-backward, completed at the end of backward.
+    reductions: Vec<Reduction>,
+    /// The optimizer's temporaries, allocated at the first step.
+    optimizer_work: Option<WorkBuffers>,
+}
+
+/// A unit's gradient reduction in flight, overlapping the backward of the units before it (as
+/// FSDP's reduce-scatter runs on its own stream, waited for by its post-backward final callback).
+struct Reduction {
+    unit: usize,
+    in_flight: InFlight,
+    /// The hybrid strategies' second step: all-reduce this reduce-scatter output across the
+    /// replicas into the unit's gradient shard.
+    then_all_reduce: Option<Tensor>,
 }
 
 /// An all-gather started ahead of the stage that needs it.
@@ -180,6 +194,8 @@ impl<'m> Sharded<'m> {
             memory,
             free_buffers: Vec::new(),
             prefetch: std::collections::VecDeque::new(),
+            reductions: Vec::new(),
+            optimizer_work: None,
         }
     }
 
@@ -323,26 +339,29 @@ impl<'m> Sharded<'m> {
             None => local,
         };
         if sync {
-            let pre = predivide_factor(self.world);
-            let post = self.world as f64 / pre;
             let reduce_kind = kind_of(self.knobs.reduce_dtype);
-            let scaled = total.to_kind(reduce_kind) / pre;
+            let scaled = total.to_kind(reduce_kind) / predivide_factor(self.world);
+            // The unreduced gradient stays allocated until its reduction completes.
+            self.memory.unsharded_grad(unit, scaled.numel() * scaled.kind().elt_size_in_bytes());
             let grad = self.units[unit].grad.shallow_clone();
             let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
-            if shard_group.size() > 1 && replicas.size() > 1 {
+            let reduction = if shard_group.size() > 1 && replicas.size() > 1 {
                 let buffer = self.units[unit]
                     .scatter_buffer
                     .get_or_insert_with(|| grad.empty_like())
                     .shallow_clone();
-                collectives.reduce_scatter_sum(shard_group, unit, &scaled, &buffer)?;
-                collectives.all_reduce_sum(replicas, unit, &buffer, &grad)?;
+                let in_flight =
+                    collectives.start_reduce_scatter_sum(shard_group, unit, &scaled, &buffer)?;
+                Reduction { unit, in_flight, then_all_reduce: Some(buffer) }
             } else if replicas.size() > 1 {
-                collectives.all_reduce_sum(replicas, unit, &scaled, &grad)?;
+                let in_flight = collectives.start_all_reduce_sum(replicas, unit, &scaled, &grad)?;
+                Reduction { unit, in_flight, then_all_reduce: None }
             } else {
-                collectives.reduce_scatter_sum(shard_group, unit, &scaled, &grad)?;
-            }
-            let _ = tch::no_grad(|| grad.shallow_clone().g_div_scalar_(post));
-            self.memory.unsharded_grad(unit, 0);
+                let in_flight =
+                    collectives.start_reduce_scatter_sum(shard_group, unit, &scaled, &grad)?;
+                Reduction { unit, in_flight, then_all_reduce: None }
+            };
+            self.reductions.push(reduction);
         } else {
             self.memory.unsharded_grad(unit, total.numel() * total.kind().elt_size_in_bytes());
             self.units[unit].unsharded_grad = Some(total);
@@ -495,13 +514,43 @@ impl Sharded<'_> {
         }
         self.saved.clear();
         self.memory.activations_released();
+        self.finish_reductions(collectives)
+    }
+
+    /// FSDP's post-backward final callback: waits for every gradient reduction, then divides
+    /// by what the pre-division left. The hybrid strategies' all-reduces across replicas start
+    /// as their reduce-scatters complete and are waited for after the last of them.
+    fn finish_reductions(&mut self, collectives: &mut Collectives) -> Result<(), CommError> {
+        let mut done = Vec::new();
+        let mut all_reduces = Vec::new();
+        for reduction in std::mem::take(&mut self.reductions) {
+            let unit = reduction.unit;
+            collectives.finish(reduction.in_flight);
+            if let Some(buffer) = reduction.then_all_reduce {
+                let (grad, replicas) = (&self.units[unit].grad, self.replicas.as_ref());
+                all_reduces.push(collectives.start_all_reduce_sum(replicas, unit, &buffer, grad)?);
+            }
+            done.push(unit);
+        }
+        for in_flight in all_reduces {
+            collectives.finish(in_flight);
+        }
+        let post = self.world as f64 / predivide_factor(self.world);
+        for unit in done {
+            let _ = tch::no_grad(|| self.units[unit].grad.shallow_clone().g_div_scalar_(post));
+            self.memory.unsharded_grad(unit, 0);
+        }
         Ok(())
     }
 
     /// AdamW on each shard, locally (no collective).
     pub fn optimizer_step(&mut self, lr: f64) {
+        let work = self.optimizer_work.get_or_insert_with(|| {
+            let largest = self.units.iter().map(|u| u.shard.numel()).max().unwrap_or(0);
+            WorkBuffers::new(largest as i64, &self.units[0].shard)
+        });
         for unit in &mut self.units {
-            unit.optimizer.step(&mut unit.shard, &unit.grad, lr);
+            unit.optimizer.step(&mut unit.shard, &unit.grad, lr, work);
         }
     }
 

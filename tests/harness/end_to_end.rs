@@ -99,13 +99,17 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
         let steps = column::<u32>(&file, "collectives/step");
         let bytes = column::<u64>(&file, "collectives/payload_bytes");
         let groups = column::<u32>(&file, "collectives/group_size");
-        let (starts, ends) = (
+        let (starts, ends, waits) = (
             column::<f64>(&file, "collectives/start_s"),
             column::<f64>(&file, "collectives/end_s"),
+            column::<f64>(&file, "collectives/wait_s"),
         );
         assert_eq!(ranks.len(), 2 * STEPS * UNITS);
         assert!(groups.iter().all(|g| *g == 2));
         assert!(starts.iter().zip(&ends).all(|(s, e)| 0.0 <= *s && s <= e));
+        // Reductions start at post-backward and are waited for at the end of backward: what
+        // compute waited is part of each call's span, and comm_s is the sum of those waits.
+        assert!((0..ranks.len()).all(|i| 0.0 <= waits[i] && waits[i] <= ends[i] - starts[i]));
         let comm_s = table(&file, "steps/comm_s");
         for rank in 0..2 {
             for step in 0..STEPS {
@@ -113,8 +117,8 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
                     .filter(|&i| ranks[i] == rank && steps[i] == step as u32)
                     .collect();
                 assert_eq!(calls.iter().map(|&i| bytes[i]).sum::<u64>(), 4 * trainable);
-                let total: f64 = calls.iter().map(|&i| ends[i] - starts[i]).sum();
-                assert!((total - comm_s[[rank as usize, step]]).abs() < 1e-9);
+                let waited: f64 = calls.iter().map(|&i| waits[i]).sum();
+                assert!((waited - comm_s[[rank as usize, step]]).abs() < 1e-9);
             }
         }
         // What the analysis must report for this point, computed here from the records.
@@ -241,7 +245,7 @@ fn plan_prints_points_and_rejections_as_table_and_json() {
 }
 
 #[test]
-fn bench_compares_the_harness_with_bare_mpi() {
+fn bench_compares_the_harness_on_mpi_and_gloo_with_bare_mpi() {
     // Runs the benchmark briefly: no speed is asserted here, only that every row is measured.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
         .args(["bench", "--ranks", "2", "--model", "vit-tiny", "--repeats", "3", "--steps", "5"])
@@ -249,12 +253,35 @@ fn bench_compares_the_harness_with_bare_mpi() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for what in ["all_gather", "reduce_scatter", "all_reduce", "training step"] {
-        assert!(
-            text.lines().any(|l| l.contains(what) && l.contains(" us")),
-            "{what} missing:\n{text}"
-        );
+    for what in ["all_gather", "reduce_scatter", "all_reduce"] {
+        for backend in ["mpi", "gloo"] {
+            assert!(
+                text.lines().any(|l| l.contains(what) && l.contains(backend) && l.contains(" us")),
+                "{what} on {backend} missing:\n{text}"
+            );
+        }
     }
+    assert!(text.lines().any(|l| l.contains("training step") && l.contains(" us")), "{text}");
+}
+
+#[test]
+fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
+    // Both sides under torchrun over gloo, briefly: only that both are measured is asserted.
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--pytorch-fsdp", "--ranks", "2", "--model", "vit-tiny", "--steps", "2"])
+        .args(["--rounds", "1", "--strategies", "full_shard", "--work"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let row = text.lines().find(|l| l.contains("full_shard")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(row.matches(" ms").count(), 2, "{row}");
+    assert!(row.contains("2 / 2"), "{row}");
+    // The harness's side left its spools, the PyTorch side its result.
+    assert!(work.path().join("full_shard-0/harness/ranks/rank-00001.jsonl").exists());
+    assert!(work.path().join("full_shard-0/pytorch-out.json").exists());
 }
 
 #[test]

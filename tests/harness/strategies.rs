@@ -319,7 +319,8 @@ fn collectives_match_fsdp(backend: Backend) {
             column::<u32>(&file, "collectives/group_size"),
         );
         let name = point.file_name().unwrap().to_string_lossy().to_string();
-        // Exposed time: none beyond the call's span; all of it for blocking reductions.
+        // Exposed time: none beyond the call's span (every collective is started ahead of its
+        // wait: gathers by prefetching, reductions at post-backward).
         let (starts, ends, waits) = (
             column::<f64>(&file, "collectives/start_s"),
             column::<f64>(&file, "collectives/end_s"),
@@ -332,14 +333,6 @@ fn collectives_match_fsdp(backend: Backend) {
                 "{name}: waited {} of {span}",
                 waits[i]
             );
-            if kinds[i] != "all_gather" {
-                assert!(
-                    (waits[i] - span).abs() < 1e-9,
-                    "{name}: a blocking {} waited {} of {span}",
-                    kinds[i],
-                    waits[i]
-                );
-            }
         }
         let comm_s = file.dataset("steps/comm_s").unwrap().read_2d::<f64>().unwrap();
         assert!(

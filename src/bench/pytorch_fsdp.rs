@@ -1,0 +1,208 @@
+//! The harness against PyTorch FSDP, side by side in one run: the same MAE, strategy, micro-batch
+//! and rank count, both started by torchrun over gloo on this machine, in alternating rounds so
+//! that drift and load from the rest of the machine fall on both alike.
+//!
+//! PyTorch's side is `pytorch_fsdp.py` (FSDP1 with one unit per transformer block, AdamW, fp32,
+//! data made before the timed loop), embedded in the binary and run with the given torchrun.
+//! The harness's side is a gloo point run by `shardsweep worker` under the same torchrun; its
+//! step times come from the ranks' spools. Each side's figure is the median over timed steps of
+//! the slowest rank's step time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::plan::{write_point, Backend, PointSpec, Strategy};
+use crate::records::{read_spool, spool_path, RecordError};
+
+const SCRIPT: &str = include_str!("pytorch_fsdp.py");
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    #[error("{0}")]
+    Record(#[from] RecordError),
+    #[error("cannot start {program}: {source}")]
+    Start { program: String, source: std::io::Error },
+    #[error("{what} exited with {status}; its output is in {log}")]
+    Failed { what: String, status: std::process::ExitStatus, log: String },
+    #[error("{path}: {message}")]
+    Output { path: String, message: String },
+}
+
+/// One strategy's result: the medians of each side's timed steps, and how many there were.
+#[derive(Debug, Clone)]
+pub struct SideBySide {
+    pub strategy: Strategy,
+    pub harness_s: f64,
+    pub pytorch_s: f64,
+    pub harness_steps: usize,
+    pub pytorch_steps: usize,
+    pub torch_version: String,
+}
+
+impl SideBySide {
+    /// How many times faster the harness's step is than PyTorch FSDP's.
+    pub fn speedup(&self) -> f64 {
+        self.pytorch_s / self.harness_s
+    }
+}
+
+/// What the PyTorch side writes (`--out`).
+#[derive(Deserialize)]
+struct PytorchOut {
+    torch_version: String,
+    step_s: Vec<f64>,
+}
+
+/// Runs `point` (its strategy, model, micro-batch, ranks on one node, warm-up and steps) on both
+/// sides for `rounds` rounds, in `work` (one folder per run), with `torchrun`.
+///
+/// # Errors
+/// A run that fails (its log is named) or leaves no timings.
+pub fn side_by_side(
+    point: &PointSpec,
+    exe: &Path,
+    torchrun: &str,
+    rounds: usize,
+    work: &Path,
+) -> Result<SideBySide, AnchorError> {
+    let point = PointSpec {
+        settings: crate::plan::Settings { backend: Some(Backend::Gloo), ..point.settings.clone() },
+        ..point.clone()
+    };
+    let (mut harness, mut pytorch) = (Vec::new(), Vec::new());
+    let mut torch_version = String::new();
+    for round in 0..rounds {
+        let dir = work.join(format!("{}-{round}", point.strategy.name()));
+        std::fs::create_dir_all(&dir).map_err(RecordError::io(&dir))?;
+        let script = dir.join("pytorch_fsdp.py");
+        std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;
+        let config = dir.join("pytorch.json");
+        crate::records::write_json(&config, &pytorch_config(&point))?;
+        let out = dir.join("pytorch-out.json");
+        let mut python = vec![script.display().to_string()];
+        python.extend(["--config".into(), config.display().to_string()]);
+        python.extend(["--out".into(), out.display().to_string()]);
+        run(torchrun, point.world_size(), &python, &dir.join("pytorch.log"), "PyTorch FSDP")?;
+        let result: PytorchOut = crate::records::read_json(&out)?;
+        torch_version = result.torch_version;
+        pytorch.extend(result.step_s);
+
+        let point_dir = dir.join("harness");
+        std::fs::create_dir_all(&point_dir).map_err(RecordError::io(&point_dir))?;
+        write_point(&point_dir, &point)?;
+        let worker = [
+            "--no-python".into(),
+            exe.display().to_string(),
+            "worker".into(),
+            point_dir.display().to_string(),
+        ];
+        run(torchrun, point.world_size(), &worker, &dir.join("harness.log"), "the harness")?;
+        harness.extend(slowest_steps(&point, &point_dir)?);
+    }
+    let none = |side: &str| AnchorError::Output {
+        path: work.display().to_string(),
+        message: format!("{side}: no timed steps (steps must exceed warmup_steps)"),
+    };
+    Ok(SideBySide {
+        strategy: point.strategy,
+        harness_s: median(&harness).ok_or_else(|| none("harness"))?,
+        pytorch_s: median(&pytorch).ok_or_else(|| none("PyTorch FSDP"))?,
+        harness_steps: harness.len(),
+        pytorch_steps: pytorch.len(),
+        torch_version,
+    })
+}
+
+/// The PyTorch side's configuration: the point's model, batch, steps and optimizer. Its
+/// learning rate is the point's peak (PyTorch's side keeps it constant; the schedule does not
+/// change what a step costs).
+fn pytorch_config(point: &PointSpec) -> serde_json::Value {
+    let m = &point.model;
+    let o = &point.optimizer;
+    let s = &point.settings;
+    serde_json::json!({
+        "model": {
+            "image_size": m.image_size, "channels": m.channels, "patch": m.patch,
+            "width": m.width, "depth": m.depth, "mlp": m.mlp, "heads": m.heads,
+            "decoder_width": m.decoder_width, "decoder_depth": m.decoder_depth,
+            "decoder_mlp": m.decoder_mlp, "decoder_heads": m.decoder_heads,
+            "mask_ratio": m.mask_ratio,
+        },
+        "micro_batch": point.micro_batch,
+        "steps": s.steps - s.warmup_steps,
+        "warmup_steps": s.warmup_steps,
+        "strategy": point.strategy.name(),
+        "threads_per_rank": s.threads_per_rank,
+        "seed": s.seed,
+        "lr": point.peak_lr(),
+        "weight_decay": o.weight_decay, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps,
+    })
+}
+
+/// torchrun starting `ranks` copies of `program` (a Python script and its arguments, or
+/// `--no-python` and a program) on this machine, output to `log`.
+fn run(
+    torchrun: &str,
+    ranks: u32,
+    program: &[String],
+    log: &Path,
+    what: &str,
+) -> Result<(), AnchorError> {
+    let file = std::fs::File::create(log).map_err(RecordError::io(log))?;
+    let err = file.try_clone().map_err(RecordError::io(log))?;
+    let status = Command::new(torchrun)
+        .args(["--standalone", "--nproc-per-node", &ranks.to_string()])
+        .args(program)
+        .stdout(file)
+        .stderr(err)
+        .status()
+        .map_err(|source| AnchorError::Start { program: torchrun.into(), source })?;
+    if !status.success() {
+        return Err(AnchorError::Failed {
+            what: what.into(),
+            status,
+            log: log.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The slowest rank's step time of each step after the warm-up.
+fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<Vec<f64>, AnchorError> {
+    let mut slowest = vec![0.0f64; point.settings.steps as usize];
+    for rank in 0..point.world_size() {
+        let path: PathBuf = spool_path(dir, rank);
+        let spool = read_spool(&path)?;
+        if spool.steps.len() != slowest.len() {
+            return Err(AnchorError::Output {
+                path: path.display().to_string(),
+                message: format!("{} steps of {}", spool.steps.len(), slowest.len()),
+            });
+        }
+        for (s, step) in slowest.iter_mut().zip(&spool.steps) {
+            *s = s.max(step.phases.step_s);
+        }
+    }
+    Ok(slowest.split_off(point.settings.warmup_steps as usize))
+}
+
+fn median(samples: &[f64]) -> Option<f64> {
+    (!samples.is_empty()).then(|| super::sweep::quantile(samples, 0.5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pytorch_config_carries_the_points_model_and_schedule() {
+        let point = crate::bench::bench_point("vit-tiny", 2, 4, 10);
+        let config = pytorch_config(&point);
+        assert_eq!(config["model"]["width"], point.model.width);
+        assert_eq!(config["steps"], 10);
+        assert_eq!(config["strategy"], "full_shard");
+        assert_eq!(config["lr"], point.peak_lr());
+    }
+}
