@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use shardsweep_records::Outcome;
 
 use crate::plot::{worker_panels, Line, Panel};
-use crate::series::{Axis, AXES};
+use crate::series::{Axis, AxisValue, AXES};
 use crate::summary::PointSummary;
 use crate::AnalysisError;
 

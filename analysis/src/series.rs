@@ -6,26 +6,10 @@
 
 use crate::load::PointRecords;
 
-/// One axis of the experiment file's `[axes]` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Axis {
-    Model,
-    Strategy,
-    ShardGroup,
-    Nodes,
-    RanksPerNode,
-    MicroBatch,
-    Accumulation,
-    ActivationCheckpointing,
-    BackwardPrefetch,
-    LimitAllGathers,
-    ParamDtype,
-    ReduceDtype,
-    LoaderWorkers,
-    Data,
-}
+pub use shardsweep_records::Axis;
 
-/// Every axis a point has.
+/// Every axis a point has, in the order keys and labels list them (the global batch is not
+/// one: a point's batch is its micro-batch, accumulation and world).
 pub const AXES: [Axis; 14] = [
     Axis::Model,
     Axis::Strategy,
@@ -52,11 +36,19 @@ pub enum Scaling {
     Strong,
 }
 
-impl Axis {
+/// What the analysis reads off a point for each axis.
+pub trait AxisValue {
+    /// The point's value on this axis, as text.
+    fn value(self, p: &PointRecords) -> String;
+    /// The value as a plot legend writes it, in words a reader needs no key for.
+    fn label(self, p: &PointRecords) -> String;
+}
+
+impl AxisValue for Axis {
     /// The point's value on this axis, as text. The shard group is relative to the layout
     /// (one node, or the world for the non-hybrid strategies), since its rank count grows
     /// with the nodes when it is the world.
-    pub fn value(self, p: &PointRecords) -> String {
+    fn value(self, p: &PointRecords) -> String {
         match self {
             Axis::Model => p.model.clone(),
             Axis::Strategy => p.strategy.to_string(),
@@ -72,11 +64,11 @@ impl Axis {
             Axis::ReduceDtype => p.reduce_dtype.to_string(),
             Axis::LoaderWorkers => p.loader_workers.to_string(),
             Axis::Data => p.data.clone(),
+            Axis::GlobalBatch => p.global_batch.to_string(),
         }
     }
 
-    /// The value as a plot legend writes it, in words a reader needs no key for.
-    pub fn label(self, p: &PointRecords) -> String {
+    fn label(self, p: &PointRecords) -> String {
         match self {
             Axis::Model => p.model.clone(),
             Axis::Strategy => p.strategy.to_string(),
@@ -103,6 +95,7 @@ impl Axis {
             Axis::ReduceDtype => format!("reduce {}", p.reduce_dtype),
             Axis::LoaderWorkers => format!("{} loader workers", p.loader_workers),
             Axis::Data => format!("data {}", p.data),
+            Axis::GlobalBatch => format!("gb{}", p.global_batch),
         }
     }
 }

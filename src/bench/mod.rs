@@ -258,6 +258,7 @@ pub fn bench_point(model: &str, world: u32, micro_batch: u32, steps: usize) -> P
             threads_per_rank: 1,
             rank_memory_limit_bytes: None,
             save_parameters: false,
+            crop_min_scale: None,
         },
         optimizer: OptimizerSettings::default(),
         fault: None,

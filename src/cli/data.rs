@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use shardsweep::data::{
     import_folder, rank_batches, ImageSet, ImageSetSource, ImportOptions, Loader, Source,
-    SyntheticImages,
+    SyntheticImages, MAE_CROP_MIN_SCALE,
 };
 
 #[derive(clap::Args)]
@@ -183,7 +183,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         Arc::new(SyntheticImages { seed: 0, image_size: args.image_size as i64, channels: 3 })
     } else {
         let set = ImageSet::open(Path::new(&args.data))?;
-        Arc::new(ImageSetSource::new(set, 0, args.image_size)?)
+        Arc::new(ImageSetSource::new(set, 0, args.image_size, MAE_CROP_MIN_SCALE)?)
     };
     let mut rows = Vec::new();
     let table_header = ["workers", "images/s", "read MB", "read s", "decode s", "augment s"];

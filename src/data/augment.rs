@@ -1,5 +1,5 @@
 //! MAE's pretraining augmentation (facebookresearch/mae `main_pretrain.py`):
-//! `RandomResizedCrop(size, scale=(0.2, 1.0))`, `RandomHorizontalFlip()`, then normalisation
+//! `RandomResizedCrop(size, scale=(0.2, 1.0))` (the lower bound a setting), `RandomHorizontalFlip()`, then normalisation
 //! with the ImageNet mean and standard deviation. The crop follows torchvision's
 //! `RandomResizedCrop.get_params` (10 tries of area x aspect, then a centre crop); resampling
 //! is bilinear (MAE uses bicubic: a smaller kernel, the same geometry).
@@ -10,7 +10,8 @@ use rand::Rng;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-const SCALE: (f64, f64) = (0.2, 1.0);
+/// MAE's smallest crop, as a fraction of the image's area.
+pub const MAE_CROP_MIN_SCALE: f64 = 0.2;
 const RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
 
 /// A crop window in source pixels: top, left, height, width, and whether to flip it.
@@ -29,8 +30,14 @@ impl Crop {
     }
 }
 
-/// A random resized crop and flip of an `height` x `width` image, drawn from `rng`.
-pub fn random_resized_crop(rng: &mut impl Rng, height: usize, width: usize) -> Crop {
+/// A random resized crop and flip of an `height` x `width` image, drawn from `rng`, covering
+/// `min_scale` to all of the image's area (torchvision's `scale=(min_scale, 1.0)`).
+pub fn random_resized_crop(
+    rng: &mut impl Rng,
+    height: usize,
+    width: usize,
+    min_scale: f64,
+) -> Crop {
     let area = (height * width) as f64;
     let flip_and = |top, left, h, w, rng: &mut dyn rand::RngCore| Crop {
         top,
@@ -40,7 +47,7 @@ pub fn random_resized_crop(rng: &mut impl Rng, height: usize, width: usize) -> C
         flip: rng.random_bool(0.5),
     };
     for _ in 0..10 {
-        let target = area * rng.random_range(SCALE.0..SCALE.1);
+        let target = area * rng.random_range(min_scale..=1.0);
         let aspect = rng.random_range(RATIO.0.ln()..RATIO.1.ln()).exp();
         let w = (target * aspect).sqrt().round() as usize;
         let h = (target / aspect).sqrt().round() as usize;
@@ -111,9 +118,14 @@ mod tests {
     fn crops_stay_inside_and_keep_scale_and_ratio() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         for _ in 0..500 {
-            let c = random_resized_crop(&mut rng, 40, 30);
+            let c = random_resized_crop(&mut rng, 40, 30, MAE_CROP_MIN_SCALE);
             assert!(c.top + c.height <= 40 && c.left + c.width <= 30);
             assert!(c.height >= 1 && c.width >= 1);
+            // Rounding the sides moves the area by at most about one row and one column.
+            let area = (c.height * c.width) as f64;
+            assert!(area >= 0.2 * 1200.0 - 40.0 - 30.0, "{c:?}");
+            let big = random_resized_crop(&mut rng, 40, 30, 0.9);
+            assert!((big.height * big.width) as f64 >= 0.9 * 1200.0 - 40.0 - 30.0, "{big:?}");
         }
     }
 

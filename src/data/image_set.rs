@@ -160,11 +160,20 @@ pub struct ImageSetSource {
     train: Vec<usize>,
     seed: u64,
     size: usize,
+    /// The smallest random crop, as a fraction of the image's area.
+    crop_min_scale: f64,
     order: Mutex<(u64, Vec<usize>)>,
 }
 
 impl ImageSetSource {
-    pub fn new(set: ImageSet, seed: u64, size: usize) -> Result<Self, DataError> {
+    /// Samples of `set`'s train split at `size` x `size`, cropped to at least `crop_min_scale`
+    /// of each image's area (MAE: [`super::augment::MAE_CROP_MIN_SCALE`]).
+    pub fn new(
+        set: ImageSet,
+        seed: u64,
+        size: usize,
+        crop_min_scale: f64,
+    ) -> Result<Self, DataError> {
         let train = set.indices(Split::Train);
         if train.is_empty() {
             return Err(DataError::Format {
@@ -173,7 +182,7 @@ impl ImageSetSource {
             });
         }
         let order = Mutex::new((u64::MAX, Vec::new()));
-        Ok(Self { set, train, seed, size, order })
+        Ok(Self { set, train, seed, size, crop_min_scale, order })
     }
 
     fn image_of(&self, index: u64) -> usize {
@@ -205,7 +214,8 @@ impl Source for ImageSetSource {
         let image = self.set.read(self.image_of(index))?;
         let read = Instant::now();
         let [h, w, _] = self.set.image_shape();
-        let crop = random_resized_crop(&mut sample_rng(self.seed, AUGMENT_STREAM, index), h, w);
+        let mut rng = sample_rng(self.seed, AUGMENT_STREAM, index);
+        let crop = random_resized_crop(&mut rng, h, w, self.crop_min_scale);
         normalise_resized(&image, self.set.image_shape(), crop, self.size, out);
         figures.read_bytes += image.len() as u64;
         figures.read_s += (read - start).as_secs_f64();

@@ -8,7 +8,9 @@ mod import;
 mod loader;
 mod synthetic;
 
-pub use augment::{normalise_resized, random_resized_crop, Crop, IMAGENET_MEAN, IMAGENET_STD};
+pub use augment::{
+    normalise_resized, random_resized_crop, Crop, IMAGENET_MEAN, IMAGENET_STD, MAE_CROP_MIN_SCALE,
+};
 pub use image_set::{ImageSet, ImageSetSource, Split};
 pub use import::{import_folder, ImportOptions, ImportReport, Skipped};
 pub use loader::{rank_batches, Batch, Loader, LoaderFigures, Source, PREFETCH_PER_WORKER};
@@ -30,11 +32,12 @@ pub enum DataError {
 }
 
 /// The source a point trains on: synthetic images of the model's shape, or an image set
-/// augmented to the model's image size.
+/// augmented to the model's image size with crops of at least `crop_min_scale` of the area.
 pub fn open_source(
     data: &DataSource,
     seed: u64,
     model: &ModelConfig,
+    crop_min_scale: f64,
 ) -> Result<Arc<dyn Source>, DataError> {
     Ok(match data {
         DataSource::Synthetic => Arc::new(SyntheticImages {
@@ -55,7 +58,7 @@ pub fn open_source(
                     ),
                 });
             }
-            Arc::new(ImageSetSource::new(set, seed, model.image_size as usize)?)
+            Arc::new(ImageSetSource::new(set, seed, model.image_size as usize, crop_min_scale)?)
         }
     })
 }

@@ -17,35 +17,11 @@
 //! warmup_steps = 2
 //! ```
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
-pub use crate::records::{BackwardPrefetch, Dtype, Strategy};
+pub use crate::records::{Axis, BackwardPrefetch, Dtype, Strategy};
 
 use super::models::{self, Models};
-use super::problems::{deserialize_all, ExperimentError, Problem};
-use super::validate::validate;
-
-/// Names of the sweepable axes, in the order points are expanded and named. Of `micro_batch`
-/// and `global_batch` a file sets exactly one.
-pub const AXES: [&str; 15] = [
-    "model",
-    "strategy",
-    "shard_group",
-    "nodes",
-    "ranks_per_node",
-    "micro_batch",
-    "global_batch",
-    "accumulation",
-    "activation_checkpointing",
-    "backward_prefetch",
-    "limit_all_gathers",
-    "param_dtype",
-    "reduce_dtype",
-    "data",
-    "loader_workers",
-];
 
 /// Where training images come from: written `"synthetic"` or the path of an HDF5 image set
 /// (made by `shardsweep data import`). Masks are synthetic either way.
@@ -199,64 +175,62 @@ fn fp32() -> Vec<Dtype> {
 }
 
 impl Axes {
-    pub fn len(&self, axis: &str) -> usize {
+    pub fn len(&self, axis: Axis) -> usize {
         match axis {
-            "model" => self.model.len(),
-            "strategy" => self.strategy.len(),
-            "shard_group" => self.shard_group.len(),
-            "nodes" => self.nodes.len(),
-            "ranks_per_node" => self.ranks_per_node.len(),
-            "micro_batch" => self.micro_batch.len(),
-            "global_batch" => self.global_batch.len(),
-            "accumulation" => self.accumulation.len(),
-            "activation_checkpointing" => self.activation_checkpointing.len(),
-            "backward_prefetch" => self.backward_prefetch.len(),
-            "limit_all_gathers" => self.limit_all_gathers.len(),
-            "param_dtype" => self.param_dtype.len(),
-            "reduce_dtype" => self.reduce_dtype.len(),
-            "data" => self.data.len(),
-            "loader_workers" => self.loader_workers.len(),
-            _ => 0,
+            Axis::Model => self.model.len(),
+            Axis::Strategy => self.strategy.len(),
+            Axis::ShardGroup => self.shard_group.len(),
+            Axis::Nodes => self.nodes.len(),
+            Axis::RanksPerNode => self.ranks_per_node.len(),
+            Axis::MicroBatch => self.micro_batch.len(),
+            Axis::GlobalBatch => self.global_batch.len(),
+            Axis::Accumulation => self.accumulation.len(),
+            Axis::ActivationCheckpointing => self.activation_checkpointing.len(),
+            Axis::BackwardPrefetch => self.backward_prefetch.len(),
+            Axis::LimitAllGathers => self.limit_all_gathers.len(),
+            Axis::ParamDtype => self.param_dtype.len(),
+            Axis::ReduceDtype => self.reduce_dtype.len(),
+            Axis::Data => self.data.len(),
+            Axis::LoaderWorkers => self.loader_workers.len(),
         }
     }
 
     /// The `index`-th value of `axis` as TOML, for matching exclude rules and naming points.
-    pub fn value(&self, axis: &str, index: usize) -> toml::Value {
+    pub fn value(&self, axis: Axis, index: usize) -> toml::Value {
         use toml::Value::{Boolean, Integer, String};
         match axis {
-            "model" => String(self.model[index].clone()),
-            "strategy" => String(self.strategy[index].name().into()),
-            "shard_group" => Integer(self.shard_group[index].into()),
-            "nodes" => Integer(self.nodes[index].into()),
-            "ranks_per_node" => Integer(self.ranks_per_node[index].into()),
-            "micro_batch" => Integer(self.micro_batch[index].into()),
-            "global_batch" => Integer(self.global_batch[index].into()),
-            "accumulation" => Integer(self.accumulation[index].into()),
-            "activation_checkpointing" => Boolean(self.activation_checkpointing[index]),
-            "backward_prefetch" => String(self.backward_prefetch[index].name().into()),
-            "limit_all_gathers" => Boolean(self.limit_all_gathers[index]),
-            "param_dtype" => String(self.param_dtype[index].name().into()),
-            "reduce_dtype" => String(self.reduce_dtype[index].name().into()),
-            "data" => String(self.data[index].name()),
-            "loader_workers" => Integer(self.loader_workers[index].into()),
-            other => unreachable!("unknown axis {other}"),
+            Axis::Model => String(self.model[index].clone()),
+            Axis::Strategy => String(self.strategy[index].name().into()),
+            Axis::ShardGroup => Integer(self.shard_group[index].into()),
+            Axis::Nodes => Integer(self.nodes[index].into()),
+            Axis::RanksPerNode => Integer(self.ranks_per_node[index].into()),
+            Axis::MicroBatch => Integer(self.micro_batch[index].into()),
+            Axis::GlobalBatch => Integer(self.global_batch[index].into()),
+            Axis::Accumulation => Integer(self.accumulation[index].into()),
+            Axis::ActivationCheckpointing => Boolean(self.activation_checkpointing[index]),
+            Axis::BackwardPrefetch => String(self.backward_prefetch[index].name().into()),
+            Axis::LimitAllGathers => Boolean(self.limit_all_gathers[index]),
+            Axis::ParamDtype => String(self.param_dtype[index].name().into()),
+            Axis::ReduceDtype => String(self.reduce_dtype[index].name().into()),
+            Axis::Data => String(self.data[index].name()),
+            Axis::LoaderWorkers => Integer(self.loader_workers[index].into()),
         }
     }
 
     /// The batch axis the file sets (`global_batch` if it has values, else `micro_batch`).
-    pub fn batch_axis(&self) -> &'static str {
+    pub fn batch_axis(&self) -> Axis {
         if self.global_batch.is_empty() {
-            "micro_batch"
+            Axis::MicroBatch
         } else {
-            "global_batch"
+            Axis::GlobalBatch
         }
     }
 
     /// The batch axis the file leaves empty: it takes no part in the product.
-    pub fn unused_batch_axis(&self) -> &'static str {
+    pub fn unused_batch_axis(&self) -> Axis {
         match self.batch_axis() {
-            "micro_batch" => "global_batch",
-            _ => "micro_batch",
+            Axis::MicroBatch => Axis::GlobalBatch,
+            _ => Axis::MicroBatch,
         }
     }
 }
@@ -289,6 +263,17 @@ pub struct Settings {
     /// Write the final parameters (whole units, fp32) to `parameters.h5` in the point's folder.
     #[serde(default)]
     pub save_parameters: bool,
+    /// The smallest random crop of an image set's images, as a fraction of the image's area
+    /// (absent: MAE's 0.2). Images much smaller than the model's input lose what they show in
+    /// small crops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_min_scale: Option<f64>,
+}
+
+impl Settings {
+    pub fn crop_min_scale(&self) -> f64 {
+        self.crop_min_scale.unwrap_or(crate::data::MAE_CROP_MIN_SCALE)
+    }
 }
 
 /// AdamW as in the MAE reference: lr = base_lr x global batch / 256, betas (0.9, 0.95).
@@ -393,133 +378,42 @@ pub struct Experiment {
     pub models: Models,
     pub axes: Axes,
     /// Groups of axes that advance together (equal lengths) instead of crossing.
-    pub zip: Vec<Vec<String>>,
-    /// Each rule drops the points whose axes equal every listed value (a list means any of).
-    pub exclude: Vec<toml::Table>,
-    /// `[[fault]]` rules: a fault (`kind`, `at_step`) and the axis values of the points it hits.
-    pub fault: Vec<toml::Table>,
+    pub zip: Vec<Vec<Axis>>,
+    /// Each rule drops the points it selects.
+    pub exclude: Vec<Rule>,
+    /// `[[fault]]` rules: a fault and the points it strikes.
+    pub fault: Vec<(Fault, Rule)>,
     pub settings: Settings,
     pub optimizer: OptimizerSettings,
     pub launch: LaunchSettings,
 }
 
-/// An optional section: its default when absent, `None` if present but invalid.
-fn optional<T: serde::de::DeserializeOwned + Default>(
-    table: &toml::Table,
-    key: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
-    match table.get(key) {
-        Some(value) => deserialize_all(key, value.clone(), problems),
-        None => Some(T::default()),
-    }
-}
+/// Points selected by axis values: a point matches when, on every listed axis, its value is
+/// one of the listed ones (an `exclude` rule, a fault's target).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule(pub Vec<(Axis, Vec<toml::Value>)>);
 
-/// A required section: `None` (with a problem) if absent or invalid.
-fn required<T: serde::de::DeserializeOwned>(
-    table: &toml::Table,
-    key: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
-    match table.get(key) {
-        Some(value) => deserialize_all(key, value.clone(), problems),
-        None => {
-            problems.push(Problem::new(key, None, format!("missing section [{key}]")));
-            None
-        }
-    }
-}
-
-const TOP_LEVEL: [&str; 10] = [
-    "name",
-    "description",
-    "models",
-    "axes",
-    "zip",
-    "exclude",
-    "fault",
-    "settings",
-    "optimizer",
-    "launch",
-];
-
-impl Experiment {
-    pub fn load(path: &Path) -> Result<Self, ExperimentError> {
-        Ok(Self::read(path)?.0)
+impl Rule {
+    /// A rule from a checked table: every key an axis, each value one value or a list of any.
+    pub(super) fn from_table(table: &toml::Table) -> Self {
+        Rule(
+            table
+                .iter()
+                .map(|(key, wanted)| {
+                    let axis = Axis::from_name(key).expect("a checked rule names axes only");
+                    let any = match wanted {
+                        toml::Value::Array(values) => values.clone(),
+                        single => vec![single.clone()],
+                    };
+                    (axis, any)
+                })
+                .collect(),
+        )
     }
 
-    /// The experiment in `path` and the text it was parsed from (kept beside the results), read
-    /// once so the two always agree.
-    pub fn read(path: &Path) -> Result<(Self, String), ExperimentError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ExperimentError::new(
-                path,
-                vec![Problem::new("(file)", None, format!("cannot read: {e}"))],
-            )
-        })?;
-        Ok((Self::parse(&text, path)?, text))
-    }
-
-    /// Parses and validates an experiment; `path` is only used to name the file in errors.
-    /// Every problem is reported: unknown keys, wrong types, and the checks of
-    /// [`validate`](super::validate) on every section that parsed.
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ExperimentError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            ExperimentError::new(path, vec![Problem::new("(syntax)", None, syntax_error(text, &e))])
-        })?;
-        let mut problems = Vec::new();
-        for key in table.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
-            problems.push(Problem::new(
-                key.clone(),
-                table.get(key),
-                format!("unknown key; expected one of {}", TOP_LEVEL.join(", ")),
-            ));
-        }
-        let name: Option<String> = required(&table, "name", &mut problems);
-        let description: Option<String> = optional(&table, "description", &mut problems);
-        let parts = Parts {
-            models: optional(&table, "models", &mut problems),
-            axes: required(&table, "axes", &mut problems),
-            settings: required(&table, "settings", &mut problems),
-            optimizer: optional(&table, "optimizer", &mut problems),
-            launch: optional(&table, "launch", &mut problems),
-            zip: optional(&table, "zip", &mut problems),
-            exclude: optional(&table, "exclude", &mut problems),
-            fault: optional(&table, "fault", &mut problems),
-        };
-        let mut checks = Vec::new();
-        validate(name.as_deref(), &parts, &mut checks);
-        // A key whose type was wrong is not judged again on the value left after pruning it.
-        let reported: Vec<String> = problems.iter().map(|p| base_key(&p.key)).collect();
-        problems.extend(checks.into_iter().filter(|c| !reported.contains(&base_key(&c.key))));
-        match (name, description, parts) {
-            (
-                Some(name),
-                Some(description),
-                Parts {
-                    models: Some(models),
-                    axes: Some(axes),
-                    settings: Some(settings),
-                    optimizer: Some(optimizer),
-                    launch: Some(launch),
-                    zip: Some(zip),
-                    exclude: Some(exclude),
-                    fault: Some(fault),
-                },
-            ) if problems.is_empty() => Ok(Experiment {
-                name,
-                description,
-                models,
-                axes,
-                zip,
-                exclude,
-                fault,
-                settings,
-                optimizer,
-                launch,
-            }),
-            _ => Err(ExperimentError::new(path, problems)),
-        }
+    /// Whether a point whose value on each axis is `value(axis)` is selected.
+    pub fn matches(&self, value: impl Fn(Axis) -> toml::Value) -> bool {
+        self.0.iter().all(|(axis, any)| any.contains(&value(*axis)))
     }
 }
 
@@ -528,52 +422,4 @@ impl Experiment {
     pub fn model(&self, name: &str) -> Option<crate::model::ModelConfig> {
         models::resolve(&self.models, name)
     }
-}
-
-/// `axes.model[1]` -> `axes.model`.
-fn base_key(key: &str) -> String {
-    key.split('[').next().unwrap_or(key).to_string()
-}
-
-/// The sections of an experiment file that parsed (`None`: absent and required, or invalid).
-pub(super) struct Parts {
-    pub models: Option<Models>,
-    pub axes: Option<Axes>,
-    pub settings: Option<Settings>,
-    pub optimizer: Option<OptimizerSettings>,
-    pub launch: Option<LaunchSettings>,
-    pub zip: Option<Vec<Vec<String>>>,
-    pub exclude: Option<Vec<toml::Table>>,
-    pub fault: Option<Vec<toml::Table>>,
-}
-
-/// Characters of the offending line shown on each side of a syntax error.
-const SYNTAX_CONTEXT_CHARS: usize = 40;
-
-/// A TOML syntax error as one short line: where it is, what is wrong, and at most
-/// 2 x [`SYNTAX_CONTEXT_CHARS`] characters of the line around it (a generated file can hold a
-/// line of thousands of characters, which the parser's own message would echo whole).
-pub(crate) fn syntax_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end().replace('\n', "; ");
-    let Some(span) = error.span() else { return message.to_string() };
-    let at = text.floor_char_boundary(span.start.min(text.len()));
-    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
-    let line_no = text[..at].matches('\n').count() + 1;
-    let column = text[line_start..at].chars().count() + 1;
-    let before: String = {
-        let chars: Vec<char> = text[line_start..at].chars().collect();
-        let cut = chars.len().saturating_sub(SYNTAX_CONTEXT_CHARS);
-        (if cut > 0 { "..." } else { "" }).to_string() + &chars[cut..].iter().collect::<String>()
-    };
-    let after: String = {
-        let rest = &text[at..line_end];
-        let shown: String = rest.chars().take(SYNTAX_CONTEXT_CHARS).collect();
-        if shown.len() < rest.len() {
-            shown + "..."
-        } else {
-            shown
-        }
-    };
-    format!("line {line_no}, column {column}: {message}; near `{before}{after}`")
 }

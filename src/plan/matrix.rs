@@ -5,9 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::experiment::{
-    Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Fault, Strategy, AXES,
-};
+use super::experiment::{Axis, Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Strategy};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 
@@ -46,21 +44,22 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
     // Ids seen so far: a set, so that a sweep of 1e5 points expands in linear time.
     let mut seen = HashSet::with_capacity(choices.len());
     for choice in choices {
-        let index = |axis: &str| choice[AXES.iter().position(|a| *a == axis).expect("known axis")];
+        let index =
+            |axis: Axis| choice[Axis::ALL.iter().position(|a| *a == axis).expect("an axis")];
         let axes = &experiment.axes;
-        let strategy = axes.strategy[index("strategy")];
+        let strategy = axes.strategy[index(Axis::Strategy)];
         let mut model =
-            experiment.model(&axes.model[index("model")]).expect("validated model name");
+            experiment.model(&axes.model[index(Axis::Model)]).expect("validated model name");
         if let Some(size) = experiment.settings.image_size {
             model.image_size = size;
         }
         let (nodes, ranks_per_node) =
-            (axes.nodes[index("nodes")], axes.ranks_per_node[index("ranks_per_node")]);
+            (axes.nodes[index(Axis::Nodes)], axes.ranks_per_node[index(Axis::RanksPerNode)]);
         let shard_group = match strategy {
             Strategy::NoShard => 1,
             Strategy::FullShard | Strategy::ShardGradOp => nodes * ranks_per_node,
             Strategy::HybridShard | Strategy::HybridShardZero2 => {
-                match axes.shard_group[index("shard_group")] {
+                match axes.shard_group[index(Axis::ShardGroup)] {
                     0 => ranks_per_node,
                     chosen => chosen,
                 }
@@ -68,13 +67,13 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         };
         let parallel = ParallelSpec {
             shard_group,
-            accumulation: axes.accumulation[index("accumulation")],
+            accumulation: axes.accumulation[index(Axis::Accumulation)],
             activation_checkpointing: axes.activation_checkpointing
-                [index("activation_checkpointing")],
-            backward_prefetch: axes.backward_prefetch[index("backward_prefetch")],
-            limit_all_gathers: axes.limit_all_gathers[index("limit_all_gathers")],
-            param_dtype: axes.param_dtype[index("param_dtype")],
-            reduce_dtype: axes.reduce_dtype[index("reduce_dtype")],
+                [index(Axis::ActivationCheckpointing)],
+            backward_prefetch: axes.backward_prefetch[index(Axis::BackwardPrefetch)],
+            limit_all_gathers: axes.limit_all_gathers[index(Axis::LimitAllGathers)],
+            param_dtype: axes.param_dtype[index(Axis::ParamDtype)],
+            reduce_dtype: axes.reduce_dtype[index(Axis::ReduceDtype)],
         };
         let point = PointSpec {
             sweep: experiment.name.clone(),
@@ -85,22 +84,22 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
             nodes,
             ranks_per_node,
             micro_batch: 0,
-            data: match &axes.data[index("data")] {
+            data: match &axes.data[index(Axis::Data)] {
                 // Ranks may start elsewhere (a batch job's directory): pin the file's path.
                 DataSource::File(path) => {
                     DataSource::File(std::path::absolute(path).unwrap_or(path.clone()))
                 }
                 DataSource::Synthetic => DataSource::Synthetic,
             },
-            loader_workers: axes.loader_workers[index("loader_workers")],
+            loader_workers: axes.loader_workers[index(Axis::LoaderWorkers)],
             settings: experiment.settings.clone(),
             optimizer: experiment.optimizer.clone(),
             fault: None,
             system: None,
         };
         let batch = match axes.batch_axis() {
-            "global_batch" => micro_batch(axes.global_batch[index("global_batch")], &point),
-            _ => Ok(axes.micro_batch[index("micro_batch")]),
+            Axis::GlobalBatch => micro_batch(axes.global_batch[index(Axis::GlobalBatch)], &point),
+            _ => Ok(axes.micro_batch[index(Axis::MicroBatch)]),
         };
         let point = match batch {
             Ok(micro_batch) => PointSpec { micro_batch, ..point },
@@ -109,7 +108,7 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         let id = match batch {
             Ok(_) => point_id(&point),
             Err(_) => {
-                id_with_batch(&point, &format!("gb{}", axes.global_batch[index("global_batch")]))
+                id_with_batch(&point, &format!("gb{}", axes.global_batch[index(Axis::GlobalBatch)]))
             }
         };
         let point = PointSpec { id, ..point };
@@ -117,21 +116,9 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         if !seen.insert(point.id.clone()) {
             continue;
         }
-        let matches = |rule: &toml::Table| {
-            rule.iter().all(|(axis, wanted)| {
-                let value = axes.value(axis, index(axis));
-                match wanted {
-                    toml::Value::Array(any) => any.contains(&value),
-                    single => *single == value,
-                }
-            })
-        };
-        let excluded_by = experiment.exclude.iter().position(matches);
-        let fault = experiment
-            .fault
-            .iter()
-            .find(|rule| matches(&Fault::matchers(rule)))
-            .and_then(|rule| Fault::from_rule(rule).ok());
+        let value = |axis: Axis| axes.value(axis, index(axis));
+        let excluded_by = experiment.exclude.iter().position(|rule| rule.matches(value));
+        let fault = experiment.fault.iter().find(|(_, rule)| rule.matches(value)).map(|(f, _)| *f);
         let point = PointSpec { fault, ..point };
         let rejection = match (excluded_by, batch) {
             (Some(r), _) => Some((format!("excluded by rule exclude[{r}]"), Rejection::Excluded)),
@@ -213,33 +200,36 @@ fn id_with_batch(p: &PointSpec, batch: &str) -> String {
     id
 }
 
-/// Every combination of value indices, one index per axis in `AXES` order, the first axis
+/// Every combination of value indices, one index per axis in [`Axis::ALL`] order, the first axis
 /// slowest. Axes in one zip group share an index; the product runs over the remaining axes and
 /// the groups. Combinations are decoded from their position (mixed radix), not built up by
 /// copying, so a 1e5-point sweep costs no allocation per point here.
-fn combinations(experiment: &Experiment) -> impl ExactSizeIterator<Item = [usize; AXES.len()]> {
+fn combinations(
+    experiment: &Experiment,
+) -> impl ExactSizeIterator<Item = [usize; Axis::ALL.len()]> {
     // Factors: sets of axes that advance together, ordered by their first axis.
     let mut factors: Vec<Vec<usize>> = Vec::new();
-    for (a, axis) in AXES.iter().enumerate() {
+    for (a, axis) in Axis::ALL.iter().enumerate() {
         if factors.iter().any(|f| f.contains(&a)) {
             continue;
         }
-        let group = experiment.zip.iter().find(|g| g.iter().any(|x| x == axis));
+        let group = experiment.zip.iter().find(|g| g.contains(axis));
         factors.push(match group {
-            Some(g) => AXES
+            Some(g) => Axis::ALL
                 .iter()
                 .enumerate()
-                .filter(|(_, x)| g.iter().any(|y| y == *x))
+                .filter(|(_, x)| g.contains(x))
                 .map(|(i, _)| i)
                 .collect(),
             None => vec![a],
         });
     }
     // The batch axis a file leaves empty takes one (unread) position.
-    let lens: Vec<usize> = factors.iter().map(|f| experiment.axes.len(AXES[f[0]]).max(1)).collect();
+    let lens: Vec<usize> =
+        factors.iter().map(|f| experiment.axes.len(Axis::ALL[f[0]]).max(1)).collect();
     let total = lens.iter().product();
     (0..total).map(move |mut position| {
-        let mut choice = [0; AXES.len()];
+        let mut choice = [0; Axis::ALL.len()];
         for (factor, len) in factors.iter().zip(&lens).rev() {
             factor.iter().for_each(|&a| choice[a] = position % len);
             position /= len;

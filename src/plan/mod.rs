@@ -5,13 +5,15 @@ mod experiment;
 mod feasibility;
 mod matrix;
 mod models;
+mod parse;
 mod point;
 mod problems;
 mod validate;
 
+pub use crate::records::Axis;
 pub use experiment::{
     Backend, BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind,
-    LaunchSettings, OptimizerSettings, Settings, Strategy, AXES,
+    LaunchSettings, OptimizerSettings, Rule, Settings, Strategy,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected, Rejection};

@@ -1,11 +1,23 @@
 //! Checks that need more than types: known names, positive sizes, consistent groups. Each runs
 //! on whatever sections parsed, so one pass reports every problem it can see.
 
-use super::experiment::{Axes, Fault, Parts, AXES};
+use super::experiment::{Axes, Axis, Fault, LaunchSettings, OptimizerSettings, Settings};
 use super::models::{self, Models};
 use super::problems::Problem;
 use super::safe_name;
 use crate::model;
+
+/// The sections of an experiment file that parsed (`None`: absent and required, or invalid).
+pub(super) struct Parts {
+    pub models: Option<Models>,
+    pub axes: Option<Axes>,
+    pub settings: Option<Settings>,
+    pub optimizer: Option<OptimizerSettings>,
+    pub launch: Option<LaunchSettings>,
+    pub zip: Option<Vec<Vec<String>>>,
+    pub exclude: Option<Vec<toml::Table>>,
+    pub fault: Option<Vec<toml::Table>>,
+}
 
 pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Problem>) {
     let mut problem = |key: String, value: toml::Value, message: String| {
@@ -52,6 +64,13 @@ pub(super) fn validate(name: Option<&str>, parts: &Parts, problems: &mut Vec<Pro
                     "must be less than settings.steps ({}) to leave steady-state steps",
                     s.steps
                 ),
+            );
+        }
+        if let Some(scale) = s.crop_min_scale.filter(|s| !(*s > 0.0 && *s <= 1.0)) {
+            problem(
+                "settings.crop_min_scale".into(),
+                scale.into(),
+                "must be above 0 and at most 1 (a fraction of the image's area)".into(),
             );
         }
         if s.threads_per_rank == 0 {
@@ -135,9 +154,9 @@ fn validate_axes(
         ),
         _ => {}
     }
-    for axis in AXES {
+    for axis in Axis::ALL {
         // The batch axes are checked together above.
-        let batch_axis = axis == "micro_batch" || axis == "global_batch";
+        let batch_axis = matches!(axis, Axis::MicroBatch | Axis::GlobalBatch);
         if axes.len(axis) == 0 && !batch_axis {
             problem(
                 format!("axes.{axis}"),
@@ -147,11 +166,12 @@ fn validate_axes(
         }
         for i in 0..axes.len(axis) {
             let value = axes.value(axis, i);
-            if !zipped.contains(&axis) && (0..i).any(|j| axes.value(axis, j) == value) {
+            if !zipped.contains(&axis.name()) && (0..i).any(|j| axes.value(axis, j) == value) {
                 problem(format!("axes.{axis}[{i}]"), value.clone(), "duplicate value".into());
             }
             // shard_group 0 means "one node"; loader_workers 0 means "no prefetching".
-            if value.as_integer() == Some(0) && !["shard_group", "loader_workers"].contains(&axis) {
+            let zero_allowed = matches!(axis, Axis::ShardGroup | Axis::LoaderWorkers);
+            if value.as_integer() == Some(0) && !zero_allowed {
                 problem(format!("axes.{axis}[{i}]"), value, "must be at least 1".into());
             }
         }
@@ -205,25 +225,25 @@ fn validate_zip_group(
     }
     for (i, axis) in group.iter().enumerate() {
         let earlier = all[..g].iter().flatten().chain(&group[..i]).any(|a| a == axis);
-        if !AXES.contains(&axis.as_str()) {
+        if Axis::from_name(axis).is_none() {
             problem(
                 key.clone(),
                 value.clone(),
-                format!("unknown axis {axis:?}; axes are {}", AXES.join(", ")),
+                format!("unknown axis {axis:?}; axes are {}", Axis::names()),
             );
         } else if earlier {
             problem(key.clone(), value.clone(), format!("axis {axis:?} is already zipped"));
         }
     }
     if let Some(axes) = axes {
-        let known: Vec<&String> = group.iter().filter(|a| AXES.contains(&a.as_str())).collect();
+        let known: Vec<Axis> = group.iter().filter_map(|a| Axis::from_name(a)).collect();
         if known.windows(2).any(|w| axes.len(w[0]) != axes.len(w[1])) {
             let lengths: Vec<String> =
-                known.iter().map(|a| format!("{a} has {}", axes.len(a))).collect();
+                known.iter().map(|&a| format!("{a} has {}", axes.len(a))).collect();
             problem(key, value, format!("zipped axes need equal lengths ({})", lengths.join(", ")));
         } else if let Some(first) = known.first() {
-            let tuple = |i: usize| known.iter().map(|a| axes.value(a, i)).collect::<Vec<_>>();
-            for i in 0..axes.len(first) {
+            let tuple = |i: usize| known.iter().map(|&a| axes.value(a, i)).collect::<Vec<_>>();
+            for i in 0..axes.len(*first) {
                 if (0..i).any(|j| tuple(j) == tuple(i)) {
                     problem(
                         key.clone(),
@@ -245,10 +265,10 @@ fn validate_rule(
 ) {
     for (axis, wanted) in rule {
         let key = format!("{name}.{axis}");
-        if !AXES.contains(&axis.as_str()) {
-            problem(key, wanted.clone(), format!("unknown axis; axes are {}", AXES.join(", ")));
+        let Some(axis) = Axis::from_name(axis) else {
+            problem(key, wanted.clone(), format!("unknown axis; axes are {}", Axis::names()));
             continue;
-        }
+        };
         let Some(axes) = axes else { continue };
         let candidates = match wanted {
             toml::Value::Array(values) => values.clone(),

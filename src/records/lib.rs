@@ -8,6 +8,7 @@
 //! written atomically ([`write_atomic`]). Readers check [`SCHEMA_VERSION`].
 
 mod atomic;
+mod axis;
 mod config;
 pub mod fault;
 mod hdf5_file;
@@ -17,6 +18,7 @@ mod schema;
 mod spool;
 
 pub use atomic::{temporary_path, write_atomic, write_atomic_with};
+pub use axis::Axis;
 pub use config::{
     BackwardPrefetch, Dtype, ModelName, ParallelSpec, PointConfig, Strategy, SystemSpec,
 };

@@ -98,7 +98,12 @@ impl<'a> Trainer<'a> {
             device,
             &point.optimizer,
         );
-        let source = open_source(&point.data, point.settings.seed, &point.model)?;
+        let source = open_source(
+            &point.data,
+            point.settings.seed,
+            &point.model,
+            point.settings.crop_min_scale(),
+        )?;
         let batches = rank_batches(
             point.settings.steps,
             point.global_batch(),

@@ -130,7 +130,7 @@ fn same_global_batch_on_1_2_and_4_ranks_with_and_without_prefetching() {
     let set = ImageSet::open(&path).unwrap();
     let sources: [Arc<dyn Source>; 2] = [
         Arc::new(SyntheticImages { seed: 4, image_size: 16, channels: 3 }),
-        Arc::new(ImageSetSource::new(set, 4, 16).unwrap()),
+        Arc::new(ImageSetSource::new(set, 4, 16, 0.2).unwrap()),
     ];
     for source in &sources {
         let reference = global_steps(source, 1, 0);
