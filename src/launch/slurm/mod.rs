@@ -8,27 +8,27 @@ mod ledger;
 mod pack;
 mod render;
 mod scheduler;
+mod submit;
 mod system;
 
 pub use ledger::{JobEntry, Ledger};
 pub use pack::{pack, walltime, JobPlan, Unfit};
 pub use render::{render, JobContext, PointContext, ScriptContext};
 pub use scheduler::{JobState, Slurm};
+pub use submit::{submit, Selection, Submission, SubmitOptions, SubmittedJob};
 pub use system::{QueueLimit, System};
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::supervise::{stderr_tail, supervise};
-use super::sweep::{lock_sweep, point_dir, prepare_point_dir};
-use super::{finalize, should_run, LaunchError, RunEnd};
-use crate::metrics::timestamp;
+use super::sweep::prepare_point_dir;
+use super::{finalize, LaunchError, RunEnd};
 pub use crate::plan::safe_name;
-use crate::plan::{read_point, sha256_hex, LaunchSettings, Plan, PointSpec};
+use crate::plan::{read_point, sha256_hex};
 use crate::records::{
-    hdf5_without_file_locking, read_spool, spool_path, write_atomic, Manifest, Outcome,
-    RecordError, SchedulerInfo, MANIFEST_FILE, RANKS_DIR, STDERR_FILE, STDOUT_FILE,
+    hdf5_without_file_locking, read_spool, spool_path, Manifest, Outcome, RecordError,
+    SchedulerInfo, MANIFEST_FILE, RANKS_DIR, STDERR_FILE, STDOUT_FILE,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,253 +57,6 @@ pub enum SlurmError {
     Launch(#[from] LaunchError),
     #[error(transparent)]
     Record(#[from] RecordError),
-}
-
-fn sbatch_safe_path(path: &Path) -> Result<String, SlurmError> {
-    let text = path.display().to_string();
-    if text.is_empty()
-        || !text.chars().all(|c| c.is_ascii_alphanumeric() || "._/+,=@:%-".contains(c))
-    {
-        return Err(SlurmError::UnsafePath(text));
-    }
-    Ok(text)
-}
-
-pub struct SubmitOptions {
-    pub results: PathBuf,
-    pub exe: PathBuf,
-    pub account: Option<String>,
-    pub exclude_nodes: Option<String>,
-    /// Render and keep the scripts, submit nothing, touch no point folder.
-    pub dry_run: bool,
-    pub experiment_text: String,
-    /// Per-point time limits (from predicted run times); points without one get the
-    /// experiment's `launch.timeout_s`, which also caps them.
-    pub point_limits_s: BTreeMap<String, u64>,
-    /// Submit points whose outcome would repeat (oom, nan_loss) too; see [`should_run`].
-    pub retry: bool,
-    /// Submit without the sweep's lock (for file systems without `flock()`).
-    pub no_lock: bool,
-}
-
-/// Which of a sweep's points a submission takes.
-#[derive(Debug, Clone, Copy)]
-pub enum Selection {
-    /// Every point not finished and not already queued or running.
-    Unfinished,
-    /// Points never run, and points that ended in a way a retry can change (failed, timeout,
-    /// node_fail, cancelled), up to `max_attempts` attempts each; oom and nan_loss only with
-    /// `--retry` (see [`should_run`]).
-    Resume { max_attempts: u32 },
-}
-
-/// What a submission did (or, dry, would do).
-#[derive(Debug)]
-pub struct Submission {
-    pub jobs: Vec<SubmittedJob>,
-    pub unfit: Vec<Unfit>,
-    /// Points left out, and why (finished, queued, out of attempts, not retryable).
-    pub left: Vec<(String, String)>,
-}
-
-#[derive(Debug)]
-pub struct SubmittedJob {
-    pub plan: JobPlan,
-    pub script: PathBuf,
-    pub job_id: Option<String>,
-}
-
-impl Submission {
-    pub fn node_hours(&self) -> f64 {
-        self.jobs.iter().fold(0.0, |sum, j| sum + j.plan.node_hours())
-    }
-}
-
-pub fn submit(
-    plan: &Plan,
-    launch: &LaunchSettings,
-    system: &System,
-    template: &str,
-    selection: Selection,
-    options: &SubmitOptions,
-) -> Result<Submission, SlurmError> {
-    if !safe_name(&plan.sweep) {
-        return Err(SlurmError::UnsafeName { what: "sweep", name: plan.sweep.clone() });
-    }
-    if let Some(bad) = plan.points.iter().find(|p| !safe_name(&p.id)) {
-        return Err(SlurmError::UnsafeName { what: "point", name: bad.id.clone() });
-    }
-    if let Some(nodes) = options
-        .exclude_nodes
-        .as_deref()
-        .filter(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || "[],-_.".contains(c)))
-    {
-        return Err(SlurmError::UnsafeName { what: "node list", name: nodes.into() });
-    }
-    let account = options.account.clone().or_else(|| system.account.clone());
-    if let Some(a) = account.as_deref().filter(|a| !safe_name(a)) {
-        return Err(SlurmError::UnsafeName { what: "account", name: a.into() });
-    }
-    if system.account_required && account.is_none() {
-        return Err(SlurmError::NoAccount(system.name.clone()));
-    }
-    let results = std::path::absolute(&options.results)
-        .map_err(|e| SlurmError::Io { path: options.results.display().to_string(), source: e })?;
-    let sweep_dir = results.join(&plan.sweep);
-    sbatch_safe_path(&sweep_dir)?;
-    let _lock = if options.dry_run {
-        None
-    } else if options.no_lock {
-        std::fs::create_dir_all(&sweep_dir)
-            .map_err(|e| SlurmError::Io { path: sweep_dir.display().to_string(), source: e })?;
-        tracing::warn!(sweep = %plan.sweep, "submitting without the sweep's lock (--no-lock): start no other submission or run of this sweep meanwhile");
-        None
-    } else {
-        Some(lock_sweep(&sweep_dir, &plan.sweep)?)
-    };
-
-    // Each point carries the system it is for (and the peak its MFU is measured against).
-    let points: Vec<PointSpec> = plan
-        .points
-        .iter()
-        .map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() })
-        .collect();
-    let mut ledger = Ledger::read(&sweep_dir)?;
-    let states = if ledger.jobs.is_empty() {
-        BTreeMap::new()
-    } else {
-        Slurm.states(&ledger.submissions())?
-    };
-    let mut chosen = Vec::new();
-    let mut left = Vec::new();
-    for point in &points {
-        match choose(point, &sweep_dir, &ledger, &states, selection, options.retry) {
-            Ok(()) => chosen.push(point),
-            Err(reason) => left.push((point.id.clone(), reason)),
-        }
-    }
-    let limit_s = |p: &PointSpec| {
-        options.point_limits_s.get(&p.id).map_or(launch.timeout_s, |l| (*l).min(launch.timeout_s))
-    };
-    let (jobs, unfit) = pack(&chosen, system, &limit_s);
-    if jobs.is_empty() {
-        return Ok(Submission { jobs: Vec::new(), unfit, left });
-    }
-    let submission = ledger.next_submission();
-    let scripts_dir = sweep_dir.join("slurm").join(if options.dry_run {
-        "dry-run".to_string()
-    } else {
-        format!("submission-{submission:03}")
-    });
-    std::fs::create_dir_all(&scripts_dir)
-        .map_err(|e| SlurmError::Io { path: scripts_dir.display().to_string(), source: e })?;
-    if !options.dry_run {
-        write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
-    }
-    let by_id: BTreeMap<&str, &PointSpec> = points.iter().map(|p| (p.id.as_str(), p)).collect();
-    let mut submitted = Vec::new();
-    for (k, job) in jobs.into_iter().enumerate() {
-        let script = scripts_dir.join(format!("job-{:03}.sh", k + 1));
-        let context = ScriptContext {
-            sweep: &plan.sweep,
-            system,
-            account: account.as_deref(),
-            exclude_nodes: options.exclude_nodes.as_deref(),
-            exe: options.exe.display().to_string(),
-            script: script.display().to_string(),
-            rerun: format!(
-                "sbatch {}",
-                shlex::try_quote(&script.display().to_string()).unwrap_or_default()
-            ),
-            template: system.template_file(),
-            job: JobContext {
-                name: format!("{}-s{submission}-j{}", plan.sweep, k + 1).chars().take(60).collect(),
-                nodes: job.nodes,
-                max_ranks: job.max_ranks,
-                walltime: walltime(job.walltime_s),
-                output: sbatch_safe_path(&scripts_dir.join(format!("job-{:03}-%j.out", k + 1)))?,
-                points: job
-                    .points
-                    .iter()
-                    .map(|id| {
-                        let p = by_id[id.as_str()];
-                        PointContext {
-                            id: id.clone(),
-                            dir: point_dir(&results, &plan.sweep, id).display().to_string(),
-                            nodes: p.nodes,
-                            ranks_per_node: p.ranks_per_node,
-                            ranks: p.world_size(),
-                            timeout_s: limit_s(p),
-                            backend: p.backend().name(),
-                        }
-                    })
-                    .collect(),
-            },
-        };
-        let text = render(template, &context)?;
-        write_atomic(&script, text.as_bytes())?;
-        let job_id = if options.dry_run {
-            None
-        } else {
-            for id in &job.points {
-                prepare_point_dir(
-                    &sweep_dir,
-                    &point_dir(&results, &plan.sweep, id),
-                    by_id[id.as_str()],
-                )?;
-            }
-            let id = Slurm.submit(&script)?;
-            ledger.jobs.push(JobEntry {
-                job_id: id.clone(),
-                system: system.name.clone(),
-                submission,
-                script: script.display().to_string(),
-                script_sha256: sha256_hex(text.as_bytes()),
-                nodes: job.nodes,
-                walltime_s: job.walltime_s,
-                points: job.points.clone(),
-                submitted_at: timestamp(),
-            });
-            // After every job, so an interrupted submission still knows what it submitted.
-            ledger.write(&sweep_dir)?;
-            tracing::info!(job = %id, points = job.points.len(), nodes = job.nodes, "submitted");
-            Some(id)
-        };
-        submitted.push(SubmittedJob { plan: job, script, job_id });
-    }
-    Ok(Submission { jobs: submitted, unfit, left })
-}
-
-/// Whether `selection` takes `point`, or why not.
-fn choose(
-    point: &PointSpec,
-    sweep_dir: &Path,
-    ledger: &Ledger,
-    states: &BTreeMap<String, JobState>,
-    selection: Selection,
-    retry: bool,
-) -> Result<(), String> {
-    if let Some(job) = ledger.latest_job_of(&point.id) {
-        if let Some(state) = states.get(&job.job_id).filter(|s| s.is_live()) {
-            return Err(format!("in job {} ({})", job.job_id, state.state.to_lowercase()));
-        }
-    }
-    let dir = sweep_dir.join(&point.id);
-    let manifest = Manifest::read(&dir).ok().flatten();
-    should_run(manifest.as_ref(), &point.digest(), false, retry).map_err(|skip| skip.reason())?;
-    let Selection::Resume { max_attempts } = selection else { return Ok(()) };
-    let Some(manifest) = manifest else { return Ok(()) };
-    let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id))
-        .map(|d| d.count() as u32)
-        .unwrap_or(0)
-        + 1;
-    if attempts >= max_attempts {
-        return Err(format!(
-            "ended {} after {attempts} attempts (--max-attempts {max_attempts})",
-            manifest.outcome.name()
-        ));
-    }
-    Ok(())
 }
 
 /// Runs one point inside a job: the launcher `command` under the point's time limit, then its
