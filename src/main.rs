@@ -31,8 +31,9 @@ enum Command {
     #[cfg(feature = "analysis")]
     #[command(flatten)]
     Analysis(cli::analysis::Command),
-    /// Measure what the harness costs: its collectives against bare MPI calls of the same
-    /// size, and training steps with instrumentation against steps without.
+    /// Measure what the harness costs: its collectives (MPI, gloo) against bare MPI calls of the
+    /// same size, training steps with instrumentation against steps without, and (with
+    /// --pytorch-fsdp) its training step against PyTorch FSDP's.
     #[cfg(feature = "mpi")]
     Bench(cli::bench::Args),
     /// Image sets: import a folder-per-class tree, write the bundled digits, time the loader.

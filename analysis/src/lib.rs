@@ -13,6 +13,7 @@ mod load;
 mod pipeline;
 mod plot;
 pub mod predicted;
+mod probe;
 pub mod report;
 pub mod scaling;
 pub mod series;

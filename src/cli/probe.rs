@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use shardsweep::probe::{probe, result_file, Encoder, Pool, ProbeOptions};
+use shardsweep::probe::{probe, Encoder, Pool, ProbeOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A finished point's folder (trained with `save_parameters = true`).
     point_dir: PathBuf,
-    /// Features: the cls token or the mean of the patch tokens.
-    #[arg(long, value_enum, default_value_t = Pool::Cls)]
+    /// Features: `cls` (the cls token) or `mean` (the mean of the patch tokens).
+    #[arg(long, default_value = "cls", value_parser = parse_pool)]
     pool: Pool,
     /// Probe the initial (untrained) encoder instead: the baseline.
     #[arg(long)]
@@ -44,8 +44,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         100.0 * result.top5,
         result.val_images
     );
-    let path = args.point_dir.join(result_file(options.encoder));
+    let path = args.point_dir.join(options.encoder.result_file());
     shardsweep::records::write_atomic(&path, &serde_json::to_vec_pretty(&result)?)
         .with_context(|| format!("{}", path.display()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_pool(text: &str) -> Result<Pool, String> {
+    [Pool::Cls, Pool::Mean]
+        .into_iter()
+        .find(|p| p.name() == text)
+        .ok_or_else(|| format!("{text:?}: cls or mean"))
 }

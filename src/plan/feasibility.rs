@@ -1,7 +1,7 @@
 //! Can a point run on the machine it is planned for? Memory is estimated by formula before
 //! anything is allocated, so a 15B model is rejected in milliseconds, not after an OOM.
 
-use super::experiment::{Backend, DeviceKind, Dtype, Strategy};
+use super::experiment::{Backend, DeviceKind, Dtype};
 use super::point::PointSpec;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -30,45 +30,12 @@ impl Machine {
     }
 }
 
-/// Bytes one rank holds for a point: its shard of fp32 parameters, gradients and two AdamW
-/// moments (16 B/param over the shard group), the gathered parameters of two units (current and
-/// prefetched; every unit for strategies that keep them), and stored activations.
+/// Bytes one rank holds for a point at its peak: the performance model's memory estimate
+/// ([`crate::predict::memory::peak`]) without allocator overhead. Model states are 16 B/param
+/// over the shard group; gathered parameters, one unit's unsharded gradients and stored
+/// activations come on top.
 pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
-    let m = &point.model;
-    let k = &point.parallel;
-    let params = m.trainable_params() as f64;
-    let model_states = 16.0 * params / f64::from(k.shard_group);
-    let param_bytes = match k.param_dtype {
-        Dtype::Fp32 => 4.0,
-        Dtype::Bf16 => 2.0,
-    };
-    let block_params = 12.0 * (m.width * m.width) as f64;
-    let gathered = match point.strategy {
-        Strategy::NoShard => 0.0,
-        Strategy::FullShard | Strategy::HybridShard => 2.0 * block_params * param_bytes,
-        Strategy::ShardGradOp | Strategy::HybridShardZero2 => params * param_bytes,
-    };
-    // Activations per block after Korthikanti et al. (2022): s*b*h*(34 + 5*a*s/h) bytes in
-    // 16-bit; doubled for fp32. Checkpointing keeps block inputs plus one block's worth.
-    let bytes_per_value = param_bytes / 2.0;
-    let block = |tokens: i64, width: i64, heads: i64| {
-        let (s, h, a, b) =
-            (tokens as f64, width as f64, heads as f64, f64::from(point.micro_batch));
-        s * b * h * (34.0 + 5.0 * a * s / h) * bytes_per_value
-    };
-    let encoder = block(m.visible_patches() + 1, m.width, m.heads);
-    let decoder = block(m.patches() + 1, m.decoder_width, m.decoder_heads);
-    let activations = if k.activation_checkpointing {
-        let inputs = |tokens: i64, width: i64, depth: i64| {
-            (tokens * width * depth) as f64 * f64::from(point.micro_batch) * 2.0 * bytes_per_value
-        };
-        inputs(m.visible_patches() + 1, m.width, m.depth)
-            + inputs(m.patches() + 1, m.decoder_width, m.decoder_depth)
-            + encoder.max(decoder)
-    } else {
-        m.depth as f64 * encoder + m.decoder_depth as f64 * decoder
-    };
-    model_states + gathered + activations
+    crate::predict::memory::peak(point, 0.0).peak
 }
 
 /// Whether the point's backend works on its device and honours its knobs. (Whether this build
@@ -108,7 +75,7 @@ pub fn check(point: &PointSpec, machine: &Machine) -> Result<(), String> {
     };
     if needed > available {
         return Err(format!(
-            "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B / shard group + gathered parameters + activations), {:.1} GiB available per rank",
+            "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B / shard group + gathered parameters + unsharded gradients + activations), {:.1} GiB available per rank",
             needed / GIB,
             point.world_size(),
             point.model.trainable_params(),

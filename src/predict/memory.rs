@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::compute::Unit;
+use crate::model::{block_params, ModelConfig};
 use crate::plan::{Dtype, PointSpec, Strategy};
 
 /// Bytes per rank at the step's peak, by category.
@@ -37,19 +37,43 @@ fn dtype_bytes(d: Dtype) -> f64 {
     }
 }
 
+/// Parameters (elements) of the whole model, of its root unit and of its largest block: what
+/// the memory model needs of the units (`compute::units` lists them all).
+struct UnitSizes {
+    total: f64,
+    root: f64,
+    largest: f64,
+}
+
+impl UnitSizes {
+    fn of(m: &ModelConfig) -> Self {
+        let (encoder, decoder) =
+            (block_params(m.width, m.mlp), block_params(m.decoder_width, m.decoder_mlp));
+        let blocks = m.depth * encoder + m.decoder_depth * decoder;
+        let largest = [(m.depth, encoder), (m.decoder_depth, decoder)]
+            .iter()
+            .filter(|(depth, _)| *depth > 0)
+            .map(|(_, params)| *params)
+            .max()
+            .unwrap_or(0);
+        let total = m.trainable_params();
+        Self { total: total as f64, root: (total - blocks) as f64, largest: largest as f64 }
+    }
+}
+
 /// Peak memory of one rank of `point`. AdamW's update needs an fp32 temporary per tensor it
 /// updates (`exp_avg_sq.sqrt()`; FSDP's flat parameters make that one unit's shard), at a time
 /// when the forward/backward transients are gone, so the peak is states + the larger of the two.
-pub fn peak(point: &PointSpec, units: &[Unit], overhead_fraction: f64) -> MemoryBytes {
+/// The planner rejects points with it (`overhead_fraction` 0); predictions add the calibrated
+/// allocator overhead.
+pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
     let k = &point.parallel;
     let shard = f64::from(match point.strategy {
         Strategy::NoShard => 1,
         _ => k.shard_group.max(1),
     });
-    let params: f64 = units.iter().map(|u| u.params).sum();
+    let UnitSizes { total: params, root, largest } = UnitSizes::of(&point.model);
     let (bp, b) = (dtype_bytes(k.param_dtype), f64::from(point.micro_batch));
-    let root = units.iter().filter(|u| u.is_root).map(|u| u.params).sum::<f64>();
-    let largest = units.iter().filter(|u| !u.is_root).map(|u| u.params).fold(0.0, f64::max);
     let gathered = match point.strategy {
         Strategy::NoShard if k.param_dtype == Dtype::Fp32 => 0.0,
         Strategy::NoShard => bp * (root + 2.0 * largest),

@@ -72,7 +72,7 @@ impl PerfModel {
         let mfu = peak.map(|p| {
             images_per_s * point.model.train_flop_per_image() / (p * f64::from(point.world_size()))
         });
-        let memory = memory::peak(point, &units, hw.memory_overhead_fraction);
+        let memory = memory::peak(point, hw.memory_overhead_fraction);
         let node_hours =
             f64::from(point.nodes) * times.step_s * f64::from(point.settings.steps) / 3600.0;
         Prediction { times, images_per_s, mfu, memory, node_hours }

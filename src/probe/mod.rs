@@ -11,35 +11,17 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{DataError, ImageSet, Split};
 use crate::model::{init_unit, Mae};
 use crate::plan::{DataSource, PointSpec};
 use crate::records::{read_parameters, RecordError, PARAMETERS_FILE};
+pub use crate::records::{Encoder, Pool, ProbeResult};
 
 const BN_EPS: f64 = 1e-6;
 /// Images per encoder forward pass (bounds memory, not results).
 const ENCODE_BATCH: i64 = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Pool {
-    /// The cls token (MAE's linear-probe default).
-    Cls,
-    /// The mean of the patch tokens.
-    Mean,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Encoder {
-    /// The point's final parameters (`parameters.h5`).
-    Pretrained,
-    /// The initialisation training starts from, with the point's seed: the baseline.
-    RandomInit,
-}
 
 #[derive(Debug, Clone)]
 pub struct ProbeOptions {
@@ -55,27 +37,6 @@ impl Default for ProbeOptions {
     fn default() -> Self {
         Self { pool: Pool::Cls, encoder: Encoder::Pretrained, epochs: 300, lr: 0.1, data: None }
     }
-}
-
-/// What `probe.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeResult {
-    pub point: String,
-    pub model: String,
-    pub encoder: Encoder,
-    pub pool: Pool,
-    pub data: String,
-    pub classes: usize,
-    pub train_images: usize,
-    pub val_images: usize,
-    pub feature_dim: i64,
-    pub epochs: u32,
-    pub lr: f64,
-    /// Share of val images whose label is the top score, and among the top five.
-    pub top1: f64,
-    pub top5: f64,
-    pub train_top1: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,12 +145,4 @@ pub fn probe(
         top5: accuracy(&val_x, &val_y, 5),
         train_top1: accuracy(&train_x, &train_y, 1),
     })
-}
-
-/// The file a probe writes in the point's folder.
-pub fn result_file(encoder: Encoder) -> &'static str {
-    match encoder {
-        Encoder::Pretrained => "probe.json",
-        Encoder::RandomInit => "probe-random-init.json",
-    }
 }

@@ -14,6 +14,7 @@ pub mod fault;
 mod hdf5_file;
 mod hdf5_read;
 mod manifest;
+mod probe;
 mod schema;
 mod spool;
 
@@ -27,6 +28,7 @@ pub use hdf5_file::{
 };
 pub use hdf5_read::RecordsReader;
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
+pub use probe::{Encoder, Pool, ProbeResult};
 pub use schema::{
     CollectiveKind, CollectiveRecord, LoaderRecord, MemoryRecord, Phases, RankInfo, SpoolLine,
     StepRecord, UnitRecord, SCHEMA_VERSION,

@@ -16,7 +16,7 @@ fn shardsweep(args: &[&str]) -> String {
 }
 
 #[test]
-fn probe_of_a_digits_pretrained_tiny_encoder_reports_accuracy() {
+fn a_digits_pretrained_tiny_encoder_beats_its_initialisation_in_a_linear_probe() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (pngs, set) = (dir.path().join("digits"), dir.path().join("digits.h5"));
     let out = shardsweep(&["data", "digits", "--out", pngs.to_str().unwrap()]);
@@ -44,11 +44,12 @@ ranks_per_node = [1]
 micro_batch = [64]
 data = ["{}"]
 [settings]
-steps = 30
+steps = 1000
 warmup_steps = 2
 save_parameters = true
 [optimizer]
 base_lr = 0.01
+lr_warmup_steps = 20
 "#,
         set.display()
     ));
@@ -60,7 +61,7 @@ base_lr = 0.01
 
     let mut top1 = Vec::new();
     for (flag, file) in [(None, "probe.json"), (Some("--random-init"), "probe-random-init.json")] {
-        let mut args = vec!["probe", point.to_str().unwrap()];
+        let mut args = vec!["probe", point.to_str().unwrap(), "--pool", "mean"];
         args.extend(flag);
         let out = shardsweep(&args);
         assert!(out.contains("top-1") && out.contains("355 val images"), "{out}");
@@ -74,4 +75,20 @@ base_lr = 0.01
         top1.push(t1);
     }
     eprintln!("top-1: pretrained {:.4}, random init {:.4}", top1[0], top1[1]);
+    // 1000 steps of pretraining, mean-pooled features: over seeds 0 to 3 the pretrained encoder
+    // measured 3.4 to 8.2 points of top-1 above its initialisation (87.0-92.4% against
+    // 81.1-85.9%); 200 steps were not enough (below the initialisation). The margin asked for
+    // is 2 points.
+    assert!(top1[0] >= top1[1] + 0.02, "pretrained {} vs random init {}", top1[0], top1[1]);
+
+    // The report gives accuracy against model size from the probes' files.
+    let out = shardsweep(&["analyze", sweep.results().join("probe").to_str().unwrap()]);
+    let report =
+        std::fs::read_to_string(sweep.results().join("probe").join("report/report.md")).unwrap();
+    assert!(report.contains("## Linear probe"), "{out}\n{report}");
+    let row = report.lines().find(|l| l.starts_with("| vit-tiny |")).unwrap_or_default();
+    assert!(row.contains("| mean |") && row.contains("points |"), "{row}");
+    let csv =
+        std::fs::read_to_string(sweep.results().join("probe").join("report/probe.csv")).unwrap();
+    assert!(csv.starts_with("point,model,train_flop_per_image,pool,pretrained_top1"), "{csv}");
 }

@@ -49,6 +49,7 @@ pub(super) fn markdown_report(
     exclude: &[String],
     table: &str,
     skipped: &[Skipped],
+    probes: &[crate::probe::ProbeRow],
 ) -> String {
     let mut md = format!("# Sweep {sweep}\n\n{} points. Step times are the slowest rank's (a step waits for it), summarised over steady-state steps: the experiment's warm-up steps are always dropped, and the MSER-5 rule drops any further slow start. Intervals are 95% bootstrap intervals of the median.\n\n", s.len());
     md += &format!("```\n{table}\n```\n\nMFU: {MFU_FORMULA}. Peaks per device come from the system profile, or for local runs from this machine's measured matrix-multiply rate ({}).\n\n", {
@@ -61,6 +62,9 @@ pub(super) fn markdown_report(
     }
     if crate::pipeline::studied(s) {
         md += "## Input pipeline\n\nImages/s of training (global batch / median steady step) and of the loader alone (images per second of its workers' read, decode and augment time, x ranks x workers: the rate with every worker busy) against the loader's worker threads per rank. Where the loader alone is below training, the step waits for data (`data_share` in `summary.csv`).\n\n![input pipeline](input_pipeline.svg)\n\n";
+    }
+    if !probes.is_empty() {
+        md += &crate::probe::probe_section(probes);
     }
     md += "## Where the time goes\n\nCritical path: the phases of the slowest rank, mean over steady steps, in seconds per step; they add up to its step time (`other` is time in no phase). Max over ranks (in `breakdown.csv`) bounds each component from above.\n\n![breakdown](breakdown.svg)\n\n";
     md += &breakdown_table(s);

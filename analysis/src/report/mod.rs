@@ -97,13 +97,25 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     if crate::pipeline::studied(&summaries) {
         files.extend(crate::pipeline::input_pipeline(&out, &sweep, &summaries)?);
     }
+    let probes = crate::probe::probes(&summaries)?;
+    if !probes.is_empty() {
+        files.push(crate::probe::write_probe_csv(&out, &probes)?);
+    }
 
     let table = printable(&summaries);
     let markdown = out.join("report.md");
     write_file(
         &markdown,
-        markdown_report(&sweep, &summaries, &stragglers, &exclude, &table, &update.skipped)
-            .as_bytes(),
+        markdown_report(
+            &sweep,
+            &summaries,
+            &stragglers,
+            &exclude,
+            &table,
+            &update.skipped,
+            &probes,
+        )
+        .as_bytes(),
     )?;
     files.push(markdown);
     Ok(Report { table, summaries, stragglers, exclude, store: update, files })
