@@ -16,28 +16,7 @@ use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
 use crate::comm::{Comm, CommError};
-
-/// The collectives of an FSDP step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Collective {
-    AllGather,
-    ReduceScatter,
-    AllReduce,
-}
-
-impl Collective {
-    pub const ALL: [Collective; 3] =
-        [Collective::AllGather, Collective::ReduceScatter, Collective::AllReduce];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Collective::AllGather => "all_gather",
-            Collective::ReduceScatter => "reduce_scatter",
-            Collective::AllReduce => "all_reduce",
-        }
-    }
-}
+pub use crate::records::CollectiveKind;
 
 /// What to sweep. Sizes are payload bytes as the records count them: the all-gather's
 /// output, the reduce-scatter's input, the all-reduce's buffer (fp32 elements).
@@ -60,7 +39,7 @@ pub struct SweepOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SweepRow {
     pub backend: String,
-    pub collective: Collective,
+    pub collective: CollectiveKind,
     pub group_size: usize,
     /// Ranks of the group on each node it spans.
     pub ranks_per_node: usize,
@@ -222,13 +201,13 @@ pub fn sweep(
         let group = world.split(color, world.rank() as u32);
         let g = group.size();
         debug_assert_eq!(g, layout.group_size);
-        for collective in Collective::ALL {
+        for collective in CollectiveKind::ALL {
             let mut last = 0;
             for &bytes in &ladder {
                 // Whole fp32 elements, and for the scattering collectives whole elements per
                 // rank: a payload too small for that is measured at the next size that is.
                 let mut elements = bytes.div_ceil(4) as usize;
-                if collective != Collective::AllReduce {
+                if collective != CollectiveKind::AllReduce {
                     elements = elements.div_ceil(g) * g;
                 }
                 let payload_bytes = 4 * elements as u64;
@@ -237,16 +216,16 @@ pub fn sweep(
                 }
                 last = payload_bytes;
                 let (input, output) = match collective {
-                    Collective::AllGather => (elements / g, elements),
-                    Collective::ReduceScatter => (elements, elements / g),
-                    Collective::AllReduce => (elements, elements),
+                    CollectiveKind::AllGather => (elements / g, elements),
+                    CollectiveKind::ReduceScatter => (elements, elements / g),
+                    CollectiveKind::AllReduce => (elements, elements),
                 };
                 let input = Tensor::ones([input as i64], (Kind::Float, Device::Cpu));
                 let output = Tensor::zeros([output as i64], (Kind::Float, Device::Cpu));
                 let run = || match collective {
-                    Collective::AllGather => group.all_gather(&input, &output),
-                    Collective::ReduceScatter => group.reduce_scatter_sum(&input, &output),
-                    Collective::AllReduce => group.all_reduce_sum(&input, &output),
+                    CollectiveKind::AllGather => group.all_gather(&input, &output),
+                    CollectiveKind::ReduceScatter => group.reduce_scatter_sum(&input, &output),
+                    CollectiveKind::AllReduce => group.all_reduce_sum(&input, &output),
                 };
                 for _ in 0..options.warmup {
                     run()?;

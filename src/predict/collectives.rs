@@ -16,14 +16,7 @@
 //! group with r ranks per node gets at most r shares.
 
 use super::hardware::Hardware;
-
-/// The collectives FSDP issues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Collective {
-    AllGather,
-    ReduceScatter,
-    AllReduce,
-}
+pub use crate::records::CollectiveKind;
 
 /// How a process group lies on the machine: `ranks` in all, on `nodes` nodes, `per_node` on
 /// each (groups are regular: consecutive ranks, or one rank per position in a shard group).
@@ -51,7 +44,7 @@ impl Group {
 }
 
 /// Seconds for one call of `kind` on `bytes` over `group`.
-pub fn time_s(hw: &Hardware, kind: Collective, bytes: f64, group: Group) -> f64 {
+pub fn time_s(hw: &Hardware, kind: CollectiveKind, bytes: f64, group: Group) -> f64 {
     let p = f64::from(group.ranks);
     if group.ranks <= 1 || bytes <= 0.0 {
         return 0.0;
@@ -67,10 +60,10 @@ pub fn time_s(hw: &Hardware, kind: Collective, bytes: f64, group: Group) -> f64 
     };
     let fraction = (p - 1.0) / p;
     match kind {
-        Collective::AllGather | Collective::ReduceScatter => {
+        CollectiveKind::AllGather | CollectiveKind::ReduceScatter => {
             hw.collective_base_s + slowdown * ((p - 1.0) * step_s + fraction * bytes / busbw)
         }
-        Collective::AllReduce => {
+        CollectiveKind::AllReduce => {
             let ring = hw.collective_base_s
                 + slowdown * (2.0 * (p - 1.0) * step_s + 2.0 * fraction * bytes / busbw);
             if group.nodes <= 1 {
@@ -115,10 +108,10 @@ mod tests {
     #[test]
     fn ring_inside_a_node_is_alpha_beta() {
         let g = Group::consecutive(8, 8);
-        let t = time_s(&hw(), Collective::AllGather, 8e6, g);
+        let t = time_s(&hw(), CollectiveKind::AllGather, 8e6, g);
         assert!((t - (7.0 * 1e-6 + 7.0 / 8.0 * 8e6 / 1e9)).abs() < 1e-12);
         // A pair uses its own link.
-        let t2 = time_s(&hw(), Collective::ReduceScatter, 8e6, Group::consecutive(2, 8));
+        let t2 = time_s(&hw(), CollectiveKind::ReduceScatter, 8e6, Group::consecutive(2, 8));
         assert!((t2 - (1e-6 + 0.5 * 8e6 / 4e9)).abs() < 1e-12);
     }
 
@@ -134,7 +127,7 @@ mod tests {
     fn network_all_reduce_takes_the_tree_when_it_is_cheaper() {
         // One rank per node on 64 nodes: ring 126 steps, tree 2*6 steps.
         let g = Group { ranks: 64, nodes: 64, per_node: 1 };
-        let t = time_s(&hw(), Collective::AllReduce, 1e3, g);
+        let t = time_s(&hw(), CollectiveKind::AllReduce, 1e3, g);
         let tree = 2.0 * 6.0 * 3e-6 + 2.0 * 1e3 / 1e9;
         assert!((t - tree).abs() < 1e-12, "{t} vs {tree}");
     }

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use super::calibration::{error_quantiles, Calibration, FitSummary, FittedParameter, Residual};
-use super::collectives::{Collective, Group};
+use super::collectives::{CollectiveKind, Group};
 use super::hardware::Hardware;
 use super::measurements::{CollectiveSample, Measured, UnitSample};
 use super::PerfModel;
@@ -155,8 +155,10 @@ fn least_squares(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
 fn features(s: &CollectiveSample) -> (f64, f64) {
     let p = f64::from(s.group.ranks);
     match s.kind {
-        Collective::AllGather | Collective::ReduceScatter => (p - 1.0, (p - 1.0) / p * s.bytes),
-        Collective::AllReduce => (2.0 * (p - 1.0), 2.0 * (p - 1.0) / p * s.bytes),
+        CollectiveKind::AllGather | CollectiveKind::ReduceScatter => {
+            (p - 1.0, (p - 1.0) / p * s.bytes)
+        }
+        CollectiveKind::AllReduce => (2.0 * (p - 1.0), 2.0 * (p - 1.0) / p * s.bytes),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::collectives::{Collective, Group};
+use super::collectives::Group;
 use crate::model::preset;
 use crate::plan::read_point;
 use crate::plan::{
@@ -39,7 +39,7 @@ pub struct Measured {
 /// One timed collective call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CollectiveSample {
-    pub kind: Collective,
+    pub kind: CollectiveKind,
     pub bytes: f64,
     pub group: Group,
     pub seconds: f64,
@@ -248,11 +248,9 @@ pub fn read_bench(path: &Path) -> Result<Vec<CollectiveSample>, MeasurementError
     );
     let mut out = Vec::new();
     for (line, row) in &csv.rows {
-        let kind = match row.get(ck).map(String::as_str) {
-            Some("all_gather") => Collective::AllGather,
-            Some("reduce_scatter") => Collective::ReduceScatter,
-            Some("all_reduce") => Collective::AllReduce,
-            other => return Err(csv.error(*line, format!("collective {other:?} is not known"))),
+        let text = row.get(ck).map(String::as_str);
+        let Some(kind) = CollectiveKind::ALL.into_iter().find(|k| Some(k.name()) == text) else {
+            return Err(csv.error(*line, format!("collective {text:?} is not known")));
         };
         let ranks: u32 = csv.field(*line, row, cg)?;
         let per_node: u32 = csv.field(*line, row, cr)?;
@@ -334,23 +332,25 @@ pub fn read_records(
                     }
                 }
                 for c in &step.collectives {
-                    let (kind, group) = match c.kind {
-                        CollectiveKind::AllGather => (Collective::AllGather, shard_group),
-                        CollectiveKind::ReduceScatter => (Collective::ReduceScatter, shard_group),
+                    let group = match c.kind {
+                        CollectiveKind::AllGather | CollectiveKind::ReduceScatter => shard_group,
                         CollectiveKind::AllReduce if c.group_size == world => {
-                            (Collective::AllReduce, Group::consecutive(world, point.ranks_per_node))
+                            Group::consecutive(world, point.ranks_per_node)
                         }
-                        CollectiveKind::AllReduce => (
-                            Collective::AllReduce,
-                            Group::replicas(world, shard, point.ranks_per_node),
-                        ),
+                        CollectiveKind::AllReduce => {
+                            Group::replicas(world, shard, point.ranks_per_node)
+                        }
                     };
-                    if c.group_size == group.ranks && c.end_s > c.start_s {
+                    // A call's span is its duration only when compute waited for all of it;
+                    // an overlapped call (prefetched, or a reduction waited for at the end of
+                    // backward) may have finished long before its wait ended.
+                    let span = c.end_s - c.start_s;
+                    if c.group_size == group.ranks && span > 0.0 && c.wait_s >= 0.9 * span {
                         out.collectives.push(CollectiveSample {
-                            kind,
+                            kind: c.kind,
                             bytes: c.payload_bytes as f64,
                             group,
-                            seconds: c.end_s - c.start_s,
+                            seconds: span,
                         });
                     }
                 }

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use super::collectives::{time_s, Collective, Group};
+use super::collectives::{time_s, CollectiveKind, Group};
 use super::compute::Unit;
 use super::hardware::Hardware;
 use crate::plan::{BackwardPrefetch, Dtype, PointSpec, Strategy};
@@ -69,21 +69,21 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
         .collect();
     let ag: Vec<f64> = units
         .iter()
-        .map(|u| time_s(hw, Collective::AllGather, u.params * bp, shard_group))
+        .map(|u| time_s(hw, CollectiveKind::AllGather, u.params * bp, shard_group))
         .collect();
     let rs: Vec<f64> = units
         .iter()
-        .map(|u| time_s(hw, Collective::ReduceScatter, u.params * br, shard_group))
+        .map(|u| time_s(hw, CollectiveKind::ReduceScatter, u.params * br, shard_group))
         .collect();
     let ar: Vec<f64> = units
         .iter()
         .map(|u| match point.strategy {
             Strategy::NoShard => {
-                time_s(hw, Collective::AllReduce, u.params * br, Group::consecutive(world, rpn))
+                time_s(hw, CollectiveKind::AllReduce, u.params * br, Group::consecutive(world, rpn))
             }
             Strategy::HybridShard | Strategy::HybridShardZero2 => time_s(
                 hw,
-                Collective::AllReduce,
+                CollectiveKind::AllReduce,
                 u.params * br / f64::from(shard),
                 Group::replicas(world, shard, rpn),
             ),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use shardsweep::launch::slurm::System;
 use shardsweep::plan::Strategy;
-use shardsweep::predict::collectives::{time_s, Collective, Group};
+use shardsweep::predict::collectives::{time_s, CollectiveKind, Group};
 use shardsweep::predict::compute::units;
 use shardsweep::predict::fit::{fit, FitInput};
 use shardsweep::predict::measurements::{point_for, CollectiveSample, UnitSample};
@@ -37,7 +37,8 @@ fn close(name: &str, got: f64, want: f64) {
 fn calibration_recovers_known_parameters() {
     let h = truth();
     let mut input = FitInput::default();
-    let kinds = [Collective::AllGather, Collective::ReduceScatter, Collective::AllReduce];
+    let kinds =
+        [CollectiveKind::AllGather, CollectiveKind::ReduceScatter, CollectiveKind::AllReduce];
     let groups = [
         Group { ranks: 2, nodes: 1, per_node: 2 },
         Group { ranks: 4, nodes: 1, per_node: 4 },
@@ -48,7 +49,7 @@ fn calibration_recovers_known_parameters() {
     for g in groups {
         for kind in kinds {
             // All-reduces across nodes would take the tree: time rings only there.
-            if g.nodes > 1 && kind == Collective::AllReduce {
+            if g.nodes > 1 && kind == CollectiveKind::AllReduce {
                 continue;
             }
             for bytes in [8.0, 1e3, 6.4e4, 1e6, 6.7e7] {
