@@ -47,4 +47,15 @@ fn oom_needs_evidence() {
     assert_eq!(classify(&end(Some(137), slurm, 0), &ranks(), 10).0, Outcome::Oom);
     let alloc = "RuntimeError: DefaultCPUAllocator: can't allocate memory\n";
     assert_eq!(classify(&end(Some(1), alloc, 0), &ranks(), 10).0, Outcome::Oom);
+    // The caching allocators' errors on GPUs, as libtorch words them (CUDA and ROCm builds),
+    // recorded by a rank as its error line.
+    for message in [
+        "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.81 GiB of which 1.20 GiB is free.",
+        "HIP out of memory. Tried to allocate 512.00 MiB. GPU 3 has a total capacity of 63.98 GiB of which 12.00 MiB is free.",
+    ] {
+        let rank = RankSpool { error: Some(message.into()), ..RankSpool::default() };
+        let (outcome, why) = classify(&end(Some(3), "", 0), &[rank, RankSpool::default()], 10);
+        assert_eq!(outcome, Outcome::Oom, "{message}");
+        assert!(why.unwrap().contains("out of memory"), "{message}");
+    }
 }
