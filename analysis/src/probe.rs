@@ -28,20 +28,23 @@ impl ProbeRow {
     }
 }
 
-/// The probes of `summaries`' points, smallest model first.
-pub(crate) fn probes(summaries: &[PointSummary]) -> Result<Vec<ProbeRow>, AnalysisError> {
-    let read = |dir: &Path, encoder: Encoder| -> Result<Option<ProbeResult>, AnalysisError> {
-        let path = dir.join(encoder.result_file());
-        Ok(if path.exists() { Some(read_json(&path)?) } else { None })
-    };
-    let mut rows = Vec::new();
+/// The probes of `summaries`' points, smallest model first, and the probe files that cannot be
+/// read with the reason (left out, as unreadable points are).
+pub(crate) fn probes(summaries: &[PointSummary]) -> Probes {
+    let mut probes = Probes::default();
     for p in summaries {
-        let (pretrained, random_init) =
-            (read(&p.meta.dir, Encoder::Pretrained)?, read(&p.meta.dir, Encoder::RandomInit)?);
+        let mut read = |encoder: Encoder| {
+            let path = p.meta.dir.join(encoder.result_file());
+            if !path.exists() {
+                return None;
+            }
+            read_json(&path).map_err(|e| probes.unreadable.push((path, e.to_string()))).ok()
+        };
+        let (pretrained, random_init) = (read(Encoder::Pretrained), read(Encoder::RandomInit));
         if pretrained.is_none() && random_init.is_none() {
             continue;
         }
-        rows.push(ProbeRow {
+        probes.rows.push(ProbeRow {
             point: p.meta.point.clone(),
             model: p.meta.model.clone(),
             train_flop_per_image: p.meta.train_flop_per_step / f64::from(p.meta.global_batch),
@@ -49,8 +52,21 @@ pub(crate) fn probes(summaries: &[PointSummary]) -> Result<Vec<ProbeRow>, Analys
             random_init,
         });
     }
-    rows.sort_by(|a, b| a.train_flop_per_image.total_cmp(&b.train_flop_per_image));
-    Ok(rows)
+    probes.rows.sort_by(|a, b| a.train_flop_per_image.total_cmp(&b.train_flop_per_image));
+    probes
+}
+
+/// What the sweep's points hold of probes.
+#[derive(Default)]
+pub(crate) struct Probes {
+    pub rows: Vec<ProbeRow>,
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+impl Probes {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.unreadable.is_empty()
+    }
 }
 
 /// `probe.csv`: one row per point, accuracies as fractions.
@@ -71,7 +87,8 @@ pub(crate) fn write_probe_csv(out: &Path, rows: &[ProbeRow]) -> Result<PathBuf, 
 }
 
 /// The report's section: accuracy against model size.
-pub(crate) fn probe_section(rows: &[ProbeRow]) -> String {
+pub(crate) fn probe_section(probes: &Probes) -> String {
+    let rows = &probes.rows;
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
     let data = rows
         .iter()
@@ -91,6 +108,10 @@ pub(crate) fn probe_section(rows: &[ProbeRow]) -> String {
             pct(q.map(|q| q.top5)),
             r.top1_gain().map_or("-".to_string(), |g| format!("{:+.1} points", 100.0 * g)),
         );
+    }
+    for (path, why) in &probes.unreadable {
+        md +=
+            &format!("\nLeft out: {} cannot be read: {}\n", path.display(), why.replace('\n', " "));
     }
     md + "\n"
 }

@@ -170,20 +170,15 @@ def main():
     model.init_like_layout(cfg["seed"])
     parameters = sum(p.numel() for p in model.parameters())
     assert parameters == rust_trainable_params(cfg["model"]), (parameters, cfg["model"])
-    dims = {name: p.dim() for name, p in model.named_parameters()}
+    # FSDP1's defaults otherwise (flat parameters, use_orig_params=False), as most FSDP users
+    # run it: AdamW then updates one flat shard per unit, as the harness does. Flat parameters
+    # mix 2-D weights with biases and norms, so weight decay applies to every element here (the
+    # harness skips 1-D tensors through a mask): the same work per element.
     model = FSDP(model, sharding_strategy=STRATEGIES[cfg["strategy"]],
                  auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),
-                 backward_prefetch=BackwardPrefetch.BACKWARD_PRE, limit_all_gathers=True,
-                 # Original parameters stay visible, so weight decay can skip 1-D tensors.
-                 use_orig_params=True)
-    # adamw.rs decays tensors of two or more dimensions only (MAE's add_weight_decay); the
-    # wrapped parameters are flat shards, so decide by the shapes recorded before wrapping.
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if dims[name.replace("_fsdp_wrapped_module.", "")] >= 2 else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"])
+                 backward_prefetch=BackwardPrefetch.BACKWARD_PRE, limit_all_gathers=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
+                            eps=cfg["eps"], weight_decay=cfg["weight_decay"])
 
     # All data made up front, per rank, so the timed loop measures training only.
     m, total = cfg["model"], cfg["warmup_steps"] + cfg["steps"]

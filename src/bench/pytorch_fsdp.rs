@@ -5,8 +5,10 @@
 //! PyTorch's side is `pytorch_fsdp.py` (FSDP1 with one unit per transformer block, AdamW, fp32,
 //! data made before the timed loop), embedded in the binary and run with the given torchrun.
 //! The harness's side is a gloo point run by `shardsweep worker` under the same torchrun; its
-//! step times come from the ranks' spools. Each side's figure is the median over timed steps of
-//! the slowest rank's step time.
+//! step times come from the ranks' spools, less the data phase (PyTorch's side makes its data
+//! before the timed loop). Each side's figure is the median over timed steps of the slowest
+//! rank's step time. FSDP1 on the CPU runs its collectives synchronously (no streams to overlap
+//! them on); the harness overlaps them as it does everywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,8 +69,12 @@ pub fn side_by_side(
     rounds: usize,
     work: &Path,
 ) -> Result<SideBySide, AnchorError> {
+    // No loader thread (PyTorch's side has its data before the timed loop, and on a small
+    // machine a busy worker thread takes cores from training): each batch is made inside the
+    // step and its time taken out of the step's.
     let point = PointSpec {
         settings: crate::plan::Settings { backend: Some(Backend::Gloo), ..point.settings.clone() },
+        loader_workers: 0,
         ..point.clone()
     };
     let (mut harness, mut pytorch) = (Vec::new(), Vec::new());
@@ -169,7 +175,7 @@ fn run(
     Ok(())
 }
 
-/// The slowest rank's step time of each step after the warm-up.
+/// The slowest rank's step time, less its data phase, of each step after the warm-up.
 fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<Vec<f64>, AnchorError> {
     let mut slowest = vec![0.0f64; point.settings.steps as usize];
     for rank in 0..point.world_size() {
@@ -182,14 +188,14 @@ fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<Vec<f64>, AnchorError>
             });
         }
         for (s, step) in slowest.iter_mut().zip(&spool.steps) {
-            *s = s.max(step.phases.step_s);
+            *s = s.max(step.phases.step_s - step.phases.data_s);
         }
     }
     Ok(slowest.split_off(point.settings.warmup_steps as usize))
 }
 
 fn median(samples: &[f64]) -> Option<f64> {
-    (!samples.is_empty()).then(|| super::sweep::quantile(samples, 0.5))
+    (!samples.is_empty()).then(|| super::median(samples.to_vec()))
 }
 
 #[cfg(test)]

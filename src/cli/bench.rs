@@ -51,8 +51,8 @@ pub struct SweepArgs {
     /// Ranks per simulated node (consecutive ranks) [default: all ranks on one node].
     #[arg(long)]
     ranks_per_node: Option<usize>,
-    /// The library the sweep measures (the `backend` column).
-    #[arg(long, value_enum, default_value_t = Backend::Mpi)]
+    /// The library the sweep measures (the `backend` column): mpi or gloo.
+    #[arg(long, default_value = "mpi", value_parser = parse_backend)]
     backend: Backend,
     /// Untimed calls before the timed repetitions of each size.
     #[arg(long, default_value_t = 5)]
@@ -147,6 +147,13 @@ pub struct FsdpArgs {
     work: Option<PathBuf>,
 }
 
+fn parse_backend(text: &str) -> Result<Backend, String> {
+    [Backend::Mpi, Backend::Gloo]
+        .into_iter()
+        .find(|b| b.name() == text)
+        .ok_or_else(|| format!("{text:?}: mpi or gloo"))
+}
+
 /// The strategies both sides run (the hybrid ones need a second dimension of ranks).
 fn parse_strategy(text: &str) -> Result<Strategy, String> {
     [Strategy::FullShard, Strategy::ShardGradOp, Strategy::NoShard]
@@ -195,17 +202,23 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
     let mpi = shardsweep::comm::MpiComm::new(universe.world());
+    // A gloo group only where it is measured (a sweep over MPI needs no store).
+    let sweep_backend = options.sweep.sizes.then_some(options.sweep.backend);
     #[cfg(feature = "gloo")]
-    let gloo = gloo_group()?;
-    let comms: Vec<(&str, &dyn shardsweep::comm::Comm)> = vec![
-        ("mpi", &mpi),
-        #[cfg(feature = "gloo")]
-        ("gloo", &gloo),
-    ];
+    let gloo = match sweep_backend {
+        Some(Backend::Mpi) => None,
+        _ => Some(gloo_group()?),
+    };
+    #[cfg_attr(not(feature = "gloo"), allow(unused_mut))]
+    let mut comms: Vec<(&str, &dyn shardsweep::comm::Comm)> = vec![("mpi", &mpi)];
+    #[cfg(feature = "gloo")]
+    if let Some(gloo) = &gloo {
+        comms.push(("gloo", gloo));
+    }
     if options.sweep.sizes {
         let wanted = options.sweep.backend.name();
         let Some(&(name, comm)) = comms.iter().find(|(name, _)| *name == wanted) else {
-            bail!("backend {wanted} is not in this build (cargo feature `{wanted}`)");
+            bail!("backend {wanted} is not in this build (cargo feature `gloo`)");
         };
         sweep(options, name, comm)?;
         return Ok(ExitCode::SUCCESS);

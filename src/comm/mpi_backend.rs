@@ -52,6 +52,15 @@ fn check_numel(op: &'static str, output: &Tensor, expected: usize) -> Result<(),
     Ok(())
 }
 
+/// A reduction writes fp32 into the output's memory directly: anything else would be
+/// overrun or misread.
+fn check_float(op: &'static str, output: &Tensor) -> Result<(), CommError> {
+    match output.kind() {
+        Kind::Float => Ok(()),
+        kind => Err(CommError::UnsupportedKind { op, kind }),
+    }
+}
+
 /// # Safety
 /// `t` must be a contiguous CPU tensor whose elements are `T`-sized, whose storage outlives the
 /// slice and is not otherwise accessed meanwhile.
@@ -193,6 +202,7 @@ impl Comm for MpiComm {
         }
         let send = host("reduce_scatter", input, &[Kind::Float])?;
         check_numel("reduce_scatter", output, input.numel() / size)?;
+        check_float("reduce_scatter", output)?;
         let recv = output.shallow_clone();
         // SAFETY: as in `start_all_gather`: the pending value owns both tensors until the request
         // has completed.
@@ -221,6 +231,7 @@ impl Comm for MpiComm {
         }
         let send = host("all_reduce", input, &[Kind::Float])?;
         check_numel("all_reduce", output, input.numel())?;
+        check_float("all_reduce", output)?;
         let recv = output.shallow_clone();
         // SAFETY: as in `start_all_gather`.
         let request = unsafe {

@@ -1,5 +1,5 @@
 //! MAE's pretraining augmentation (facebookresearch/mae `main_pretrain.py`):
-//! `RandomResizedCrop(size, scale=(0.2, 1.0))` (the lower bound a setting), `RandomHorizontalFlip()`, then normalisation
+//! `RandomResizedCrop(size, scale=(0.2, 1.0))`, `RandomHorizontalFlip()`, then normalisation
 //! with the ImageNet mean and standard deviation. The crop follows torchvision's
 //! `RandomResizedCrop.get_params` (10 tries of area x aspect, then a centre crop); resampling
 //! is bilinear (MAE uses bicubic: a smaller kernel, the same geometry).
@@ -10,7 +10,8 @@ use rand::Rng;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// MAE's smallest crop, as a fraction of the image's area.
+/// MAE's smallest crop, as a fraction of the image's area (`settings.crop_min_scale` sets
+/// another).
 pub const MAE_CROP_MIN_SCALE: f64 = 0.2;
 const RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
 

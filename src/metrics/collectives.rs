@@ -207,7 +207,7 @@ impl<'a> Collectives<'a> {
     }
 }
 
-/// A collective started by [`Collectives::start_all_gather`], to be passed to
+/// A collective started by one of the `Collectives::start_*` calls, to be passed to
 /// [`Collectives::finish`].
 pub struct InFlight {
     pending: Box<dyn Pending>,

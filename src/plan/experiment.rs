@@ -75,7 +75,7 @@ pub enum DeviceKind {
 
 /// Which library carries the collectives (`settings.backend`; absent: [`Backend::default_for`]
 /// the device).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// MPI on host memory (device tensors staged through the host).

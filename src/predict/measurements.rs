@@ -290,13 +290,16 @@ fn ok_points(sweep: &Path) -> Result<Vec<PathBuf>, MeasurementError> {
 }
 
 /// Reads every finished point of a sweep: the slowest rank's median steady-state step time
-/// (after the warm-up steps) as throughput, per-unit forward times, and every collective's
-/// duration with its payload and group. `keep` selects the points to use.
+/// (after the warm-up steps) as throughput, per-unit forward times, and the duration of every
+/// collective that compute waited for over at least 90% of its span, with its payload and
+/// group (an overlapped call's span is not its duration; a warning counts those left out).
+/// `keep` selects the points to use.
 pub fn read_records(
     sweep: &Path,
     keep: &dyn Fn(&PointSpec) -> bool,
 ) -> Result<RecordSamples, MeasurementError> {
     let mut out = RecordSamples::default();
+    let mut overlapped = std::collections::BTreeMap::<&str, usize>::new();
     for dir in ok_points(sweep)? {
         let point = read_point(&dir)?;
         if !keep(&point) {
@@ -345,6 +348,9 @@ pub fn read_records(
                     // an overlapped call (prefetched, or a reduction waited for at the end of
                     // backward) may have finished long before its wait ended.
                     let span = c.end_s - c.start_s;
+                    if c.group_size == group.ranks && span > 0.0 && c.wait_s < 0.9 * span {
+                        *overlapped.entry(c.kind.name()).or_default() += 1;
+                    }
                     if c.group_size == group.ranks && span > 0.0 && c.wait_s >= 0.9 * span {
                         out.collectives.push(CollectiveSample {
                             kind: c.kind,
@@ -363,6 +369,16 @@ pub fn read_records(
                 source: dir.display().to_string(),
             });
         }
+    }
+    for (kind, left_out) in overlapped {
+        let kept = out.collectives.iter().filter(|c| c.kind.name() == kind).count();
+        tracing::warn!(
+            sweep = %sweep.display(),
+            kind,
+            kept,
+            left_out,
+            "collectives that overlapped compute are left out of the fit (their span is not their duration); `bench --sizes` measures them alone"
+        );
     }
     Ok(out)
 }

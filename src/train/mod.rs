@@ -205,8 +205,9 @@ pub fn train(
     tch::manual_seed(point.settings.seed as i64);
     let model = Mae::new(point.model.clone(), device);
     let clock = Clock::new(device);
-    let mut trainer = Trainer::new(point, &model, &clock, comm, device)?;
+    // Written first, so a rank that hangs or fails while opening its data is known and named.
     spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
+    let mut trainer = Trainer::new(point, &model, &clock, comm, device)?;
     let mut losses = Vec::new();
     for step in 0..point.settings.steps {
         let mut record = trainer.step(step)?;

@@ -97,14 +97,15 @@ pub struct Sharded<'m> {
     free_buffers: Vec<Tensor>,
     /// Gathers started ahead of the stages that need them, oldest first.
     prefetch: std::collections::VecDeque<Prefetch>,
-    /// Gradient reductions started at post-backward, completed at the end of backward.
+    /// Gradient reductions in flight: started at a unit's post-backward, completed at the next
+    /// unit's (or at the end of backward).
     reductions: Vec<Reduction>,
     /// The optimizer's temporaries, allocated at the first step.
     optimizer_work: Option<WorkBuffers>,
 }
 
-/// A unit's gradient reduction in flight, overlapping the backward of the units before it (as
-/// FSDP's reduce-scatter runs on its own stream, waited for by its post-backward final callback).
+/// A unit's gradient reduction in flight, overlapping the backward of the unit before it (as
+/// FSDP's reduce-scatter runs on its own stream while the next unit's gradients are computed).
 struct Reduction {
     unit: usize,
     in_flight: InFlight,
@@ -361,6 +362,9 @@ impl<'m> Sharded<'m> {
                     collectives.start_reduce_scatter_sum(shard_group, unit, &scaled, &grad)?;
                 Reduction { unit, in_flight, then_all_reduce: None }
             };
+            // At most one unit's reduction overlaps the next unit's backward: the earlier one
+            // completes now, so unreduced gradients are held for one unit, not the model.
+            self.reap_reductions(collectives)?;
             self.reductions.push(reduction);
         } else {
             self.memory.unsharded_grad(unit, total.numel() * total.kind().elt_size_in_bytes());
@@ -517,28 +521,39 @@ impl Sharded<'_> {
         self.finish_reductions(collectives)
     }
 
-    /// FSDP's post-backward final callback: waits for every gradient reduction, then divides
-    /// by what the pre-division left. The hybrid strategies' all-reduces across replicas start
-    /// as their reduce-scatters complete and are waited for after the last of them.
-    fn finish_reductions(&mut self, collectives: &mut Collectives) -> Result<(), CommError> {
-        let mut done = Vec::new();
-        let mut all_reduces = Vec::new();
+    /// Completes the reductions in flight: each overlapped the backward of the unit after it.
+    /// A hybrid strategy's completed reduce-scatter frees its unreduced gradient and starts the
+    /// all-reduce across replicas at once (FSDP issues it right after the reduce-scatter), to be
+    /// completed at the next call; a completed reduction is divided by what the pre-division
+    /// left.
+    fn reap_reductions(&mut self, collectives: &mut Collectives) -> Result<(), CommError> {
+        let post = self.world as f64 / predivide_factor(self.world);
+        let mut next = Vec::new();
         for reduction in std::mem::take(&mut self.reductions) {
             let unit = reduction.unit;
             collectives.finish(reduction.in_flight);
-            if let Some(buffer) = reduction.then_all_reduce {
-                let (grad, replicas) = (&self.units[unit].grad, self.replicas.as_ref());
-                all_reduces.push(collectives.start_all_reduce_sum(replicas, unit, &buffer, grad)?);
-            }
-            done.push(unit);
-        }
-        for in_flight in all_reduces {
-            collectives.finish(in_flight);
-        }
-        let post = self.world as f64 / predivide_factor(self.world);
-        for unit in done {
-            let _ = tch::no_grad(|| self.units[unit].grad.shallow_clone().g_div_scalar_(post));
             self.memory.unsharded_grad(unit, 0);
+            let grad = self.units[unit].grad.shallow_clone();
+            match reduction.then_all_reduce {
+                Some(buffer) => {
+                    let replicas = self.replicas.as_ref();
+                    let in_flight =
+                        collectives.start_all_reduce_sum(replicas, unit, &buffer, &grad)?;
+                    next.push(Reduction { unit, in_flight, then_all_reduce: None });
+                }
+                None => {
+                    let _ = tch::no_grad(|| grad.shallow_clone().g_div_scalar_(post));
+                }
+            }
+        }
+        self.reductions = next;
+        Ok(())
+    }
+
+    /// FSDP's post-backward final callback: waits for every gradient reduction still in flight.
+    fn finish_reductions(&mut self, collectives: &mut Collectives) -> Result<(), CommError> {
+        while !self.reductions.is_empty() {
+            self.reap_reductions(collectives)?;
         }
         Ok(())
     }

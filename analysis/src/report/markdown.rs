@@ -49,7 +49,7 @@ pub(super) fn markdown_report(
     exclude: &[String],
     table: &str,
     skipped: &[Skipped],
-    probes: &[crate::probe::ProbeRow],
+    probes: &crate::probe::Probes,
 ) -> String {
     let mut md = format!("# Sweep {sweep}\n\n{} points. Step times are the slowest rank's (a step waits for it), summarised over steady-state steps: the experiment's warm-up steps are always dropped, and the MSER-5 rule drops any further slow start. Intervals are 95% bootstrap intervals of the median.\n\n", s.len());
     md += &format!("```\n{table}\n```\n\nMFU: {MFU_FORMULA}. Peaks per device come from the system profile, or for local runs from this machine's measured matrix-multiply rate ({}).\n\n", {

@@ -97,9 +97,9 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     if crate::pipeline::studied(&summaries) {
         files.extend(crate::pipeline::input_pipeline(&out, &sweep, &summaries)?);
     }
-    let probes = crate::probe::probes(&summaries)?;
-    if !probes.is_empty() {
-        files.push(crate::probe::write_probe_csv(&out, &probes)?);
+    let probes = crate::probe::probes(&summaries);
+    if !probes.rows.is_empty() {
+        files.push(crate::probe::write_probe_csv(&out, &probes.rows)?);
     }
 
     let table = printable(&summaries);
