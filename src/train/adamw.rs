@@ -40,14 +40,14 @@ impl AdamW {
         let n = param.numel() as i64;
         let (scratch, denom) = (work.scratch.narrow(0, 0, n), work.denom.narrow(0, 0, n));
         tch::no_grad(|| {
-            // The same operations, in the same order, as with temporaries: param *= 1 - lr *
-            // weight_decay where the mask is 1; exp_avg_sq = b2 exp_avg_sq + (g g)(1 - b2).
+            // PyTorch's operations in PyTorch's order: param *= 1 - lr * weight_decay (where the
+            // mask is 1); exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2), whose kernel
+            // computes exp_avg_sq + ((1 - b2) g) g.
             let _ = self.decay_mask.mul_scalar_out(&scratch, -lr * s.weight_decay);
             let _ = param.g_mul_(&scratch.shallow_clone().g_add_scalar_(1.0));
             let _ = self.exp_avg.lerp_(grad, 1.0 - s.beta1);
-            let _ = grad.mul_out(&scratch, grad);
-            let _ = scratch.shallow_clone().g_mul_scalar_(1.0 - s.beta2);
-            let _ = self.exp_avg_sq.g_mul_scalar_(s.beta2).g_add_(&scratch);
+            let _ = grad.mul_scalar_out(&scratch, 1.0 - s.beta2);
+            let _ = self.exp_avg_sq.g_mul_scalar_(s.beta2).addcmul_(&scratch, grad);
             let bias_correction1 = 1.0 - s.beta1.powi(self.steps);
             let bias_correction2 = 1.0 - s.beta2.powi(self.steps);
             let _ = self.exp_avg_sq.sqrt_out(&denom);
