@@ -89,6 +89,63 @@ impl Drop for InFlight {
     }
 }
 
+/// The sums MPI starts without blocking.
+#[derive(Clone, Copy)]
+enum Reduction {
+    ReduceScatter,
+    AllReduce,
+}
+
+impl MpiComm {
+    /// Starts an fp32 sum of `input` into `output` (`output_numel` elements), or completes it
+    /// here where the output is not contiguous host memory MPI can write into.
+    fn start_reduction(
+        &self,
+        reduction: Reduction,
+        input: &Tensor,
+        output: &Tensor,
+        output_numel: usize,
+    ) -> Result<Box<dyn Pending>, CommError> {
+        let op = match reduction {
+            Reduction::ReduceScatter => "reduce_scatter",
+            Reduction::AllReduce => "all_reduce",
+        };
+        if output.device() != Device::Cpu || !output.is_contiguous() {
+            match reduction {
+                Reduction::ReduceScatter => self.reduce_scatter_sum(input, output)?,
+                Reduction::AllReduce => self.all_reduce_sum(input, output)?,
+            }
+            return Ok(Box::new(super::Completed));
+        }
+        let send = host(op, input, &[Kind::Float])?;
+        check_numel(op, output, output_numel)?;
+        check_float(op, output)?;
+        let recv = output.shallow_clone();
+        // SAFETY: as in `start_all_gather`: the pending value owns both tensors (and so their
+        // storage) until the request has completed.
+        let (send_slice, recv_slice) =
+            unsafe { (&*elements::<f32>(&send), elements::<f32>(&recv)) };
+        let request = match reduction {
+            Reduction::ReduceScatter => self.comm.immediate_reduce_scatter_block_into(
+                StaticScope,
+                send_slice,
+                recv_slice,
+                SystemOperation::sum(),
+            ),
+            Reduction::AllReduce => self.comm.immediate_all_reduce_into(
+                StaticScope,
+                send_slice,
+                recv_slice,
+                SystemOperation::sum(),
+            ),
+        };
+        let finish: Box<dyn FnOnce()> = Box::new(move || {
+            request.wait();
+        });
+        Ok(Box::new(InFlight { finish: Some(finish), _buffers: (send, recv) }))
+    }
+}
+
 impl Comm for MpiComm {
     fn rank(&self) -> usize {
         self.comm.rank() as usize
@@ -193,31 +250,10 @@ impl Comm for MpiComm {
         output: &Tensor,
     ) -> Result<Box<dyn Pending>, CommError> {
         let size = self.size();
-        if output.device() != Device::Cpu || !output.is_contiguous() {
-            self.reduce_scatter_sum(input, output)?;
-            return Ok(Box::new(super::Completed));
-        }
         if !input.numel().is_multiple_of(size) {
             return Err(CommError::Uneven { op: "reduce_scatter", numel: input.numel(), size });
         }
-        let send = host("reduce_scatter", input, &[Kind::Float])?;
-        check_numel("reduce_scatter", output, input.numel() / size)?;
-        check_float("reduce_scatter", output)?;
-        let recv = output.shallow_clone();
-        // SAFETY: as in `start_all_gather`: the pending value owns both tensors until the request
-        // has completed.
-        let request = unsafe {
-            self.comm.immediate_reduce_scatter_block_into(
-                StaticScope,
-                &*elements::<f32>(&send),
-                elements::<f32>(&recv),
-                SystemOperation::sum(),
-            )
-        };
-        let finish: Box<dyn FnOnce()> = Box::new(move || {
-            request.wait();
-        });
-        Ok(Box::new(InFlight { finish: Some(finish), _buffers: (send, recv) }))
+        self.start_reduction(Reduction::ReduceScatter, input, output, input.numel() / size)
     }
 
     fn start_all_reduce_sum(
@@ -225,27 +261,7 @@ impl Comm for MpiComm {
         input: &Tensor,
         output: &Tensor,
     ) -> Result<Box<dyn Pending>, CommError> {
-        if output.device() != Device::Cpu || !output.is_contiguous() {
-            self.all_reduce_sum(input, output)?;
-            return Ok(Box::new(super::Completed));
-        }
-        let send = host("all_reduce", input, &[Kind::Float])?;
-        check_numel("all_reduce", output, input.numel())?;
-        check_float("all_reduce", output)?;
-        let recv = output.shallow_clone();
-        // SAFETY: as in `start_all_gather`.
-        let request = unsafe {
-            self.comm.immediate_all_reduce_into(
-                StaticScope,
-                &*elements::<f32>(&send),
-                elements::<f32>(&recv),
-                SystemOperation::sum(),
-            )
-        };
-        let finish: Box<dyn FnOnce()> = Box::new(move || {
-            request.wait();
-        });
-        Ok(Box::new(InFlight { finish: Some(finish), _buffers: (send, recv) }))
+        self.start_reduction(Reduction::AllReduce, input, output, input.numel())
     }
 
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {

@@ -56,29 +56,10 @@ impl<'a> Collectives<'a> {
         self.start(CollectiveKind::AllGather, group, unit, shard, output)
     }
 
-    /// Starts the reduce-scatter of [`Collectives::reduce_scatter_sum`] without waiting.
-    pub fn start_reduce_scatter_sum(
-        &mut self,
-        group: &dyn Comm,
-        unit: usize,
-        input: &Tensor,
-        output: &Tensor,
-    ) -> Result<InFlight, CommError> {
-        self.start(CollectiveKind::ReduceScatter, group, unit, input, output)
-    }
-
-    /// Starts the all-reduce of [`Collectives::all_reduce_sum`] without waiting.
-    pub fn start_all_reduce_sum(
-        &mut self,
-        group: &dyn Comm,
-        unit: usize,
-        input: &Tensor,
-        output: &Tensor,
-    ) -> Result<InFlight, CommError> {
-        self.start(CollectiveKind::AllReduce, group, unit, input, output)
-    }
-
-    fn start(
+    /// Starts `kind` on `input` into `output` without waiting (as [`Collectives::all_gather`],
+    /// [`Collectives::reduce_scatter_sum`] or [`Collectives::all_reduce_sum`] would run it);
+    /// [`Collectives::finish`] waits.
+    pub fn start(
         &mut self,
         kind: CollectiveKind,
         group: &dyn Comm,

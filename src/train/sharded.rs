@@ -29,6 +29,7 @@ use crate::comm::{Comm, CommError};
 use crate::metrics::{Clock, Collectives, InFlight};
 use crate::model::{init_unit, Mae, Masked, Stage};
 use crate::plan::{BackwardPrefetch, Dtype, ParallelSpec, Strategy};
+use crate::records::CollectiveKind::{AllReduce, ReduceScatter};
 use crate::records::UnitRecord;
 
 /// FSDP divides gradients by f before the reduction and by world/f after it, to keep low
@@ -352,14 +353,14 @@ impl<'m> Sharded<'m> {
                     .get_or_insert_with(|| grad.empty_like())
                     .shallow_clone();
                 let in_flight =
-                    collectives.start_reduce_scatter_sum(shard_group, unit, &scaled, &buffer)?;
+                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &buffer)?;
                 Reduction { unit, in_flight, then_all_reduce: Some(buffer) }
             } else if replicas.size() > 1 {
-                let in_flight = collectives.start_all_reduce_sum(replicas, unit, &scaled, &grad)?;
+                let in_flight = collectives.start(AllReduce, replicas, unit, &scaled, &grad)?;
                 Reduction { unit, in_flight, then_all_reduce: None }
             } else {
                 let in_flight =
-                    collectives.start_reduce_scatter_sum(shard_group, unit, &scaled, &grad)?;
+                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &grad)?;
                 Reduction { unit, in_flight, then_all_reduce: None }
             };
             // At most one unit's reduction overlaps the next unit's backward: the earlier one
@@ -537,8 +538,7 @@ impl Sharded<'_> {
             match reduction.then_all_reduce {
                 Some(buffer) => {
                     let replicas = self.replicas.as_ref();
-                    let in_flight =
-                        collectives.start_all_reduce_sum(replicas, unit, &buffer, &grad)?;
+                    let in_flight = collectives.start(AllReduce, replicas, unit, &buffer, &grad)?;
                     next.push(Reduction { unit, in_flight, then_all_reduce: None });
                 }
                 None => {
