@@ -17,6 +17,7 @@ use rand::seq::SliceRandom;
 use super::image_set::{Split, FORMAT, FORMAT_VERSION};
 use super::synthetic::sample_rng;
 use super::DataError;
+use crate::records::write_hdf5_atomic;
 
 /// Stream of the per-class split shuffle.
 const SPLIT_STREAM: u64 = 5 << 59;
@@ -51,10 +52,17 @@ pub struct ImportReport {
     pub skipped: Vec<Skipped>,
 }
 
-struct Decoded {
-    label: u32,
-    path: String,
-    pixels: Vec<u8>,
+/// Images decoded but not yet written: at most [`WRITE_BATCH_IMAGES`], so an import's memory
+/// does not grow with the set (a MillionAID export is about 1e6 images).
+const WRITE_BATCH_IMAGES: usize = 256;
+
+/// What an import keeps of every image besides its pixels.
+#[derive(Default)]
+struct Index {
+    labels: Vec<u32>,
+    paths: Vec<String>,
+    split: Vec<u8>,
+    skipped: Vec<Skipped>,
 }
 
 /// Imports `folder` into `out`, written atomically (a temporary file renamed into place).
@@ -84,63 +92,100 @@ pub fn import_folder(
         .into_iter()
         .filter(|p| p.is_dir())
         .collect::<Vec<_>>();
-    let mut skipped = Vec::new();
-    let mut decoded = Vec::new();
-    let mut split = Vec::new();
-    let relative = |p: &Path| p.strip_prefix(folder).unwrap_or(p).display().to_string();
-    for (label, class) in classes.iter().enumerate() {
-        let files = match sorted_entries(class) {
-            Ok(files) => files,
-            Err(e) => {
-                skipped
-                    .push(Skipped { path: relative(class), reason: format!("cannot list: {e}") });
-                continue;
-            }
-        };
-        let first = decoded.len();
-        for file in files.iter().filter(|f| !f.is_dir()) {
-            match decode(file, options.size) {
-                Ok(pixels) => {
-                    decoded.push(Decoded { label: label as u32, path: relative(file), pixels })
-                }
-                Err(reason) => skipped.push(Skipped { path: relative(file), reason }),
-            }
+    let names: Vec<String> = classes
+        .iter()
+        .map(|c| c.file_name().unwrap_or_default().to_string_lossy().into())
+        .collect();
+    let mut index = Index::default();
+    let written = write_hdf5_atomic(out, |file| {
+        write_attributes(file, folder, options)?;
+        stream_images(file, folder, &classes, options, &mut index)?;
+        if index.labels.is_empty() {
+            // Nothing to keep: fail the write so that no file is left.
+            return Err(hdf5::Error::from("no decodable images"));
         }
-        let mut members: Vec<usize> = (first..decoded.len()).collect();
-        members.shuffle(&mut sample_rng(options.seed, SPLIT_STREAM, label as u64));
-        let val = (members.len() as f64 * options.val_fraction).floor() as usize;
-        split.resize(decoded.len(), Split::Train as u8);
-        members[..val].iter().for_each(|&i| split[i] = Split::Val as u8);
-    }
-    if decoded.is_empty() {
+        write_index(file, &names, &index)
+    });
+    if index.labels.is_empty() {
         return Err(DataError::Format {
             path: folder.display().to_string(),
             message: format!(
                 "no decodable images in {} class folders ({} files skipped)",
                 classes.len(),
-                skipped.len()
+                index.skipped.len()
             ),
         });
     }
-    let names: Vec<String> = classes
-        .iter()
-        .map(|c| c.file_name().unwrap_or_default().to_string_lossy().into())
-        .collect();
-    let report = ImportReport {
-        images: decoded.len(),
+    written?;
+    let count = |s: Split| index.split.iter().filter(|&&x| x == s as u8).count();
+    Ok(ImportReport {
+        images: index.labels.len(),
         classes: names.len(),
-        train: split.iter().filter(|&&s| s == Split::Train as u8).count(),
-        val: split.iter().filter(|&&s| s == Split::Val as u8).count(),
-        skipped,
+        train: count(Split::Train),
+        val: count(Split::Val),
+        skipped: index.skipped,
+    })
+}
+
+/// Decodes every class's files in name order into `/images` ([n, size, size, 3] u8, grown as
+/// images come, written [`WRITE_BATCH_IMAGES`] at a time), keeping labels, paths, the split and
+/// the files skipped in `index`.
+fn stream_images(
+    file: &File,
+    folder: &Path,
+    classes: &[PathBuf],
+    options: &ImportOptions,
+    index: &mut Index,
+) -> hdf5::Result<()> {
+    let s = options.size as usize;
+    let images = file
+        .new_dataset::<u8>()
+        .chunk((CHUNK_IMAGES, s, s, CHANNELS))
+        .shape((0.., s, s, CHANNELS))
+        .create("images")?;
+    let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH_IMAGES * s * s * CHANNELS);
+    let flush = |pending: &mut Vec<u8>, written: usize| -> hdf5::Result<usize> {
+        let n = pending.len() / (s * s * CHANNELS);
+        if n > 0 {
+            images.resize((written + n, s, s, CHANNELS))?;
+            let block = Array4::from_shape_vec((n, s, s, CHANNELS), std::mem::take(pending))
+                .expect("whole images of size x size x 3");
+            images.write_slice(&block, ndarray::s![written..written + n, .., .., ..])?;
+        }
+        Ok(written + n)
     };
-    let tmp = out.with_extension(format!("h5.tmp-{}", std::process::id()));
-    let written = write(&tmp, folder, options, &names, &decoded, &split, &report.skipped)
-        .map_err(|source| DataError::Hdf5 { path: out.display().to_string(), source })
-        .and_then(|_| std::fs::rename(&tmp, out).map_err(io(out)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut written = 0;
+    let relative = |p: &Path| p.strip_prefix(folder).unwrap_or(p).display().to_string();
+    for (label, class) in classes.iter().enumerate() {
+        let files = match sorted_entries(class) {
+            Ok(files) => files,
+            Err(e) => {
+                let reason = format!("cannot list: {e}");
+                index.skipped.push(Skipped { path: relative(class), reason });
+                continue;
+            }
+        };
+        let first = index.labels.len();
+        for path in files.iter().filter(|f| !f.is_dir()) {
+            match decode(path, options.size) {
+                Ok(pixels) => {
+                    pending.extend_from_slice(&pixels);
+                    index.labels.push(label as u32);
+                    index.paths.push(relative(path));
+                    if pending.len() >= WRITE_BATCH_IMAGES * s * s * CHANNELS {
+                        written = flush(&mut pending, written)?;
+                    }
+                }
+                Err(reason) => index.skipped.push(Skipped { path: relative(path), reason }),
+            }
+        }
+        let mut members: Vec<usize> = (first..index.labels.len()).collect();
+        members.shuffle(&mut sample_rng(options.seed, SPLIT_STREAM, label as u64));
+        let val = (members.len() as f64 * options.val_fraction).floor() as usize;
+        index.split.resize(index.labels.len(), Split::Train as u8);
+        members[..val].iter().for_each(|&i| index.split[i] = Split::Val as u8);
     }
-    written.map(|_| report)
+    flush(&mut pending, written).map(|_| ())
 }
 
 /// Entries of `dir`, sorted by name, hidden files left out.
@@ -172,16 +217,7 @@ fn text(s: &str) -> VarLenUnicode {
     s.replace('\0', "?").parse().expect("text without NUL")
 }
 
-fn write(
-    path: &Path,
-    folder: &Path,
-    options: &ImportOptions,
-    names: &[String],
-    decoded: &[Decoded],
-    split: &[u8],
-    skipped: &[Skipped],
-) -> hdf5::Result<()> {
-    let file = File::create(path)?;
+fn write_attributes(file: &File, folder: &Path, options: &ImportOptions) -> hdf5::Result<()> {
     let attr_text = |name: &str, value: &str| {
         file.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&text(value))
     };
@@ -190,31 +226,26 @@ fn write(
     attr_text("source", &folder.display().to_string())?;
     file.new_attr::<u32>().create("format_version")?.write_scalar(&FORMAT_VERSION)?;
     file.new_attr::<u64>().create("seed")?.write_scalar(&options.seed)?;
-    file.new_attr::<f64>().create("val_fraction")?.write_scalar(&options.val_fraction)?;
+    file.new_attr::<f64>().create("val_fraction")?.write_scalar(&options.val_fraction)
+}
 
-    let s = options.size as usize;
-    let pixels: Vec<u8> = decoded.iter().flat_map(|d| d.pixels.iter().copied()).collect();
-    let images = Array4::from_shape_vec((decoded.len(), s, s, CHANNELS), pixels)
-        .expect("every image has size x size x 3 pixels");
-    file.new_dataset_builder()
-        .chunk((CHUNK_IMAGES, s, s, CHANNELS))
-        .with_data(images.view())
-        .create("images")?;
+/// Labels, split, class names, paths and the files skipped.
+fn write_index(file: &File, names: &[String], index: &Index) -> hdf5::Result<()> {
     let column = |name: &str, values: Array1<VarLenUnicode>| {
         file.new_dataset_builder().with_data(values.view()).create(name).map(|_| ())
     };
     file.new_dataset_builder()
-        .with_data(&Array1::from_iter(decoded.iter().map(|d| d.label)))
+        .with_data(&Array1::from_vec(index.labels.clone()))
         .create("labels")?;
-    file.new_dataset_builder().with_data(&Array1::from_vec(split.to_vec())).create("split")?;
+    file.new_dataset_builder().with_data(&Array1::from_vec(index.split.clone())).create("split")?;
     column("class_names", names.iter().map(|n| text(n)).collect())?;
-    column("paths", decoded.iter().map(|d| text(&d.path)).collect())?;
+    column("paths", index.paths.iter().map(|p| text(p)).collect())?;
     let group = file.create_group("skipped")?;
     for (name, values) in [
-        ("path", skipped.iter().map(|k| text(&k.path)).collect::<Array1<_>>()),
-        ("reason", skipped.iter().map(|k| text(&k.reason)).collect()),
+        ("path", index.skipped.iter().map(|k| text(&k.path)).collect::<Array1<_>>()),
+        ("reason", index.skipped.iter().map(|k| text(&k.reason)).collect()),
     ] {
         group.new_dataset_builder().with_data(values.view()).create(name)?;
     }
-    file.close()
+    Ok(())
 }

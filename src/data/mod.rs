@@ -29,6 +29,8 @@ pub enum DataError {
     Format { path: String, message: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Record(#[from] crate::records::RecordError),
 }
 
 /// The source a point trains on: synthetic images of the model's shape, or an image set

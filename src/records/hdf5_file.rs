@@ -61,12 +61,12 @@ pub fn write_records(
     header: &RecordsHeader,
     ranks: &[RankSpool],
 ) -> Result<(), RecordError> {
-    write_atomically(path, |file| write_file(file, header, ranks))
+    write_hdf5_atomic(path, |file| write_file(file, header, ranks))
 }
 
 /// Writes one fp32 dataset per named unit, atomically.
 pub fn write_parameters(path: &Path, units: &[(String, Vec<f32>)]) -> Result<(), RecordError> {
-    write_atomically(path, |file| {
+    write_hdf5_atomic(path, |file| {
         for (name, values) in units {
             dataset(file, name, &Array1::from(values.clone()))?;
         }
@@ -85,8 +85,13 @@ pub fn read_parameters(path: &Path, names: &[String]) -> Result<Vec<Vec<f32>>, R
         .collect()
 }
 
-/// Creates an HDF5 file beside `path`, lets `fill` write it, then renames it into place.
-fn write_atomically(
+/// Creates an HDF5 file beside `path`, lets `fill` write it, then renames it into place (the
+/// atomic writer's ending: flushed, renamed, the folder synced). On error the temporary file is
+/// removed and `path` is untouched.
+///
+/// # Errors
+/// [`RecordError::Hdf5`] with what `fill` or HDF5 returned, [`RecordError::Io`] naming `path`.
+pub fn write_hdf5_atomic(
     path: &Path,
     fill: impl FnOnce(&File) -> hdf5::Result<()>,
 ) -> Result<(), RecordError> {

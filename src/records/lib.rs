@@ -24,7 +24,8 @@ pub use config::{
     BackwardPrefetch, Dtype, ModelName, ParallelSpec, PointConfig, Strategy, SystemSpec,
 };
 pub use hdf5_file::{
-    hdf5_without_file_locking, read_parameters, write_parameters, write_records, RecordsHeader,
+    hdf5_without_file_locking, read_parameters, write_hdf5_atomic, write_parameters, write_records,
+    RecordsHeader,
 };
 pub use hdf5_read::RecordsReader;
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
