@@ -235,9 +235,21 @@ pub fn read_table(
 }
 
 /// Reads `shardsweep bench --sizes` output: `backend,collective,group_size,ranks_per_node,
-/// nodes,payload_bytes,repeats,median_s,p10_s,p90_s`, one median per row.
+/// nodes,payload_bytes,repeats,median_s,p10_s,p90_s`, one median per row. A file is one
+/// backend's: a row of another backend than the first row's is an error (a system is
+/// calibrated for the library its points run on).
 pub fn read_bench(path: &Path) -> Result<Vec<CollectiveSample>, MeasurementError> {
     let csv = Csv::read(path)?;
+    let column = csv.column("backend")?;
+    let backend = |row: &[String]| row.get(column).cloned().unwrap_or_default();
+    let first = csv.rows.first().map(|(_, row)| backend(row));
+    if let Some((line, row)) = csv.rows.iter().find(|(_, row)| Some(backend(row)) != first) {
+        let (first, this) = (first.unwrap_or_default(), backend(row));
+        return Err(csv.error(
+            *line,
+            format!("backend {this:?} after rows of {first:?}: calibrate one backend at a time (one --sizes run per --backend)"),
+        ));
+    }
     let (ck, cg, cr, cn, cb, cm) = (
         csv.column("collective")?,
         csv.column("group_size")?,
@@ -381,4 +393,25 @@ pub fn read_records(
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_file_of_two_backends_is_refused_with_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench.csv");
+        let header = "backend,collective,group_size,ranks_per_node,nodes,payload_bytes,repeats,median_s,p10_s,p90_s";
+        let row = |backend: &str| format!("{backend},all_gather,2,2,1,64,3,0.001,0.001,0.001");
+        std::fs::write(&path, format!("{header}\n{}\n{}\n", row("mpi"), row("mpi"))).unwrap();
+        assert_eq!(read_bench(&path).unwrap().len(), 2);
+        std::fs::write(&path, format!("{header}\n{}\n{}\n", row("mpi"), row("gloo"))).unwrap();
+        let error = read_bench(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("line 3") && error.contains("\"gloo\" after rows of \"mpi\""),
+            "{error}"
+        );
+    }
 }
