@@ -148,18 +148,13 @@ pub struct FsdpArgs {
 }
 
 fn parse_backend(text: &str) -> Result<Backend, String> {
-    [Backend::Mpi, Backend::Gloo]
-        .into_iter()
-        .find(|b| b.name() == text)
-        .ok_or_else(|| format!("{text:?}: mpi or gloo"))
+    super::one_of(text, &[Backend::Mpi, Backend::Gloo], Backend::name)
 }
 
 /// The strategies both sides run (the hybrid ones need a second dimension of ranks).
 fn parse_strategy(text: &str) -> Result<Strategy, String> {
-    [Strategy::FullShard, Strategy::ShardGradOp, Strategy::NoShard]
-        .into_iter()
-        .find(|s| s.name() == text)
-        .ok_or_else(|| format!("{text:?}: one of full_shard, shard_grad_op, no_shard"))
+    let both_sides = [Strategy::FullShard, Strategy::ShardGradOp, Strategy::NoShard];
+    super::one_of(text, &both_sides, Strategy::name)
 }
 
 #[derive(clap::Args)]

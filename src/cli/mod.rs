@@ -20,6 +20,21 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use shardsweep::plan::Experiment;
 
 /// A printed table with the project's look and these column headers.
+/// The one of `choices` whose `name` is `text` (a clap value parser for a subset of a closed
+/// set), or an error listing them.
+pub fn one_of<T: Copy>(
+    text: &str,
+    choices: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T, String> {
+    choices.iter().copied().find(|&c| name(c) == text).ok_or_else(|| {
+        format!(
+            "{text:?}: one of {}",
+            choices.iter().map(|&c| name(c)).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(header);

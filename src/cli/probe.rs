@@ -51,8 +51,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn parse_pool(text: &str) -> Result<Pool, String> {
-    [Pool::Cls, Pool::Mean]
-        .into_iter()
-        .find(|p| p.name() == text)
-        .ok_or_else(|| format!("{text:?}: cls or mean"))
+    super::one_of(text, &[Pool::Cls, Pool::Mean], Pool::name)
 }

@@ -45,17 +45,6 @@ impl<'a> Collectives<'a> {
         })
     }
 
-    /// Starts gathering `shard` into `output` without waiting; [`Collectives::finish`] waits.
-    pub fn start_all_gather(
-        &mut self,
-        group: &dyn Comm,
-        unit: usize,
-        shard: &Tensor,
-        output: &Tensor,
-    ) -> Result<InFlight, CommError> {
-        self.start(CollectiveKind::AllGather, group, unit, shard, output)
-    }
-
     /// Starts `kind` on `input` into `output` without waiting (as [`Collectives::all_gather`],
     /// [`Collectives::reduce_scatter_sum`] or [`Collectives::all_reduce_sum`] would run it);
     /// [`Collectives::finish`] waits.

@@ -152,6 +152,14 @@ impl ModelConfig {
         embed + mask_and_pos + self.decoder_depth * block_params(e, self.decoder_mlp) + 2 * e + head
     }
 
+    /// Parameters of the root unit: all trainable ones but the encoder's and decoder's blocks
+    /// (patch embedding, cls and mask tokens, norms, decoder embedding, prediction head).
+    pub fn root_params(&self) -> i64 {
+        let blocks = self.depth * block_params(self.width, self.mlp)
+            + self.decoder_depth * block_params(self.decoder_width, self.decoder_mlp);
+        self.trainable_params() - blocks
+    }
+
     /// Parameters that training updates: everything but the two fixed position embeddings.
     pub fn trainable_params(&self) -> i64 {
         let fixed = (self.patches() + 1) * (self.width + self.decoder_width);

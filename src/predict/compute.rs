@@ -27,9 +27,7 @@ pub fn units(model: &ModelConfig) -> Vec<Unit> {
     let block_flop = |tokens: f64, w: f64, m: f64| {
         2.0 * tokens * (4.0 * w * w + 2.0 * w * m) + 4.0 * tokens * tokens * w
     };
-    let blocks = model.depth * block_params(d, model.mlp)
-        + model.decoder_depth * block_params(e, model.decoder_mlp);
-    let root_params = (model.trainable_params() - blocks) as f64;
+    let root_params = model.root_params() as f64;
     let pd = model.patch_dim() as f64;
     let root_flop =
         2.0 * np * pd * d as f64 + 2.0 * nv * (d * e) as f64 + 2.0 * (np + 1.0) * e as f64 * pd;

@@ -357,19 +357,21 @@ pub fn read_records(
                         }
                     };
                     // A call's span is its duration only when compute waited for all of it;
-                    // an overlapped call (prefetched, or a reduction waited for at the end of
-                    // backward) may have finished long before its wait ended.
+                    // an overlapped call (a prefetched gather, or a reduction waited for at the
+                    // next unit's post-backward) may have finished long before its wait ended.
                     let span = c.end_s - c.start_s;
-                    if c.group_size == group.ranks && span > 0.0 && c.wait_s < 0.9 * span {
-                        *overlapped.entry(c.kind.name()).or_default() += 1;
+                    if c.group_size != group.ranks || span <= 0.0 {
+                        continue;
                     }
-                    if c.group_size == group.ranks && span > 0.0 && c.wait_s >= 0.9 * span {
+                    if c.wait_s >= 0.9 * span {
                         out.collectives.push(CollectiveSample {
                             kind: c.kind,
                             bytes: c.payload_bytes as f64,
                             group,
                             seconds: span,
                         });
+                    } else {
+                        *overlapped.entry(c.kind.name()).or_default() += 1;
                     }
                 }
             }

@@ -49,15 +49,14 @@ impl UnitSizes {
     fn of(m: &ModelConfig) -> Self {
         let (encoder, decoder) =
             (block_params(m.width, m.mlp), block_params(m.decoder_width, m.decoder_mlp));
-        let blocks = m.depth * encoder + m.decoder_depth * decoder;
         let largest = [(m.depth, encoder), (m.decoder_depth, decoder)]
             .iter()
             .filter(|(depth, _)| *depth > 0)
             .map(|(_, params)| *params)
             .max()
             .unwrap_or(0);
-        let total = m.trainable_params();
-        Self { total: total as f64, root: (total - blocks) as f64, largest: largest as f64 }
+        let (total, root) = (m.trainable_params() as f64, m.root_params() as f64);
+        Self { total, root, largest: largest as f64 }
     }
 }
 

@@ -29,7 +29,7 @@ use crate::comm::{Comm, CommError};
 use crate::metrics::{Clock, Collectives, InFlight};
 use crate::model::{init_unit, Mae, Masked, Stage};
 use crate::plan::{BackwardPrefetch, Dtype, ParallelSpec, Strategy};
-use crate::records::CollectiveKind::{AllReduce, ReduceScatter};
+use crate::records::CollectiveKind::{AllGather, AllReduce, ReduceScatter};
 use crate::records::UnitRecord;
 
 /// FSDP divides gradients by f before the reduction and by world/f after it, to keep low
@@ -265,7 +265,7 @@ impl<'m> Sharded<'m> {
             None => self.free_buffer(unit),
         };
         let in_flight =
-            collectives.start_all_gather(self.shard_group.as_ref(), unit, &low, &output)?;
+            collectives.start(AllGather, self.shard_group.as_ref(), unit, &low, &output)?;
         self.prefetch.push_back(Prefetch { unit, in_flight, output, used });
         Ok(())
     }
