@@ -24,8 +24,7 @@ fn main() {
             .unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env=SHARDSWEEP_LIBTORCH_VERSION={torch_version}");
         println!("cargo:rerun-if-changed={}", version_file.display());
-        #[cfg(any(feature = "gloo", feature = "cuda"))]
-        c10d_shim(Path::new(&lib));
+        native(Path::new(&lib));
     }
     let git = |args: &[&str]| {
         Command::new("git")
@@ -43,25 +42,33 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/index");
 }
 
-/// Compiles src/comm/c10d_shim.cpp against libtorch's headers (C++17 and the C++11 ABI, as the
-/// PyPI wheels are built). Gloo needs gloo's own headers, which libtorch does not ship (Debian's
+/// Compiles the C++ parts against libtorch's headers (C++17 and the C++11 ABI, as the PyPI
+/// wheels are built): src/metrics/device.cpp (device events and caching-allocator statistics,
+/// through c10's device-generic interfaces) always, and src/comm/c10d_shim.cpp with the `gloo`
+/// or `cuda` feature. Gloo needs gloo's own headers, which libtorch does not ship (Debian's
 /// `libgloo-dev` puts them in /usr/include; `SHARDSWEEP_GLOO_INCLUDE` names another folder).
-/// NCCL needs the CUDA runtime's and NCCL's headers: `SHARDSWEEP_CUDA_INCLUDE`, a `:`-separated
-/// list of folders.
-#[cfg(any(feature = "gloo", feature = "cuda"))]
-fn c10d_shim(lib: &Path) {
+/// NCCL needs a CUDA build of libtorch and the CUDA runtime's and NCCL's headers:
+/// `SHARDSWEEP_CUDA_INCLUDE` (a `:`-separated list of folders), else the `nvidia/*/include`
+/// folders that a PyPI CUDA wheel's packages put beside `torch/`. Without them the build leaves
+/// NCCL out with a warning, and a point with backend nccl fails saying so.
+fn native(lib: &Path) {
     let include = lib.join("../include");
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .std("c++17")
-        .file("src/comm/c10d_shim.cpp")
+        .file("src/metrics/device.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         // libtorch's headers are not ours to warn about.
         .warnings(false)
         .flag_if_supported("-Wno-c++20-extensions");
+    println!("cargo:rerun-if-changed=src/metrics/device.cpp");
+    if cfg!(any(feature = "gloo", feature = "cuda")) {
+        build.file("src/comm/c10d_shim.cpp");
+        println!("cargo:rerun-if-changed=src/comm/c10d_shim.cpp");
+    }
     if cfg!(feature = "gloo") {
         build.define("USE_C10D_GLOO", None);
         if let Ok(dir) = env::var("SHARDSWEEP_GLOO_INCLUDE") {
@@ -69,25 +76,63 @@ fn c10d_shim(lib: &Path) {
         }
     }
     if cfg!(feature = "cuda") {
-        build
-            .define("USE_C10D_NCCL", None)
-            .define("USE_CUDA", None)
-            .define("SHARDSWEEP_NCCL", None);
-        for dir in env::var("SHARDSWEEP_CUDA_INCLUDE").unwrap_or_default().split(':') {
-            if !dir.is_empty() {
-                build.include(dir);
+        match cuda_includes(lib) {
+            Ok(dirs) => {
+                build
+                    .define("USE_C10D_NCCL", None)
+                    .define("USE_CUDA", None)
+                    .define("SHARDSWEEP_NCCL", None);
+                for dir in dirs {
+                    build.include(dir);
+                }
+                for backend in ["torch_cuda", "c10_cuda"] {
+                    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-l{backend},--as-needed");
+                }
             }
-        }
-        for backend in ["torch_cuda", "c10_cuda"] {
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-l{backend},--as-needed");
+            Err(why) => println!("cargo:warning=NCCL left out of this build: {why}"),
         }
     }
-    build.compile("shardsweep_c10d");
-    // The shim's symbols come from these; listed after it so the linker resolves them.
+    build.compile("shardsweep_native");
+    // The C++ parts' symbols come from these; listed after them so the linker resolves them.
     for name in ["torch_cpu", "c10"] {
         println!("cargo:rustc-link-lib=dylib={name}");
     }
-    println!("cargo:rerun-if-changed=src/comm/c10d_shim.cpp");
     println!("cargo:rerun-if-env-changed=SHARDSWEEP_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=SHARDSWEEP_CUDA_INCLUDE");
+}
+
+/// The folders holding `cuda_runtime_api.h`, the CUDA C runtime's headers and `nccl.h`, or why
+/// NCCL cannot be built.
+fn cuda_includes(lib: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    if !lib.join("libtorch_cuda.so").exists() {
+        return Err(format!("{} holds no libtorch_cuda.so (not a CUDA build)", lib.display()));
+    }
+    let dirs: Vec<std::path::PathBuf> = match env::var("SHARDSWEEP_CUDA_INCLUDE") {
+        Ok(list) => list.split(':').filter(|d| !d.is_empty()).map(Into::into).collect(),
+        Err(_) => {
+            // The wheel's CUDA packages: nvidia/cu13/include (CUDA 13) or
+            // nvidia/<library>/include (CUDA 12), with CCCL in include/cccl.
+            let nvidia = lib.join("../../nvidia");
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(&nvidia).into_iter().flatten().flatten() {
+                let dir = entry.path().join("include");
+                if dir.is_dir() {
+                    found.push(dir.join("cccl"));
+                    found.push(dir);
+                }
+            }
+            found.retain(|d| d.is_dir());
+            found.sort();
+            found
+        }
+    };
+    for header in ["cuda_runtime_api.h", "crt/host_config.h", "nccl.h"] {
+        if !dirs.iter().any(|d| d.join(header).exists()) {
+            return Err(format!(
+                "no {header} in {dirs:?} (set SHARDSWEEP_CUDA_INCLUDE; PyPI wheels: \
+                 cuda-toolkit[crt,cccl] of libtorch's CUDA version)"
+            ));
+        }
+    }
+    Ok(dirs)
 }

@@ -39,6 +39,14 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   log "installing torch==$TORCH_VERSION into .venv (libtorch for tch)"
   .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
+# The CUDA C runtime's and CCCL's headers (header-only wheels of the CUDA version the torch
+# wheel was built with) let build.rs compile ProcessGroupNCCL into the c10d shim, so every
+# build, with or without a GPU, compiles and links the NCCL path that GPU runs use.
+cuda_toolkit=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('cuda-toolkit'))" 2>/dev/null || true)
+if [ -n "$cuda_toolkit" ] && ! .venv/bin/python -c "import importlib.metadata as m; m.version('nvidia-cuda-crt'); m.version('nvidia-cuda-cccl')" 2>/dev/null; then
+  log "installing CUDA $cuda_toolkit headers into .venv (crt, cccl)"
+  .venv/bin/pip install -q --disable-pip-version-check "cuda-toolkit[crt,cccl]==$cuda_toolkit"
+fi
 # h5py lets the tests check that record files are readable by the Python ecosystem.
 .venv/bin/python -c "import h5py" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "h5py==3.12.1"
 # scikit-learn ships a small real labelled image set (the UCI handwritten digits) that

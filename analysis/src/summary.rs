@@ -50,6 +50,9 @@ pub struct PointSummary {
     /// The largest figure of each category of the harness's memory account (bytes), in
     /// [`MEMORY_CATEGORIES`] order, for the categories the records have.
     pub memory_account_bytes: Vec<(String, f64)>,
+    /// GPU runs: the caching allocator's largest per-step peaks over ranks and steps (allocated,
+    /// reserved; bytes) and its most allocation retries in one step. `None` on CPU.
+    pub device_memory: Option<DeviceMemory>,
     pub final_loss: f64,
     /// The input pipeline's own rate: images per second of its workers' time, over the steady
     /// steps, = global batch x steady steps / the sum over ranks and steady steps of
@@ -67,7 +70,21 @@ pub struct PointSummary {
     pub strong_scaling_efficiency: Option<f64>,
 }
 
+/// The caching allocator's figures of one point (see [`PointSummary::device_memory`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceMemory {
+    pub allocated_peak_bytes: f64,
+    pub reserved_peak_bytes: f64,
+    pub alloc_retries: f64,
+}
+
 impl PointSummary {
+    /// The figure memory plots use: the caching allocator's peak allocated on GPUs (what
+    /// PyTorch reports), else peak RSS.
+    pub fn peak_memory_bytes(&self) -> f64 {
+        self.device_memory.map_or(self.peak_rss_bytes, |d| d.allocated_peak_bytes)
+    }
+
     pub fn images_per_s_per_device(&self) -> f64 {
         self.images_per_s.estimate / f64::from(self.meta.world_size)
     }
@@ -182,7 +199,12 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
         .select(by_step());
     let memory = rows
         .clone()
-        .filter(col("metric").eq(lit("bytes")).or(col("metric").eq(lit("peak_rss"))))
+        .filter(
+            col("metric")
+                .eq(lit("bytes"))
+                .or(col("metric").eq(lit("peak_rss")))
+                .or(col("phase").eq(lit("device"))),
+        )
         .group_by([col("point"), col("metric"), col("phase")])
         .agg([col("value").max()]);
     let loader_work = rows
@@ -280,10 +302,10 @@ pub fn summarize(
             m.column("value")?.f64()?,
         );
         for i in 0..m.height() {
-            let key = if metric.get(i) == Some("peak_rss") {
-                "peak_rss".to_string()
-            } else {
-                phase.get(i).unwrap_or_default().to_string()
+            let key = match (phase.get(i), metric.get(i)) {
+                (_, Some("peak_rss")) => "peak_rss".to_string(),
+                (Some("device"), Some(metric)) => format!("device.{metric}"),
+                (phase, _) => phase.unwrap_or_default().to_string(),
             };
             memory
                 .insert((point.get(i).unwrap_or(u32::MAX), key), value.get(i).unwrap_or(f64::NAN));
@@ -341,6 +363,11 @@ pub fn summarize(
                 .filter(|(_, v)| v.is_finite())
                 .collect();
             let accounted = memory_account_bytes.iter().map(|(_, v)| v).sum();
+            let device_memory = mem("device.allocated_peak").is_finite().then(|| DeviceMemory {
+                allocated_peak_bytes: mem("device.allocated_peak"),
+                reserved_peak_bytes: mem("device.reserved_peak"),
+                alloc_retries: mem("device.alloc_retries"),
+            });
             let work = loader.get(&index).and_then(|t| t.get("loader"));
             let work_s: Vec<f64> = steady.iter().filter_map(|k| work?.get(k).copied()).collect();
             let loader_images_per_worker_s = (work_s.iter().sum::<f64>() > 0.0)
@@ -368,6 +395,7 @@ pub fn summarize(
                 peak_rss_bytes: mem("peak_rss"),
                 accounted_peak_bytes: accounted,
                 memory_account_bytes,
+                device_memory,
                 final_loss: losses.get(&index).copied().unwrap_or(f64::NAN),
                 loader_images_per_worker_s,
                 loader_images_per_s: loader_images_per_worker_s.map(|r| r * workers),

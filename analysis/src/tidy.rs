@@ -13,6 +13,7 @@
 //! | step | loss | 1 | `/steps/loss` |
 //! | step | peak_rss | bytes | `/steps/peak_rss_bytes` |
 //! | memory.<category> | bytes | bytes | `/memory/<category>_bytes` |
+//! | device | allocated_peak, active_peak, reserved_peak / alloc_retries | bytes / 1 | `/device_memory` (GPU runs) |
 //! | loader.read, loader.decode, loader.augment | work | s | `/loader/<figure>_s` (worker time) |
 //! | loader | read / queue_depth | bytes / batches | `/loader/read_bytes`, `/loader/queue_depth` |
 //!
@@ -27,7 +28,9 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use shardsweep_records::{write_atomic_with, RecordsReader, MANIFEST_FILE, RECORDS_FILE};
+use shardsweep_records::{
+    write_atomic_with, DeviceMemoryRecord, RecordsReader, MANIFEST_FILE, RECORDS_FILE,
+};
 
 use crate::load::PointRecords;
 use crate::AnalysisError;
@@ -224,6 +227,20 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
                 if step < point.steps_completed(rank) {
                     rows.push(rank as u32, step as u32, &phase, "bytes", *value, "bytes");
                 }
+            }
+        }
+    }
+    // Only GPU runs have the caching allocator's figures.
+    let device = file.names("device_memory")?.unwrap_or_default();
+    for name in DeviceMemoryRecord::NAMES.into_iter().filter(|n| device.iter().any(|d| d == n)) {
+        let table = file.table("device_memory", name)?;
+        let (metric, unit) = match name.strip_suffix("_bytes") {
+            Some(metric) => (metric, "bytes"),
+            None => (name, "1"),
+        };
+        for ((rank, step), value) in table.indexed_iter() {
+            if step < point.steps_completed(rank) {
+                rows.push(rank as u32, step as u32, "device", metric, *value, unit);
             }
         }
     }

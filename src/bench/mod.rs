@@ -92,7 +92,7 @@ pub fn collectives(
         mae.units().iter().map(|u| (u.numel() as usize).div_ceil(size) * size).collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let clock = Clock::new(Device::Cpu);
+    let clock = Clock::host(Device::Cpu);
     let mut out = Vec::new();
     for full in sizes {
         let shard = full / size;
@@ -105,7 +105,7 @@ pub fn collectives(
         let (send_shard, send_full) = (vec![1.0f32; shard], vec![1.0f32; full]);
         let (mut recv_shard, mut recv_full) = (vec![0.0f32; shard], vec![0.0f32; full]);
         // The harness's sides share the log, and one at a time they run.
-        let log = RefCell::new(Collectives::new(&clock, 0.0));
+        let log = RefCell::new(Collectives::new(&clock));
         let failure = RefCell::new(None);
         let detail = format!("{} bytes fp32 over {size} ranks", 4 * full);
         for kind in CollectiveKind::ALL {
@@ -185,7 +185,7 @@ pub fn instrumentation(
     let point = bench_point(model, comm.size() as u32, micro_batch, samples_per_side(steps));
     tch::manual_seed(0);
     let mae = Mae::new(point.model.clone(), Device::Cpu);
-    let (on, off) = (Clock::new(Device::Cpu), Clock::off());
+    let (on, off) = (Clock::host(Device::Cpu), Clock::off());
     let mut trainers = [
         Trainer::new(&point, &mae, &on, comm, Device::Cpu)?,
         Trainer::new(&point, &mae, &off, comm, Device::Cpu)?,
@@ -255,6 +255,7 @@ pub fn bench_point(model: &str, world: u32, micro_batch: u32, steps: usize) -> P
             seed: 0,
             device: DeviceKind::Cpu,
             backend: None,
+            timing: None,
             threads_per_rank: 1,
             rank_memory_limit_bytes: None,
             save_parameters: false,

@@ -84,6 +84,10 @@ pub trait Comm {
 pub trait Pending {
     /// Blocks until the collective has completed.
     fn wait(self: Box<Self>);
+    /// Whether it was complete when its start returned (a backend that blocked in the start).
+    fn completed(&self) -> bool {
+        false
+    }
 }
 
 /// A collective that completed when it was started.
@@ -91,4 +95,7 @@ pub struct Completed;
 
 impl Pending for Completed {
     fn wait(self: Box<Self>) {}
+    fn completed(&self) -> bool {
+        true
+    }
 }

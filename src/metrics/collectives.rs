@@ -1,22 +1,31 @@
 use tch::Tensor;
 
-use super::Clock;
-use crate::comm::{Comm, CommError, Pending};
+use super::{Clock, Mark, Timeline};
+use crate::comm::{Comm, CommError, Completed, Pending};
 use crate::records::{CollectiveKind, CollectiveRecord};
 
 /// The collectives of one step, each call timed and logged with its size and group. A group of
 /// one rank moves nothing: such calls copy input to output and are not logged.
 pub struct Collectives<'a> {
     clock: &'a Clock,
-    step_start_s: f64,
-    log: Vec<CollectiveRecord>,
+    log: Vec<Logged>,
     /// All-gathers started and not yet finished.
     gathers_in_flight: u32,
 }
 
+/// A finished call, its times still marks on the step's timeline.
+struct Logged {
+    record: CollectiveRecord,
+    start: Mark,
+    /// When compute began waiting for it: its start for a backend that blocked in the start
+    /// call, else when it was waited for.
+    wait_start: Mark,
+    end: Mark,
+}
+
 impl<'a> Collectives<'a> {
-    pub fn new(clock: &'a Clock, step_start_s: f64) -> Self {
-        Self { clock, step_start_s, log: Vec::new(), gathers_in_flight: 0 }
+    pub fn new(clock: &'a Clock) -> Self {
+        Self { clock, log: Vec::new(), gathers_in_flight: 0 }
     }
 
     /// Sum of `input` over `group` into `output`, on behalf of model unit `unit`.
@@ -27,9 +36,7 @@ impl<'a> Collectives<'a> {
         input: &Tensor,
         output: &Tensor,
     ) -> Result<(), CommError> {
-        self.timed(CollectiveKind::AllReduce, group, unit, input, output, 1, || {
-            group.all_reduce_sum(input, output)
-        })
+        self.blocking(CollectiveKind::AllReduce, group, unit, input, output)
     }
 
     /// Every rank's `shard` of unit `unit`, concatenated into `output`.
@@ -40,64 +47,7 @@ impl<'a> Collectives<'a> {
         shard: &Tensor,
         output: &Tensor,
     ) -> Result<(), CommError> {
-        self.timed(CollectiveKind::AllGather, group, unit, shard, output, group.size(), || {
-            group.all_gather(shard, output)
-        })
-    }
-
-    /// Starts `kind` on `input` into `output` without waiting (as [`Collectives::all_gather`],
-    /// [`Collectives::reduce_scatter_sum`] or [`Collectives::all_reduce_sum`] would run it);
-    /// [`Collectives::finish`] waits.
-    pub fn start(
-        &mut self,
-        kind: CollectiveKind,
-        group: &dyn Comm,
-        unit: usize,
-        input: &Tensor,
-        output: &Tensor,
-    ) -> Result<InFlight, CommError> {
-        let gather = kind == CollectiveKind::AllGather;
-        let factor = if gather { group.size() } else { 1 };
-        let record = self.record(kind, group, unit, input, factor);
-        let start_s = self.clock.now_s();
-        let counted = gather && group.size() > 1;
-        let pending = if group.size() == 1 {
-            tch::no_grad(|| output.shallow_clone().copy_(input));
-            Box::new(crate::comm::Completed)
-        } else {
-            match kind {
-                CollectiveKind::AllGather => group.start_all_gather(input, output)?,
-                CollectiveKind::ReduceScatter => group.start_reduce_scatter_sum(input, output)?,
-                CollectiveKind::AllReduce => group.start_all_reduce_sum(input, output)?,
-            }
-        };
-        self.gathers_in_flight += u32::from(counted);
-        Ok(InFlight {
-            pending,
-            record: (group.size() > 1 && self.clock.enabled()).then_some(CollectiveRecord {
-                start_s: start_s - self.step_start_s,
-                in_flight: self.gathers_in_flight,
-                ..record
-            }),
-            counted,
-        })
-    }
-
-    /// Waits for a collective started earlier; the wait is its exposed time.
-    pub fn finish(&mut self, in_flight: InFlight) {
-        let wait_start = self.clock.now_s();
-        in_flight.pending.wait();
-        if in_flight.counted {
-            self.gathers_in_flight -= 1;
-        }
-        let end_s = self.clock.now_s() - self.step_start_s;
-        if let Some(record) = in_flight.record {
-            self.log.push(CollectiveRecord {
-                end_s,
-                wait_s: end_s - (wait_start - self.step_start_s),
-                ..record
-            });
-        }
+        self.blocking(CollectiveKind::AllGather, group, unit, shard, output)
     }
 
     /// This rank's chunk of the sum of `input` over `group`, into `output`.
@@ -108,40 +58,98 @@ impl<'a> Collectives<'a> {
         input: &Tensor,
         output: &Tensor,
     ) -> Result<(), CommError> {
-        self.timed(CollectiveKind::ReduceScatter, group, unit, input, output, 1, || {
-            group.reduce_scatter_sum(input, output)
-        })
+        self.blocking(CollectiveKind::ReduceScatter, group, unit, input, output)
     }
 
-    /// Runs `op`, logging it with a payload of `input`'s size times `factor` (the full buffer).
-    #[allow(clippy::too_many_arguments)]
-    fn timed(
+    /// Runs `kind` with the backend's blocking call: compute waits for all of it.
+    fn blocking(
         &mut self,
         kind: CollectiveKind,
         group: &dyn Comm,
         unit: usize,
         input: &Tensor,
         output: &Tensor,
-        factor: usize,
-        op: impl FnOnce() -> Result<(), CommError>,
     ) -> Result<(), CommError> {
+        let in_flight = self.launch(kind, group, unit, input, output, true)?;
+        self.finish(in_flight);
+        Ok(())
+    }
+
+    /// Starts `kind` on `input` into `output` without waiting (as [`Collectives::all_gather`],
+    /// [`Collectives::reduce_scatter_sum`] or [`Collectives::all_reduce_sum`] would run it);
+    /// [`Collectives::finish`] waits. A backend that cannot start without completing (no
+    /// non-blocking form) blocks here, and that time counts as waited.
+    pub fn start(
+        &mut self,
+        kind: CollectiveKind,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+    ) -> Result<InFlight, CommError> {
+        self.launch(kind, group, unit, input, output, false)
+    }
+
+    /// Issues `kind` with the backend's blocking call if `block`, else its non-blocking start.
+    fn launch(
+        &mut self,
+        kind: CollectiveKind,
+        group: &dyn Comm,
+        unit: usize,
+        input: &Tensor,
+        output: &Tensor,
+        block: bool,
+    ) -> Result<InFlight, CommError> {
         if group.size() == 1 {
             tch::no_grad(|| output.shallow_clone().copy_(input));
-            return Ok(());
+            return Ok(InFlight { pending: Box::new(Completed), started: None, counted: false });
         }
-        if !self.clock.enabled() {
-            return op();
-        }
-        let gathering = u32::from(kind == CollectiveKind::AllGather);
-        let record = CollectiveRecord {
-            in_flight: self.gathers_in_flight + gathering,
-            ..self.record(kind, group, unit, input, factor)
+        let gather = kind == CollectiveKind::AllGather;
+        let factor = if gather { group.size() } else { 1 };
+        let record = self.record(kind, group, unit, input, factor);
+        let start = self.clock.mark();
+        let pending: Box<dyn Pending> = if block {
+            match kind {
+                CollectiveKind::AllGather => group.all_gather(input, output)?,
+                CollectiveKind::ReduceScatter => group.reduce_scatter_sum(input, output)?,
+                CollectiveKind::AllReduce => group.all_reduce_sum(input, output)?,
+            }
+            Box::new(Completed)
+        } else {
+            match kind {
+                CollectiveKind::AllGather => group.start_all_gather(input, output)?,
+                CollectiveKind::ReduceScatter => group.start_reduce_scatter_sum(input, output)?,
+                CollectiveKind::AllReduce => group.start_all_reduce_sum(input, output)?,
+            }
         };
-        let start_s = self.clock.now_s() - self.step_start_s;
-        op()?;
-        let end_s = self.clock.now_s() - self.step_start_s;
-        self.log.push(CollectiveRecord { start_s, end_s, wait_s: end_s - start_s, ..record });
-        Ok(())
+        self.gathers_in_flight += u32::from(gather);
+        let started = self
+            .clock
+            .enabled()
+            .then_some((CollectiveRecord { in_flight: self.gathers_in_flight, ..record }, start));
+        Ok(InFlight { pending, started, counted: gather })
+    }
+
+    /// Waits for a collective started earlier; the wait is its exposed time (all of it, from
+    /// its start, if the backend completed it in the start call).
+    pub fn finish(&mut self, in_flight: InFlight) {
+        let InFlight { pending, started, counted } = in_flight;
+        let blocked = pending.completed();
+        let wait_start = (started.is_some() && !blocked).then(|| self.clock.mark());
+        pending.wait();
+        if counted {
+            self.gathers_in_flight -= 1;
+        }
+        if let Some((record, start)) = started {
+            let end = self.clock.mark();
+            self.log.push(Logged { record, start, wait_start: wait_start.unwrap_or(start), end });
+        }
+    }
+
+    /// How many calls have finished so far this step (marks windows of the step in the
+    /// records [`Collectives::into_records`] returns, which are in finishing order).
+    pub fn finished(&self) -> usize {
+        self.log.len()
     }
 
     /// A record of a call with a payload of `input`'s size times `factor` (the full buffer),
@@ -167,13 +175,17 @@ impl<'a> Collectives<'a> {
         }
     }
 
-    /// Time compute has waited for collectives so far (exposed communication).
-    pub fn waited_s(&self) -> f64 {
-        self.log.iter().map(|c| c.wait_s).sum()
-    }
-
-    pub fn into_records(self) -> Vec<CollectiveRecord> {
+    /// The step's calls in finishing order, with times from `timeline` (the step's, once over).
+    pub fn into_records(self, timeline: &Timeline) -> Vec<CollectiveRecord> {
         self.log
+            .into_iter()
+            .map(|c| CollectiveRecord {
+                start_s: timeline.at(c.start),
+                end_s: timeline.at(c.end),
+                wait_s: timeline.between(c.wait_start, c.end),
+                ..c.record
+            })
+            .collect()
     }
 }
 
@@ -181,7 +193,8 @@ impl<'a> Collectives<'a> {
 /// [`Collectives::finish`].
 pub struct InFlight {
     pending: Box<dyn Pending>,
-    record: Option<CollectiveRecord>,
+    /// Its record and start, if the clock measures.
+    started: Option<(CollectiveRecord, Mark)>,
     /// Whether it counts among the gathers in flight (reductions and a one-rank group's copy
     /// do not).
     counted: bool,
@@ -195,5 +208,110 @@ pub fn dtype_name(kind: tch::Kind) -> &'static str {
         tch::Kind::Half => "float16",
         tch::Kind::Double => "float64",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::sleep;
+    use std::time::Duration;
+
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+    use crate::comm::{Comm, CommError, Pending};
+
+    const CALL: Duration = Duration::from_millis(40);
+
+    /// Two ranks whose collectives take `CALL`: blocking ones, and (if `deferred`) starts that
+    /// return at once and take the time in their wait.
+    struct Slow {
+        deferred: bool,
+    }
+
+    struct Late;
+
+    impl Pending for Late {
+        fn wait(self: Box<Self>) {
+            sleep(CALL);
+        }
+    }
+
+    impl Comm for Slow {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&self, _: &Tensor, _: &Tensor) -> Result<(), CommError> {
+            sleep(CALL);
+            Ok(())
+        }
+        fn all_gather(&self, _: &Tensor, _: &Tensor) -> Result<(), CommError> {
+            sleep(CALL);
+            Ok(())
+        }
+        fn reduce_scatter_sum(&self, _: &Tensor, _: &Tensor) -> Result<(), CommError> {
+            sleep(CALL);
+            Ok(())
+        }
+        fn start_all_gather(&self, s: &Tensor, o: &Tensor) -> Result<Box<dyn Pending>, CommError> {
+            if !self.deferred {
+                self.all_gather(s, o)?;
+                return Ok(Box::new(Completed));
+            }
+            Ok(Box::new(Late))
+        }
+        fn split(&self, _: u32, _: u32) -> Box<dyn Comm> {
+            Box::new(Slow { deferred: self.deferred })
+        }
+        fn barrier(&self) {}
+        fn library_version(&self) -> String {
+            "test".into()
+        }
+    }
+
+    /// Starts an all-gather, computes for `CALL`, finishes it; the call's record.
+    fn overlapped(comm: &Slow) -> CollectiveRecord {
+        let clock = Clock::host(Device::Cpu);
+        let start = clock.begin_step();
+        let mut collectives = Collectives::new(&clock);
+        let t = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+        let in_flight = collectives.start(CollectiveKind::AllGather, comm, 0, &t, &t).unwrap();
+        sleep(CALL);
+        collectives.finish(in_flight);
+        let records = collectives.into_records(&clock.timeline(start).unwrap());
+        assert_eq!(records.len(), 1);
+        records[0].clone()
+    }
+
+    #[test]
+    fn a_start_that_blocks_counts_as_waited_and_a_deferred_one_only_from_its_wait() {
+        let secs = CALL.as_secs_f64();
+        // Blocking in the start: compute waited for the whole call.
+        let blocked = overlapped(&Slow { deferred: false });
+        assert!(blocked.wait_s >= secs, "{blocked:?}");
+        assert!(blocked.end_s - blocked.start_s >= 2.0 * secs, "{blocked:?}");
+        // A start that returns at once: only the wait is exposed, the span covers both.
+        let deferred = overlapped(&Slow { deferred: true });
+        assert!(deferred.wait_s >= secs && deferred.wait_s < 1.5 * secs, "{deferred:?}");
+        assert!(deferred.end_s - deferred.start_s >= 2.0 * secs, "{deferred:?}");
+        assert_eq!(deferred.in_flight, 1);
+    }
+
+    #[test]
+    fn a_blocking_call_is_all_wait() {
+        let clock = Clock::host(Device::Cpu);
+        let start = clock.begin_step();
+        let mut collectives = Collectives::new(&clock);
+        let t = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+        collectives.reduce_scatter_sum(&Slow { deferred: false }, 3, &t, &t).unwrap();
+        assert_eq!(collectives.finished(), 1);
+        let records = collectives.into_records(&clock.timeline(start).unwrap());
+        let call = &records[0];
+        assert!(call.wait_s >= CALL.as_secs_f64(), "{call:?}");
+        assert!((call.wait_s - (call.end_s - call.start_s)).abs() < 1e-9, "{call:?}");
+        assert_eq!((call.unit, call.payload_bytes, call.group_size), (3, 16, 2));
     }
 }

@@ -105,6 +105,36 @@ impl Backend {
     }
 }
 
+/// How a step's phases and collectives are timed (`settings.timing`; absent:
+/// [`Timing::default_for`] the device). Records name it in `point.json`'s settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    /// The host's monotonic clock, read after waiting for the device at every mark: exact on
+    /// a CPU; on a GPU the waits serialise what FSDP overlaps (a debugging aid there).
+    Host,
+    /// Timing events recorded on the compute stream at every mark and read once the step is
+    /// over (CUDA or HIP events): the device's own timeline, nothing waited for. GPUs only.
+    DeviceEvents,
+}
+
+impl Timing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timing::Host => "host",
+            Timing::DeviceEvents => "device_events",
+        }
+    }
+
+    /// The device's own events on GPUs, the host's clock on CPUs.
+    pub fn default_for(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Cpu => Timing::Host,
+            DeviceKind::Cuda => Timing::DeviceEvents,
+        }
+    }
+}
+
 /// The swept dimensions. `model`, `strategy`, `nodes`, `ranks_per_node` and one of
 /// `micro_batch` / `global_batch` are required; the FSDP knobs default to PyTorch's defaults
 /// (one value each), so a file names them only to change or sweep them.
@@ -253,6 +283,9 @@ pub struct Settings {
     /// Collective library; absent means [`Backend::default_for`] the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
+    /// How steps are timed; absent means [`Timing::default_for`] the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
     /// libtorch intra-op threads per rank (ranks of one machine share its cores).
     #[serde(default = "one")]
     pub threads_per_rank: u32,

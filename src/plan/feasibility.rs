@@ -1,7 +1,7 @@
 //! Can a point run on the machine it is planned for? Memory is estimated by formula before
 //! anything is allocated, so a 15B model is rejected in milliseconds, not after an OOM.
 
-use super::experiment::{Backend, DeviceKind, Dtype};
+use super::experiment::{Backend, DeviceKind, Dtype, Timing};
 use super::point::PointSpec;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -44,6 +44,11 @@ fn check_backend(point: &PointSpec) -> Result<(), String> {
     let backend = point.backend();
     if backend == Backend::Nccl && point.settings.device == DeviceKind::Cpu {
         return Err("backend nccl needs device = \"cuda\": NCCL moves GPU memory only".into());
+    }
+    if point.timing() == Timing::DeviceEvents && point.settings.device == DeviceKind::Cpu {
+        return Err("timing device_events needs device = \"cuda\": a CPU has no device timeline; \
+             use timing = \"host\""
+            .into());
     }
     match (point.parallel.reduce_dtype, backend) {
         (Dtype::Bf16, Backend::Mpi) => {

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::experiment::{Axis, Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Strategy};
+use super::experiment::{
+    Axis, Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Strategy, Timing,
+};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 
@@ -150,7 +152,8 @@ fn micro_batch(global_batch: u32, point: &PointSpec) -> Result<u32, String> {
 }
 
 /// A readable, unique, filesystem-safe name made of the point's axis values; knobs appear
-/// only where they differ from their defaults (the backend too, against the device's default).
+/// only where they differ from their defaults (the backend and timing too, against the device's
+/// defaults).
 pub fn point_id(p: &PointSpec) -> String {
     id_with_batch(p, &format!("mb{}", p.micro_batch))
 }
@@ -196,6 +199,9 @@ fn id_with_batch(p: &PointSpec, batch: &str) -> String {
     }
     if p.backend() != Backend::default_for(p.settings.device) {
         id += &format!("-{}", p.backend().name());
+    }
+    if p.timing() != Timing::default_for(p.settings.device) {
+        id += &format!("-t{}", p.timing().name());
     }
     id
 }

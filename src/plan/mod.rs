@@ -13,7 +13,7 @@ mod validate;
 pub use crate::records::Axis;
 pub use experiment::{
     Backend, BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind,
-    LaunchSettings, OptimizerSettings, Rule, Settings, Strategy,
+    LaunchSettings, OptimizerSettings, Rule, Settings, Strategy, Timing,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use matrix::{expand, point_id, Plan, Rejected, Rejection};

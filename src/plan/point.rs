@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::experiment::{Backend, DataSource, Fault, OptimizerSettings, Settings, Strategy};
+use super::experiment::{
+    Backend, DataSource, Fault, OptimizerSettings, Settings, Strategy, Timing,
+};
 use crate::model::ModelConfig;
 use crate::records::{self, RecordError};
 pub use crate::records::{ParallelSpec, SystemSpec};
@@ -47,6 +49,11 @@ impl PointSpec {
     /// The collective library the ranks use: the setting, else the device's default.
     pub fn backend(&self) -> Backend {
         self.settings.backend.unwrap_or(Backend::default_for(self.settings.device))
+    }
+
+    /// How steps are timed: the setting, else the device's default.
+    pub fn timing(&self) -> Timing {
+        self.settings.timing.unwrap_or(Timing::default_for(self.settings.device))
     }
 
     pub fn world_size(&self) -> u32 {

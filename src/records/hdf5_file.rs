@@ -10,6 +10,9 @@
 //! /memory/<category>_bytes [ranks, steps] u64  the harness's account: param_shards,
 //!                        grad_shards, optimizer_state, gathered_params_peak,
 //!                        unsharded_grads_peak, activations_peak (0 where missing)
+//! /device_memory/<figure> [ranks, steps] u64  a GPU caching allocator's per-step figures,
+//!                        only in files of GPU runs: allocated_peak_bytes, active_peak_bytes,
+//!                        reserved_peak_bytes, alloc_retries (0 where missing)
 //! /loader/<figure>      [ranks, steps] the input pipeline's own figures, summed over the
 //!                        step's samples: read_bytes (u64), read_s, decode_s, augment_s (f64,
 //!                        worker time, NaN where missing), queue_depth (u32, batches ready when
@@ -31,7 +34,7 @@ use hdf5::{File, Group, H5Type};
 use ndarray::{Array1, Array2};
 
 use super::atomic::{commit, temporary_path};
-use super::schema::{LoaderRecord, MemoryRecord, Phases, SCHEMA_VERSION};
+use super::schema::{DeviceMemoryRecord, LoaderRecord, MemoryRecord, Phases, SCHEMA_VERSION};
 use super::spool::RankSpool;
 use super::RecordError;
 
@@ -143,6 +146,14 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     let memory = file.create_group("memory")?;
     for (i, name) in MemoryRecord::NAMES.iter().enumerate() {
         dataset(&memory, name, &counts(&|rec| rec.memory.values()[i]))?;
+    }
+    if ranks.iter().flat_map(|k| &k.steps).any(|rec| rec.device_memory.is_some()) {
+        let device = file.create_group("device_memory")?;
+        for (i, name) in DeviceMemoryRecord::NAMES.iter().enumerate() {
+            let value =
+                |rec: &super::StepRecord| rec.device_memory.as_ref().map_or(0, |d| d.values()[i]);
+            dataset(&device, name, &counts(&value))?;
+        }
     }
 
     let loader = file.create_group("loader")?;

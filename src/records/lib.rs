@@ -31,8 +31,8 @@ pub use hdf5_read::RecordsReader;
 pub use manifest::{Manifest, Outcome, Provenance, RankLayout, SchedulerInfo};
 pub use probe::{Encoder, Pool, ProbeResult};
 pub use schema::{
-    CollectiveKind, CollectiveRecord, LoaderRecord, MemoryRecord, Phases, RankInfo, SpoolLine,
-    StepRecord, UnitRecord, SCHEMA_VERSION,
+    CollectiveKind, CollectiveRecord, DeviceMemoryRecord, LoaderRecord, MemoryRecord, Phases,
+    RankInfo, SpoolLine, StepRecord, UnitRecord, SCHEMA_VERSION,
 };
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 

@@ -101,6 +101,34 @@ pub struct MemoryRecord {
     pub activations_peak_bytes: u64,
 }
 
+/// A GPU's caching-allocator figures for one step: peaks since the step began (PyTorch's
+/// `max_memory_allocated`, the `active_bytes.all.peak` statistic, `max_memory_reserved`) and
+/// the allocations that had to flush the cache and retry (`num_alloc_retries`, a sign of
+/// fragmentation near the memory limit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceMemoryRecord {
+    pub allocated_peak_bytes: u64,
+    pub active_peak_bytes: u64,
+    pub reserved_peak_bytes: u64,
+    pub alloc_retries: u64,
+}
+
+impl DeviceMemoryRecord {
+    /// Dataset names under `/device_memory` in the records file.
+    pub const NAMES: [&'static str; 4] =
+        ["allocated_peak_bytes", "active_peak_bytes", "reserved_peak_bytes", "alloc_retries"];
+
+    pub fn values(&self) -> [u64; 4] {
+        [
+            self.allocated_peak_bytes,
+            self.active_peak_bytes,
+            self.reserved_peak_bytes,
+            self.alloc_retries,
+        ]
+    }
+}
+
 impl MemoryRecord {
     pub const NAMES: [&'static str; 6] = [
         "param_shards_bytes",
@@ -171,6 +199,9 @@ pub struct StepRecord {
     /// Peak resident set size of the process so far.
     pub peak_rss_bytes: u64,
     pub memory: MemoryRecord,
+    /// The GPU caching allocator's figures for this step (absent on CPU and in older spools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_memory: Option<DeviceMemoryRecord>,
     /// The input pipeline's own figures for this step (absent in spools older than the field).
     #[serde(default)]
     pub loader: LoaderRecord,

@@ -19,12 +19,12 @@ use tch::{Device, Kind, Tensor};
 use crate::comm::{Comm, CommError};
 use crate::data::{open_source, rank_batches, DataError, Loader, LoaderFigures};
 use crate::metrics::timestamp;
-use crate::metrics::{peak_rss_bytes, Clock, Collectives};
+use crate::metrics::{device_memory, peak_rss_bytes, reset_device_memory, Clock, Collectives};
 use crate::model::Mae;
 use crate::plan::{DeviceKind, FaultKind, PointSpec};
 use crate::records::{
-    write_parameters, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter, StepRecord,
-    PARAMETERS_FILE,
+    write_parameters, DeviceMemoryRecord, Phases, RankInfo, RecordError, SpoolLine, SpoolWriter,
+    StepRecord, PARAMETERS_FILE,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,10 @@ impl<'a> Trainer<'a> {
             point.model.patches(),
             point.loader_workers as usize,
         );
+        if let Device::Cuda(index) = device {
+            // The first step's peaks start from the model's shards, not their initialisation.
+            let _ = reset_device_memory(index);
+        }
         Ok(Self { point, engine, loader, clock, device })
     }
 
@@ -127,14 +131,17 @@ impl<'a> Trainer<'a> {
     pub fn step(&mut self, step: u32) -> Result<StepRecord, TrainError> {
         let (clock, point) = (self.clock, self.point);
         let accumulation = point.parallel.accumulation;
-        let start = clock.now_s();
-        let mut collectives = Collectives::new(clock, start);
-        let mut phases = Phases::default();
+        let start = clock.begin_step();
+        let mut collectives = Collectives::new(clock);
         let mut figures = LoaderFigures::default();
-        let mut loss_sum = 0.0;
+        // Per micro-batch: marks before data, forward, backward and after, and how many
+        // collectives had finished at the last three (the waits inside forward and backward).
+        let mut windows = Vec::with_capacity(accumulation as usize);
+        // Summed on the device and read once the step is over, so reading it waits for nothing
+        // the clock does not.
+        let mut loss_sum: Option<Tensor> = None;
         for micro in 0..accumulation {
-            // data_s is the time the step waited for its batch (exposed data loading).
-            let t0 = clock.now_s();
+            let t0 = clock.mark();
             let batch = self
                 .loader
                 .next_batch()
@@ -146,23 +153,23 @@ impl<'a> Trainer<'a> {
             } else {
                 figures.add(&batch.figures);
             }
-            let (t1, c1) = (clock.now_s(), collectives.waited_s());
+            let (t1, c1) = (clock.mark(), collectives.finished());
             let loss = self.engine.forward(&images, &noise, &mut collectives)?;
-            let (t2, c2) = (clock.now_s(), collectives.waited_s());
+            let (t2, c2) = (clock.mark(), collectives.finished());
             self.engine.backward(
                 1.0 / f64::from(accumulation),
                 micro + 1 == accumulation,
                 &mut collectives,
             )?;
-            let (t3, c3) = (clock.now_s(), collectives.waited_s());
-            loss_sum += loss.to_kind(Kind::Double).double_value(&[]);
-            // Phases partition the step: waits for collectives inside forward and backward
-            // count in comm_s only.
-            phases.data_s += t1 - t0;
-            phases.forward_s += (t2 - t1) - (c2 - c1);
-            phases.backward_s += (t3 - t2) - (c3 - c2);
+            let (t3, c3) = (clock.mark(), collectives.finished());
+            let loss = loss.detach().to_kind(Kind::Double);
+            loss_sum = Some(match loss_sum {
+                Some(sum) => sum + loss,
+                None => loss,
+            });
+            windows.push(([t0, t1, t2, t3], [c1, c2, c3]));
         }
-        let optimizer_start = clock.now_s();
+        let optimizer_start = clock.mark();
         let lr = learning_rate(
             step,
             point.settings.steps,
@@ -170,20 +177,50 @@ impl<'a> Trainer<'a> {
             point.peak_lr(),
         );
         self.engine.optimizer_step(lr);
-        let end = clock.now_s();
-        phases.optimizer_s = end - optimizer_start;
-        phases.comm_s = collectives.waited_s();
-        phases.step_s = end - start;
+        let end = clock.mark();
+        let timeline = clock.timeline(start).map_err(TrainError::Setup)?;
+        let collectives = collectives.into_records(&timeline);
+        let waited = |from: usize, to: usize| -> f64 {
+            collectives[from..to].iter().map(|c| c.wait_s).sum()
+        };
+        // Phases partition the step: waits for collectives inside forward and backward count
+        // in comm_s only; data_s is the time the step waited for its batch.
+        let mut phases = Phases::default();
+        for ([t0, t1, t2, t3], [c1, c2, c3]) in windows {
+            phases.data_s += timeline.between(t0, t1);
+            phases.forward_s += timeline.between(t1, t2) - waited(c1, c2);
+            phases.backward_s += timeline.between(t2, t3) - waited(c2, c3);
+        }
+        phases.optimizer_s = timeline.between(optimizer_start, end);
+        phases.comm_s = waited(0, collectives.len());
+        phases.step_s = timeline.between(start, end);
+        let loss = loss_sum.map_or(f64::NAN, |sum| sum.double_value(&[]));
         Ok(StepRecord {
             step,
-            loss: loss_sum / f64::from(accumulation),
+            loss: loss / f64::from(accumulation),
             phases,
             peak_rss_bytes: if clock.enabled() { peak_rss_bytes() } else { 0 },
             memory: self.engine.memory().take_record(),
+            device_memory: self.device_memory(),
             loader: figures,
-            units: self.engine.take_unit_records(),
-            collectives: collectives.into_records(),
+            units: self.engine.take_unit_records(&timeline),
+            collectives,
         })
+    }
+
+    /// The caching allocator's figures for the step just done, on a GPU with the clock on;
+    /// starts the next step's peaks. A failure to read them (a libtorch without the
+    /// interface) leaves the step without them rather than failing it.
+    fn device_memory(&self) -> Option<DeviceMemoryRecord> {
+        let Device::Cuda(index) = self.device else { return None };
+        if !self.clock.enabled() {
+            return None;
+        }
+        let figures = device_memory(index)
+            .inspect_err(|e| tracing::warn!("no device memory figures: {e}"))
+            .ok()?;
+        let _ = reset_device_memory(index);
+        Some(figures)
     }
 
     /// The final parameters, whole units gathered from their shards.
@@ -204,9 +241,9 @@ pub fn train(
     tch::set_num_threads(point.settings.threads_per_rank as i32);
     tch::manual_seed(point.settings.seed as i64);
     let model = Mae::new(point.model.clone(), device);
-    let clock = Clock::new(device);
     // Written first, so a rank that hangs or fails while opening its data is known and named.
     spool.write(&SpoolLine::Start(rank_info(point, comm, node, local_rank, device)))?;
+    let clock = Clock::new(device, point.timing()).map_err(TrainError::Setup)?;
     let mut trainer = Trainer::new(point, &model, &clock, comm, device)?;
     let mut losses = Vec::new();
     for step in 0..point.settings.steps {

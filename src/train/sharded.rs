@@ -26,7 +26,7 @@ use tch::{Kind, Tensor};
 use super::adamw::{AdamW, WorkBuffers};
 use super::memory::MemoryAccount;
 use crate::comm::{Comm, CommError};
-use crate::metrics::{Clock, Collectives, InFlight};
+use crate::metrics::{Clock, Collectives, InFlight, Mark, Timeline};
 use crate::model::{init_unit, Mae, Masked, Stage};
 use crate::plan::{BackwardPrefetch, Dtype, ParallelSpec, Strategy};
 use crate::records::CollectiveKind::{AllGather, AllReduce, ReduceScatter};
@@ -69,6 +69,9 @@ struct FlatUnit {
     scatter_buffer: Option<Tensor>,
 }
 
+/// Unit, the phase's field of its record, and the interval.
+type UnitTiming = (usize, fn(&mut UnitRecord) -> &mut f64, Mark, Mark);
+
 /// A forward stage awaiting its backward.
 struct Saved {
     stage: Stage,
@@ -91,7 +94,8 @@ pub struct Sharded<'m> {
     units: Vec<FlatUnit>,
     saved: Vec<Saved>,
     batch: Option<Masked>,
-    timings: Vec<UnitRecord>,
+    /// Per-unit compute intervals of the step so far: unit, phase, start, end.
+    timings: Vec<UnitTiming>,
     memory: MemoryAccount,
     /// Gather buffers no tensor in use refers to any more, reused by the next gather of the
     /// same size (what PyTorch's caching allocator does for FSDP's freed parameters).
@@ -175,8 +179,6 @@ impl<'m> Sharded<'m> {
                 }
             })
             .collect::<Vec<_>>();
-        let timings =
-            (0..units.len()).map(|u| UnitRecord { unit: u as u32, ..Default::default() }).collect();
         let memory = MemoryAccount::new(
             units.iter().map(|u| u.shard.numel()).sum::<usize>(),
             units.iter().map(|u| u.optimizer.state_bytes()).sum(),
@@ -192,7 +194,7 @@ impl<'m> Sharded<'m> {
             units,
             saved: Vec::new(),
             batch: None,
-            timings,
+            timings: Vec::new(),
             memory,
             free_buffers: Vec::new(),
             prefetch: std::collections::VecDeque::new(),
@@ -399,15 +401,11 @@ impl<'m> Sharded<'m> {
         self.start_prefetch(unit, used, collectives)
     }
 
-    fn time_unit(
-        &mut self,
-        unit: usize,
-        start_s: f64,
-        field: fn(&mut UnitRecord) -> &mut f64,
-    ) -> f64 {
-        let now = self.clock.now_s();
-        *field(&mut self.timings[unit]) += now - start_s;
-        now
+    /// Notes that unit `unit` spent from `start` to now in the phase `field` picks.
+    fn time_unit(&mut self, unit: usize, start: Mark, field: fn(&mut UnitRecord) -> &mut f64) {
+        if self.clock.enabled() {
+            self.timings.push((unit, field, start, self.clock.mark()));
+        }
     }
 }
 
@@ -433,7 +431,7 @@ impl Sharded<'_> {
                 }
                 self.start_prefetch(self.model.unit_of(next), None, collectives)?;
             }
-            let start = self.clock.now_s();
+            let start = self.clock.mark();
             let input = x.map(|t| t.detach().set_requires_grad(true));
             let view = params.narrow(0, 0, self.units[unit].numel);
             let checkpointed = self.knobs.activation_checkpointing && Self::is_block(stage);
@@ -485,7 +483,7 @@ impl Sharded<'_> {
             if let (Some(j), BackwardPrefetch::Pre) = (next, self.knobs.backward_prefetch) {
                 self.prefetch_for_backward(j, collectives)?;
             }
-            let start = self.clock.now_s();
+            let start = self.clock.mark();
             let input = self.saved[index].input.as_ref().map(Tensor::shallow_clone);
             let output = match self.saved[index].output.as_ref().map(Tensor::shallow_clone) {
                 Some(output) => output,
@@ -501,7 +499,7 @@ impl Sharded<'_> {
                     recomputed
                 }
             };
-            let start_backward = self.clock.now_s();
+            let start_backward = self.clock.mark();
             match upstream.take() {
                 None => (output * loss_scale).backward(),
                 Some(gradient) => (output * gradient).sum(Kind::Float).backward(),
@@ -585,12 +583,15 @@ impl Sharded<'_> {
             .collect()
     }
 
-    /// Per-unit times since the last call.
-    pub fn take_unit_records(&mut self) -> Vec<UnitRecord> {
-        let fresh = (0..self.units.len())
+    /// Per-unit times since the last call, from `timeline` (the step's, once over).
+    pub fn take_unit_records(&mut self, timeline: &Timeline) -> Vec<UnitRecord> {
+        let mut records: Vec<UnitRecord> = (0..self.units.len())
             .map(|u| UnitRecord { unit: u as u32, ..Default::default() })
             .collect();
-        std::mem::replace(&mut self.timings, fresh)
+        for (unit, field, start, end) in self.timings.drain(..) {
+            *field(&mut records[unit]) += timeline.between(start, end);
+        }
+        records
     }
 
     pub fn memory(&mut self) -> &mut MemoryAccount {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use shardsweep::plan::{expand, Experiment, ExperimentError, Machine, Rejection, Strategy};
+use shardsweep::plan::{expand, Experiment, ExperimentError, Machine, Rejection, Strategy, Timing};
 
 const MACHINE: Machine = Machine { memory_bytes: 24 << 30, per_rank: false };
 
@@ -560,4 +560,33 @@ fn the_backend_names_points_only_off_its_default_and_nccl_needs_a_gpu() {
         .all(|r| r.reason.contains("backend nccl needs device = \"cuda\"")
             && r.id.ends_with("-nccl")));
     assert_reports(&with_settings("backend = \"ucc\""), &["settings"]);
+}
+
+#[test]
+fn timing_defaults_to_the_devices_clock_names_points_off_it_and_events_need_a_gpu() {
+    let with_settings = |extra: &str| {
+        format!("name = \"t\"\n[axes]\n{AXES}\n[settings]\nsteps = 4\nwarmup_steps = 1\n{extra}\n")
+    };
+    let ids = |plan: &shardsweep::plan::Plan| -> Vec<String> {
+        plan.points.iter().map(|p| p.id.clone()).collect()
+    };
+    let default = expand(&parse(&with_settings("")).unwrap(), &MACHINE);
+    let host = expand(&parse(&with_settings("timing = \"host\"")).unwrap(), &MACHINE);
+    assert!(default.points.iter().all(|p| p.timing() == Timing::Host));
+    assert_eq!(ids(&default), ids(&host));
+    let cuda = expand(&parse(&with_settings("device = \"cuda\"")).unwrap(), &MACHINE);
+    assert!(cuda.points.iter().all(|p| p.timing() == Timing::DeviceEvents));
+    assert_eq!(ids(&cuda), ids(&default));
+    let cuda_host =
+        expand(&parse(&with_settings("device = \"cuda\"\ntiming = \"host\"")).unwrap(), &MACHINE);
+    assert!(ids(&cuda_host).iter().all(|id| id.ends_with("-thost")), "{:?}", ids(&cuda_host));
+    let events = expand(&parse(&with_settings("timing = \"device_events\"")).unwrap(), &MACHINE);
+    assert!(events.points.is_empty());
+    assert!(!events.rejected.is_empty());
+    assert!(events
+        .rejected
+        .iter()
+        .all(|r| r.reason.contains("timing device_events needs device = \"cuda\"")
+            && r.id.ends_with("-tdevice_events")));
+    assert_reports(&with_settings("timing = \"wallclock\""), &["settings", "timing"]);
 }

@@ -28,7 +28,7 @@ fn train_fixed_batch(steps: usize, lr: f64, dtype: Dtype) -> Vec<f64> {
     tch::manual_seed(0);
     tch::set_num_threads(1);
     let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
-    let clock = Clock::new(Device::Cpu);
+    let clock = Clock::host(Device::Cpu);
     let mut model = Sharded::new(
         &mae,
         &clock,
@@ -42,11 +42,14 @@ fn train_fixed_batch(steps: usize, lr: f64, dtype: Dtype) -> Vec<f64> {
     let (images, noise) = (data.images(0..8), data.mask_noise(0..8, mae.config.patches()));
     (0..steps)
         .map(|_| {
-            let mut collectives = Collectives::new(&clock, 0.0);
+            let start = clock.begin_step();
+            let mut collectives = Collectives::new(&clock);
             let loss = model.forward(&images, &noise, &mut collectives).unwrap();
             model.backward(1.0, true, &mut collectives).unwrap();
             model.optimizer_step(lr);
-            assert!(collectives.into_records().is_empty(), "one rank communicates with no one");
+            let timeline = clock.timeline(start).unwrap();
+            let records = collectives.into_records(&timeline);
+            assert!(records.is_empty(), "one rank communicates with no one");
             loss.double_value(&[])
         })
         .collect()
@@ -82,7 +85,7 @@ fn accumulation_without_reduction_matches_one_big_batch() {
     // so the parameters) of one batch of 8.
     let _rng = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let mae = Mae::new(preset("vit-tiny").unwrap(), Device::Cpu);
-    let clock = Clock::new(Device::Cpu);
+    let clock = Clock::host(Device::Cpu);
     let data = SyntheticImages { seed: 5, image_size: 32, channels: 3 };
     let patches = mae.config.patches();
     let train = |accumulation: u64| {
@@ -96,7 +99,7 @@ fn accumulation_without_reduction_matches_one_big_batch() {
             Device::Cpu,
             &OptimizerSettings::default(),
         );
-        let mut collectives = Collectives::new(&clock, 0.0);
+        let mut collectives = Collectives::new(&clock);
         let micro = 8 / accumulation;
         for k in 0..accumulation {
             let samples = k * micro..(k + 1) * micro;

@@ -99,8 +99,8 @@ pub(super) fn plots(
             out,
             "memory",
             &title,
-            "GiB per rank (largest peak RSS)",
-            &panels(&|p| Some(p.peak_rss_bytes / (1u64 << 30) as f64), false),
+            "GiB per rank (largest peak: allocator's allocated on GPUs, RSS on CPU)",
+            &panels(&|p| Some(p.peak_memory_bytes() / (1u64 << 30) as f64), false),
         )?);
     }
     // Peak RSS includes libtorch's own baseline, the same for every strategy on CPU and far

@@ -41,6 +41,11 @@ pub(super) fn summary_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisErr
         "strong_scaling_efficiency" => opt(s.iter().map(|p| p.strong_scaling_efficiency)),
         "peak_rss_bytes" => num(&|p| p.peak_rss_bytes),
         "accounted_peak_bytes" => num(&|p| p.accounted_peak_bytes),
+        "device_allocated_peak_bytes" =>
+            opt(s.iter().map(|p| p.device_memory.map(|d| d.allocated_peak_bytes))),
+        "device_reserved_peak_bytes" =>
+            opt(s.iter().map(|p| p.device_memory.map(|d| d.reserved_peak_bytes))),
+        "device_alloc_retries" => opt(s.iter().map(|p| p.device_memory.map(|d| d.alloc_retries))),
         "final_loss" => num(&|p| p.final_loss),
         "loader_workers" => count(&|p| p.meta.loader_workers),
         "data" => text(&|p| p.meta.data.clone()),

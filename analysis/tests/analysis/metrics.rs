@@ -2,6 +2,7 @@
 
 use crate::fixture::{noise, sweep, Point};
 use shardsweep_analysis::{analyze_sweep, summarize_sweep};
+use shardsweep_records::DeviceMemoryRecord;
 
 fn close(a: f64, b: f64, what: &str) {
     assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{what}: {a} vs {b}");
@@ -46,6 +47,37 @@ fn step_time_throughput_mfu_and_the_breakdown_have_their_known_values() {
     );
     close(s.peak_rss_bytes, 1e9 + 1e6, "largest peak RSS over ranks");
     close(s.accounted_peak_bytes, 2e6, "memory account");
+    assert_eq!(s.device_memory, None, "a CPU run has no allocator figures");
+    close(s.peak_memory_bytes(), s.peak_rss_bytes, "on CPU memory plots show peak RSS");
+}
+
+#[test]
+fn a_gpu_runs_allocator_peaks_are_the_largest_over_ranks_and_steps_and_its_memory_figure() {
+    let (_root, dir) = sweep("device");
+    let mut p = Point::new("gpu", 1, 6);
+    p.device_memory = Box::new(|r, s| {
+        Some(DeviceMemoryRecord {
+            allocated_peak_bytes: 1_000_000 * (10 + r as u64) + 1000 * s as u64,
+            active_peak_bytes: 0,
+            reserved_peak_bytes: 2_000_000 * (10 + r as u64),
+            alloc_retries: u64::from(s == 3 && r == 1) * 7,
+        })
+    });
+    p.write(&dir);
+    let (summaries, _, _) = summarize_sweep(&dir).unwrap();
+    let d = summaries[0].device_memory.expect("allocator figures");
+    close(d.allocated_peak_bytes, 11e6 + 5e3, "largest allocated peak (rank 1, step 5)");
+    close(d.reserved_peak_bytes, 22e6, "largest reserved peak");
+    close(d.alloc_retries, 7.0, "most retries in one step");
+    close(summaries[0].peak_memory_bytes(), 11e6 + 5e3, "memory plots use the allocator's peak");
+    analyze_sweep(&dir).unwrap();
+    let csv = std::fs::read_to_string(dir.join("report/summary.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for column in
+        ["device_allocated_peak_bytes", "device_reserved_peak_bytes", "device_alloc_retries"]
+    {
+        assert!(header.contains(column), "{header}");
+    }
 }
 
 #[test]

@@ -52,6 +52,7 @@ fn spool() -> RankSpool {
                 },
                 peak_rss_bytes: 1 << 30,
                 memory: MemoryRecord::default(),
+                device_memory: None,
                 loader: Default::default(),
                 units: (0..UNITS)
                     .map(|unit| UnitRecord {
