@@ -37,10 +37,16 @@ pub struct LocalPeak {
 /// libtorch threads, as FLOP/s (2 n^3 per product).
 pub fn dense_matmul_flop_per_s(threads: u32) -> f64 {
     tch::set_num_threads(threads.max(1) as i32);
-    let a = Tensor::randn([ORDER, ORDER], (Kind::Float, Device::Cpu));
-    let b = Tensor::randn([ORDER, ORDER], (Kind::Float, Device::Cpu));
-    let _warm = a.matmul(&b);
-    let flop = 2.0 * (ORDER as f64).powi(3);
+    matmul_flop_per_s(Device::Cpu, Kind::Float, ORDER)
+}
+
+/// The best of [`REPEATS`] `order x order` products of `kind` matrices on `device`, as FLOP/s
+/// (2 n^3 per product; reading one element of the product waits for the device).
+pub fn matmul_flop_per_s(device: Device, kind: Kind, order: i64) -> f64 {
+    let a = Tensor::randn([order, order], (kind, device));
+    let b = Tensor::randn([order, order], (kind, device));
+    let _ = a.matmul(&b).double_value(&[0, 0]);
+    let flop = 2.0 * (order as f64).powi(3);
     (0..REPEATS)
         .map(|_| {
             let start = Instant::now();

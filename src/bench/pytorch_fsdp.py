@@ -10,13 +10,18 @@ position embeddings, pre-norm blocks (LayerNorm eps 1e-6, qkv with bias, exact G
 argsort of per-sample noise, MSE on masked patches only (no norm_pix_loss). Each Block is its own
 FSDP unit and the remaining parameters form the root unit, like the harness's units.
 
+With strategy "eager" it is the same model in plain PyTorch eager on one device (no process
+group, no FSDP), on "device" ("cpu" or "cuda"), with bf16 autocast if "param_dtype" is "bf16"
+(PyTorch's usual bf16 recipe), and reports the caching allocator's peak over the timed steps.
+
 Launch: torchrun --standalone --nproc-per-node N pytorch_fsdp.py --config C.json --out O.json
 Config: {"model": {image_size, channels, patch, width, depth, mlp, heads, decoder_width,
 decoder_depth, decoder_mlp, decoder_heads, mask_ratio[, name]}, "micro_batch", "steps",
-"warmup_steps", "strategy": "full_shard" | "shard_grad_op" | "no_shard", "threads_per_rank",
-"seed", "lr"[, "weight_decay", "beta1", "beta2", "eps"]}.
+"warmup_steps", "strategy": "full_shard" | "shard_grad_op" | "no_shard" | "eager",
+"threads_per_rank", "seed", "lr"[, "weight_decay", "beta1", "beta2", "eps", "device",
+"param_dtype"]}.
 """
-import argparse, json, math, os, statistics, time
+import argparse, contextlib, json, math, os, statistics, time
 
 import torch
 import torch.distributed as dist
@@ -28,7 +33,8 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 MODEL_KEYS = {"image_size", "channels", "patch", "width", "depth", "mlp", "heads", "decoder_width",
               "decoder_depth", "decoder_mlp", "decoder_heads", "mask_ratio"}
-OPTIONAL = {"weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8}  # OptimizerSettings
+OPTIONAL = {"weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,  # OptimizerSettings
+            "device": "cpu", "param_dtype": "fp32"}
 REQUIRED = {"model", "micro_batch", "steps", "warmup_steps", "strategy", "threads_per_rank",
             "seed", "lr"}
 STRATEGIES = {"full_shard": ShardingStrategy.FULL_SHARD,
@@ -157,13 +163,19 @@ def main():
     # Reject typos and missing keys loudly, like serde's deny_unknown_fields on the Rust side.
     unknown, missing = set(cfg) - REQUIRED - set(OPTIONAL), REQUIRED - set(cfg)
     model_bad = (MODEL_KEYS ^ set(cfg.get("model", {}))) - {"name"}
-    if unknown or missing or model_bad or cfg["strategy"] not in STRATEGIES:
+    if unknown or missing or model_bad or cfg["strategy"] not in {*STRATEGIES, "eager"}:
         raise SystemExit(f"bad config: unknown {unknown}, missing {missing}, model keys "
                          f"{model_bad}, strategy {cfg.get('strategy')!r}")
     cfg = {**OPTIONAL, **cfg}
     torch.set_num_threads(cfg["threads_per_rank"])
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    eager, device = cfg["strategy"] == "eager", torch.device(cfg["device"])
+    if not eager:
+        dist.init_process_group("gloo")
+    rank, world = (0, 1) if eager else (dist.get_rank(), dist.get_world_size())
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                if cfg["param_dtype"] == "bf16" else contextlib.nullcontext())
 
     # Same seed on every rank, so every rank builds identical weights without a broadcast.
     model = Mae(cfg["model"])
@@ -174,9 +186,10 @@ def main():
     # run it: AdamW then updates one flat shard per unit, as the harness does. Flat parameters
     # mix 2-D weights with biases and norms, so weight decay applies to every element here (the
     # harness skips 1-D tensors through a mask): the same work per element.
-    model = FSDP(model, sharding_strategy=STRATEGIES[cfg["strategy"]],
-                 auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),
-                 backward_prefetch=BackwardPrefetch.BACKWARD_PRE, limit_all_gathers=True)
+    model = model.to(device) if eager else FSDP(
+        model, sharding_strategy=STRATEGIES[cfg["strategy"]],
+        auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),
+        backward_prefetch=BackwardPrefetch.BACKWARD_PRE, limit_all_gathers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
                             eps=cfg["eps"], weight_decay=cfg["weight_decay"])
 
@@ -184,22 +197,29 @@ def main():
     m, total = cfg["model"], cfg["warmup_steps"] + cfg["steps"]
     gen = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank + 1)
     shape = (total, cfg["micro_batch"], m["channels"], m["image_size"], m["image_size"])
-    images = torch.rand(shape, generator=gen)
-    noise = torch.rand(*shape[:2], (m["image_size"] // m["patch"]) ** 2, generator=gen)
+    images = torch.rand(shape, generator=gen).to(device)
+    noise = torch.rand(*shape[:2], (m["image_size"] // m["patch"]) ** 2, generator=gen).to(device)
 
     step_s, losses = [], []
     for step in range(total):
-        dist.barrier()  # Every rank starts the step together; the slowest rank sets the time.
+        if step == cfg["warmup_steps"] and cuda:
+            torch.cuda.reset_peak_memory_stats()
+        if not eager:
+            dist.barrier()  # Every rank starts the step together; the slowest rank sets the time.
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(images[step], noise[step])
+        with autocast:
+            loss = model(images[step], noise[step])
         loss.backward()
         opt.step()
+        sync()
         elapsed = time.perf_counter() - t0
         slowest = torch.tensor([elapsed], dtype=torch.float64)
         loss_sum = torch.tensor([loss.item()], dtype=torch.float64)
-        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-        dist.all_reduce(loss_sum)
+        if not eager:
+            dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+            dist.all_reduce(loss_sum)
         if step >= cfg["warmup_steps"]:
             step_s.append(slowest.item())
             losses.append(loss_sum.item() / world)  # Mean over ranks, each on its own batch.
@@ -208,13 +228,15 @@ def main():
         result = {"torch_version": torch.__version__, "strategy": cfg["strategy"],
                   "world_size": world, "parameters": parameters, "step_s": step_s,
                   "median_step_s": statistics.median(step_s) if step_s else None,
-                  "losses": losses}
+                  "losses": losses,
+                  "peak_allocated_bytes": torch.cuda.max_memory_allocated() if cuda else None}
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:
             json.dump(result, f, indent=1)
         os.replace(tmp, args.out)  # Readers never see a half-written file.
-    dist.barrier()
-    dist.destroy_process_group()
+    if not eager:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
 //! before the timed loop). Each side's figure is the median over timed steps of the slowest
 //! rank's step time. FSDP1 on the CPU runs its collectives synchronously (no streams to overlap
 //! them on); the harness overlaps them as it does everywhere.
+//!
+//! With [`Anchor::Eager`] PyTorch's side is the same model in plain eager PyTorch on one device
+//! (bf16 autocast for a bf16 point), against a one-rank harness point on that device: the
+//! single-GPU comparison of step time and the caching allocator's peak.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +36,17 @@ pub enum AnchorError {
     Output { path: String, message: String },
 }
 
-/// One strategy's result: the medians of each side's timed steps, and how many there were.
+/// What the harness is set against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// PyTorch FSDP (FSDP1) with the point's strategy and ranks, over gloo on the CPU.
+    Fsdp,
+    /// Plain PyTorch eager on the point's device, one rank.
+    Eager,
+}
+
+/// One strategy's result: the medians of each side's timed steps, how many there were, and on
+/// GPUs each side's largest caching-allocator peak over its timed steps.
 #[derive(Debug, Clone)]
 pub struct SideBySide {
     pub strategy: Strategy,
@@ -41,6 +55,8 @@ pub struct SideBySide {
     pub harness_steps: usize,
     pub pytorch_steps: usize,
     pub torch_version: String,
+    pub harness_peak_bytes: Option<u64>,
+    pub pytorch_peak_bytes: Option<u64>,
 }
 
 impl SideBySide {
@@ -55,6 +71,8 @@ impl SideBySide {
 struct PytorchOut {
     torch_version: String,
     step_s: Vec<f64>,
+    #[serde(default)]
+    peak_allocated_bytes: Option<u64>,
 }
 
 /// Runs `point` (its strategy, model, micro-batch, ranks on one node, warm-up and steps) on both
@@ -64,6 +82,7 @@ struct PytorchOut {
 /// A run that fails (its log is named) or leaves no timings.
 pub fn side_by_side(
     point: &PointSpec,
+    anchor: Anchor,
     exe: &Path,
     torchrun: &str,
     rounds: usize,
@@ -78,22 +97,24 @@ pub fn side_by_side(
         ..point.clone()
     };
     let (mut harness, mut pytorch) = (Vec::new(), Vec::new());
+    let (mut harness_peak, mut pytorch_peak) = (None, None);
     let mut torch_version = String::new();
     for round in 0..rounds {
-        let dir = work.join(format!("{}-{round}", point.strategy.name()));
+        let dir = work.join(format!("{}-{}-{round}", point.model.name, point.strategy.name()));
         std::fs::create_dir_all(&dir).map_err(RecordError::io(&dir))?;
         let script = dir.join("pytorch_fsdp.py");
         std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;
         let config = dir.join("pytorch.json");
-        crate::records::write_json(&config, &pytorch_config(&point))?;
+        crate::records::write_json(&config, &pytorch_config(&point, anchor))?;
         let out = dir.join("pytorch-out.json");
         let mut python = vec![script.display().to_string()];
         python.extend(["--config".into(), config.display().to_string()]);
         python.extend(["--out".into(), out.display().to_string()]);
-        run(torchrun, point.world_size(), &python, &dir.join("pytorch.log"), "PyTorch FSDP")?;
+        run(torchrun, point.world_size(), &python, &dir.join("pytorch.log"), "PyTorch")?;
         let result: PytorchOut = crate::records::read_json(&out)?;
         torch_version = result.torch_version;
         pytorch.extend(result.step_s);
+        pytorch_peak = pytorch_peak.max(result.peak_allocated_bytes);
 
         let point_dir = dir.join("harness");
         std::fs::create_dir_all(&point_dir).map_err(RecordError::io(&point_dir))?;
@@ -105,7 +126,9 @@ pub fn side_by_side(
             point_dir.display().to_string(),
         ];
         run(torchrun, point.world_size(), &worker, &dir.join("harness.log"), "the harness")?;
-        harness.extend(slowest_steps(&point, &point_dir)?);
+        let (steps, peak) = slowest_steps(&point, &point_dir)?;
+        harness.extend(steps);
+        harness_peak = harness_peak.max(peak);
     }
     let none = |side: &str| AnchorError::Output {
         path: work.display().to_string(),
@@ -118,13 +141,15 @@ pub fn side_by_side(
         harness_steps: harness.len(),
         pytorch_steps: pytorch.len(),
         torch_version,
+        harness_peak_bytes: harness_peak,
+        pytorch_peak_bytes: pytorch_peak,
     })
 }
 
 /// The PyTorch side's configuration: the point's model, batch, steps and optimizer. Its
 /// learning rate is the point's peak (PyTorch's side keeps it constant; the schedule does not
 /// change what a step costs).
-fn pytorch_config(point: &PointSpec) -> serde_json::Value {
+fn pytorch_config(point: &PointSpec, anchor: Anchor) -> serde_json::Value {
     let m = &point.model;
     let o = &point.optimizer;
     let s = &point.settings;
@@ -139,7 +164,15 @@ fn pytorch_config(point: &PointSpec) -> serde_json::Value {
         "micro_batch": point.micro_batch,
         "steps": s.steps - s.warmup_steps,
         "warmup_steps": s.warmup_steps,
-        "strategy": point.strategy.name(),
+        "strategy": match anchor {
+            Anchor::Fsdp => point.strategy.name(),
+            Anchor::Eager => "eager",
+        },
+        "device": match s.device {
+            crate::plan::DeviceKind::Cpu => "cpu",
+            crate::plan::DeviceKind::Cuda => "cuda",
+        },
+        "param_dtype": point.parallel.param_dtype.name(),
         "threads_per_rank": s.threads_per_rank,
         "seed": s.seed,
         "lr": point.peak_lr(),
@@ -175,8 +208,11 @@ fn run(
     Ok(())
 }
 
-/// The slowest rank's step time, less its data phase, of each step after the warm-up.
-fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<Vec<f64>, AnchorError> {
+/// The slowest rank's step time, less its data phase, of each step after the warm-up; and the
+/// largest caching-allocator peak of those steps (GPU runs).
+fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<(Vec<f64>, Option<u64>), AnchorError> {
+    let warmup = point.settings.warmup_steps as usize;
+    let mut peak = None;
     let mut slowest = vec![0.0f64; point.settings.steps as usize];
     for rank in 0..point.world_size() {
         let path: PathBuf = spool_path(dir, rank);
@@ -190,8 +226,10 @@ fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<Vec<f64>, AnchorError>
         for (s, step) in slowest.iter_mut().zip(&spool.steps) {
             *s = s.max(step.phases.step_s - step.phases.data_s);
         }
+        let device = spool.steps[warmup..].iter().filter_map(|s| s.device_memory.as_ref());
+        peak = peak.max(device.map(|d| d.allocated_peak_bytes).max());
     }
-    Ok(slowest.split_off(point.settings.warmup_steps as usize))
+    Ok((slowest.split_off(warmup), peak))
 }
 
 fn median(samples: &[f64]) -> Option<f64> {
@@ -205,10 +243,15 @@ mod tests {
     #[test]
     fn the_pytorch_config_carries_the_points_model_and_schedule() {
         let point = crate::bench::bench_point("vit-tiny", 2, 4, 10);
-        let config = pytorch_config(&point);
+        let config = pytorch_config(&point, Anchor::Fsdp);
         assert_eq!(config["model"]["width"], point.model.width);
         assert_eq!(config["steps"], 10);
         assert_eq!(config["strategy"], "full_shard");
         assert_eq!(config["lr"], point.peak_lr());
+        assert_eq!(
+            (config["device"].as_str(), config["param_dtype"].as_str()),
+            (Some("cpu"), Some("fp32"))
+        );
+        assert_eq!(pytorch_config(&point, Anchor::Eager)["strategy"], "eager");
     }
 }

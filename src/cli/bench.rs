@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use shardsweep::plan::{Backend, Strategy};
+use shardsweep::plan::{Backend, DeviceKind, Dtype, Strategy};
 
 #[derive(clap::Args, Clone)]
 pub struct BenchOptions {
@@ -133,6 +133,21 @@ pub struct FsdpArgs {
     /// round after 3 warm-up steps, and print the step times.
     #[arg(long, conflicts_with = "sizes")]
     pytorch_fsdp: bool,
+    /// Instead: train each of --model (comma-separated) on one --device, one rank, side by side
+    /// with the same model in PyTorch eager (bf16 autocast for --param-dtype bf16), and print
+    /// step times, images/s, MFU against a measured matrix product (and --peak-flop-per-s) and
+    /// the caching allocators' peaks on GPUs.
+    #[arg(long, conflicts_with_all = ["sizes", "pytorch_fsdp"])]
+    pytorch_eager: bool,
+    /// Device of --pytorch-eager: cpu or cuda.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceKind,
+    /// Compute dtype of --pytorch-eager's parameters: fp32 or bf16 (master weights stay fp32).
+    #[arg(long, default_value = "fp32", value_parser = parse_dtype)]
+    param_dtype: Dtype,
+    /// The device's datasheet peak FLOP/s for --param-dtype (dense), for a second MFU column.
+    #[arg(long)]
+    peak_flop_per_s: Option<f64>,
     #[arg(long, value_delimiter = ',', default_value = "full_shard,no_shard", value_parser = parse_strategy)]
     strategies: Vec<Strategy>,
     /// Rounds, each running both sides once, alternating.
@@ -145,6 +160,17 @@ pub struct FsdpArgs {
     /// Folder for the runs' points, configurations and logs [default: a new temporary folder].
     #[arg(long)]
     work: Option<PathBuf>,
+}
+
+fn parse_device(text: &str) -> Result<DeviceKind, String> {
+    super::one_of(text, &[DeviceKind::Cpu, DeviceKind::Cuda], |d| match d {
+        DeviceKind::Cpu => "cpu",
+        DeviceKind::Cuda => "cuda",
+    })
+}
+
+fn parse_dtype(text: &str) -> Result<Dtype, String> {
+    super::one_of(text, &[Dtype::Fp32, Dtype::Bf16], Dtype::name)
 }
 
 fn parse_backend(text: &str) -> Result<Backend, String> {
@@ -164,8 +190,15 @@ pub struct WorkerArgs {
 }
 
 pub fn run(mut args: Args) -> Result<ExitCode> {
-    if shardsweep::model::preset(&args.options.model).is_none() {
-        bail!("unknown model {}", args.options.model);
+    let models: Vec<&str> = args.options.model.split(',').collect();
+    if let Some(unknown) = models.iter().find(|m| shardsweep::model::preset(m).is_none()) {
+        bail!("--model: unknown model {unknown}");
+    }
+    if args.fsdp.pytorch_eager {
+        return against_eager(&args);
+    }
+    if models.len() > 1 {
+        bail!("--model: one model, except with --pytorch-eager");
     }
     if args.fsdp.pytorch_fsdp {
         return against_pytorch(&args);
@@ -248,22 +281,10 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
 
 /// `--pytorch-fsdp`: each strategy side by side with PyTorch FSDP; a table on stdout.
 fn against_pytorch(args: &Args) -> Result<ExitCode> {
-    use shardsweep::bench::{bench_point, pytorch_fsdp::side_by_side};
+    use shardsweep::bench::{bench_point, pytorch_fsdp::side_by_side, pytorch_fsdp::Anchor};
     let fsdp = &args.fsdp;
-    let torchrun = fsdp.torchrun.clone().unwrap_or_else(|| {
-        let local = ".venv/bin/torchrun";
-        if Path::new(local).exists() {
-            local.into()
-        } else {
-            "torchrun".into()
-        }
-    });
-    let work = match &fsdp.work {
-        Some(dir) => dir.clone(),
-        None => tempfile::Builder::new().prefix("shardsweep-fsdp-").tempdir()?.keep(),
-    };
+    let (torchrun, work) = fsdp.torchrun_and_work()?;
     let exe = std::env::current_exe()?;
-    const WARMUP: u32 = 3;
     let options = &args.options;
     let mut table = super::table([
         "strategy",
@@ -284,8 +305,8 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
         point.settings.warmup_steps = WARMUP;
         point.parallel.shard_group =
             if strategy == Strategy::NoShard { 1 } else { point.parallel.shard_group };
-        let result =
-            side_by_side(&point, &exe, &torchrun, fsdp.rounds, &work).with_context(|| {
+        let result = side_by_side(&point, Anchor::Fsdp, &exe, &torchrun, fsdp.rounds, &work)
+            .with_context(|| {
                 format!("{} side by side (runs in {})", strategy.name(), work.display())
             })?;
         torch_version = result.torch_version.clone();
@@ -302,6 +323,99 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
         options.model,
         options.micro_batch,
         args.ranks,
+        work.display()
+    );
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Untimed steps before the timed ones, on both sides of a comparison with PyTorch.
+const WARMUP: u32 = 3;
+
+impl FsdpArgs {
+    /// The torchrun to use and the folder for the runs (made if not given).
+    fn torchrun_and_work(&self) -> Result<(String, PathBuf)> {
+        let torchrun = self.torchrun.clone().unwrap_or_else(|| {
+            let local = ".venv/bin/torchrun";
+            if Path::new(local).exists() {
+                local.into()
+            } else {
+                "torchrun".into()
+            }
+        });
+        let work = match &self.work {
+            Some(dir) => dir.clone(),
+            None => tempfile::Builder::new().prefix("shardsweep-pytorch-").tempdir()?.keep(),
+        };
+        Ok((torchrun, work))
+    }
+}
+
+/// `--pytorch-eager`: each model on one device, one rank, side by side with PyTorch eager; a
+/// table on stdout.
+fn against_eager(args: &Args) -> Result<ExitCode> {
+    use shardsweep::bench::peak::matmul_flop_per_s;
+    use shardsweep::bench::{bench_point, pytorch_fsdp::side_by_side, pytorch_fsdp::Anchor};
+    let (fsdp, options) = (&args.fsdp, &args.options);
+    let (torchrun, work) = fsdp.torchrun_and_work()?;
+    let exe = std::env::current_exe()?;
+    let device = match fsdp.device {
+        DeviceKind::Cpu => tch::Device::Cpu,
+        DeviceKind::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        DeviceKind::Cuda => bail!("--device cuda: this libtorch sees no GPU"),
+    };
+    // The rate the model's matrix products could reach here: the measured one the MFU column
+    // is against (large products on a GPU, the local-peak size on a CPU).
+    let kind = match fsdp.param_dtype {
+        Dtype::Bf16 => tch::Kind::BFloat16,
+        Dtype::Fp32 => tch::Kind::Float,
+    };
+    let order = if device.is_cuda() { 8192 } else { 1024 };
+    tch::set_num_threads(1);
+    let gemm = matmul_flop_per_s(device, kind, order);
+    let gib = |b: Option<u64>| {
+        b.map_or("-".into(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
+    };
+    let mut table = super::table([
+        "model",
+        "harness step",
+        "PyTorch eager step",
+        "harness speed-up",
+        "harness images/s",
+        "MFU vs matmul (harness / PyTorch)",
+        "MFU vs datasheet (harness)",
+        "peak allocated (harness / PyTorch)",
+    ]);
+    let mut torch_version = String::new();
+    for model in options.model.split(',') {
+        let mut point = bench_point(model, 1, options.micro_batch, options.steps + WARMUP as usize);
+        point.strategy = Strategy::NoShard;
+        point.parallel.shard_group = 1;
+        point.parallel.param_dtype = fsdp.param_dtype;
+        point.settings.warmup_steps = WARMUP;
+        point.settings.device = fsdp.device;
+        let r = side_by_side(&point, Anchor::Eager, &exe, &torchrun, fsdp.rounds, &work)
+            .with_context(|| format!("{model} side by side (runs in {})", work.display()))?;
+        torch_version = r.torch_version.clone();
+        let flop = point.train_flop_per_step();
+        let mfu = |step_s: f64, peak: f64| format!("{:.1}%", 100.0 * flop / step_s / peak);
+        table.add_row([
+            model.to_string(),
+            format!("{:.2} ms", r.harness_s * 1e3),
+            format!("{:.2} ms", r.pytorch_s * 1e3),
+            format!("{:.2}x", r.speedup()),
+            format!("{:.1}", f64::from(options.micro_batch) / r.harness_s),
+            format!("{} / {}", mfu(r.harness_s, gemm), mfu(r.pytorch_s, gemm)),
+            fsdp.peak_flop_per_s.map_or("-".into(), |p| mfu(r.harness_s, p)),
+            format!("{} / {}", gib(r.harness_peak_bytes), gib(r.pytorch_peak_bytes)),
+        ]);
+    }
+    println!(
+        "one rank on {device:?}, {} compute, micro-batch {}, median of timed steps; measured \
+         {order}x{order} matmul {:.1} GFLOP/s; PyTorch {torch_version}; runs in {}",
+        fsdp.param_dtype.name(),
+        options.micro_batch,
+        gemm / 1e9,
         work.display()
     );
     println!("{table}");

@@ -280,8 +280,44 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     assert_eq!(row.matches(" ms").count(), 2, "{row}");
     assert!(row.contains("2 / 2"), "{row}");
     // The harness's side left its spools, the PyTorch side its result.
-    assert!(work.path().join("full_shard-0/harness/ranks/rank-00001.jsonl").exists());
-    assert!(work.path().join("full_shard-0/pytorch-out.json").exists());
+    assert!(work.path().join("vit-tiny-full_shard-0/harness/ranks/rank-00001.jsonl").exists());
+    assert!(work.path().join("vit-tiny-full_shard-0/pytorch-out.json").exists());
+}
+
+#[test]
+fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
+    // The single-device comparison a GPU runs, here on the CPU with bf16 compute on both sides
+    // (PyTorch's under autocast): both measured, MFU against the measured matmul, no
+    // allocator peaks on a CPU.
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--pytorch-eager", "--model", "vit-tiny,vit-mini", "--steps", "2"])
+        .args(["--rounds", "1", "--param-dtype", "bf16", "--work"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("bf16 compute") && text.contains("matmul"), "{text}");
+    for model in ["vit-tiny", "vit-mini"] {
+        let row = text
+            .lines()
+            .find(|l| l.contains(&format!(" {model} ")))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(row.matches(" ms").count(), 2, "{row}");
+        assert_eq!(row.matches('%').count(), 2, "{row}");
+        assert!(row.contains("- / -"), "{row}");
+        let config = work.path().join(format!("{model}-no_shard-0/pytorch.json"));
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        assert_eq!(
+            (config["strategy"].as_str(), config["param_dtype"].as_str()),
+            (Some("eager"), Some("bf16"))
+        );
+    }
+    let point = std::fs::read_to_string(work.path().join("vit-tiny-no_shard-0/harness/point.json"))
+        .unwrap();
+    assert!(point.contains("\"param_dtype\": \"bf16\""), "{point}");
 }
 
 #[test]
