@@ -65,6 +65,7 @@ fn native(lib: &Path) {
         .warnings(false)
         .flag_if_supported("-Wno-c++20-extensions");
     println!("cargo:rerun-if-changed=src/metrics/device.cpp");
+    println!("cargo:rerun-if-changed=src/ffi_guard.hpp");
     if cfg!(any(feature = "gloo", feature = "cuda")) {
         build.file("src/comm/c10d_shim.cpp");
         println!("cargo:rerun-if-changed=src/comm/c10d_shim.cpp");

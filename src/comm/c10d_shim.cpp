@@ -20,9 +20,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-namespace {
+#include "../ffi_guard.hpp"
 
-thread_local std::string last_error;
+using shardsweep::guard;
+using shardsweep::last_error;
+
+namespace {
 
 // Which process group: the values of `C10dBackend` in c10d.rs.
 enum Backend : int32_t { kGloo = 0, kNccl = 1 };
@@ -44,18 +47,6 @@ struct ss_work {
 };
 
 namespace {
-
-template <typename F>
-auto guard(F&& f, decltype(f()) on_error) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return on_error;
-}
 
 c10::intrusive_ptr<c10d::Backend> make_backend(int32_t backend,
                                                const c10::intrusive_ptr<c10d::Store>& store,

@@ -11,21 +11,12 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include "../ffi_guard.hpp"
+
+using shardsweep::guard;
+using shardsweep::last_error;
+
 namespace {
-
-thread_local std::string last_error;
-
-template <typename F>
-auto guard(F&& f, decltype(f()) on_error) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return on_error;
-}
 
 c10::Device cuda(int32_t index) {
   return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
