@@ -124,7 +124,7 @@ class Mae(nn.Module):
         b, w, e = patches.shape[0], self.c["width"], self.c["decoder_width"]
         ids_shuffle = noise.argsort(1)
         ids_restore = ids_shuffle.argsort(1)
-        mask = torch.ones(b, self.patches)
+        mask = torch.ones(b, self.patches, device=images.device)
         mask[:, : self.keep] = 0
         mask = mask.gather(1, ids_restore)
         x = self.patch_embed(patches) + self.pos[:, 1:]

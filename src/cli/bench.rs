@@ -140,13 +140,13 @@ pub struct FsdpArgs {
     #[arg(long, conflicts_with_all = ["sizes", "pytorch_fsdp"])]
     pytorch_eager: bool,
     /// Device of --pytorch-eager: cpu or cuda.
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu", value_parser = parse_device, requires = "pytorch_eager")]
     device: DeviceKind,
     /// Compute dtype of --pytorch-eager's parameters: fp32 or bf16 (master weights stay fp32).
-    #[arg(long, default_value = "fp32", value_parser = parse_dtype)]
+    #[arg(long, default_value = "fp32", value_parser = parse_dtype, requires = "pytorch_eager")]
     param_dtype: Dtype,
     /// The device's datasheet peak FLOP/s for --param-dtype (dense), for a second MFU column.
-    #[arg(long)]
+    #[arg(long, requires = "pytorch_eager")]
     peak_flop_per_s: Option<f64>,
     #[arg(long, value_delimiter = ',', default_value = "full_shard,no_shard", value_parser = parse_strategy)]
     strategies: Vec<Strategy>,

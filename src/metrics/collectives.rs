@@ -78,7 +78,7 @@ impl<'a> Collectives<'a> {
     /// Starts `kind` on `input` into `output` without waiting (as [`Collectives::all_gather`],
     /// [`Collectives::reduce_scatter_sum`] or [`Collectives::all_reduce_sum`] would run it);
     /// [`Collectives::finish`] waits. A backend that cannot start without completing (no
-    /// non-blocking form) blocks here, and that time counts as waited.
+    /// non-blocking form) blocks here: the call is logged here, all of it waited.
     pub fn start(
         &mut self,
         kind: CollectiveKind,
@@ -122,27 +122,33 @@ impl<'a> Collectives<'a> {
                 CollectiveKind::AllReduce => group.start_all_reduce_sum(input, output)?,
             }
         };
+        let record =
+            CollectiveRecord { in_flight: self.gathers_in_flight + u32::from(gather), ..record };
+        if pending.completed() {
+            // The backend ran it to completion in the call: compute waited for all of it, then
+            // and there, and it is in flight no longer.
+            if self.clock.enabled() {
+                let end = self.clock.mark();
+                self.log.push(Logged { record, start, wait_start: start, end });
+            }
+            return Ok(InFlight { pending, started: None, counted: false });
+        }
         self.gathers_in_flight += u32::from(gather);
-        let started = self
-            .clock
-            .enabled()
-            .then_some((CollectiveRecord { in_flight: self.gathers_in_flight, ..record }, start));
+        let started = self.clock.enabled().then_some((record, start));
         Ok(InFlight { pending, started, counted: gather })
     }
 
-    /// Waits for a collective started earlier; the wait is its exposed time (all of it, from
-    /// its start, if the backend completed it in the start call).
+    /// Waits for a collective started earlier; the wait is its exposed time.
     pub fn finish(&mut self, in_flight: InFlight) {
         let InFlight { pending, started, counted } = in_flight;
-        let blocked = pending.completed();
-        let wait_start = (started.is_some() && !blocked).then(|| self.clock.mark());
+        let wait_start = started.is_some().then(|| self.clock.mark());
         pending.wait();
         if counted {
             self.gathers_in_flight -= 1;
         }
-        if let Some((record, start)) = started {
+        if let (Some((record, start)), Some(wait_start)) = (started, wait_start) {
             let end = self.clock.mark();
-            self.log.push(Logged { record, start, wait_start: wait_start.unwrap_or(start), end });
+            self.log.push(Logged { record, start, wait_start, end });
         }
     }
 
@@ -289,10 +295,12 @@ mod tests {
     #[test]
     fn a_start_that_blocks_counts_as_waited_and_a_deferred_one_only_from_its_wait() {
         let secs = CALL.as_secs_f64();
-        // Blocking in the start: compute waited for the whole call.
+        // Blocking in the start: compute waited for the whole call, and only for it (not for
+        // the compute after it).
         let blocked = overlapped(&Slow { deferred: false });
-        assert!(blocked.wait_s >= secs, "{blocked:?}");
-        assert!(blocked.end_s - blocked.start_s >= 2.0 * secs, "{blocked:?}");
+        assert!(blocked.wait_s >= secs && blocked.wait_s < 1.5 * secs, "{blocked:?}");
+        assert!((blocked.wait_s - (blocked.end_s - blocked.start_s)).abs() < 1e-9, "{blocked:?}");
+        assert_eq!(blocked.in_flight, 1);
         // A start that returns at once: only the wait is exposed, the span covers both.
         let deferred = overlapped(&Slow { deferred: true });
         assert!(deferred.wait_s >= secs && deferred.wait_s < 1.5 * secs, "{deferred:?}");

@@ -20,7 +20,7 @@ pub fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Now, as an RFC 3339 UTC timestamp with microseco/// Times one step at a time. Marks taken during the step become seconds from the step's start
+/// Times one step at a time. Marks taken during the step become seconds from the step's start
 /// only when the step is over ([`Clock::timeline`]), so a clock on the device's own events
 /// (recorded on the compute stream, nothing waited for) and one on the host's monotonic clock
 /// (read after waiting for the device at every mark) are used the same way.
