@@ -1,7 +1,7 @@
 // A C interface to libtorch's c10d process groups (Gloo, and NCCL/RCCL when built with
 // SHARDSWEEP_NCCL) and stores (TCPStore), for src/comm/c10d.rs. Tensors arrive as tch's
 // `at::Tensor*`. Every function catches C++ exceptions: a null or non-zero result means the
-// message is in ss_last_error() (per thread).
+// message is in ss_last_error() (per thread, defined in src/metrics/device.cpp).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -94,7 +94,6 @@ ss_work* wrap(c10::intrusive_ptr<c10d::Work> work) { return new ss_work{std::mov
 
 extern "C" {
 
-const char* ss_last_error() { return last_error.c_str(); }
 
 // A TCPStore at host:port (rank 0 hosts it and waits for `size` clients), then the process
 // group of all `size` ranks on it.

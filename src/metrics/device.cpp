@@ -39,7 +39,8 @@ struct ss_memory_stats {
 
 extern "C" {
 
-const char* ss_device_last_error() { return last_error.c_str(); }
+// The message of the last failed call of any C++ part on this thread.
+const char* ss_last_error() { return last_error.c_str(); }
 
 // A timing event recorded now on device `index`'s current stream: it completes when the work
 // queued on that stream before it has.

@@ -21,7 +21,7 @@ struct RawMemoryStats {
 }
 
 extern "C" {
-    fn ss_device_last_error() -> *const c_char;
+    fn ss_last_error() -> *const c_char;
     fn ss_event_record(index: i32) -> *mut RawEvent;
     fn ss_event_elapsed_ms(start: *const RawEvent, end: *const RawEvent, ms: *mut f64) -> i32;
     fn ss_event_free(event: *mut RawEvent);
@@ -29,9 +29,10 @@ extern "C" {
     fn ss_device_memory_reset(index: i32) -> i32;
 }
 
-fn last_error() -> String {
-    // SAFETY: the shim returns a NUL-terminated string owned by this thread.
-    unsafe { CStr::from_ptr(ss_device_last_error()) }.to_string_lossy().into_owned()
+/// The message of the last failed call into the C++ parts on this thread.
+pub fn last_error() -> String {
+    // SAFETY: the C++ side returns a NUL-terminated string owned by this thread.
+    unsafe { CStr::from_ptr(ss_last_error()) }.to_string_lossy().into_owned()
 }
 
 /// A timing event recorded on a GPU's current stream; it completes when the work queued on the

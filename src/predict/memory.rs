@@ -60,11 +60,10 @@ impl UnitSizes {
     }
 }
 
-/// Peak memory of one rank of `point`. AdamW's update needs an fp32 temporary per tensor it
-/// updates (`exp_avg_sq.sqrt()`; FSDP's flat parameters make that one unit's shard), at a time
-/// when the forward/backward transients are gone, so the peak is states + the larger of the two.
-/// The planner rejects points with it (`overhead_fraction` 0); predictions add the calibrated
-/// allocator overhead.
+/// Peak memory of one rank of `point`: model states plus the step's transients. AdamW runs
+/// libtorch's fused kernel, which needs no temporary (the unfused update's `exp_avg_sq.sqrt()`
+/// would add one unit's shard). The planner rejects points with it (`overhead_fraction` 0);
+/// predictions add the calibrated allocator overhead.
 pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
     let k = &point.parallel;
     let shard = f64::from(match point.strategy {
@@ -82,9 +81,7 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
     let unsharded_grads = (bp + dtype_bytes(k.reduce_dtype)) * largest.max(root);
     let activations = activation_bytes(point, b, bp);
     let states = 16.0 * params / shard;
-    let transient = gathered + unsharded_grads + activations;
-    let optimizer_temp = 4.0 * largest.max(root) / shard;
-    let used = states + transient.max(optimizer_temp);
+    let used = states + gathered + unsharded_grads + activations;
     MemoryBytes {
         param_shards: 4.0 * params / shard,
         grad_shards: 4.0 * params / shard,

@@ -1,10 +1,29 @@
-//! AdamW on one flat parameter tensor, the same arithmetic as PyTorch's single-tensor AdamW
-//! (decoupled weight decay first, then the bias-corrected Adam update), with weight decay
-//! applied per element through a mask so that biases, norms and 1-D tensors are not decayed.
+//! AdamW on one flat parameter tensor through libtorch's fused kernel (`at::_fused_adamw_`,
+//! PyTorch's `AdamW(fused=True)`: one pass over parameter, gradient and moments, no
+//! temporaries), in `adamw.cpp`; weight decay is applied per element through a mask first, so
+//! that biases, norms and 1-D tensors are not decayed (PyTorch users put those in a group with
+//! no decay).
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::plan::OptimizerSettings;
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn ss_adamw_step(
+        param: *mut torch_sys::C_tensor,
+        grad: *mut torch_sys::C_tensor,
+        exp_avg: *mut torch_sys::C_tensor,
+        exp_avg_sq: *mut torch_sys::C_tensor,
+        step: *mut torch_sys::C_tensor,
+        decay_mask: *const torch_sys::C_tensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> i32;
+}
 
 pub struct AdamW {
     settings: OptimizerSettings,
@@ -12,7 +31,9 @@ pub struct AdamW {
     exp_avg_sq: Tensor,
     /// 1 where weight decay applies.
     decay_mask: Tensor,
-    steps: i32,
+    /// Steps taken, as a float scalar on the parameters' device (the kernel reads it there).
+    step: Tensor,
+    steps: u32,
 }
 
 impl AdamW {
@@ -21,6 +42,7 @@ impl AdamW {
             exp_avg: param.zeros_like(),
             exp_avg_sq: param.zeros_like(),
             decay_mask: decay_mask.to_device(param.device()),
+            step: Tensor::zeros([], (Kind::Float, param.device())),
             settings,
             steps: 0,
         }
@@ -31,45 +53,34 @@ impl AdamW {
         2 * self.exp_avg.numel() * self.exp_avg.kind().elt_size_in_bytes()
     }
 
-    /// One update of `param` from `grad`. `scratch` and `denom` are work buffers of at least
-    /// `param`'s size (shared by every unit's optimizer, as PyTorch's temporaries come from its
-    /// caching allocator): the update allocates nothing.
-    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor, lr: f64, work: &WorkBuffers) {
+    /// One update of `param` from `grad` at learning rate `lr`; allocates nothing.
+    ///
+    /// Panics with libtorch's message if the kernel refuses the tensors (libtorch errors are
+    /// panics in tch, and training records them as such).
+    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor, lr: f64) {
         let s = &self.settings;
         self.steps += 1;
-        let n = param.numel() as i64;
-        let (scratch, denom) = (work.scratch.narrow(0, 0, n), work.denom.narrow(0, 0, n));
-        tch::no_grad(|| {
-            // PyTorch's operations in PyTorch's order: param *= 1 - lr * weight_decay (where the
-            // mask is 1); exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2), whose kernel
-            // computes exp_avg_sq + ((1 - b2) g) g.
-            let _ = self.decay_mask.mul_scalar_out(&scratch, -lr * s.weight_decay);
-            let _ = param.g_mul_(&scratch.shallow_clone().g_add_scalar_(1.0));
-            let _ = self.exp_avg.lerp_(grad, 1.0 - s.beta1);
-            let _ = grad.mul_scalar_out(&scratch, 1.0 - s.beta2);
-            let _ = self.exp_avg_sq.g_mul_scalar_(s.beta2).addcmul_(&scratch, grad);
-            let bias_correction1 = 1.0 - s.beta1.powi(self.steps);
-            let bias_correction2 = 1.0 - s.beta2.powi(self.steps);
-            let _ = self.exp_avg_sq.sqrt_out(&denom);
-            let _ =
-                denom.shallow_clone().g_div_scalar_(bias_correction2.sqrt()).g_add_scalar_(s.eps);
-            let _ = self.exp_avg.mul_scalar_out(&scratch, -lr / bias_correction1);
-            let _ = param.addcdiv_(&scratch, &denom);
-        });
-    }
-}
-
-/// The optimizer's work buffers, sized for the largest shard it updates.
-pub struct WorkBuffers {
-    scratch: Tensor,
-    denom: Tensor,
-}
-
-impl WorkBuffers {
-    /// Buffers of `numel` elements like `like` (its kind and device).
-    pub fn new(numel: i64, like: &Tensor) -> Self {
-        let options = (like.kind(), like.device());
-        Self { scratch: Tensor::empty([numel], options), denom: Tensor::empty([numel], options) }
+        let _ = self.step.fill_(f64::from(self.steps));
+        // SAFETY: every pointer is a live tensor handle of tch's; the kernel updates param,
+        // the moments and (for `maximize`, unused) the gradient in place, as the C side says.
+        let status = unsafe {
+            ss_adamw_step(
+                param.as_mut_ptr(),
+                grad.as_ptr() as *mut _,
+                self.exp_avg.as_mut_ptr(),
+                self.exp_avg_sq.as_mut_ptr(),
+                self.step.as_mut_ptr(),
+                self.decay_mask.as_ptr(),
+                lr,
+                s.beta1,
+                s.beta2,
+                s.weight_decay,
+                s.eps,
+            )
+        };
+        if status != 0 {
+            panic!("AdamW: {}", crate::metrics::last_error());
+        }
     }
 }
 
@@ -105,9 +116,8 @@ mod tests {
         let mut p = Tensor::from_slice(&[1.0f32, -2.0]);
         let g = Tensor::from_slice(&[0.5f32, 0.25]);
         let mut opt = AdamW::new(&p, Tensor::from_slice(&[1.0f32, 0.0]), settings);
-        let work = WorkBuffers::new(3, &p);
-        opt.step(&mut p, &g, 0.1, &work);
-        opt.step(&mut p, &g, 0.1, &work);
+        opt.step(&mut p, &g, 0.1);
+        opt.step(&mut p, &g, 0.1);
         // By hand: with a constant gradient the bias-corrected update is lr * sign(g) each step.
         // Element 0: p = (1 * (1 - 0.005) - 0.1) = 0.895, then 0.895 * 0.995 - 0.1 = 0.790525.
         // Element 1: -2 - 0.1 - 0.1 = -2.2.

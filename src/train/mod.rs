@@ -7,7 +7,7 @@ mod adamw;
 mod memory;
 mod sharded;
 
-pub use adamw::{learning_rate, AdamW, WorkBuffers};
+pub use adamw::{learning_rate, AdamW};
 pub use memory::MemoryAccount;
 pub use sharded::{kind_of, predivide_factor, Sharded};
 
@@ -180,8 +180,9 @@ impl<'a> Trainer<'a> {
         let end = clock.mark();
         let timeline = clock.timeline(start).map_err(TrainError::Setup)?;
         let collectives = collectives.into_records(&timeline);
+        // Folded from +0.0: an empty float sum is -0.0, which records would show.
         let waited = |from: usize, to: usize| -> f64 {
-            collectives[from..to].iter().map(|c| c.wait_s).sum()
+            collectives[from..to].iter().fold(0.0, |sum, c| sum + c.wait_s)
         };
         // Phases partition the step: waits for collectives inside forward and backward count
         // in comm_s only; data_s is the time the step waited for its batch.

@@ -23,7 +23,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::adamw::{AdamW, WorkBuffers};
+use super::adamw::AdamW;
 use super::memory::MemoryAccount;
 use crate::comm::{Comm, CommError};
 use crate::metrics::{Clock, Collectives, InFlight, Mark, Timeline};
@@ -105,8 +105,6 @@ pub struct Sharded<'m> {
     /// Gradient reductions in flight: started at a unit's post-backward, completed at the next
     /// unit's (or at the end of backward).
     reductions: Vec<Reduction>,
-    /// The optimizer's temporaries, allocated at the first step.
-    optimizer_work: Option<WorkBuffers>,
 }
 
 /// A unit's gradient reduction in flight, overlapping the backward of the unit before it (as
@@ -199,7 +197,6 @@ impl<'m> Sharded<'m> {
             free_buffers: Vec::new(),
             prefetch: std::collections::VecDeque::new(),
             reductions: Vec::new(),
-            optimizer_work: None,
         }
     }
 
@@ -558,12 +555,8 @@ impl Sharded<'_> {
 
     /// AdamW on each shard, locally (no collective).
     pub fn optimizer_step(&mut self, lr: f64) {
-        let work = self.optimizer_work.get_or_insert_with(|| {
-            let largest = self.units.iter().map(|u| u.shard.numel()).max().unwrap_or(0);
-            WorkBuffers::new(largest as i64, &self.units[0].shard)
-        });
         for unit in &mut self.units {
-            unit.optimizer.step(&mut unit.shard, &unit.grad, lr, work);
+            unit.optimizer.step(&mut unit.shard, &unit.grad, lr);
         }
     }
 

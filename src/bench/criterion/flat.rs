@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shardsweep::model::{init_unit, preset, Mae, Stage, UnitViews};
 use shardsweep::plan::OptimizerSettings;
-use shardsweep::train::{AdamW, WorkBuffers};
+use shardsweep::train::AdamW;
 use tch::{Device, Kind, Tensor};
 
 /// One ViT-Base encoder block (7.1M parameters), sharded over 8 ranks (one Frontier node).
@@ -49,10 +49,9 @@ fn flat(c: &mut Criterion) {
         let grad = Tensor::randn([n], (Kind::Float, Device::Cpu));
         let mask = Tensor::ones([n], (Kind::Float, Device::Cpu));
         let mut optimizer = AdamW::new(&param, mask, OptimizerSettings::default());
-        let work = WorkBuffers::new(n as i64, &param);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("shard_update/vit-base-block/{shards}"), |b| {
-            b.iter(|| optimizer.step(&mut param, &grad, 1e-4, &work))
+            b.iter(|| optimizer.step(&mut param, &grad, 1e-4))
         });
     }
     group.finish();
