@@ -4,7 +4,6 @@
 //! [`launch`] starts them, each rank runs [`train`] over [`model`], [`data`] and [`comm`],
 //! timed by [`metrics`], and [`records`] turns what ranks wrote into the point's files.
 
-#[cfg(feature = "mpi")]
 pub mod bench;
 pub mod comm;
 pub mod data;

@@ -32,9 +32,9 @@ enum Command {
     #[command(flatten)]
     Analysis(cli::analysis::Command),
     /// Measure what the harness costs: its collectives (MPI, gloo) against bare MPI calls of the
-    /// same size, training steps with instrumentation against steps without, and (with
-    /// --pytorch-fsdp) its training step against PyTorch FSDP's.
-    #[cfg(feature = "mpi")]
+    /// same size, training steps with instrumentation against steps without; with
+    /// --pytorch-fsdp its training step against PyTorch FSDP's, with --pytorch-eager one device's
+    /// against PyTorch eager's.
     Bench(cli::bench::Args),
     /// Image sets: import a folder-per-class tree, write the bundled digits, time the loader.
     Data(cli::data::Args),
@@ -79,7 +79,6 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         #[cfg(feature = "analysis")]
         Command::Analysis(command) => cli::analysis::run(command),
-        #[cfg(feature = "mpi")]
         Command::Bench(args) => cli::bench::run(args),
         Command::Data(args) => cli::data::run(args),
         Command::Probe(args) => cli::probe::run(args),

@@ -203,6 +203,12 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if args.fsdp.pytorch_fsdp {
         return against_pytorch(&args);
     }
+    if !cfg!(feature = "mpi") {
+        bail!(
+            "this bench runs as MPI ranks, and this build leaves out MPI (cargo feature `mpi`); \
+             --pytorch-fsdp and --pytorch-eager need no MPI"
+        );
+    }
     // The ranks may start elsewhere: they get the CSV's absolute path.
     if let Some(out) = &mut args.options.sweep.out {
         *out = std::path::absolute(&*out)
@@ -223,6 +229,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+#[cfg(feature = "mpi")]
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     use mpi::traits::Communicator;
     let options = &args.options;
@@ -424,7 +431,7 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
 
 /// This rank's end of a gloo group over the whole world, meeting at the store the launcher
 /// named (`MASTER_ADDR`, `MASTER_PORT`).
-#[cfg(feature = "gloo")]
+#[cfg(all(feature = "mpi", feature = "gloo"))]
 fn gloo_group() -> Result<shardsweep::comm::C10dComm> {
     use shardsweep::comm::{C10dBackend, C10dComm, Rendezvous};
     let place = Rendezvous::from_env()?;
@@ -440,6 +447,7 @@ fn gloo_group() -> Result<shardsweep::comm::C10dComm> {
 }
 
 /// One rank of the `--sizes` sweep over `comm`, named `backend` in the CSV rank 0 writes.
+#[cfg(feature = "mpi")]
 fn sweep(options: &BenchOptions, backend: &str, comm: &dyn shardsweep::comm::Comm) -> Result<()> {
     use shardsweep::bench::sweep::{sweep, to_csv, SweepOptions};
     let (args, repeats) = (&options.sweep, options.repeats);

@@ -3,7 +3,6 @@
 
 #[cfg(feature = "analysis")]
 pub mod analysis;
-#[cfg(feature = "mpi")]
 pub mod bench;
 pub mod calibrate;
 pub mod data;

@@ -149,6 +149,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// A line of the throughput plot: strategy, with the shard group for the hybrid ones.
+#[cfg(feature = "analysis")]
 pub fn series_name(p: &PointSpec) -> String {
     if p.strategy.is_hybrid() {
         format!("{} sg{}", p.strategy.name(), p.parallel.shard_group)
