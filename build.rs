@@ -34,10 +34,15 @@ fn main() {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty =
-        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    println!("cargo:rustc-env=SHARDSWEEP_GIT_COMMIT={commit}{}", if dirty { "-dirty" } else { "" });
+    // A build of a copy without .git (src/bench/portable.sh) says which commit it copied.
+    println!("cargo:rerun-if-env-changed=SHARDSWEEP_GIT_COMMIT");
+    let commit = env::var("SHARDSWEEP_GIT_COMMIT").unwrap_or_else(|_| {
+        let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        let dirty =
+            git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+        format!("{commit}{}", if dirty { "-dirty" } else { "" })
+    });
+    println!("cargo:rustc-env=SHARDSWEEP_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");
 }

@@ -29,10 +29,18 @@ build() {
   repo=$(git -C "$here" rev-parse --show-toplevel)
   work=$(mktemp -d)  # global: the EXIT trap reads it after build returns
   trap 'rm -rf "$work"' EXIT
-  # The tracked files as they are now (a build of the working tree, committed or not).
-  git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 tar -c) | tar -x -C "$work"
+  # The working tree as it is now: tracked and new files that git does not ignore.
+  git -C "$repo" ls-files -z -co --exclude-standard \
+    | (cd "$repo" && tar --null -T - --ignore-failed-read -cf -) | tar -x -C "$work"
   sed -i "s/^tch = \"=0.26.0\"/tch = \"=$tch\"/; s/^torch-sys = \"=0.26.0\"/torch-sys = \"=$tch\"/" \
     "$work/Cargo.toml"
+  grep -qx "tch = \"=$tch\"" "$work/Cargo.toml" && grep -qx "torch-sys = \"=$tch\"" "$work/Cargo.toml" || {
+    echo "portable.sh: Cargo.toml's tch and torch-sys lines are not the pinned '= \"=0.26.0\"' form" >&2
+    exit 2
+  }
+  local commit
+  commit=$(git -C "$repo" rev-parse HEAD)
+  [ -z "$(git -C "$repo" status --porcelain --untracked-files=no)" ] || commit="$commit-dirty"
   mkdir -p "$out"
   command -v cmake >/dev/null || {
     echo "portable.sh: static HDF5 is built with cmake: install it (apt-get install cmake, or pip install cmake)" >&2
@@ -43,6 +51,7 @@ build() {
   # CUDA wheels here lacks the libraries libtorch_cuda needs; the target has them, so the link
   # leaves them to run time.
   (cd "$work" && LIBTORCH="$torch_dir" CARGO_TARGET_DIR="$repo/target/portable-$version" \
+    SHARDSWEEP_GIT_COMMIT="$commit" \
     RUSTFLAGS="-C link-arg=-Wl,--allow-shlib-undefined" \
     cargo build --release -p shardsweep --no-default-features --features gloo,cuda,hdf5/static)
   cp "$repo/target/portable-$version/release/shardsweep" "$out/"
@@ -69,8 +78,10 @@ run() {
   for lib in "$torch_dir"/../nvidia/*/lib; do [ -d "$lib" ] && libs="$libs:$lib"; done
   export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   # torchrun as this python3 runs it (its script may not be on PATH).
-  printf '#!/bin/sh\nexec python3 -m torch.distributed.run "$@"\n' > "$dir/torchrun"
-  chmod +x "$dir/torchrun"
+  local torchrun
+  torchrun=$(mktemp)
+  printf '#!/bin/sh\nexec python3 -m torch.distributed.run "$@"\n' > "$torchrun"
+  chmod +x "$torchrun"
   "$dir/shardsweep" --version
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
   if [ $# -eq 0 ]; then
@@ -78,7 +89,7 @@ run() {
     set -- --model vit-base,vit-huge --device cuda --param-dtype bf16 --micro-batch 32 \
       --steps 20 --rounds 2 --peak-flop-per-s 989e12
   fi
-  "$dir/shardsweep" bench --pytorch-eager --torchrun "$dir/torchrun" "$@"
+  "$dir/shardsweep" bench --pytorch-eager --torchrun "$torchrun" "$@"
 }
 
 case "${1:-}" in

@@ -12,7 +12,8 @@ FSDP unit and the remaining parameters form the root unit, like the harness's un
 
 With strategy "eager" it is the same model in plain PyTorch eager on one device (no process
 group, no FSDP), on "device" ("cpu" or "cuda"), with bf16 autocast if "param_dtype" is "bf16"
-(PyTorch's usual bf16 recipe), and reports the caching allocator's peak over the timed steps.
+(PyTorch's usual bf16 recipe) and the fused AdamW (the harness's), and reports the caching
+allocator's peak over the timed steps.
 
 Launch: torchrun --standalone --nproc-per-node N pytorch_fsdp.py --config C.json --out O.json
 Config: {"model": {image_size, channels, patch, width, depth, mlp, heads, decoder_width,
@@ -190,8 +191,10 @@ def main():
         model, sharding_strategy=STRATEGIES[cfg["strategy"]],
         auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),
         backward_prefetch=BackwardPrefetch.BACKWARD_PRE, limit_all_gathers=True)
+    # Eager runs the fused AdamW, as the harness does; FSDP keeps the default, as its users run it.
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
-                            eps=cfg["eps"], weight_decay=cfg["weight_decay"])
+                            eps=cfg["eps"], weight_decay=cfg["weight_decay"],
+                            fused=True if eager else None)
 
     # All data made up front, per rank, so the timed loop measures training only.
     m, total = cfg["model"], cfg["warmup_steps"] + cfg["steps"]

@@ -13,7 +13,7 @@ extern "C" {
 
 // param *= 1 - lr * weight_decay * mask, then the bias-corrected Adam update of step `*step`
 // (a float tensor on the parameters' device, as torch.optim keeps it). 0 on success.
-int ss_adamw_step(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg,
+int ss_adamw_step(at::Tensor* param, const at::Tensor* grad, at::Tensor* exp_avg,
                   at::Tensor* exp_avg_sq, at::Tensor* step, const at::Tensor* decay_mask,
                   double lr, double beta1, double beta2, double weight_decay, double eps) {
   return guard(

@@ -12,7 +12,7 @@ extern "C" {
     #[allow(clippy::too_many_arguments)]
     fn ss_adamw_step(
         param: *mut torch_sys::C_tensor,
-        grad: *mut torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
         exp_avg: *mut torch_sys::C_tensor,
         exp_avg_sq: *mut torch_sys::C_tensor,
         step: *mut torch_sys::C_tensor,
@@ -61,12 +61,13 @@ impl AdamW {
         let s = &self.settings;
         self.steps += 1;
         let _ = self.step.fill_(f64::from(self.steps));
-        // SAFETY: every pointer is a live tensor handle of tch's; the kernel updates param,
-        // the moments and (for `maximize`, unused) the gradient in place, as the C side says.
+        // SAFETY: every pointer is a live tensor handle of tch's; the kernel updates param and
+        // the moments in place and only reads the gradient (it would write it only with a
+        // grad_scale, which is not passed).
         let status = unsafe {
             ss_adamw_step(
                 param.as_mut_ptr(),
-                grad.as_ptr() as *mut _,
+                grad.as_ptr(),
                 self.exp_avg.as_mut_ptr(),
                 self.exp_avg_sq.as_mut_ptr(),
                 self.step.as_mut_ptr(),
