@@ -49,8 +49,8 @@ fn main() {
 
 /// Compiles the C++ parts against libtorch's headers (C++17 and the C++11 ABI, as the PyPI
 /// wheels are built): src/metrics/device.cpp (device events and caching-allocator statistics,
-/// through c10's device-generic interfaces) and src/train/adamw.cpp (the fused AdamW kernel)
-/// always, and src/comm/c10d_shim.cpp with the `gloo`
+/// through c10's device-generic interfaces), src/train/adamw.cpp (the fused AdamW kernel) and
+/// src/train/backward.cpp (backward with a gradient) always, and src/comm/c10d_shim.cpp with the `gloo`
 /// or `cuda` feature. Gloo needs gloo's own headers, which libtorch does not ship (Debian's
 /// `libgloo-dev` puts them in /usr/include; `SHARDSWEEP_GLOO_INCLUDE` names another folder).
 /// NCCL needs a CUDA build of libtorch and the CUDA runtime's and NCCL's headers:
@@ -65,6 +65,7 @@ fn native(lib: &Path) {
         .std("c++17")
         .file("src/metrics/device.cpp")
         .file("src/train/adamw.cpp")
+        .file("src/train/backward.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
@@ -73,6 +74,7 @@ fn native(lib: &Path) {
         .flag_if_supported("-Wno-c++20-extensions");
     println!("cargo:rerun-if-changed=src/metrics/device.cpp");
     println!("cargo:rerun-if-changed=src/train/adamw.cpp");
+    println!("cargo:rerun-if-changed=src/train/backward.cpp");
     println!("cargo:rerun-if-changed=src/ffi_guard.hpp");
     if cfg!(any(feature = "gloo", feature = "cuda")) {
         build.file("src/comm/c10d_shim.cpp");

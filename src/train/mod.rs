@@ -4,6 +4,7 @@
 //! rank's spool.
 
 mod adamw;
+mod backward;
 mod memory;
 mod sharded;
 

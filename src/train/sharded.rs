@@ -24,6 +24,7 @@
 use tch::{Kind, Tensor};
 
 use super::adamw::AdamW;
+use super::backward::backward_with;
 use super::memory::MemoryAccount;
 use crate::comm::{Comm, CommError};
 use crate::metrics::{Clock, Collectives, InFlight, Mark, Timeline};
@@ -499,7 +500,7 @@ impl Sharded<'_> {
             let start_backward = self.clock.mark();
             match upstream.take() {
                 None => (output * loss_scale).backward(),
-                Some(gradient) => (output * gradient).sum(Kind::Float).backward(),
+                Some(gradient) => backward_with(&output, &gradient),
             }
             upstream = input.map(|input| input.grad().detach());
             self.time_unit(unit, start_backward, |t| &mut t.backward_s);
