@@ -168,10 +168,7 @@ fn pytorch_config(point: &PointSpec, anchor: Anchor) -> serde_json::Value {
             Anchor::Fsdp => point.strategy.name(),
             Anchor::Eager => "eager",
         },
-        "device": match s.device {
-            crate::plan::DeviceKind::Cpu => "cpu",
-            crate::plan::DeviceKind::Cuda => "cuda",
-        },
+        "device": s.device.name(),
         "param_dtype": point.parallel.param_dtype.name(),
         "threads_per_rank": s.threads_per_rank,
         "seed": s.seed,

@@ -163,10 +163,7 @@ pub struct FsdpArgs {
 }
 
 fn parse_device(text: &str) -> Result<DeviceKind, String> {
-    super::one_of(text, &[DeviceKind::Cpu, DeviceKind::Cuda], |d| match d {
-        DeviceKind::Cpu => "cpu",
-        DeviceKind::Cuda => "cuda",
-    })
+    super::one_of(text, &[DeviceKind::Cpu, DeviceKind::Cuda], DeviceKind::name)
 }
 
 fn parse_dtype(text: &str) -> Result<Dtype, String> {

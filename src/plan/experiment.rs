@@ -73,6 +73,16 @@ pub enum DeviceKind {
     Cuda,
 }
 
+impl DeviceKind {
+    /// The name experiment files and PyTorch use (`"cpu"`, `"cuda"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
 /// Which library carries the collectives (`settings.backend`; absent: [`Backend::default_for`]
 /// the device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
