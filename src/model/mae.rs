@@ -99,7 +99,8 @@ impl Mae {
         Masked { patches, ids_keep, ids_restore, mask }
     }
 
-    /// Runs one stage with its unit's flat parameters `params` on the previous stage's output
+    /// Runs one stage with its unit's flat parameters `params` (1-D, the layout's elements then
+    /// any padding, which is ignored) on the previous stage's output
     /// `x` (none for [`Stage::Embed`]). [`Stage::Head`] returns the loss: mean squared error on
     /// the masked patches, in fp32 whatever the compute dtype.
     pub fn run(&self, stage: Stage, params: &Tensor, x: Option<&Tensor>, batch: &Masked) -> Tensor {

@@ -24,7 +24,7 @@
 use tch::{Kind, Tensor};
 
 use super::adamw::AdamW;
-use super::backward::backward_with;
+use super::backward::{backward_with, take_grad};
 use super::memory::MemoryAccount;
 use crate::comm::{Comm, CommError};
 use crate::metrics::{Clock, Collectives, InFlight, Mark, Timeline};
@@ -328,21 +328,26 @@ impl<'m> Sharded<'m> {
         sync: bool,
         collectives: &mut Collectives,
     ) -> Result<(), CommError> {
-        let leaf = self.units[unit]
+        let mut leaf = self.units[unit]
             .gathered
             .as_ref()
             .expect("a unit is gathered during its backward")
             .shallow_clone();
-        let mut grad = leaf.grad();
-        let local = grad.detach().copy();
-        let _ = grad.zero_();
+        let local = take_grad(&mut leaf).expect("a unit's backward gives it a gradient");
         let total = match self.units[unit].unsharded_grad.take() {
-            Some(earlier) => earlier + local,
+            Some(mut earlier) => {
+                let _ = earlier.g_add_(&local);
+                earlier
+            }
             None => local,
         };
         if sync {
-            let reduce_kind = kind_of(self.knobs.reduce_dtype);
-            let scaled = total.to_kind(reduce_kind) / predivide_factor(self.world);
+            // `total` is this unit's own (taken from the leaf), so it is scaled in place.
+            let mut scaled = total.to_kind(kind_of(self.knobs.reduce_dtype));
+            let factor = predivide_factor(self.world);
+            if factor != 1.0 {
+                let _ = scaled.g_div_scalar_(factor);
+            }
             // The unreduced gradient stays allocated until its reduction completes.
             self.memory.unsharded_grad(unit, scaled.numel() * scaled.kind().elt_size_in_bytes());
             let grad = self.units[unit].grad.shallow_clone();
@@ -431,12 +436,14 @@ impl Sharded<'_> {
             }
             let start = self.clock.mark();
             let input = x.map(|t| t.detach().set_requires_grad(true));
-            let view = params.narrow(0, 0, self.units[unit].numel);
+            // The padded unit goes whole: the model's views skip the padding in the same split
+            // that cuts the parameters, where a narrow first would add a backward pass that
+            // zero-fills and copies the whole unit.
             let checkpointed = self.knobs.activation_checkpointing && Self::is_block(stage);
             let output = if checkpointed {
-                tch::no_grad(|| self.model.run(stage, &view, input.as_ref(), &batch))
+                tch::no_grad(|| self.model.run(stage, &params, input.as_ref(), &batch))
             } else {
-                self.model.run(stage, &view, input.as_ref(), &batch)
+                self.model.run(stage, &params, input.as_ref(), &batch)
             };
             self.memory.activations(
                 input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes())
@@ -491,8 +498,7 @@ impl Sharded<'_> {
                         .as_ref()
                         .expect("gathered for backward")
                         .shallow_clone();
-                    let view = params.narrow(0, 0, self.units[unit].numel);
-                    let recomputed = self.model.run(stage, &view, input.as_ref(), &batch);
+                    let recomputed = self.model.run(stage, &params, input.as_ref(), &batch);
                     self.time_unit(unit, start, |t| &mut t.recompute_s);
                     recomputed
                 }
@@ -537,9 +543,10 @@ impl Sharded<'_> {
                     let in_flight = collectives.start(AllReduce, replicas, unit, &buffer, &grad)?;
                     next.push(Reduction { unit, in_flight, then_all_reduce: None });
                 }
-                None => {
+                None if post != 1.0 => {
                     let _ = tch::no_grad(|| grad.shallow_clone().g_div_scalar_(post));
                 }
+                None => {}
             }
         }
         self.reductions = next;
