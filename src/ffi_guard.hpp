@@ -1,5 +1,5 @@
 // What the C interfaces of the C++ parts (src/comm/c10d_shim.cpp, src/metrics/device.cpp,
-// src/train/adamw.cpp) share:
+// src/train/adamw.cpp, src/train/backward.cpp) share:
 // C++ exceptions must not cross into Rust, so every exported function runs its body in `guard`,
 // which keeps the message of anything thrown for the caller to fetch (per thread).
 #pragma once

@@ -3,6 +3,8 @@
 //! them. The order is fixed by construction, so every rank agrees on it without negotiation, and
 //! a sharding strategy can treat a unit as one contiguous buffer.
 
+use std::ops::Range;
+
 use tch::{Kind, Tensor};
 
 /// How a parameter is initialised (MAE's choices: xavier-uniform linear weights, zero biases,
@@ -67,20 +69,23 @@ impl UnitLayout {
         self.params.iter().map(ParamSpec::numel).sum()
     }
 
-    /// 1 where weight decay applies, 0 elsewhere, in flat order.
-    pub fn decay_mask(&self) -> Tensor {
-        let parts: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|p| {
-                Tensor::full(
-                    [p.numel()],
-                    if p.decays() { 1.0 } else { 0.0 },
-                    (Kind::Float, tch::Device::Cpu),
-                )
-            })
-            .collect();
-        Tensor::cat(&parts, 0)
+    /// The flat element ranges weight decay applies to that fall in `window` (a shard's
+    /// elements, which may run into padding), counted from the window's start, in order,
+    /// adjacent ones merged.
+    pub fn decay_ranges(&self, window: Range<i64>) -> Vec<Range<i64>> {
+        let mut ranges: Vec<Range<i64>> = Vec::new();
+        let mut offset = 0;
+        for p in &self.params {
+            let (start, end) = (offset, offset + p.numel());
+            offset = end;
+            let range = start.max(window.start) - window.start..end.min(window.end) - window.start;
+            match ranges.last_mut() {
+                _ if !p.decays() || range.is_empty() => {}
+                Some(last) if last.end == range.start => last.end = range.end,
+                _ => ranges.push(range),
+            }
+        }
+        ranges
     }
 }
 
@@ -147,5 +152,25 @@ impl UnitViews {
             .find(|(n, _)| n == name)
             .map(|(_, t)| t)
             .unwrap_or_else(|| panic!("no parameter named {name} in this unit"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decay_ranges_cover_two_dimensional_tensors_merged_when_adjacent_within_a_shard() {
+        let mut layout = UnitLayout::new("unit");
+        layout.linear("a", 2, 3); // weight 0..6 decays, bias 6..9 does not
+        layout.push("t", &[1, 4], Init::Zeros); // 9..13
+        layout.push("u", &[2, 2], Init::Zeros); // 13..17, adjacent: merged
+        layout.layer_norm("n", 5); // 17..27, no decay
+        assert_eq!(layout.decay_ranges(0..27), vec![0..6, 9..17]);
+        // Shards of 10 (the last one runs into 3 elements of padding).
+        assert_eq!(layout.decay_ranges(0..10), vec![0..6, 9..10]);
+        assert_eq!(layout.decay_ranges(10..20), vec![0..7]);
+        assert_eq!(layout.decay_ranges(20..30), Vec::<Range<i64>>::new());
+        assert_eq!(UnitLayout::new("empty").decay_ranges(0..4), Vec::<Range<i64>>::new());
     }
 }

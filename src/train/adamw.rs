@@ -1,8 +1,10 @@
-//! AdamW on one flat parameter tensor through libtorch's fused kernel (`at::_fused_adamw_`,
+//! AdamW on one flat parameter shard through libtorch's fused kernel (`at::_fused_adamw_`,
 //! PyTorch's `AdamW(fused=True)`: one pass over parameter, gradient and moments, no
-//! temporaries), in `adamw.cpp`; weight decay is applied per element through a mask first, so
-//! that biases, norms and 1-D tensors are not decayed (PyTorch users put those in a group with
-//! no decay).
+//! temporaries), in `adamw.cpp`. Biases, norms and other 1-D tensors are not decayed (MAE's
+//! `add_weight_decay`): the shard is cut into views of the decayed and the undecayed ranges,
+//! passed to the kernel as two groups, as PyTorch users pass two parameter groups.
+
+use std::ops::Range;
 
 use tch::{Kind, Tensor};
 
@@ -11,12 +13,12 @@ use crate::plan::OptimizerSettings;
 extern "C" {
     #[allow(clippy::too_many_arguments)]
     fn ss_adamw_step(
-        param: *mut torch_sys::C_tensor,
-        grad: *const torch_sys::C_tensor,
-        exp_avg: *mut torch_sys::C_tensor,
-        exp_avg_sq: *mut torch_sys::C_tensor,
-        step: *mut torch_sys::C_tensor,
-        decay_mask: *const torch_sys::C_tensor,
+        params: *const *const torch_sys::C_tensor,
+        grads: *const *const torch_sys::C_tensor,
+        exp_avgs: *const *const torch_sys::C_tensor,
+        exp_avg_sqs: *const *const torch_sys::C_tensor,
+        n: usize,
+        step: *const torch_sys::C_tensor,
         lr: f64,
         beta1: f64,
         beta2: f64,
@@ -25,23 +27,60 @@ extern "C" {
     ) -> i32;
 }
 
+/// Views of one parameter group: parameter, gradient and the two moments, range by range.
+#[derive(Default)]
+struct Group {
+    params: Vec<Tensor>,
+    grads: Vec<Tensor>,
+    exp_avgs: Vec<Tensor>,
+    exp_avg_sqs: Vec<Tensor>,
+}
+
+/// AdamW's state for one flat fp32 shard, holding views of the shard and of its gradient
+/// buffer (both updated in place from outside: keep them, do not replace them).
 pub struct AdamW {
     settings: OptimizerSettings,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-    /// 1 where weight decay applies.
-    decay_mask: Tensor,
+    /// Where weight decay applies, then where it does not.
+    groups: [Group; 2],
+    /// Bytes of the two moments.
+    state_bytes: usize,
     /// Steps taken, as a float scalar on the parameters' device (the kernel reads it there).
     step: Tensor,
     steps: u32,
 }
 
 impl AdamW {
-    pub fn new(param: &Tensor, decay_mask: Tensor, settings: OptimizerSettings) -> Self {
+    /// State for `param` (1-D) whose gradient arrives in `grad` (same shape); weight decay
+    /// applies to the elements in `decayed` (ascending, disjoint, within `param`).
+    pub fn new(
+        param: &Tensor,
+        grad: &Tensor,
+        decayed: &[Range<i64>],
+        settings: OptimizerSettings,
+    ) -> Self {
+        let (exp_avg, exp_avg_sq) = (param.zeros_like(), param.zeros_like());
+        let mut groups: [Group; 2] = Default::default();
+        let mut cut = |group: usize, range: Range<i64>| {
+            if range.is_empty() {
+                return;
+            }
+            let view = |t: &Tensor| t.narrow(0, range.start, range.end - range.start);
+            let g = &mut groups[group];
+            g.params.push(view(param));
+            g.grads.push(view(grad));
+            g.exp_avgs.push(view(&exp_avg));
+            g.exp_avg_sqs.push(view(&exp_avg_sq));
+        };
+        let mut offset = 0;
+        for range in decayed {
+            cut(1, offset..range.start);
+            cut(0, range.clone());
+            offset = range.end;
+        }
+        cut(1, offset..param.size()[0]);
         Self {
-            exp_avg: param.zeros_like(),
-            exp_avg_sq: param.zeros_like(),
-            decay_mask: decay_mask.to_device(param.device()),
+            groups,
+            state_bytes: 2 * exp_avg.numel() * exp_avg.kind().elt_size_in_bytes(),
             step: Tensor::zeros([], (Kind::Float, param.device())),
             settings,
             steps: 0,
@@ -50,37 +89,45 @@ impl AdamW {
 
     /// Bytes of optimizer state held (the two moments).
     pub fn state_bytes(&self) -> usize {
-        2 * self.exp_avg.numel() * self.exp_avg.kind().elt_size_in_bytes()
+        self.state_bytes
     }
 
-    /// One update of `param` from `grad` at learning rate `lr`; allocates nothing.
+    /// One update of the parameter from its gradient at learning rate `lr`; allocates nothing.
     ///
     /// Panics with libtorch's message if the kernel refuses the tensors (libtorch errors are
     /// panics in tch, and training records them as such).
-    pub fn step(&mut self, param: &mut Tensor, grad: &Tensor, lr: f64) {
+    pub fn step(&mut self, lr: f64) {
         let s = &self.settings;
         self.steps += 1;
         let _ = self.step.fill_(f64::from(self.steps));
-        // SAFETY: every pointer is a live tensor handle of tch's; the kernel updates param and
-        // the moments in place and only reads the gradient (it would write it only with a
-        // grad_scale, which is not passed).
-        let status = unsafe {
-            ss_adamw_step(
-                param.as_mut_ptr(),
-                grad.as_ptr(),
-                self.exp_avg.as_mut_ptr(),
-                self.exp_avg_sq.as_mut_ptr(),
-                self.step.as_mut_ptr(),
-                self.decay_mask.as_ptr(),
-                lr,
-                s.beta1,
-                s.beta2,
-                s.weight_decay,
-                s.eps,
-            )
-        };
-        if status != 0 {
-            panic!("AdamW: {}", crate::metrics::last_error());
+        for (group, weight_decay) in self.groups.iter().zip([s.weight_decay, 0.0]) {
+            if group.params.is_empty() {
+                continue;
+            }
+            let pointers = |ts: &[Tensor]| ts.iter().map(Tensor::as_ptr).collect::<Vec<_>>();
+            let (p, g) = (pointers(&group.params), pointers(&group.grads));
+            let (m, v) = (pointers(&group.exp_avgs), pointers(&group.exp_avg_sqs));
+            // SAFETY: every pointer is a live tensor handle of tch's, `n` of each; the kernel
+            // updates the parameters and moments in place (views, so the shard and the moments
+            // change) and only reads the gradients and the step.
+            let status = unsafe {
+                ss_adamw_step(
+                    p.as_ptr(),
+                    g.as_ptr(),
+                    m.as_ptr(),
+                    v.as_ptr(),
+                    p.len(),
+                    self.step.as_ptr(),
+                    lr,
+                    s.beta1,
+                    s.beta2,
+                    weight_decay,
+                    s.eps,
+                )
+            };
+            if status != 0 {
+                panic!("AdamW: {}", crate::metrics::last_error());
+            }
         }
     }
 }
@@ -103,7 +150,7 @@ mod tests {
 
     /// Reference values from torch.optim.AdamW(lr=0.1, betas=(0.9, 0.95), eps=1e-8,
     /// weight_decay=0.05) on p = [1, -2], g = [0.5, 0.25] for two steps; the second element is
-    /// not decayed (mask 0), which PyTorch expresses with a second parameter group.
+    /// not decayed, which PyTorch expresses with a second parameter group.
     #[test]
     fn matches_pytorch_adamw_arithmetic() {
         let settings = OptimizerSettings {
@@ -114,11 +161,12 @@ mod tests {
             eps: 1e-8,
             lr_warmup_steps: 0,
         };
-        let mut p = Tensor::from_slice(&[1.0f32, -2.0]);
+        let p = Tensor::from_slice(&[1.0f32, -2.0]);
         let g = Tensor::from_slice(&[0.5f32, 0.25]);
-        let mut opt = AdamW::new(&p, Tensor::from_slice(&[1.0f32, 0.0]), settings);
-        opt.step(&mut p, &g, 0.1);
-        opt.step(&mut p, &g, 0.1);
+        let decayed = vec![0..1, 1..1]; // The first element; an empty range changes nothing.
+        let mut opt = AdamW::new(&p, &g, &decayed, settings);
+        opt.step(0.1);
+        opt.step(0.1);
         // By hand: with a constant gradient the bias-corrected update is lr * sign(g) each step.
         // Element 0: p = (1 * (1 - 0.005) - 0.1) = 0.895, then 0.895 * 0.995 - 0.1 = 0.790525.
         // Element 1: -2 - 0.1 - 0.1 = -2.2.
@@ -127,6 +175,36 @@ mod tests {
         assert!((got[1] + 2.2).abs() < 1e-6, "{got:?}");
         assert_eq!(p.device(), Device::Cpu);
         assert_eq!(p.kind(), Kind::Float);
+    }
+
+    /// Decayed ranges at the start, inside and undecayed ones at the end of a shard, against
+    /// AdamW written out per element (PyTorch's formula, in f64).
+    #[test]
+    fn decays_exactly_the_given_ranges() {
+        let settings = OptimizerSettings { weight_decay: 0.1, ..OptimizerSettings::default() };
+        let (b1, b2, eps, lr) = (settings.beta1, settings.beta2, settings.eps, 0.01);
+        let start = [0.5f32, -1.0, 2.0, 0.25, -0.75, 1.5, -2.0];
+        let grads = [0.1f32, -0.2, 0.3, 0.05, -0.4, 0.6, 0.0];
+        let decayed = [0..2, 3..5];
+        let p = Tensor::from_slice(&start);
+        let g = Tensor::from_slice(&grads);
+        let mut opt = AdamW::new(&p, &g, &decayed, settings.clone());
+        for _ in 0..3 {
+            opt.step(lr);
+        }
+        let got: Vec<f32> = Vec::try_from(&p).unwrap();
+        for (i, (&p0, &g)) in start.iter().zip(&grads).enumerate() {
+            let wd = if decayed.iter().any(|r| r.contains(&(i as i64))) { 0.1 } else { 0.0 };
+            let (mut p, g, mut m, mut v) = (f64::from(p0), f64::from(g), 0.0, 0.0);
+            for t in 1..=3 {
+                m = b1 * m + (1.0 - b1) * g;
+                v = b2 * v + (1.0 - b2) * g * g;
+                p *= 1.0 - lr * wd;
+                let denom = (v / (1.0 - b2.powi(t))).sqrt() + eps;
+                p -= lr / (1.0 - b1.powi(t)) * m / denom;
+            }
+            assert!((f64::from(got[i]) - p).abs() < 1e-6, "element {i}: {} vs {p}", got[i]);
+        }
     }
 
     #[test]

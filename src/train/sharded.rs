@@ -56,9 +56,11 @@ pub fn kind_of(dtype: Dtype) -> Kind {
 struct FlatUnit {
     /// Elements of the unit before padding.
     numel: i64,
-    /// This rank's chunk of the padded fp32 master parameters.
+    /// This rank's chunk of the padded fp32 master parameters (updated in place only: the
+    /// optimizer holds views of it).
     shard: Tensor,
-    /// Averaged fp32 gradient of the shard, from the last reduction.
+    /// Averaged fp32 gradient of the shard, from the last reduction (written in place only,
+    /// likewise).
     grad: Tensor,
     optimizer: AdamW,
     /// The whole padded unit in `param_dtype`, a leaf that collects gradients, while gathered.
@@ -161,16 +163,13 @@ impl<'m> Sharded<'m> {
                     &[init_unit(layout), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))],
                     0,
                 );
-                let mask = Tensor::cat(
-                    &[layout.decay_mask(), Tensor::zeros([pad], (Kind::Float, tch::Device::Cpu))],
-                    0,
-                );
                 let shard = full.narrow(0, position * chunk, chunk).contiguous().to_device(device);
-                let decay = mask.narrow(0, position * chunk, chunk).contiguous();
+                let grad = shard.zeros_like();
+                let decayed = layout.decay_ranges(position * chunk..(position + 1) * chunk);
                 FlatUnit {
                     numel,
-                    grad: shard.zeros_like(),
-                    optimizer: AdamW::new(&shard, decay, optimizer.clone()),
+                    optimizer: AdamW::new(&shard, &grad, &decayed, optimizer.clone()),
+                    grad,
                     shard,
                     gathered: None,
                     unsharded_grad: None,
@@ -564,7 +563,7 @@ impl Sharded<'_> {
     /// AdamW on each shard, locally (no collective).
     pub fn optimizer_step(&mut self, lr: f64) {
         for unit in &mut self.units {
-            unit.optimizer.step(&mut unit.shard, &unit.grad, lr);
+            unit.optimizer.step(lr);
         }
     }
 
