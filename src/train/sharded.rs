@@ -59,10 +59,10 @@ struct FlatUnit {
     /// This rank's chunk of the padded fp32 master parameters (updated in place only: the
     /// optimizer holds views of it).
     shard: Tensor,
-    /// Averaged fp32 gradient of the shard, from the last reduction (written in place only,
-    /// likewise).
-    grad: Tensor,
-    optimizer: AdamW,
+    /// Averaged fp32 gradient of the shard from this step's reduction; none from the optimizer
+    /// step to the next reduction, as PyTorch's `zero_grad(set_to_none=True)` leaves it, so it
+    /// takes no memory while forward's activations do.
+    grad: Option<Tensor>,
     /// The whole padded unit in `param_dtype`, a leaf that collects gradients, while gathered.
     gathered: Option<Tensor>,
     /// Gradients summed over micro-batches whose reduction was skipped (accumulation).
@@ -95,6 +95,8 @@ pub struct Sharded<'m> {
     replicas: Box<dyn Comm>,
     world: usize,
     units: Vec<FlatUnit>,
+    /// AdamW over every unit's shard.
+    optimizer: AdamW,
     saved: Vec<Saved>,
     batch: Option<Masked>,
     /// Per-unit compute intervals of the step so far: unit, phase, start, end.
@@ -141,7 +143,7 @@ impl<'m> Sharded<'m> {
         strategy: Strategy,
         knobs: ParallelSpec,
         device: tch::Device,
-        optimizer: &crate::plan::OptimizerSettings,
+        settings: &crate::plan::OptimizerSettings,
     ) -> Self {
         let (rank, world, s) = (comm.rank(), comm.size(), knobs.shard_group as usize);
         assert!(
@@ -164,22 +166,28 @@ impl<'m> Sharded<'m> {
                     0,
                 );
                 let shard = full.narrow(0, position * chunk, chunk).contiguous().to_device(device);
-                let grad = shard.zeros_like();
-                let decayed = layout.decay_ranges(position * chunk..(position + 1) * chunk);
                 FlatUnit {
                     numel,
-                    optimizer: AdamW::new(&shard, &grad, &decayed, optimizer.clone()),
-                    grad,
                     shard,
+                    grad: None,
                     gathered: None,
                     unsharded_grad: None,
                     scatter_buffer: None,
                 }
             })
             .collect::<Vec<_>>();
+        let shards: Vec<_> = units
+            .iter()
+            .zip(model.units())
+            .map(|(unit, layout)| {
+                let chunk = unit.shard.size()[0];
+                (&unit.shard, layout.decay_ranges(position * chunk..(position + 1) * chunk))
+            })
+            .collect();
+        let optimizer = AdamW::new(&shards, settings.clone());
         let memory = MemoryAccount::new(
             units.iter().map(|u| u.shard.numel()).sum::<usize>(),
-            units.iter().map(|u| u.optimizer.state_bytes()).sum(),
+            optimizer.state_bytes(),
         );
         Self {
             model,
@@ -190,6 +198,7 @@ impl<'m> Sharded<'m> {
             replicas,
             world,
             units,
+            optimizer,
             saved: Vec::new(),
             batch: None,
             timings: Vec::new(),
@@ -349,28 +358,35 @@ impl<'m> Sharded<'m> {
             }
             // The unreduced gradient stays allocated until its reduction completes.
             self.memory.unsharded_grad(unit, scaled.numel() * scaled.kind().elt_size_in_bytes());
-            let grad = self.units[unit].grad.shallow_clone();
             let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
-            let reduction = if shard_group.size() > 1 && replicas.size() > 1 {
-                let buffer = self.units[unit]
-                    .scatter_buffer
-                    .get_or_insert_with(|| grad.empty_like())
-                    .shallow_clone();
+            // The reduction's output is allocated now, as FSDP allocates the sharded gradient.
+            let shard = self.units[unit].shard.shallow_clone();
+            let fresh = || shard.empty_like();
+            let reduction = if self.world == 1 {
+                // Nothing to reduce: the scaled gradient is the shard's.
+                self.units[unit].grad = Some(scaled.to_kind(Kind::Float));
+                self.memory.unsharded_grad(unit, 0);
+                None
+            } else if shard_group.size() > 1 && replicas.size() > 1 {
+                let buffer =
+                    self.units[unit].scatter_buffer.get_or_insert_with(fresh).shallow_clone();
                 let in_flight =
                     collectives.start(ReduceScatter, shard_group, unit, &scaled, &buffer)?;
-                Reduction { unit, in_flight, then_all_reduce: Some(buffer) }
-            } else if replicas.size() > 1 {
-                let in_flight = collectives.start(AllReduce, replicas, unit, &scaled, &grad)?;
-                Reduction { unit, in_flight, then_all_reduce: None }
+                Some(Reduction { unit, in_flight, then_all_reduce: Some(buffer) })
             } else {
-                let in_flight =
-                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &grad)?;
-                Reduction { unit, in_flight, then_all_reduce: None }
+                let grad = fresh();
+                let in_flight = if replicas.size() > 1 {
+                    collectives.start(AllReduce, replicas, unit, &scaled, &grad)?
+                } else {
+                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &grad)?
+                };
+                self.units[unit].grad = Some(grad);
+                Some(Reduction { unit, in_flight, then_all_reduce: None })
             };
             // At most one unit's reduction overlaps the next unit's backward: the earlier one
             // completes now, so unreduced gradients are held for one unit, not the model.
             self.reap_reductions(collectives)?;
-            self.reductions.push(reduction);
+            self.reductions.extend(reduction);
         } else {
             self.memory.unsharded_grad(unit, total.numel() * total.kind().elt_size_in_bytes());
             self.units[unit].unsharded_grad = Some(total);
@@ -535,15 +551,17 @@ impl Sharded<'_> {
             let unit = reduction.unit;
             collectives.finish(reduction.in_flight);
             self.memory.unsharded_grad(unit, 0);
-            let grad = self.units[unit].grad.shallow_clone();
             match reduction.then_all_reduce {
                 Some(buffer) => {
+                    let grad = buffer.empty_like();
                     let replicas = self.replicas.as_ref();
                     let in_flight = collectives.start(AllReduce, replicas, unit, &buffer, &grad)?;
+                    self.units[unit].grad = Some(grad);
                     next.push(Reduction { unit, in_flight, then_all_reduce: None });
                 }
                 None if post != 1.0 => {
-                    let _ = tch::no_grad(|| grad.shallow_clone().g_div_scalar_(post));
+                    let grad = self.units[unit].grad.as_mut().expect("a reduction's output");
+                    let _ = tch::no_grad(|| grad.g_div_scalar_(post));
                 }
                 None => {}
             }
@@ -560,11 +578,15 @@ impl Sharded<'_> {
         Ok(())
     }
 
-    /// AdamW on each shard, locally (no collective).
+    /// AdamW on every shard, locally (no collective), one fused kernel call per parameter
+    /// group; the gradients are released after it.
     pub fn optimizer_step(&mut self, lr: f64) {
-        for unit in &mut self.units {
-            unit.optimizer.step(lr);
-        }
+        let grads: Vec<Tensor> = self
+            .units
+            .iter_mut()
+            .map(|u| u.grad.take().expect("every unit's gradient is reduced before the step"))
+            .collect();
+        self.optimizer.step(&grads.iter().collect::<Vec<_>>(), lr);
     }
 
     /// The whole model's fp32 parameters, one flat tensor per unit (a collective: for checks,

@@ -47,11 +47,11 @@ fn flat(c: &mut Criterion) {
         let n = (numel + shards - 1) / shards;
         let param = Tensor::randn([n], (Kind::Float, Device::Cpu));
         let grad = Tensor::randn([n], (Kind::Float, Device::Cpu));
-        let decayed = layout.decay_ranges(0..n);
-        let mut optimizer = AdamW::new(&param, &grad, &decayed, OptimizerSettings::default());
+        let one_shard = [(&param, layout.decay_ranges(0..n))];
+        let mut optimizer = AdamW::new(&one_shard, OptimizerSettings::default());
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("shard_update/vit-base-block/{shards}"), |b| {
-            b.iter(|| optimizer.step(1e-4))
+            b.iter(|| optimizer.step(&[&grad], 1e-4))
         });
     }
     group.finish();
