@@ -31,9 +31,10 @@ impl Machine {
 }
 
 /// Bytes one rank holds for a point at its peak: the performance model's memory estimate
-/// ([`crate::predict::memory::peak`]) without allocator overhead. Model states are 16 B/param
-/// over the shard group; gathered parameters, one unit's unsharded gradients and stored
-/// activations come on top.
+/// ([`crate::predict::memory::peak`]) without allocator overhead. Parameter shards and AdamW's
+/// moments are 12 B/param over the shard group; gathered parameters, one unit's unsharded
+/// gradients and the larger of stored activations and gradient shards (4 B/param over the
+/// group, held only from backward to the optimizer step) come on top.
 pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
     crate::predict::memory::peak(point, 0.0).peak
 }
@@ -80,7 +81,7 @@ pub fn check(point: &PointSpec, machine: &Machine) -> Result<(), String> {
     };
     if needed > available {
         return Err(format!(
-            "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 16 B / shard group + gathered parameters + unsharded gradients + activations), {:.1} GiB available per rank",
+            "does not fit: needs ~{:.1} GiB per rank ({} ranks, {} parameters x 12 B / shard group + gathered parameters + unsharded gradients + the larger of activations and gradient shards), {:.1} GiB available per rank",
             needed / GIB,
             point.world_size(),
             point.model.trainable_params(),

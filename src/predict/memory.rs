@@ -12,7 +12,8 @@ use crate::plan::{Dtype, PointSpec, Strategy};
 pub struct MemoryBytes {
     /// fp32 parameter shard (4 B/param over the shard group).
     pub param_shards: f64,
-    /// fp32 gradient shard.
+    /// fp32 gradient shard, held from its reduction in backward to the optimizer step
+    /// (`zero_grad(set_to_none=True)` frees it), so not beside forward's activations.
     pub grad_shards: f64,
     /// AdamW's two fp32 moments.
     pub optimizer_state: f64,
@@ -80,11 +81,13 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
     };
     let unsharded_grads = (bp + dtype_bytes(k.reduce_dtype)) * largest.max(root);
     let activations = activation_bytes(point, b, bp);
-    let states = 16.0 * params / shard;
-    let used = states + gathered + unsharded_grads + activations;
+    // Activations are all held at the end of forward, gradient shards all at the end of
+    // backward; in between, backward frees the one as it makes the other.
+    let (grad_shards, states) = (4.0 * params / shard, 12.0 * params / shard);
+    let used = states + gathered + unsharded_grads + activations.max(grad_shards);
     MemoryBytes {
         param_shards: 4.0 * params / shard,
-        grad_shards: 4.0 * params / shard,
+        grad_shards,
         optimizer_state: 8.0 * params / shard,
         gathered_params: gathered,
         unsharded_grads,
