@@ -186,7 +186,7 @@ def main():
     # FSDP1's defaults otherwise (flat parameters, use_orig_params=False), as most FSDP users
     # run it: AdamW then updates one flat shard per unit, as the harness does. Flat parameters
     # mix 2-D weights with biases and norms, so weight decay applies to every element here (the
-    # harness skips 1-D tensors through a mask): the same work per element.
+    # harness puts 1-D tensors in a second group without decay): the same work per element.
     model = model.to(device) if eager else FSDP(
         model, sharding_strategy=STRATEGIES[cfg["strategy"]],
         auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),

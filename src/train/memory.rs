@@ -19,7 +19,8 @@ pub struct MemoryAccount {
 }
 
 impl MemoryAccount {
-    /// `shard_elements` fp32 elements of parameter shards (gradient shards are the same size).
+    /// `shard_elements` fp32 elements of parameter shards (gradient shards are the same size
+    /// while held, from their reduction to the optimizer step; the record gives that size).
     pub fn new(shard_elements: usize, optimizer_state_bytes: usize) -> Self {
         Self { param_shards_bytes: 4 * shard_elements, optimizer_state_bytes, ..Default::default() }
     }
@@ -43,6 +44,11 @@ impl MemoryAccount {
     pub fn activations(&mut self, bytes: usize) {
         self.activations += bytes;
         self.activations_peak = self.activations_peak.max(self.activations);
+    }
+
+    /// A stage's tensors freed after its backward.
+    pub fn activations_freed(&mut self, bytes: usize) {
+        self.activations = self.activations.saturating_sub(bytes);
     }
 
     pub fn activations_released(&mut self) {

@@ -1,7 +1,8 @@
 //! PyTorch FSDP's sharding strategies over any [`Comm`], driven stage by stage (tch has no
 //! module hooks, so the loop below plays the part of FSDP's pre/post forward and backward
 //! hooks). Each unit is one flat parameter, padded to a multiple of the shard group; each rank
-//! keeps fp32 master weights, gradients and AdamW moments for its contiguous shard only.
+//! keeps fp32 master weights and AdamW moments for its contiguous shard only, and the shard's
+//! gradient from its reduction to the optimizer step.
 //!
 //! | strategy | shard group S | after forward | gradient reduction |
 //! |---|---|---|---|
@@ -67,9 +68,6 @@ struct FlatUnit {
     gathered: Option<Tensor>,
     /// Gradients summed over micro-batches whose reduction was skipped (accumulation).
     unsharded_grad: Option<Tensor>,
-    /// Reduce-scatter output awaiting the all-reduce across groups (hybrid strategies), kept
-    /// from step to step like NCCL users keep communication buffers.
-    scatter_buffer: Option<Tensor>,
 }
 
 /// Unit, the phase's field of its record, and the interval.
@@ -84,6 +82,8 @@ struct Saved {
     output: Option<Tensor>,
     /// The parameters the forward used (kept by the graph when not checkpointed).
     params: Option<Tensor>,
+    /// What the memory account counts for `input` and `output`.
+    bytes: usize,
 }
 
 pub struct Sharded<'m> {
@@ -117,9 +117,11 @@ pub struct Sharded<'m> {
 struct Reduction {
     unit: usize,
     in_flight: InFlight,
-    /// The hybrid strategies' second step: all-reduce this reduce-scatter output across the
-    /// replicas into the unit's gradient shard.
-    then_all_reduce: Option<Tensor>,
+    /// Where the reduction lands, in `reduce_dtype`.
+    output: Tensor,
+    /// The hybrid strategies' second step: all-reduce `output` across the replicas once the
+    /// reduce-scatter is done.
+    then_all_reduce: bool,
 }
 
 /// An all-gather started ahead of the stage that needs it.
@@ -166,14 +168,7 @@ impl<'m> Sharded<'m> {
                     0,
                 );
                 let shard = full.narrow(0, position * chunk, chunk).contiguous().to_device(device);
-                FlatUnit {
-                    numel,
-                    shard,
-                    grad: None,
-                    gathered: None,
-                    unsharded_grad: None,
-                    scatter_buffer: None,
-                }
+                FlatUnit { numel, shard, grad: None, gathered: None, unsharded_grad: None }
             })
             .collect::<Vec<_>>();
         let shards: Vec<_> = units
@@ -359,29 +354,23 @@ impl<'m> Sharded<'m> {
             // The unreduced gradient stays allocated until its reduction completes.
             self.memory.unsharded_grad(unit, scaled.numel() * scaled.kind().elt_size_in_bytes());
             let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
-            // The reduction's output is allocated now, as FSDP allocates the sharded gradient.
-            let shard = self.units[unit].shard.shallow_clone();
-            let fresh = || shard.empty_like();
+            // The reduction's output is allocated now, in the reduction's dtype, as FSDP
+            // allocates the sharded gradient (cast to fp32 once reduced).
+            let shape = self.units[unit].shard.size();
+            let output = || Tensor::empty(shape.as_slice(), (scaled.kind(), scaled.device()));
             let reduction = if self.world == 1 {
                 // Nothing to reduce: the scaled gradient is the shard's.
                 self.units[unit].grad = Some(scaled.to_kind(Kind::Float));
                 self.memory.unsharded_grad(unit, 0);
                 None
-            } else if shard_group.size() > 1 && replicas.size() > 1 {
-                let buffer =
-                    self.units[unit].scatter_buffer.get_or_insert_with(fresh).shallow_clone();
-                let in_flight =
-                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &buffer)?;
-                Some(Reduction { unit, in_flight, then_all_reduce: Some(buffer) })
             } else {
-                let grad = fresh();
-                let in_flight = if replicas.size() > 1 {
-                    collectives.start(AllReduce, replicas, unit, &scaled, &grad)?
+                let (output, hybrid) = (output(), shard_group.size() > 1 && replicas.size() > 1);
+                let in_flight = if shard_group.size() > 1 {
+                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &output)?
                 } else {
-                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &grad)?
+                    collectives.start(AllReduce, replicas, unit, &scaled, &output)?
                 };
-                self.units[unit].grad = Some(grad);
-                Some(Reduction { unit, in_flight, then_all_reduce: None })
+                Some(Reduction { unit, in_flight, output, then_all_reduce: hybrid })
             };
             // At most one unit's reduction overlaps the next unit's backward: the earlier one
             // completes now, so unreduced gradients are held for one unit, not the model.
@@ -460,16 +449,12 @@ impl Sharded<'_> {
             } else {
                 self.model.run(stage, &params, input.as_ref(), &batch)
             };
-            self.memory.activations(
-                input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes())
-                    + if checkpointed {
-                        0
-                    } else {
-                        output.numel() * output.kind().elt_size_in_bytes()
-                    },
-            );
+            let bytes = input.as_ref().map_or(0, |t| t.numel() * t.kind().elt_size_in_bytes())
+                + if checkpointed { 0 } else { output.numel() * output.kind().elt_size_in_bytes() };
+            self.memory.activations(bytes);
             self.saved.push(Saved {
                 stage,
+                bytes,
                 input,
                 output: (!checkpointed).then(|| output.shallow_clone()),
                 params: (!checkpointed).then_some(params),
@@ -524,6 +509,11 @@ impl Sharded<'_> {
                 Some(gradient) => backward_with(&output, &gradient),
             }
             upstream = input.map(|input| input.grad().detach());
+            // Autograd freed the stage's graph; its input, output and parameters go too, as an
+            // eager backward frees activations while it makes gradients.
+            let done = &mut self.saved[index];
+            (done.input, done.output, done.params) = (None, None, None);
+            self.memory.activations_freed(done.bytes);
             self.time_unit(unit, start_backward, |t| &mut t.backward_s);
             if let (Some(j), BackwardPrefetch::Post) = (next, self.knobs.backward_prefetch) {
                 self.prefetch_for_backward(j, collectives)?;
@@ -551,19 +541,18 @@ impl Sharded<'_> {
             let unit = reduction.unit;
             collectives.finish(reduction.in_flight);
             self.memory.unsharded_grad(unit, 0);
-            match reduction.then_all_reduce {
-                Some(buffer) => {
-                    let grad = buffer.empty_like();
-                    let replicas = self.replicas.as_ref();
-                    let in_flight = collectives.start(AllReduce, replicas, unit, &buffer, &grad)?;
-                    self.units[unit].grad = Some(grad);
-                    next.push(Reduction { unit, in_flight, then_all_reduce: None });
-                }
-                None if post != 1.0 => {
-                    let grad = self.units[unit].grad.as_mut().expect("a reduction's output");
+            if reduction.then_all_reduce {
+                let (input, output) = (&reduction.output, reduction.output.empty_like());
+                let replicas = self.replicas.as_ref();
+                let in_flight = collectives.start(AllReduce, replicas, unit, input, &output)?;
+                next.push(Reduction { unit, in_flight, output, then_all_reduce: false });
+            } else {
+                // The reduced gradient in fp32 (the output itself when reduced in fp32).
+                let mut grad = reduction.output.to_kind(Kind::Float);
+                if post != 1.0 {
                     let _ = tch::no_grad(|| grad.g_div_scalar_(post));
                 }
-                None => {}
+                self.units[unit].grad = Some(grad);
             }
         }
         self.reductions = next;
