@@ -55,11 +55,6 @@ fn check_backend(point: &PointSpec) -> Result<(), String> {
         (Dtype::Bf16, Backend::Mpi) => {
             Err("reduce_dtype bf16 needs a backend that sums bf16; MPI reduces fp32 only".into())
         }
-        // Gloo's bf16 sums are not covered by this harness's equality tests.
-        (Dtype::Bf16, Backend::Gloo) => {
-            Err("reduce_dtype bf16 is not supported on gloo here (tested in fp32 only); use nccl"
-                .into())
-        }
         _ => Ok(()),
     }
 }

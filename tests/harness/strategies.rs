@@ -473,6 +473,41 @@ fn bf16_parameters_gather_half_the_bytes_and_train() {
     }
 }
 
+/// `reduce_dtype = "bf16"` on gloo (as on NCCL): every gradient reduction (reduce-scatter,
+/// all-reduce, and the hybrid pair) runs in bf16 while gathers stay fp32, and training stays
+/// within bf16's rounding of one rank in fp32 without matching it exactly.
+#[test]
+fn bf16_reductions_reduce_in_bf16_and_train_on_gloo() {
+    static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
+    let dir = sweep_on(&CELL, "bf16_reductions", &format!("[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"no_shard\", \"full_shard\", \"hybrid_shard\"]\nshard_group = [2]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2]\nreduce_dtype = [\"bf16\"]\n"), Backend::Gloo);
+    let reference = global_losses(&reference().join("vit-tiny-no_shard-n1x1-mb8"));
+    let all = points(dir);
+    assert_eq!(all.len(), 3, "{all:?}");
+    for point in all {
+        let name = point.file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(manifest(&point)["outcome"], "ok", "{name}");
+        let file = hdf5::File::open(point.join("records.h5")).unwrap();
+        let text = |column: &str| -> Vec<String> {
+            let data = file.dataset(column).unwrap();
+            let values = data.read_raw::<hdf5::types::VarLenUnicode>().unwrap();
+            values.iter().map(|v| v.to_string()).collect()
+        };
+        let (kinds, dtypes) = (text("collectives/kind"), text("collectives/dtype"));
+        assert!(kinds.iter().any(|k| k != "all_gather"), "{name}: no reduction recorded");
+        for (kind, dtype) in kinds.iter().zip(&dtypes) {
+            let want = if kind == "all_gather" { "float32" } else { "bfloat16" };
+            assert_eq!(dtype, want, "{name}: {kind}");
+        }
+        let losses = global_losses(&point);
+        assert_eq!(losses.len(), STEPS, "{name}");
+        let worst =
+            losses.iter().zip(&reference).map(|(a, b)| ((a - b) / b).abs()).fold(0.0, f64::max);
+        eprintln!("{name}: largest relative loss difference {worst:e}");
+        assert!(worst < 1e-2, "{name}: bf16 reductions moved the loss by {worst:e}");
+        assert!(worst > 1e-5, "{name}: bf16 reductions gave fp32's losses ({worst:e})");
+    }
+}
+
 /// `limit_all_gathers`: with it, never more than two all-gathers in flight; without it the
 /// forward issues every later block's gather at once (vit-tiny: three blocks).
 fn rate_limit_caps_gathers_in_flight(backend: Backend) {
