@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod comm;
 pub mod data;
+mod ffi;
 pub mod launch;
 pub mod metrics;
 pub mod model;

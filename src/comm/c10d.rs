@@ -3,7 +3,7 @@
 //! collective is non-blocking in c10d: it returns a work handle, and [`Pending::wait`] is the
 //! handle's `wait()`. Ranks meet through a `TCPStore` that rank 0 hosts.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, CString};
 
 use tch::Tensor;
 
@@ -21,7 +21,6 @@ struct RawWork {
 type RawTensor = torch_sys::C_tensor;
 
 extern "C" {
-    fn ss_last_error() -> *const c_char;
     fn ss_group_new_tcp(
         backend: i32,
         host: *const c_char,
@@ -72,9 +71,7 @@ impl C10dBackend {
 
 /// The shim's last error on this thread.
 fn last_error(op: &'static str) -> CommError {
-    // SAFETY: the shim returns a pointer to its thread-local, NUL-terminated string.
-    let message = unsafe { CStr::from_ptr(ss_last_error()) }.to_string_lossy().into_owned();
-    CommError::Backend { op, message }
+    CommError::Backend { op, message: crate::ffi::last_error() }
 }
 
 /// A c10d process group (one rank's end of it).

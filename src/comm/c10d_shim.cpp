@@ -1,7 +1,8 @@
 // A C interface to libtorch's c10d process groups (Gloo, and NCCL/RCCL when built with
 // SHARDSWEEP_NCCL) and stores (TCPStore), for src/comm/c10d.rs. Tensors arrive as tch's
 // `at::Tensor*`. Every function catches C++ exceptions: a null or non-zero result means the
-// message is in ss_last_error() (per thread, defined in src/metrics/device.cpp).
+// message is in ss_last_error() (per thread, defined in src/metrics/device.cpp, read by
+// src/ffi.rs).
 #include <algorithm>
 #include <chrono>
 #include <cstdint>

@@ -3,7 +3,7 @@
 // through c10's device-generic interfaces (c10::Event, c10::DeviceAllocator), so it needs no
 // CUDA headers and serves CUDA and ROCm builds alike (ROCm's devices are `cuda` devices). Every
 // function catches C++ exceptions: a null or non-zero result means the message is in
-// ss_last_error() (per thread), which is defined here for every C++ part.
+// ss_last_error() (per thread), which is defined here for every C++ part (read by src/ffi.rs).
 #include <cstdint>
 #include <string>
 

@@ -2,8 +2,7 @@
 //! (CUDA events; HIP events in ROCm builds) and the caching allocator's per-step statistics.
 //! Only for `Device::Cuda`: with no GPU every call fails with libtorch's message.
 
-use std::ffi::{c_char, CStr};
-
+use crate::ffi::last_error;
 use crate::records::DeviceMemoryRecord;
 
 #[repr(C)]
@@ -21,18 +20,11 @@ struct RawMemoryStats {
 }
 
 extern "C" {
-    fn ss_last_error() -> *const c_char;
     fn ss_event_record(index: i32) -> *mut RawEvent;
     fn ss_event_elapsed_ms(start: *const RawEvent, end: *const RawEvent, ms: *mut f64) -> i32;
     fn ss_event_free(event: *mut RawEvent);
     fn ss_device_memory(index: i32, out: *mut RawMemoryStats) -> i32;
     fn ss_device_memory_reset(index: i32) -> i32;
-}
-
-/// The message of the last failed call into the C++ parts on this thread.
-pub fn last_error() -> String {
-    // SAFETY: the C++ side returns a NUL-terminated string owned by this thread.
-    unsafe { CStr::from_ptr(ss_last_error()) }.to_string_lossy().into_owned()
 }
 
 /// A timing event recorded on a GPU's current stream; it completes when the work queued on the

@@ -6,7 +6,7 @@ mod collectives;
 mod device;
 
 pub use collectives::{dtype_name, Collectives, InFlight};
-pub use device::{device_memory, last_error, reset_device_memory, Event};
+pub use device::{device_memory, reset_device_memory, Event};
 
 use std::cell::RefCell;
 use std::time::Instant;

@@ -140,7 +140,7 @@ impl AdamW {
                 )
             };
             if status != 0 {
-                panic!("AdamW: {}", crate::metrics::last_error());
+                panic!("AdamW: {}", crate::ffi::last_error());
             }
         }
     }

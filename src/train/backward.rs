@@ -16,7 +16,7 @@ extern "C" {
 pub fn backward_with(output: &Tensor, gradient: &Tensor) {
     // SAFETY: both are live tensor handles of tch's; autograd only reads them.
     if unsafe { ss_backward(output.as_ptr(), gradient.as_ptr()) } != 0 {
-        panic!("backward: {}", crate::metrics::last_error());
+        panic!("backward: {}", crate::ffi::last_error());
     }
 }
 
@@ -30,6 +30,6 @@ pub fn take_grad(leaf: &mut Tensor) -> Option<Tensor> {
     match unsafe { ss_take_grad(leaf.as_mut_ptr(), out.as_mut_ptr()) } {
         0 => Some(out),
         1 => None,
-        _ => panic!("taking a gradient: {}", crate::metrics::last_error()),
+        _ => panic!("taking a gradient: {}", crate::ffi::last_error()),
     }
 }
