@@ -34,7 +34,7 @@ impl Machine {
 /// ([`crate::predict::memory::peak`]) without allocator overhead. Parameter shards and AdamW's
 /// moments are 12 B/param over the shard group; gathered parameters, one unit's unsharded
 /// gradients and the larger of stored activations and gradient shards (4 B/param over the
-/// group, held only from backward to the optimizer step) come on top.
+/// group, held only from backward to the optimizer step; an approximation) come on top.
 pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
     crate::predict::memory::peak(point, 0.0).peak
 }

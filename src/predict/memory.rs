@@ -82,7 +82,8 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
     let unsharded_grads = (bp + dtype_bytes(k.reduce_dtype)) * largest.max(root);
     let activations = activation_bytes(point, b, bp);
     // Activations are all held at the end of forward, gradient shards all at the end of
-    // backward; in between, backward frees the one as it makes the other.
+    // backward; in between, backward frees the one as it makes the other (so taking the larger
+    // is an approximation: mid-backward holds part of each).
     let (grad_shards, states) = (4.0 * params / shard, 12.0 * params / shard);
     let used = states + gathered + unsharded_grads + activations.max(grad_shards);
     MemoryBytes {

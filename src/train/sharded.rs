@@ -345,7 +345,8 @@ impl<'m> Sharded<'m> {
             None => local,
         };
         if sync {
-            // `total` is this unit's own (taken from the leaf), so it is scaled in place.
+            // `total` is this unit's own (taken from the leaf), so it (or its cast to
+            // reduce_dtype) is scaled in place.
             let mut scaled = total.to_kind(kind_of(self.knobs.reduce_dtype));
             let factor = predivide_factor(self.world);
             if factor != 1.0 {
@@ -373,7 +374,8 @@ impl<'m> Sharded<'m> {
                 Some(Reduction { unit, in_flight, output, then_all_reduce: hybrid })
             };
             // At most one unit's reduction overlaps the next unit's backward: the earlier one
-            // completes now, so unreduced gradients are held for one unit, not the model.
+            // completes now, so unreduced gradients are held for two units (the one in flight
+            // and this one, as in FSDP), not the model.
             self.reap_reductions(collectives)?;
             self.reductions.extend(reduction);
         } else {
@@ -533,7 +535,7 @@ impl Sharded<'_> {
     /// A hybrid strategy's completed reduce-scatter frees its unreduced gradient and starts the
     /// all-reduce across replicas at once (FSDP issues it right after the reduce-scatter), to be
     /// completed at the next call; a completed reduction is divided by what the pre-division
-    /// left.
+    /// left, in `reduce_dtype` as FSDP divides it, then cast to the fp32 gradient shard.
     fn reap_reductions(&mut self, collectives: &mut Collectives) -> Result<(), CommError> {
         let post = self.world as f64 / predivide_factor(self.world);
         let mut next = Vec::new();
@@ -547,12 +549,12 @@ impl Sharded<'_> {
                 let in_flight = collectives.start(AllReduce, replicas, unit, input, &output)?;
                 next.push(Reduction { unit, in_flight, output, then_all_reduce: false });
             } else {
-                // The reduced gradient in fp32 (the output itself when reduced in fp32).
-                let mut grad = reduction.output.to_kind(Kind::Float);
+                let mut reduced = reduction.output;
                 if post != 1.0 {
-                    let _ = tch::no_grad(|| grad.g_div_scalar_(post));
+                    let _ = tch::no_grad(|| reduced.g_div_scalar_(post));
                 }
-                self.units[unit].grad = Some(grad);
+                // In fp32 (the output itself when reduced in fp32).
+                self.units[unit].grad = Some(reduced.to_kind(Kind::Float));
             }
         }
         self.reductions = next;

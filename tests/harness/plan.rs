@@ -310,7 +310,7 @@ micro_batch = [2]
 }
 
 #[test]
-fn bf16_reductions_are_rejected_on_mpi_with_the_reason() {
+fn bf16_reductions_are_rejected_on_mpi_with_the_reason_and_planned_on_gloo() {
     let axes = AXES.to_string() + "reduce_dtype = [\"bf16\"]\n";
     let plan = expand(&parse(&with_axes(&axes, "")).unwrap(), &MACHINE);
     assert!(plan.points.is_empty());
@@ -318,6 +318,11 @@ fn bf16_reductions_are_rejected_on_mpi_with_the_reason() {
         .rejected
         .iter()
         .all(|r| r.reason.contains("MPI reduces fp32 only") && r.id.ends_with("-rbf16")));
+    // Gloo sums bf16: the same points are planned there.
+    let gloo = with_axes(&axes, "").replace("[settings]\n", "[settings]\nbackend = \"gloo\"\n");
+    let plan = expand(&parse(&gloo).unwrap(), &MACHINE);
+    assert!(plan.rejected.is_empty(), "{:?}", plan.rejected);
+    assert!(!plan.points.is_empty() && plan.points.iter().all(|p| p.id.ends_with("-rbf16-gloo")));
 }
 
 #[test]
