@@ -50,8 +50,8 @@ fn main() {
 /// Compiles the C++ parts against libtorch's headers (C++17 and the C++11 ABI, as the PyPI
 /// wheels are built): src/metrics/device.cpp (device events and caching-allocator statistics,
 /// through c10's device-generic interfaces), src/train/adamw.cpp (the fused AdamW kernel) and
-/// src/train/backward.cpp (backward with a gradient, taking a leaf's gradient) always, and src/comm/c10d_shim.cpp with the `gloo`
-/// or `cuda` feature. Gloo needs gloo's own headers, which libtorch does not ship (Debian's
+/// src/train/backward.cpp (backward with a gradient, taking a leaf's gradient) always, and
+/// src/comm/c10d_shim.cpp with the `gloo` or `cuda` feature. Gloo needs gloo's own headers, which libtorch does not ship (Debian's
 /// `libgloo-dev` puts them in /usr/include; `SHARDSWEEP_GLOO_INCLUDE` names another folder).
 /// NCCL needs a CUDA build of libtorch and the CUDA runtime's and NCCL's headers:
 /// `SHARDSWEEP_CUDA_INCLUDE` (a `:`-separated list of folders), else the `nvidia/*/include`

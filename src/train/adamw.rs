@@ -28,13 +28,14 @@ extern "C" {
     ) -> i32;
 }
 
-/// One shard's parameter and moment views by group (decayed, then not), and the ranges they
-/// cover, from which the gradient's views are cut at each step.
-struct Shard {
-    ranges: [Vec<Range<i64>>; 2],
-    params: [Vec<Tensor>; 2],
-    exp_avgs: [Vec<Tensor>; 2],
-    exp_avg_sqs: [Vec<Tensor>; 2],
+/// One parameter group's views across all shards: which shard and range each covers (the
+/// gradient's views are cut from them at each step), and the parameter's and moments' views.
+#[derive(Default)]
+struct Group {
+    ranges: Vec<(usize, Range<i64>)>,
+    params: Vec<Tensor>,
+    exp_avgs: Vec<Tensor>,
+    exp_avg_sqs: Vec<Tensor>,
 }
 
 /// AdamW's state for a rank's flat fp32 shards (one per FSDP unit), updated by one fused
@@ -42,7 +43,10 @@ struct Shard {
 /// Holds views of the shards: keep them, update them in place only.
 pub struct AdamW {
     settings: OptimizerSettings,
-    shards: Vec<Shard>,
+    /// Where weight decay applies, then where it does not.
+    groups: [Group; 2],
+    /// How many shards the gradients of a step must cover.
+    shards: usize,
     /// Bytes of the two moments.
     state_bytes: usize,
     /// Steps taken, as a float scalar on the parameters' device (the kernel reads it there).
@@ -55,31 +59,32 @@ impl AdamW {
     /// decay applies to (ascending, disjoint, within it). All on one device.
     pub fn new(shards: &[(&Tensor, Vec<Range<i64>>)], settings: OptimizerSettings) -> Self {
         let device = shards.first().map_or(tch::Device::Cpu, |(p, _)| p.device());
+        let mut groups: [Group; 2] = Default::default();
         let mut state_bytes = 0;
-        let shards = shards
-            .iter()
-            .map(|(param, decayed)| {
-                let (exp_avg, exp_avg_sq) = (param.zeros_like(), param.zeros_like());
-                state_bytes += 2 * exp_avg.numel() * exp_avg.kind().elt_size_in_bytes();
-                let mut ranges: [Vec<Range<i64>>; 2] = Default::default();
-                let mut offset = 0;
-                for range in decayed {
-                    ranges[1].push(offset..range.start);
-                    ranges[0].push(range.clone());
-                    offset = range.end;
+        for (index, (param, decayed)) in shards.iter().enumerate() {
+            let (exp_avg, exp_avg_sq) = (param.zeros_like(), param.zeros_like());
+            state_bytes += 2 * exp_avg.numel() * exp_avg.kind().elt_size_in_bytes();
+            let cut = |group: &mut Group, range: Range<i64>| {
+                if !range.is_empty() {
+                    let view = |t: &Tensor| t.narrow(0, range.start, range.end - range.start);
+                    group.params.push(view(param));
+                    group.exp_avgs.push(view(&exp_avg));
+                    group.exp_avg_sqs.push(view(&exp_avg_sq));
+                    group.ranges.push((index, range));
                 }
-                ranges[1].push(offset..param.size()[0]);
-                ranges.iter_mut().for_each(|r| r.retain(|r| !r.is_empty()));
-                Shard {
-                    params: ranges.clone().map(|r| views(param, &r)),
-                    exp_avgs: ranges.clone().map(|r| views(&exp_avg, &r)),
-                    exp_avg_sqs: ranges.clone().map(|r| views(&exp_avg_sq, &r)),
-                    ranges,
-                }
-            })
-            .collect();
+            };
+            let [decaying, not_decaying] = &mut groups;
+            let mut offset = 0;
+            for range in decayed {
+                cut(not_decaying, offset..range.start);
+                cut(decaying, range.clone());
+                offset = range.end;
+            }
+            cut(not_decaying, offset..param.size()[0]);
+        }
         Self {
-            shards,
+            groups,
+            shards: shards.len(),
             state_bytes,
             step: Tensor::zeros([], (Kind::Float, device)),
             settings,
@@ -98,29 +103,22 @@ impl AdamW {
     /// Panics with libtorch's message if the kernel refuses the tensors (libtorch errors are
     /// panics in tch, and training records them as such).
     pub fn step(&mut self, grads: &[&Tensor], lr: f64) {
-        assert_eq!(grads.len(), self.shards.len(), "one gradient per shard");
+        assert_eq!(grads.len(), self.shards, "one gradient per shard");
         let s = &self.settings;
         self.steps += 1;
         let _ = self.step.fill_(f64::from(self.steps));
-        for (group, weight_decay) in [(0, s.weight_decay), (1, 0.0)] {
-            let grads: Vec<Tensor> = self
-                .shards
-                .iter()
-                .zip(grads)
-                .flat_map(|(shard, grad)| views(grad, &shard.ranges[group]))
-                .collect();
-            if grads.is_empty() {
+        for (group, weight_decay) in self.groups.iter().zip([s.weight_decay, 0.0]) {
+            if group.params.is_empty() {
                 continue;
             }
-            let pointers = |pick: fn(&Shard) -> &[Vec<Tensor>; 2]| {
-                self.shards
-                    .iter()
-                    .flat_map(|shard| pick(shard)[group].iter().map(Tensor::as_ptr))
-                    .collect::<Vec<_>>()
-            };
-            let (p, m, v) =
-                (pointers(|s| &s.params), pointers(|s| &s.exp_avgs), pointers(|s| &s.exp_avg_sqs));
-            let g: Vec<_> = grads.iter().map(Tensor::as_ptr).collect();
+            let grads: Vec<Tensor> = group
+                .ranges
+                .iter()
+                .map(|(shard, r)| grads[*shard].narrow(0, r.start, r.end - r.start))
+                .collect();
+            let pointers = |ts: &[Tensor]| ts.iter().map(Tensor::as_ptr).collect::<Vec<_>>();
+            let (p, g) = (pointers(&group.params), pointers(&grads));
+            let (m, v) = (pointers(&group.exp_avgs), pointers(&group.exp_avg_sqs));
             // SAFETY: every pointer is a live tensor handle of tch's, `n` of each; the kernel
             // updates the parameters and moments in place (views, so the shards and the moments
             // change) and only reads the gradients and the step.
@@ -144,11 +142,6 @@ impl AdamW {
             }
         }
     }
-}
-
-/// Views of `t`'s elements in `ranges`.
-fn views(t: &Tensor, ranges: &[Range<i64>]) -> Vec<Tensor> {
-    ranges.iter().map(|r| t.narrow(0, r.start, r.end - r.start)).collect()
 }
 
 /// Learning rate at `step` (0-based): linear warm-up to `peak`, then half-cosine to zero at the

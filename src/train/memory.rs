@@ -51,10 +51,6 @@ impl MemoryAccount {
         self.activations = self.activations.saturating_sub(bytes);
     }
 
-    pub fn activations_released(&mut self) {
-        self.activations = 0;
-    }
-
     /// This step's figures; peaks start again from what is held now.
     pub fn take_record(&mut self) -> MemoryRecord {
         let record = MemoryRecord {

@@ -526,8 +526,8 @@ impl Sharded<'_> {
                 self.post_backward(unit, sync, collectives)?;
             }
         }
+        // Each stage freed its tensors (and its share of the account) above.
         self.saved.clear();
-        self.memory.activations_released();
         self.finish_reductions(collectives)
     }
 
