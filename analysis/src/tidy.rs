@@ -279,17 +279,24 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
         let (start, end, bytes) = (column("start_s")?, column("end_s")?, column("payload_bytes")?);
         // Records from before exposed waits were measured have no wait_s: NaN, left out below.
         let wait = column("wait_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
-        let mut sums: BTreeMap<(u32, u32, &str), [f64; 3]> = BTreeMap::new();
+        // Only NCCL keeps a time on its stream; other backends' records hold NaN, and older
+        // records no column: left out below, as waits are.
+        let stream = column("stream_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
+        let mut sums: BTreeMap<(u32, u32, &str), [f64; 4]> = BTreeMap::new();
         for i in 0..kinds.len() {
             let sum = sums.entry((rank[i] as u32, step[i] as u32, kinds[i].as_str())).or_default();
             sum[0] += wait[i];
             sum[1] += end[i] - start[i];
             sum[2] += bytes[i];
+            sum[3] += stream[i];
         }
-        for ((rank, step, kind), [wait, span, bytes]) in sums {
+        for ((rank, step, kind), [wait, span, bytes, stream]) in sums {
             let phase = format!("comm.{kind}");
             if wait.is_finite() {
                 rows.push(rank, step, &phase, "wait", wait, "s");
+            }
+            if stream.is_finite() {
+                rows.push(rank, step, &phase, "stream", stream, "s");
             }
             rows.push(rank, step, &phase, "span", span, "s");
             rows.push(rank, step, &phase, "payload", bytes, "bytes");

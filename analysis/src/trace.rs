@@ -50,12 +50,18 @@ pub fn chrome_trace(point_dir: &Path, step: usize) -> Result<Value, AnalysisErro
         column("payload_bytes")?,
         column("group_size")?,
     );
+    // NCCL's time on its stream, where the backend kept one (NaN or no column otherwise).
+    let stream = column("stream_s").unwrap_or_else(|_| vec![f64::NAN; kinds.len()]);
     // The records keep every column as f64; counts go out as the integers they are.
     for i in (0..kinds.len()).filter(|&i| steps_of[i] as usize == step) {
+        let mut args = json!({"payload_bytes": bytes[i] as u64, "group_size": group[i] as u64, "wait_s": wait[i]});
+        if stream[i].is_finite() {
+            args["stream_s"] = json!(stream[i]);
+        }
         events.push(json!({
             "ph": "X", "name": format!("{} unit {}", kinds[i].as_str(), units[i] as u64), "cat": "collective",
             "pid": ranks[i] as u64 + 1, "tid": 1, "ts": start[i] * us, "dur": (end[i] - start[i]) * us,
-            "args": {"payload_bytes": bytes[i] as u64, "group_size": group[i] as u64, "wait_s": wait[i]},
+            "args": args,
         }));
     }
     Ok(

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_int, CString};
 
 use tch::Tensor;
 
-use super::{Comm, CommError, Pending};
+use super::{Comm, CommError, Pending, StreamTime};
 
 #[repr(C)]
 struct RawGroup {
@@ -50,6 +50,9 @@ extern "C" {
     ) -> *mut RawWork;
     fn ss_barrier(group: *mut RawGroup) -> *mut RawWork;
     fn ss_work_wait(work: *mut RawWork) -> c_int;
+    fn ss_work_timed(work: *const RawWork) -> c_int;
+    fn ss_work_duration_ms(work: *const RawWork, ms: *mut f64) -> c_int;
+    fn ss_work_free(work: *mut RawWork);
 }
 
 /// Which c10d process group; the values match the shim's `Backend` enum.
@@ -152,15 +155,29 @@ struct Work {
 }
 
 impl Pending for Work {
-    /// Waits for the collective. A failed collective (a peer gone, c10d's timeout) panics with
-    /// c10d's message, as libtorch errors do in tch: the rank records it and stops.
-    fn wait(self: Box<Self>) {
+    /// Waits for the collective and lets go of its tensors. A failed collective (a peer gone,
+    /// c10d's timeout) panics with c10d's message, as libtorch errors do in tch: the rank
+    /// records it and stops. An NCCL collective's start and end events stay to be read.
+    fn wait(self: Box<Self>) -> Option<Box<dyn StreamTime>> {
         let mut this = self;
         let raw = std::mem::replace(&mut this.raw, std::ptr::null_mut());
-        // SAFETY: the handle came from the shim and is waited (and freed) once.
-        if unsafe { ss_work_wait(raw) } != 0 {
-            panic!("{}", last_error(this.op));
+        let op = this.op;
+        // SAFETY: the handle came from the shim and is waited once, then freed once (here or
+        // by `Timed`'s drop); the tensors go only once the collective is done with them.
+        unsafe {
+            let waited = ss_work_wait(raw);
+            drop(this);
+            if waited != 0 {
+                let error = last_error(op);
+                ss_work_free(raw);
+                panic!("{error}");
+            }
+            if ss_work_timed(raw) != 0 {
+                return Some(Box::new(Timed { raw, op }));
+            }
+            ss_work_free(raw);
         }
+        None
     }
 }
 
@@ -169,10 +186,37 @@ impl Drop for Work {
     fn drop(&mut self) {
         if !self.raw.is_null() {
             // SAFETY: as in `wait`; errors here have no one to report to but the log.
-            if unsafe { ss_work_wait(self.raw) } != 0 {
-                tracing::error!("{}", last_error(self.op));
+            unsafe {
+                if ss_work_wait(self.raw) != 0 {
+                    tracing::error!("{}", last_error(self.op));
+                }
+                ss_work_free(self.raw);
             }
         }
+    }
+}
+
+/// A waited NCCL collective's start and end events on NCCL's stream.
+struct Timed {
+    raw: *mut RawWork,
+    op: &'static str,
+}
+
+impl StreamTime for Timed {
+    fn stream_s(&self) -> Result<f64, CommError> {
+        let mut ms = 0.0;
+        // SAFETY: a live, waited handle; `ms` is a valid out-pointer.
+        if unsafe { ss_work_duration_ms(self.raw, &mut ms) } != 0 {
+            return Err(last_error(self.op));
+        }
+        Ok(ms / 1e3)
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        // SAFETY: waited by `Work::wait`, freed once here.
+        unsafe { ss_work_free(self.raw) }
     }
 }
 
@@ -242,13 +286,58 @@ impl Comm for C10dComm {
     fn barrier(&self) {
         // SAFETY: live group.
         let work = unsafe { ss_barrier(self.raw) };
-        // SAFETY: a handle from the shim, waited once.
-        if work.is_null() || unsafe { ss_work_wait(work) } != 0 {
+        if work.is_null() {
             panic!("{}", last_error("barrier"));
+        }
+        // SAFETY: a handle from the shim, waited and freed once.
+        unsafe {
+            if ss_work_wait(work) != 0 {
+                let error = last_error("barrier");
+                ss_work_free(work);
+                panic!("{error}");
+            }
+            ss_work_free(work);
         }
     }
 
     fn library_version(&self) -> String {
         format!("c10d {} (libtorch {})", self.backend.name(), env!("SHARDSWEEP_LIBTORCH_VERSION"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+
+    /// A one-rank group of `backend` on a free port of this host.
+    fn alone(backend: C10dBackend) -> C10dComm {
+        let port = crate::launch::free_port().unwrap();
+        C10dComm::connect(backend, "127.0.0.1", port, 0, 1, 60_000).unwrap()
+    }
+
+    /// With a GPU: an NCCL all-gather's wait hands back its time on NCCL's stream, readable
+    /// once the device is done. Everywhere: Gloo, which runs collectives on host threads, hands
+    /// back none rather than a made-up one.
+    #[test]
+    fn nccl_keeps_its_stream_time_and_gloo_claims_none() {
+        let gloo = alone(C10dBackend::Gloo);
+        let t = Tensor::ones([1024], (Kind::Float, Device::Cpu));
+        let out = t.zeros_like();
+        assert!(gloo.start_all_gather(&t, &out).unwrap().wait().is_none());
+        assert_eq!(f64::try_from(out.sum(Kind::Double)).unwrap(), 1024.0);
+        if !tch::Cuda::is_available() {
+            return;
+        }
+        let nccl = alone(C10dBackend::Nccl);
+        let t = Tensor::ones([1 << 24], (Kind::Float, Device::Cuda(0)));
+        let out = t.zeros_like();
+        let stream =
+            nccl.start_all_gather(&t, &out).unwrap().wait().expect("NCCL times its stream");
+        tch::Cuda::synchronize(0);
+        let seconds = stream.stream_s().unwrap();
+        assert!(seconds > 0.0 && seconds < 10.0, "{seconds}");
+        assert_eq!(f64::try_from(out.sum(Kind::Double)).unwrap(), f64::from(1 << 24));
     }
 }

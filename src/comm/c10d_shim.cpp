@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -45,6 +47,12 @@ struct ss_group {
 
 struct ss_work {
   c10::intrusive_ptr<c10d::Work> work;
+#ifdef SHARDSWEEP_NCCL
+  // Once waited for, a timed NCCL collective's copy: WorkNCCL's copy constructor keeps its
+  // start and end events and leaves out its tensors, so the memory is freed while the events
+  // wait to be read (ss_work_duration_ms) after the step.
+  std::unique_ptr<c10d::ProcessGroupNCCL::WorkNCCL> timing;
+#endif
 };
 
 namespace {
@@ -80,7 +88,11 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int32_t backend,
     case kNccl: {
       auto options = c10d::ProcessGroupNCCL::Options::create();
       options->timeout = timeout;
-      return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+      auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
+      // A start event on NCCL's stream before each collective, beside the end event it always
+      // records (TORCH_NCCL_ENABLE_TIMING=1), so Work::getDuration gives the kernel's time.
+      pg->enableCollectivesTiming();
+      return pg;
     }
 #endif
     default:
@@ -183,16 +195,51 @@ ss_work* ss_barrier(ss_group* g) {
   return guard([&]() { return wrap(g->pg->barrier()); }, nullptr);
 }
 
-// Waits for `w` and frees it. 0 on success.
+// Waits for `w` (on a GPU: makes the current stream wait for it) and lets go of its tensors.
+// 0 on success. `w` stays to be read by ss_work_timed and freed by ss_work_free.
 int ss_work_wait(ss_work* w) {
-  int rc = guard(
+  return guard(
       [&]() {
         w->work->wait();
+#ifdef SHARDSWEEP_NCCL
+        if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL::WorkNCCL*>(w->work.get())) {
+          w->timing = std::make_unique<c10d::ProcessGroupNCCL::WorkNCCL>(*nccl);
+        }
+#endif
+        w->work.reset();
         return 0;
       },
       1);
-  delete w;
-  return rc;
 }
+
+// Whether a waited `w` has its time on the backend's stream to give (NCCL's start and end events).
+int ss_work_timed(const ss_work* w) {
+#ifdef SHARDSWEEP_NCCL
+  return w->timing != nullptr;
+#else
+  (void)w;
+  return 0;
+#endif
+}
+
+// Milliseconds from the collective's start event on its stream to its end event into *ms
+// (Work::getDuration); both must have completed on the device. 0 on success.
+int ss_work_duration_ms(const ss_work* w, double* ms) {
+  return guard(
+      [&]() -> int {
+#ifdef SHARDSWEEP_NCCL
+        if (w->timing != nullptr) {
+          *ms = w->timing->getDuration();
+          return 0;
+        }
+#endif
+        (void)w;
+        (void)ms;
+        throw std::runtime_error("this collective's backend keeps no time on its stream");
+      },
+      1);
+}
+
+void ss_work_free(ss_work* w) { delete w; }
 
 }  // extern "C"

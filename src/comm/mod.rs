@@ -82,8 +82,9 @@ pub trait Comm {
 
 /// A collective in flight.
 pub trait Pending {
-    /// Blocks until the collective has completed.
-    fn wait(self: Box<Self>);
+    /// Blocks until the collective has completed (on a GPU: until compute's stream waits for
+    /// it). Returns its time on the backend's own stream where the backend keeps one.
+    fn wait(self: Box<Self>) -> Option<Box<dyn StreamTime>>;
     /// Whether it was complete when its start returned (a backend that blocked in the start).
     fn completed(&self) -> bool {
         false
@@ -94,8 +95,22 @@ pub trait Pending {
 pub struct Completed;
 
 impl Pending for Completed {
-    fn wait(self: Box<Self>) {}
+    fn wait(self: Box<Self>) -> Option<Box<dyn StreamTime>> {
+        None
+    }
     fn completed(&self) -> bool {
         true
     }
+}
+
+/// A waited collective's time on the stream that ran it: ProcessGroupNCCL's start and end
+/// events around its kernel (`Work::getDuration`), which include the kernel's wait for its
+/// peers. Read it once the device has run the step's work; until then the events may not have
+/// completed. Backends that run collectives on host threads (MPI, Gloo) keep none.
+pub trait StreamTime {
+    /// Seconds from the collective's start on its stream to its end.
+    ///
+    /// # Errors
+    /// The backend's message (an event not yet completed, a failed collective).
+    fn stream_s(&self) -> Result<f64, CommError>;
 }

@@ -4,7 +4,7 @@ use mpi::topology::{Color, SimpleCommunicator};
 use mpi::traits::{Communicator, CommunicatorCollectives};
 use tch::{Device, Kind, Tensor};
 
-use super::{Comm, CommError, Pending};
+use super::{Comm, CommError, Pending, StreamTime};
 
 /// MPI through rsmpi. Buffers are host memory: device tensors are staged through the host, so
 /// this backend measures host-staged MPI, not GPU-aware MPI. Reductions are fp32 (MPI has no
@@ -75,8 +75,9 @@ struct InFlight {
 }
 
 impl Pending for InFlight {
-    fn wait(self: Box<Self>) {
+    fn wait(self: Box<Self>) -> Option<Box<dyn StreamTime>> {
         drop(self);
+        None
     }
 }
 

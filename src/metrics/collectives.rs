@@ -1,7 +1,7 @@
 use tch::Tensor;
 
 use super::{Clock, Mark, Timeline};
-use crate::comm::{Comm, CommError, Completed, Pending};
+use crate::comm::{Comm, CommError, Completed, Pending, StreamTime};
 use crate::records::{CollectiveKind, CollectiveRecord};
 
 /// The collectives of one step, each call timed and logged with its size and group. A group of
@@ -21,6 +21,8 @@ struct Logged {
     /// call, else when it was waited for.
     wait_start: Mark,
     end: Mark,
+    /// The backend's own time for it on its stream, read once the step is over.
+    stream: Option<Box<dyn StreamTime>>,
 }
 
 impl<'a> Collectives<'a> {
@@ -129,7 +131,7 @@ impl<'a> Collectives<'a> {
             // and there, and it is in flight no longer.
             if self.clock.enabled() {
                 let end = self.clock.mark();
-                self.log.push(Logged { record, start, wait_start: start, end });
+                self.log.push(Logged { record, start, wait_start: start, end, stream: None });
             }
             return Ok(InFlight { pending, started: None, counted: false });
         }
@@ -142,13 +144,13 @@ impl<'a> Collectives<'a> {
     pub fn finish(&mut self, in_flight: InFlight) {
         let InFlight { pending, started, counted } = in_flight;
         let wait_start = started.is_some().then(|| self.clock.mark());
-        pending.wait();
+        let stream = pending.wait();
         if counted {
             self.gathers_in_flight -= 1;
         }
         if let (Some((record, start)), Some(wait_start)) = (started, wait_start) {
             let end = self.clock.mark();
-            self.log.push(Logged { record, start, wait_start, end });
+            self.log.push(Logged { record, start, wait_start, end, stream });
         }
     }
 
@@ -178,10 +180,12 @@ impl<'a> Collectives<'a> {
             end_s: 0.0,
             wait_s: 0.0,
             in_flight: 0,
+            stream_s: None,
         }
     }
 
-    /// The step's calls in finishing order, with times from `timeline` (the step's, once over).
+    /// The step's calls in finishing order, with times from `timeline` (the step's, once over,
+    /// so the device has run every call and their stream events can be read).
     pub fn into_records(self, timeline: &Timeline) -> Vec<CollectiveRecord> {
         self.log
             .into_iter()
@@ -189,6 +193,11 @@ impl<'a> Collectives<'a> {
                 start_s: timeline.at(c.start),
                 end_s: timeline.at(c.end),
                 wait_s: timeline.between(c.wait_start, c.end),
+                stream_s: c.stream.and_then(|t| {
+                    t.stream_s()
+                        .inspect_err(|e| tracing::warn!("collective's stream time not read: {e}"))
+                        .ok()
+                }),
                 ..c.record
             })
             .collect()
@@ -225,7 +234,7 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     use super::*;
-    use crate::comm::{Comm, CommError, Pending};
+    use crate::comm::{Comm, CommError, Pending, StreamTime};
 
     const CALL: Duration = Duration::from_millis(40);
 
@@ -238,8 +247,16 @@ mod tests {
     struct Late;
 
     impl Pending for Late {
-        fn wait(self: Box<Self>) {
+        fn wait(self: Box<Self>) -> Option<Box<dyn StreamTime>> {
             sleep(CALL);
+            Some(Box::new(Late))
+        }
+    }
+
+    /// A stream that ran the call in half its time.
+    impl StreamTime for Late {
+        fn stream_s(&self) -> Result<f64, CommError> {
+            Ok(CALL.as_secs_f64() / 2.0)
         }
     }
 
@@ -306,6 +323,8 @@ mod tests {
         assert!(deferred.wait_s >= secs && deferred.wait_s < 1.5 * secs, "{deferred:?}");
         assert!(deferred.end_s - deferred.start_s >= 2.0 * secs, "{deferred:?}");
         assert_eq!(deferred.in_flight, 1);
+        // The stream's own time comes from the backend, where it keeps one.
+        assert_eq!((blocked.stream_s, deferred.stream_s), (None, Some(secs / 2.0)));
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //!                        kind, dtype (strings), payload_bytes (u64), group_size (u32),
 //!                        start_s, end_s (f64, from the start of the step), wait_s (f64,
 //!                        how long compute waited for it), in_flight (u32, all-gathers
-//!                        in flight when it was issued, itself included)
+//!                        in flight when it was issued, itself included), stream_s (f64,
+//!                        its time on NCCL's stream; NaN where the backend keeps none)
 //! /ranks/<column>        [ranks] node, local_rank, pid (u32), hostname (string)
 //! ```
 
@@ -186,6 +187,7 @@ fn write_file(file: &File, header: &RecordsHeader, ranks: &[RankSpool]) -> hdf5:
     column(&collectives, "end_s", &rows, |r| r.2.end_s)?;
     column(&collectives, "wait_s", &rows, |r| r.2.wait_s)?;
     column(&collectives, "in_flight", &rows, |r| r.2.in_flight)?;
+    column(&collectives, "stream_s", &rows, |r| r.2.stream_s.unwrap_or(f64::NAN))?;
     column(&collectives, "kind", &rows, |r| text(r.2.kind.name()))?;
     column(&collectives, "dtype", &rows, |r| text(&r.2.dtype))?;
 

@@ -73,6 +73,12 @@ pub struct CollectiveRecord {
     /// before it was recorded.
     #[serde(default)]
     pub in_flight: u32,
+    /// Its time on the stream that ran it, from its start event there to its end event
+    /// (ProcessGroupNCCL's, `Work::getDuration`; the kernel's wait for its peers included):
+    /// with `wait_s`, what of it compute overlapped. `None` where the backend runs collectives
+    /// on host threads (MPI, Gloo) and keeps no such time, and in records from before it was.
+    #[serde(default)]
+    pub stream_s: Option<f64>,
 }
 
 /// Compute time of one unit in one step (summed over micro-batches).

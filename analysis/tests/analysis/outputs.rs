@@ -62,6 +62,21 @@ fn the_tidy_store_is_long_format_and_rebuilt_only_where_records_changed() {
         .collect()
         .unwrap();
     assert_eq!(waits.height(), 2 * 12 + 2 * 12 + 4 * 12 + 4 * 12);
+    // Stream times where the records hold them (the fixture's all-gathers), none where NaN.
+    let streams = |kind: &str| {
+        frame
+            .clone()
+            .lazy()
+            .filter(
+                col("phase").eq(lit(format!("comm.{kind}"))).and(col("metric").eq(lit("stream"))),
+            )
+            .collect()
+            .unwrap()
+    };
+    let gathers = streams("all_gather");
+    assert_eq!(gathers.height(), waits.height());
+    assert!(gathers.column("value").unwrap().f64().unwrap().iter().all(|v| v == Some(0.001)));
+    assert_eq!(streams("reduce_scatter").height(), 0);
 
     let second = analyze_sweep(&dir).unwrap();
     assert_eq!(
@@ -157,6 +172,10 @@ fn one_step_exports_as_a_chrome_trace() {
     );
     assert!((gather["dur"].as_f64().unwrap() - 21_000.0).abs() < 1e-6);
     assert_eq!(gather["args"]["wait_s"], 0.02);
+    assert_eq!(gather["args"]["stream_s"], 0.001);
+    let scatter =
+        events.iter().find(|e| e["cat"] == "collective" && e["name"] == "reduce_scatter unit 0");
+    assert!(scatter.unwrap()["args"].get("stream_s").is_none(), "no stream time: no argument");
     // Counts are integers, as their meaning says, not 1000000.0.
     assert!(gather["args"]["payload_bytes"].is_u64(), "{}", gather["args"]);
     assert!(gather["args"]["group_size"].is_u64(), "{}", gather["args"]);

@@ -36,6 +36,7 @@ fn spool() -> RankSpool {
                         end_s: 0.01 * f64::from(unit) + 0.004,
                         wait_s: 0.001,
                         in_flight: 1,
+                        stream_s: None,
                     })
                 })
                 .collect();
