@@ -5,6 +5,9 @@
 #   src/bench/portable.sh build TORCH_DIR OUT_DIR   # here: a binary for that PyTorch, in OUT_DIR
 #   OUT_DIR/portable.sh run [BENCH ARGS...]         # there: bench --pytorch-eager on its GPU
 #
+# `run` first runs the unit tests that need a GPU (device events and allocator figures, an NCCL
+# collective's stream time), built beside the binary as `device-checks`, and stops if they fail.
+#
 # TORCH_DIR is a `torch/` folder of the same PyTorch version as the target's (a wheel installed
 # here with `pip install --no-deps torch==X`): its headers and libraries are built against,
 # and the target's own libraries are used at run time (LD_LIBRARY_PATH). tch binds one libtorch
@@ -50,12 +53,21 @@ build() {
   # One target folder per torch version, kept between builds. A torch installed without its
   # CUDA wheels here lacks the libraries libtorch_cuda needs; the target has them, so the link
   # leaves them to run time.
-  (cd "$work" && LIBTORCH="$torch_dir" CARGO_TARGET_DIR="$repo/target/portable-$version" \
-    SHARDSWEEP_GIT_COMMIT="$commit" \
-    RUSTFLAGS="-C link-arg=-Wl,--allow-shlib-undefined" \
-    cargo build --release -p shardsweep --no-default-features --features gloo,cuda,hdf5/static)
+  local features=(-p shardsweep --no-default-features --features gloo,cuda,hdf5/static) checks
+  cargo_() {
+    (cd "$work" && LIBTORCH="$torch_dir" CARGO_TARGET_DIR="$repo/target/portable-$version" \
+      SHARDSWEEP_GIT_COMMIT="$commit" \
+      RUSTFLAGS="-C link-arg=-Wl,--allow-shlib-undefined" \
+      cargo "$@" --release "${features[@]}")
+  }
+  cargo_ build
+  # The library's unit tests as one executable (cargo names it with a hash: ask cargo).
+  checks=$(cargo_ test --lib --no-run --message-format=json \
+    | sed -n 's/.*"profile":{[^}]*"test":true[^}]*}.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+  [ -x "$checks" ] || { echo "portable.sh: cargo named no unit-test executable" >&2; exit 2; }
   cp "$repo/target/portable-$version/release/shardsweep" "$out/"
-  strip "$out/shardsweep"
+  cp "$checks" "$out/device-checks"
+  strip "$out/shardsweep" "$out/device-checks"
   cp "$here/portable.sh" "$out/"
   echo "$version" > "$out/torch_version"
   echo "[portable] $out: $(du -sh "$out" | cut -f1); libraries outside libtorch:" >&2
@@ -84,6 +96,8 @@ run() {
   chmod +x "$torchrun"
   "$dir/shardsweep" --version
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
+  # The tests that need a GPU (they pass trivially without one; the line above says which).
+  "$dir/device-checks" --test-threads 1 c10d::tests:: device::tests::
   if [ $# -eq 0 ]; then
     # The study's single-GPU figures: ViT-Base and ViT-Huge MAE, bf16, micro-batch 32.
     set -- --model vit-base,vit-huge --device cuda --param-dtype bf16 --micro-batch 32 \
