@@ -13,14 +13,19 @@ FSDP unit and the remaining parameters form the root unit, like the harness's un
 With strategy "eager" it is the same model in plain PyTorch eager on one device (no process
 group, no FSDP), on "device" ("cpu" or "cuda"), with bf16 autocast if "param_dtype" is "bf16"
 (PyTorch's usual bf16 recipe) and the fused AdamW (the harness's), and reports the caching
-allocator's peak over the timed steps.
+allocator's peak over the timed steps. Given "data" (the harness's own images and masking noise
+for every step, raw little-endian fp32: [steps, micro_batch, channels, size, size] then
+[steps, micro_batch, patches]) and "lr_schedule" (the harness's learning rate at every step),
+with weight decay on tensors of two or more dimensions only (the harness's two groups), it
+trains exactly what the harness trains, so the two runs' losses can be compared step by step.
 
 Launch: torchrun --standalone --nproc-per-node N pytorch_fsdp.py --config C.json --out O.json
 Config: {"model": {image_size, channels, patch, width, depth, mlp, heads, decoder_width,
 decoder_depth, decoder_mlp, decoder_heads, mask_ratio[, name]}, "micro_batch", "steps",
 "warmup_steps", "strategy": "full_shard" | "shard_grad_op" | "no_shard" | "eager",
 "threads_per_rank", "seed", "lr"[, "weight_decay", "beta1", "beta2", "eps", "device",
-"param_dtype"]}.
+"param_dtype", "data", "lr_schedule"]}. Output: step times of the timed steps, and the loss of
+every step (warm-up included; the mean over ranks).
 """
 import argparse, contextlib, json, math, os, statistics, time
 
@@ -35,7 +40,7 @@ from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 MODEL_KEYS = {"image_size", "channels", "patch", "width", "depth", "mlp", "heads", "decoder_width",
               "decoder_depth", "decoder_mlp", "decoder_heads", "mask_ratio"}
 OPTIONAL = {"weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,  # OptimizerSettings
-            "device": "cpu", "param_dtype": "fp32"}
+            "device": "cpu", "param_dtype": "fp32", "data": None, "lr_schedule": None}
 REQUIRED = {"model", "micro_batch", "steps", "warmup_steps", "strategy", "threads_per_rank",
             "seed", "lr"}
 STRATEGIES = {"full_shard": ShardingStrategy.FULL_SHARD,
@@ -192,16 +197,29 @@ def main():
         auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),
         backward_prefetch=BackwardPrefetch.BACKWARD_PRE, limit_all_gathers=True)
     # Eager runs the fused AdamW, as the harness does; FSDP keeps the default, as its users run it.
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]),
-                            eps=cfg["eps"], weight_decay=cfg["weight_decay"],
-                            fused=True if eager else None)
+    # Eager's parameters keep their shapes, so they form the harness's two groups: decay for
+    # tensors of two or more dimensions only (MAE's add_weight_decay).
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2]},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups if eager else model.parameters(), lr=cfg["lr"],
+                            betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"],
+                            weight_decay=cfg["weight_decay"], fused=True if eager else None)
 
     # All data made up front, per rank, so the timed loop measures training only.
     m, total = cfg["model"], cfg["warmup_steps"] + cfg["steps"]
-    gen = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank + 1)
     shape = (total, cfg["micro_batch"], m["channels"], m["image_size"], m["image_size"])
-    images = torch.rand(shape, generator=gen).to(device)
-    noise = torch.rand(*shape[:2], (m["image_size"] // m["patch"]) ** 2, generator=gen).to(device)
+    noise_shape = (*shape[:2], (m["image_size"] // m["patch"]) ** 2)
+    if cfg["data"] is not None:
+        pixels, patches = math.prod(shape), math.prod(noise_shape)
+        raw = torch.from_file(cfg["data"], size=pixels + patches, dtype=torch.float32)
+        images, noise = raw[:pixels].view(shape), raw[pixels:].view(noise_shape)
+    else:
+        gen = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank + 1)
+        images, noise = torch.rand(shape, generator=gen), torch.rand(noise_shape, generator=gen)
+    images, noise = images.to(device), noise.to(device)
+    schedule = cfg["lr_schedule"] or [cfg["lr"]] * total
+    if len(schedule) != total:
+        raise SystemExit(f"lr_schedule has {len(schedule)} steps, the run {total}")
 
     step_s, losses = [], []
     for step in range(total):
@@ -211,6 +229,8 @@ def main():
             dist.barrier()  # Every rank starts the step together; the slowest rank sets the time.
         sync()
         t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = schedule[step]
         opt.zero_grad(set_to_none=True)
         with autocast:
             loss = model(images[step], noise[step])
@@ -223,9 +243,9 @@ def main():
         if not eager:
             dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
             dist.all_reduce(loss_sum)
+        losses.append(loss_sum.item() / world)  # Mean over ranks, each on its own batch.
         if step >= cfg["warmup_steps"]:
             step_s.append(slowest.item())
-            losses.append(loss_sum.item() / world)  # Mean over ranks, each on its own batch.
 
     if rank == 0:
         result = {"torch_version": torch.__version__, "strategy": cfg["strategy"],

@@ -12,15 +12,20 @@
 //!
 //! With [`Anchor::Eager`] PyTorch's side is the same model in plain eager PyTorch on one device
 //! (bf16 autocast for a bf16 point), against a one-rank harness point on that device: the
-//! single-GPU comparison of step time and the caching allocator's peak.
+//! single-GPU comparison of step time and the caching allocator's peak. It also trains exactly
+//! what the harness trains (the same initial weights, the harness's own batches and masking
+//! noise, its learning-rate schedule and weight-decay groups), so the two runs' losses are set
+//! side by side step by step: a check of the harness's model and optimizer against PyTorch's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
 
+use crate::data::{open_source, rank_batches, DataError, Loader};
 use crate::plan::{write_point, Backend, PointSpec, Strategy};
 use crate::records::{read_spool, spool_path, RecordError};
+use crate::train::learning_rate;
 
 const SCRIPT: &str = include_str!("pytorch_fsdp.py");
 
@@ -28,6 +33,8 @@ const SCRIPT: &str = include_str!("pytorch_fsdp.py");
 pub enum AnchorError {
     #[error("{0}")]
     Record(#[from] RecordError),
+    #[error("the harness's batches for PyTorch's side: {0}")]
+    Data(#[from] DataError),
     #[error("cannot start {program}: {source}")]
     Start { program: String, source: std::io::Error },
     #[error("{what} exited with {status}; its output is in {log}")]
@@ -57,6 +64,9 @@ pub struct SideBySide {
     pub torch_version: String,
     pub harness_peak_bytes: Option<u64>,
     pub pytorch_peak_bytes: Option<u64>,
+    /// [`Anchor::Eager`]: the largest relative difference of a step's loss between the two
+    /// sides, |harness - PyTorch| / |PyTorch|, over every step of every round.
+    pub loss_max_rel_diff: Option<f64>,
 }
 
 impl SideBySide {
@@ -73,6 +83,8 @@ struct PytorchOut {
     step_s: Vec<f64>,
     #[serde(default)]
     peak_allocated_bytes: Option<u64>,
+    /// Every step's loss, warm-up included.
+    losses: Vec<f64>,
 }
 
 /// Runs `point` (its strategy, model, micro-batch, ranks on one node, warm-up and steps) on both
@@ -98,14 +110,25 @@ pub fn side_by_side(
     };
     let (mut harness, mut pytorch) = (Vec::new(), Vec::new());
     let (mut harness_peak, mut pytorch_peak) = (None, None);
+    let mut loss_max_rel_diff: Option<f64> = None;
     let mut torch_version = String::new();
+    std::fs::create_dir_all(work).map_err(RecordError::io(work))?;
+    let batches = work.join(format!("{}-batches.f32", point.model.name));
+    if anchor == Anchor::Eager {
+        write_batches(&point, &batches)?;
+    }
     for round in 0..rounds {
         let dir = work.join(format!("{}-{}-{round}", point.model.name, point.strategy.name()));
         std::fs::create_dir_all(&dir).map_err(RecordError::io(&dir))?;
         let script = dir.join("pytorch_fsdp.py");
         std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;
         let config = dir.join("pytorch.json");
-        crate::records::write_json(&config, &pytorch_config(&point, anchor))?;
+        let mut settings = pytorch_config(&point, anchor);
+        if anchor == Anchor::Eager {
+            settings["data"] = batches.display().to_string().into();
+            settings["lr_schedule"] = lr_schedule(&point).into();
+        }
+        crate::records::write_json(&config, &settings)?;
         let out = dir.join("pytorch-out.json");
         let mut python = vec![script.display().to_string()];
         python.extend(["--config".into(), config.display().to_string()]);
@@ -115,6 +138,7 @@ pub fn side_by_side(
         torch_version = result.torch_version;
         pytorch.extend(result.step_s);
         pytorch_peak = pytorch_peak.max(result.peak_allocated_bytes);
+        let pytorch_losses = result.losses;
 
         let point_dir = dir.join("harness");
         std::fs::create_dir_all(&point_dir).map_err(RecordError::io(&point_dir))?;
@@ -126,9 +150,21 @@ pub fn side_by_side(
             point_dir.display().to_string(),
         ];
         run(torchrun, point.world_size(), &worker, &dir.join("harness.log"), "the harness")?;
-        let (steps, peak) = slowest_steps(&point, &point_dir)?;
-        harness.extend(steps);
-        harness_peak = harness_peak.max(peak);
+        let run = read_harness(&point, &point_dir)?;
+        harness.extend(run.step_s);
+        harness_peak = harness_peak.max(run.peak_bytes);
+        if anchor == Anchor::Eager {
+            let diff =
+                max_rel_diff(&run.losses, &pytorch_losses).ok_or_else(|| AnchorError::Output {
+                    path: out.display().to_string(),
+                    message: format!(
+                        "{} losses against the harness's {}",
+                        pytorch_losses.len(),
+                        run.losses.len()
+                    ),
+                })?;
+            loss_max_rel_diff = Some(loss_max_rel_diff.map_or(diff, |d| d.max(diff)));
+        }
     }
     let none = |side: &str| AnchorError::Output {
         path: work.display().to_string(),
@@ -143,7 +179,51 @@ pub fn side_by_side(
         torch_version,
         harness_peak_bytes: harness_peak,
         pytorch_peak_bytes: pytorch_peak,
+        loss_max_rel_diff,
     })
+}
+
+/// Writes rank 0's micro-batches of a one-rank `point` for every step, as its loader makes
+/// them, to `path`: images [steps, micro_batch, channels, size, size], then masking noise
+/// [steps, micro_batch, patches], raw little-endian fp32.
+fn write_batches(point: &PointSpec, path: &Path) -> Result<(), AnchorError> {
+    assert_eq!(
+        (point.world_size(), point.parallel.accumulation),
+        (1, 1),
+        "one rank, one micro-batch"
+    );
+    let s = &point.settings;
+    let source = open_source(&point.data, s.seed, &point.model, s.crop_min_scale())?;
+    let batches = rank_batches(s.steps, point.global_batch(), 0, point.micro_batch, 1);
+    let mut loader = Loader::new(source, batches, s.seed, point.model.patches(), 0);
+    let (mut images, mut noise) = (Vec::new(), Vec::new());
+    while let Some(batch) = loader.next_batch() {
+        let batch = batch?;
+        for (tensor, out) in [(&batch.images, &mut images), (&batch.noise, &mut noise)] {
+            let values = Vec::<f32>::try_from(tensor.flatten(0, -1)).map_err(|e| {
+                AnchorError::Output { path: path.display().to_string(), message: e.to_string() }
+            })?;
+            out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+    }
+    images.extend(noise);
+    std::fs::write(path, images).map_err(RecordError::io(path))?;
+    Ok(())
+}
+
+/// The harness's learning rate at every step of `point`.
+fn lr_schedule(point: &PointSpec) -> Vec<f64> {
+    let s = &point.settings;
+    (0..s.steps)
+        .map(|step| learning_rate(step, s.steps, point.optimizer.lr_warmup_steps, point.peak_lr()))
+        .collect()
+}
+
+/// The largest |a - b| / |b| over paired values; `None` unless both have the same, non-zero
+/// length.
+fn max_rel_diff(a: &[f64], b: &[f64]) -> Option<f64> {
+    (a.len() == b.len() && !a.is_empty())
+        .then(|| a.iter().zip(b).map(|(a, b)| (a - b).abs() / b.abs()).fold(0.0, f64::max))
 }
 
 /// The PyTorch side's configuration: the point's model, batch, steps and optimizer. Its
@@ -205,13 +285,23 @@ fn run(
     Ok(())
 }
 
-/// The slowest rank's step time, less its data phase, of each step after the warm-up; and the
-/// largest caching-allocator peak of those steps (GPU runs).
-fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<(Vec<f64>, Option<u64>), AnchorError> {
+/// What the harness's side of a round measured.
+struct HarnessRun {
+    /// The slowest rank's step time, less its data phase, of each step after the warm-up.
+    step_s: Vec<f64>,
+    /// The largest caching-allocator peak of those steps (GPU runs).
+    peak_bytes: Option<u64>,
+    /// Every step's loss, the mean over ranks (as PyTorch's side reports it).
+    losses: Vec<f64>,
+}
+
+fn read_harness(point: &PointSpec, dir: &Path) -> Result<HarnessRun, AnchorError> {
     let warmup = point.settings.warmup_steps as usize;
     let mut peak = None;
     let mut slowest = vec![0.0f64; point.settings.steps as usize];
-    for rank in 0..point.world_size() {
+    let mut losses = vec![0.0f64; slowest.len()];
+    let world = point.world_size();
+    for rank in 0..world {
         let path: PathBuf = spool_path(dir, rank);
         let spool = read_spool(&path)?;
         if spool.steps.len() != slowest.len() {
@@ -220,13 +310,14 @@ fn slowest_steps(point: &PointSpec, dir: &Path) -> Result<(Vec<f64>, Option<u64>
                 message: format!("{} steps of {}", spool.steps.len(), slowest.len()),
             });
         }
-        for (s, step) in slowest.iter_mut().zip(&spool.steps) {
+        for ((s, loss), step) in slowest.iter_mut().zip(&mut losses).zip(&spool.steps) {
             *s = s.max(step.phases.step_s - step.phases.data_s);
+            *loss += step.loss / f64::from(world);
         }
         let device = spool.steps[warmup..].iter().filter_map(|s| s.device_memory.as_ref());
         peak = peak.max(device.map(|d| d.allocated_peak_bytes).max());
     }
-    Ok((slowest.split_off(warmup), peak))
+    Ok(HarnessRun { step_s: slowest.split_off(warmup), peak_bytes: peak, losses })
 }
 
 fn median(samples: &[f64]) -> Option<f64> {

@@ -389,6 +389,7 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
         "MFU vs matmul (harness / PyTorch)",
         "MFU vs datasheet (harness)",
         "peak allocated (harness / PyTorch)",
+        "losses: max rel. diff",
     ]);
     let mut torch_version = String::new();
     for model in options.model.split(',') {
@@ -412,6 +413,7 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
             format!("{} / {}", mfu(r.harness_s, gemm), mfu(r.pytorch_s, gemm)),
             fsdp.peak_flop_per_s.map_or("-".into(), |p| mfu(r.harness_s, p)),
             format!("{} / {}", gib(r.harness_peak_bytes), gib(r.pytorch_peak_bytes)),
+            r.loss_max_rel_diff.map_or("-".into(), |d| format!("{d:.1e}")),
         ]);
     }
     println!(

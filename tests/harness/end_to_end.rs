@@ -307,6 +307,9 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
         assert_eq!(row.matches(" ms").count(), 2, "{row}");
         assert_eq!(row.matches('%').count(), 2, "{row}");
         assert!(row.contains("- / -"), "{row}");
+        // Autocast and the harness's bf16 parameters round differently: close, not equal.
+        let diff = loss_max_rel_diff(row);
+        assert!(diff > 0.0 && diff < 1e-2, "{row}");
         let config = work.path().join(format!("{model}-no_shard-0/pytorch.json"));
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
@@ -318,6 +321,39 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
     let point = std::fs::read_to_string(work.path().join("vit-tiny-no_shard-0/harness/point.json"))
         .unwrap();
     assert!(point.contains("\"param_dtype\": \"bf16\""), "{point}");
+}
+
+#[test]
+fn harness_and_pytorch_eager_train_to_the_same_losses_in_fp32() {
+    // The same weights, batches, masking noise, schedule and decay groups on both sides, and
+    // the same libtorch: every step's loss agrees to fp32's last bit or so. A real difference
+    // is larger: decaying the biases and norms as well (one group) moves the losses of these
+    // steps by 8.6e-7.
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--pytorch-eager", "--model", "vit-tiny", "--steps", "6", "--rounds", "1"])
+        .arg("--work")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let row = text.lines().find(|l| l.contains(" vit-tiny ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(loss_max_rel_diff(row) <= 1e-7, "{row}");
+    // Nine steps compared (three of warm-up), on losses that change from step to step.
+    let out = work.path().join("vit-tiny-no_shard-0/pytorch-out.json");
+    let out: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    let losses: Vec<f64> =
+        out["losses"].as_array().unwrap().iter().filter_map(|l| l.as_f64()).collect();
+    assert_eq!(losses.len(), 9);
+    assert!(losses.windows(2).all(|w| w[0] != w[1]), "{losses:?}");
+}
+
+/// The last column of a `bench --pytorch-eager` row: the largest relative loss difference.
+fn loss_max_rel_diff(row: &str) -> f64 {
+    let cell = row.trim_end().trim_end_matches('│').rsplit('┆').next().unwrap().trim();
+    cell.parse().unwrap_or_else(|_| panic!("{row}"))
 }
 
 #[test]
