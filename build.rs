@@ -86,9 +86,12 @@ fn native(lib: &Path) {
             build.include(dir);
         }
     }
+    // Code and tests that need ProcessGroupNCCL compiled in ask `cfg(shardsweep_nccl)`.
+    println!("cargo::rustc-check-cfg=cfg(shardsweep_nccl)");
     if cfg!(feature = "cuda") {
         match cuda_includes(lib) {
             Ok(dirs) => {
+                println!("cargo:rustc-cfg=shardsweep_nccl");
                 build
                     .define("USE_C10D_NCCL", None)
                     .define("USE_CUDA", None)

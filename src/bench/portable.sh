@@ -9,7 +9,8 @@
 # collective's stream time), built beside the binary as `device-checks`, and stops if they fail.
 #
 # TORCH_DIR is a `torch/` folder of the same PyTorch version as the target's (a wheel installed
-# here with `pip install --no-deps torch==X`): its headers and libraries are built against,
+# here with `pip install torch==X`, plus `cuda-toolkit[crt,cccl]` of its CUDA version for the
+# NCCL path, as the README shows): its headers and libraries are built against,
 # and the target's own libraries are used at run time (LD_LIBRARY_PATH). tch binds one libtorch
 # version per release, so the build selects it: 0.26 for torch 2.13, 0.24 for torch 2.11 (their
 # APIs, as the harness uses them, are the same). HDF5 is linked statically and MPI left out, so
@@ -68,6 +69,13 @@ build() {
   cp "$repo/target/portable-$version/release/shardsweep" "$out/"
   cp "$checks" "$out/device-checks"
   strip "$out/shardsweep" "$out/device-checks"
+  if nm -D "$out/shardsweep" | grep -q ProcessGroupNCCL; then
+    echo "[portable] NCCL compiled in" >&2
+  else
+    echo "[portable] NCCL left out (no CUDA and NCCL headers beside torch/: install the wheel" \
+      "with its dependencies and cuda-toolkit[crt,cccl] of its CUDA version); the GPU checks" \
+      "skip NCCL's" >&2
+  fi
   cp "$here/portable.sh" "$out/"
   echo "$version" > "$out/torch_version"
   echo "[portable] $out: $(du -sh "$out" | cut -f1); libraries outside libtorch:" >&2

@@ -13,11 +13,12 @@ FSDP unit and the remaining parameters form the root unit, like the harness's un
 With strategy "eager" it is the same model in plain PyTorch eager on one device (no process
 group, no FSDP), on "device" ("cpu" or "cuda"), with bf16 autocast if "param_dtype" is "bf16"
 (PyTorch's usual bf16 recipe) and the fused AdamW (the harness's), and reports the caching
-allocator's peak over the timed steps. Given "data" (the harness's own images and masking noise
-for every step, raw little-endian fp32: [steps, micro_batch, channels, size, size] then
-[steps, micro_batch, patches]) and "lr_schedule" (the harness's learning rate at every step),
-with weight decay on tensors of two or more dimensions only (the harness's two groups), it
-trains exactly what the harness trains, so the two runs' losses can be compared step by step.
+allocator's peak over the timed steps. Its AdamW has the harness's two groups (weight decay on
+tensors of two or more dimensions only), which FSDP's flat parameters cannot express. Given
+"data" (the harness's own images and masking noise for every step, raw little-endian fp32:
+[steps, micro_batch, channels, size, size] then [steps, micro_batch, patches]) and
+"lr_schedule" (the harness's learning rate at every step) as well, it trains exactly what the
+harness trains, so the two runs' losses can be compared step by step.
 
 Launch: torchrun --standalone --nproc-per-node N pytorch_fsdp.py --config C.json --out O.json
 Config: {"model": {image_size, channels, patch, width, depth, mlp, heads, decoder_width,
@@ -199,9 +200,10 @@ def main():
     # Eager runs the fused AdamW, as the harness does; FSDP keeps the default, as its users run it.
     # Eager's parameters keep their shapes, so they form the harness's two groups: decay for
     # tensors of two or more dimensions only (MAE's add_weight_decay).
-    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2]},
-              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups if eager else model.parameters(), lr=cfg["lr"],
+    params = model.parameters() if not eager else [
+        {"params": [p for p in model.parameters() if p.dim() >= 2]},
+        {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"],
                             betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"],
                             weight_decay=cfg["weight_decay"], fused=True if eager else None)
 

@@ -160,25 +160,38 @@ impl Pending for Work {
     /// records it and stops. An NCCL collective's start and end events stay to be read.
     fn wait(self: Box<Self>) -> Option<Box<dyn StreamTime>> {
         let mut this = self;
-        let raw = std::mem::replace(&mut this.raw, std::ptr::null_mut());
-        let op = this.op;
-        // SAFETY: the handle came from the shim and is waited once, then freed once (here or
-        // by `Timed`'s drop); the tensors go only once the collective is done with them.
-        unsafe {
-            let waited = ss_work_wait(raw);
-            drop(this);
-            if waited != 0 {
-                let error = last_error(op);
-                ss_work_free(raw);
-                panic!("{error}");
-            }
-            if ss_work_timed(raw) != 0 {
-                return Some(Box::new(Timed { raw, op }));
-            }
-            ss_work_free(raw);
+        let (raw, op) = (std::mem::replace(&mut this.raw, std::ptr::null_mut()), this.op);
+        // SAFETY: the handle came from the shim and is waited once, then freed once (here, by
+        // `wait_raw` on failure, or by `Timed`'s drop).
+        let waited = unsafe { wait_raw(raw, op) };
+        // Only now may the tensors go: on the CPU the collective is done with them; on a GPU
+        // the current stream is ordered after it, and the caching allocator hands their memory
+        // only to work queued on that stream from now on.
+        drop(this);
+        if let Err(error) = waited {
+            panic!("{error}");
         }
+        // SAFETY: a live, waited handle.
+        if unsafe { ss_work_timed(raw) } != 0 {
+            return Some(Box::new(Timed { raw, op }));
+        }
+        // SAFETY: waited above, freed once.
+        unsafe { ss_work_free(raw) };
         None
     }
+}
+
+/// Waits for `raw`; on failure frees it and returns c10d's message.
+///
+/// # Safety
+/// `raw` is a live handle from the shim, not waited before.
+unsafe fn wait_raw(raw: *mut RawWork, op: &'static str) -> Result<(), CommError> {
+    if ss_work_wait(raw) != 0 {
+        let error = last_error(op);
+        ss_work_free(raw);
+        return Err(error);
+    }
+    Ok(())
 }
 
 impl Drop for Work {
@@ -186,11 +199,10 @@ impl Drop for Work {
     fn drop(&mut self) {
         if !self.raw.is_null() {
             // SAFETY: as in `wait`; errors here have no one to report to but the log.
-            unsafe {
-                if ss_work_wait(self.raw) != 0 {
-                    tracing::error!("{}", last_error(self.op));
-                }
-                ss_work_free(self.raw);
+            match unsafe { wait_raw(self.raw, self.op) } {
+                // SAFETY: waited, freed once.
+                Ok(()) => unsafe { ss_work_free(self.raw) },
+                Err(error) => tracing::error!("{error}"),
             }
         }
     }
@@ -290,14 +302,11 @@ impl Comm for C10dComm {
             panic!("{}", last_error("barrier"));
         }
         // SAFETY: a handle from the shim, waited and freed once.
-        unsafe {
-            if ss_work_wait(work) != 0 {
-                let error = last_error("barrier");
-                ss_work_free(work);
-                panic!("{error}");
-            }
-            ss_work_free(work);
+        if let Err(error) = unsafe { wait_raw(work, "barrier") } {
+            panic!("{error}");
         }
+        // SAFETY: waited, freed once.
+        unsafe { ss_work_free(work) }
     }
 
     fn library_version(&self) -> String {
@@ -317,16 +326,23 @@ mod tests {
         C10dComm::connect(backend, "127.0.0.1", port, 0, 1, 60_000).unwrap()
     }
 
-    /// With a GPU: an NCCL all-gather's wait hands back its time on NCCL's stream, readable
-    /// once the device is done. Everywhere: Gloo, which runs collectives on host threads, hands
-    /// back none rather than a made-up one.
+    /// Gloo runs collectives on host threads: its wait hands back no stream time rather than
+    /// a made-up one.
+    #[cfg(feature = "gloo")]
     #[test]
-    fn nccl_keeps_its_stream_time_and_gloo_claims_none() {
+    fn gloo_claims_no_stream_time() {
         let gloo = alone(C10dBackend::Gloo);
         let t = Tensor::ones([1024], (Kind::Float, Device::Cpu));
         let out = t.zeros_like();
         assert!(gloo.start_all_gather(&t, &out).unwrap().wait().is_none());
         assert_eq!(f64::try_from(out.sum(Kind::Double)).unwrap(), 1024.0);
+    }
+
+    /// With a GPU: an NCCL all-gather's wait hands back its time on NCCL's stream, readable
+    /// once the device is done (without one there is nothing to run NCCL on).
+    #[cfg(shardsweep_nccl)]
+    #[test]
+    fn nccl_keeps_its_stream_time() {
         if !tch::Cuda::is_available() {
             return;
         }

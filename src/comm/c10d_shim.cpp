@@ -49,8 +49,9 @@ struct ss_work {
   c10::intrusive_ptr<c10d::Work> work;
 #ifdef SHARDSWEEP_NCCL
   // Once waited for, a timed NCCL collective's copy: WorkNCCL's copy constructor keeps its
-  // start and end events and leaves out its tensors, so the memory is freed while the events
-  // wait to be read (ss_work_duration_ms) after the step.
+  // start and end events and leaves out its outputs (it shares the tensor stash, which wait()
+  // has already emptied), so the memory is freed while the events wait to be read
+  // (ss_work_duration_ms) after the step.
   std::unique_ptr<c10d::ProcessGroupNCCL::WorkNCCL> timing;
 #endif
 };
@@ -91,6 +92,7 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int32_t backend,
       auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
       // A start event on NCCL's stream before each collective, beside the end event it always
       // records (TORCH_NCCL_ENABLE_TIMING=1), so Work::getDuration gives the kernel's time.
+      // On for every group, instrumented or not: an event record and a small copy per call.
       pg->enableCollectivesTiming();
       return pg;
     }

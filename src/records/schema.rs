@@ -76,7 +76,9 @@ pub struct CollectiveRecord {
     /// Its time on the stream that ran it, from its start event there to its end event
     /// (ProcessGroupNCCL's, `Work::getDuration`; the kernel's wait for its peers included):
     /// with `wait_s`, what of it compute overlapped. `None` where the backend runs collectives
-    /// on host threads (MPI, Gloo) and keeps no such time, and in records from before it was.
+    /// on host threads (MPI, Gloo) and keeps no such time, for calls made through the blocking
+    /// forms (training starts every call and waits later), where the events could not be read
+    /// (the log says why), and in records from before it was recorded.
     #[serde(default)]
     pub stream_s: Option<f64>,
 }

@@ -340,14 +340,23 @@ fn harness_and_pytorch_eager_train_to_the_same_losses_in_fp32() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let row = text.lines().find(|l| l.contains(" vit-tiny ")).unwrap_or_else(|| panic!("{text}"));
     assert!(loss_max_rel_diff(row) <= 1e-7, "{row}");
-    // Nine steps compared (three of warm-up), on losses that change from step to step.
-    let out = work.path().join("vit-tiny-no_shard-0/pytorch-out.json");
-    let out: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
-    let losses: Vec<f64> =
-        out["losses"].as_array().unwrap().iter().filter_map(|l| l.as_f64()).collect();
-    assert_eq!(losses.len(), 9);
-    assert!(losses.windows(2).all(|w| w[0] != w[1]), "{losses:?}");
+    // The printed figure against both sides' own files, to every digit: nine steps (three of
+    // warm-up), on losses that change from step to step.
+    let run = work.path().join("vit-tiny-no_shard-0");
+    let out = std::fs::read_to_string(run.join("pytorch-out.json")).unwrap();
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pytorch: Vec<f64> =
+        out["losses"].as_array().unwrap().iter().map(|l| l.as_f64().unwrap()).collect();
+    let spool = std::fs::read_to_string(run.join("harness/ranks/rank-00000.jsonl")).unwrap();
+    let harness: Vec<f64> = spool
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    assert_eq!((harness.len(), pytorch.len()), (9, 9), "{spool}");
+    for (h, p) in harness.iter().zip(&pytorch) {
+        assert!(((h - p) / p).abs() <= 1e-7, "harness {harness:?}\nPyTorch {pytorch:?}");
+    }
+    assert!(pytorch.windows(2).all(|w| w[0] != w[1]), "{pytorch:?}");
 }
 
 /// The last column of a `bench --pytorch-eager` row: the largest relative loss difference.
