@@ -69,7 +69,8 @@ build() {
   cp "$repo/target/portable-$version/release/shardsweep" "$out/"
   cp "$checks" "$out/device-checks"
   strip "$out/shardsweep" "$out/device-checks"
-  if nm -D "$out/shardsweep" | grep -q ProcessGroupNCCL; then
+  # grep reads all of nm's output (with -q it may leave early, and pipefail would see SIGPIPE).
+  if nm -D "$out/shardsweep" | grep ProcessGroupNCCL >/dev/null; then
     echo "[portable] NCCL compiled in" >&2
   else
     echo "[portable] NCCL left out (no CUDA and NCCL headers beside torch/: install the wheel" \
