@@ -14,11 +14,12 @@ With strategy "eager" it is the same model in plain PyTorch eager on one device 
 group, no FSDP), on "device" ("cpu" or "cuda"), with bf16 autocast if "param_dtype" is "bf16"
 (PyTorch's usual bf16 recipe) and the fused AdamW (the harness's), and reports the caching
 allocator's peak over the timed steps. Its AdamW has the harness's two groups (weight decay on
-tensors of two or more dimensions only), which FSDP's flat parameters cannot express. Given
-"data" (the harness's own images and masking noise for every step, raw little-endian fp32:
-[steps, micro_batch, channels, size, size] then [steps, micro_batch, patches]) and
-"lr_schedule" (the harness's learning rate at every step) as well, it trains exactly what the
-harness trains, so the two runs' losses can be compared step by step.
+tensors of two or more dimensions only), which FSDP's flat parameters cannot express (the
+harness runs its FSDP comparisons without decay). Given "data" (one file per rank, in rank
+order: the harness's own images and masking noise of that rank for every step, raw
+little-endian fp32: [steps, micro_batch, channels, size, size] then [steps, micro_batch,
+patches]) and "lr_schedule" (the harness's learning rate at every step), it trains exactly what
+the harness trains, so the two runs' losses can be compared step by step.
 
 Launch: torchrun --standalone --nproc-per-node N pytorch_fsdp.py --config C.json --out O.json
 Config: {"model": {image_size, channels, patch, width, depth, mlp, heads, decoder_width,
@@ -213,7 +214,7 @@ def main():
     noise_shape = (*shape[:2], (m["image_size"] // m["patch"]) ** 2)
     if cfg["data"] is not None:
         pixels, patches = math.prod(shape), math.prod(noise_shape)
-        raw = torch.from_file(cfg["data"], size=pixels + patches, dtype=torch.float32)
+        raw = torch.from_file(cfg["data"][rank], size=pixels + patches, dtype=torch.float32)
         images, noise = raw[:pixels].view(shape), raw[pixels:].view(noise_shape)
     else:
         gen = torch.Generator().manual_seed(cfg["seed"] * 1000 + rank + 1)

@@ -12,10 +12,13 @@
 //!
 //! With [`Anchor::Eager`] PyTorch's side is the same model in plain eager PyTorch on one device
 //! (bf16 autocast for a bf16 point), against a one-rank harness point on that device: the
-//! single-GPU comparison of step time and the caching allocator's peak. It also trains exactly
-//! what the harness trains (the same initial weights, the harness's own batches and masking
-//! noise, its learning-rate schedule and weight-decay groups), so the two runs' losses are set
-//! side by side step by step: a check of the harness's model and optimizer against PyTorch's.
+//! single-GPU comparison of step time and the caching allocator's peak.
+//!
+//! Either way both sides train exactly the same thing: the same initial weights, each rank's
+//! own batches and masking noise as the harness's loader makes them, the harness's learning-rate
+//! schedule, and its weight decay (eager: its two groups; FSDP: none on either side, since
+//! FSDP1's flat parameters cannot hold two groups). So the two runs' losses are set side by
+//! side step by step: the harness's model, sharding and optimizer checked against PyTorch's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,9 +68,10 @@ pub struct SideBySide {
     pub torch_version: String,
     pub harness_peak_bytes: Option<u64>,
     pub pytorch_peak_bytes: Option<u64>,
-    /// [`Anchor::Eager`]: the largest relative difference of a step's loss between the two
-    /// sides, |harness - PyTorch| / |PyTorch|, over every step of every round.
-    pub loss_max_rel_diff: Option<f64>,
+    /// The largest relative difference of a step's loss (the mean over ranks) between the two
+    /// sides, |harness - PyTorch| / |PyTorch|, over every step of every round; NaN if a loss
+    /// was.
+    pub loss_max_rel_diff: f64,
 }
 
 impl SideBySide {
@@ -104,19 +108,27 @@ pub fn side_by_side(
     // No loader thread (PyTorch's side has its data before the timed loop, and on a small
     // machine a busy worker thread takes cores from training): each batch is made inside the
     // step and its time taken out of the step's.
-    let point = PointSpec {
+    let mut point = PointSpec {
         settings: crate::plan::Settings { backend: Some(Backend::Gloo), ..point.settings.clone() },
         loader_workers: 0,
         ..point.clone()
     };
+    if anchor == Anchor::Fsdp {
+        // FSDP1's flat parameters mix what the harness decays with what it does not; with no
+        // decay on either side both train the same thing (decay costs nothing extra in the
+        // harness's fused kernel, and one multiply per flat parameter in PyTorch's).
+        point.optimizer.weight_decay = 0.0;
+    }
     let (mut harness, mut pytorch) = (Vec::new(), Vec::new());
     let (mut harness_peak, mut pytorch_peak) = (None, None);
-    let mut loss_max_rel_diff: Option<f64> = None;
+    let mut loss_max_rel_diff = 0.0;
     let mut torch_version = String::new();
     std::fs::create_dir_all(work).map_err(RecordError::io(work))?;
-    let batches = work.join(format!("{}-batches.f32", point.model.name));
-    if anchor == Anchor::Eager {
-        write_batches(&point, &batches)?;
+    let batch_files: Vec<PathBuf> = (0..point.world_size())
+        .map(|rank| work.join(format!("{}-batches-rank{rank}.f32", point.model.name)))
+        .collect();
+    for (rank, file) in batch_files.iter().enumerate() {
+        write_batches(&point, rank, file)?;
     }
     for round in 0..rounds {
         let dir = work.join(format!("{}-{}-{round}", point.model.name, point.strategy.name()));
@@ -124,12 +136,7 @@ pub fn side_by_side(
         let script = dir.join("pytorch_fsdp.py");
         std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;
         let config = dir.join("pytorch.json");
-        let mut settings = pytorch_config(&point, anchor);
-        if anchor == Anchor::Eager {
-            settings["data"] = batches.display().to_string().into();
-            settings["lr_schedule"] = lr_schedule(&point).into();
-        }
-        crate::records::write_json(&config, &settings)?;
+        crate::records::write_json(&config, &pytorch_config(&point, anchor, &batch_files))?;
         let out = dir.join("pytorch-out.json");
         let mut python = vec![script.display().to_string()];
         python.extend(["--config".into(), config.display().to_string()]);
@@ -154,23 +161,21 @@ pub fn side_by_side(
         let run = read_harness(&point, &point_dir)?;
         harness.extend(run.step_s);
         harness_peak = harness_peak.max(run.peak_bytes);
-        if anchor == Anchor::Eager {
-            let diff =
-                max_rel_diff(&run.losses, &pytorch_losses).ok_or_else(|| AnchorError::Output {
-                    path: out.display().to_string(),
-                    message: format!(
-                        "{} losses against the harness's {}",
-                        pytorch_losses.len(),
-                        run.losses.len()
-                    ),
-                })?;
-            loss_max_rel_diff = Some(loss_max_rel_diff.map_or(diff, |d| nan_max(d, diff)));
-        }
+        let diff =
+            max_rel_diff(&run.losses, &pytorch_losses).ok_or_else(|| AnchorError::Output {
+                path: out.display().to_string(),
+                message: format!(
+                    "{} losses against the harness's {}",
+                    pytorch_losses.len(),
+                    run.losses.len()
+                ),
+            })?;
+        loss_max_rel_diff = nan_max(loss_max_rel_diff, diff);
     }
     // Made again from the point in a moment if needed; at micro-batch 32 on 224-pixel images
-    // it is about 19 MB a step.
-    if anchor == Anchor::Eager {
-        std::fs::remove_file(&batches).map_err(RecordError::io(&batches))?;
+    // they are about 19 MB a step and rank.
+    for file in &batch_files {
+        std::fs::remove_file(file).map_err(RecordError::io(file))?;
     }
     let none = |side: &str| AnchorError::Output {
         path: work.display().to_string(),
@@ -189,18 +194,14 @@ pub fn side_by_side(
     })
 }
 
-/// Writes rank 0's micro-batches of a one-rank `point` for every step, as its loader makes
-/// them, to `path`: images [steps, micro_batch, channels, size, size], then masking noise
-/// [steps, micro_batch, patches], raw little-endian fp32.
-fn write_batches(point: &PointSpec, path: &Path) -> Result<(), AnchorError> {
-    assert_eq!(
-        (point.world_size(), point.parallel.accumulation),
-        (1, 1),
-        "one rank, one micro-batch"
-    );
+/// Writes `rank`'s micro-batches of `point` (one per step: no accumulation) for every step, as
+/// its loader makes them, to `path`: images [steps, micro_batch, channels, size, size], then
+/// masking noise [steps, micro_batch, patches], raw little-endian fp32.
+fn write_batches(point: &PointSpec, rank: usize, path: &Path) -> Result<(), AnchorError> {
+    assert_eq!(point.parallel.accumulation, 1, "one micro-batch a step");
     let s = &point.settings;
     let source = open_source(&point.data, s.seed, &point.model, s.crop_min_scale())?;
-    let batches = rank_batches(s.steps, point.global_batch(), 0, point.micro_batch, 1);
+    let batches = rank_batches(s.steps, point.global_batch(), rank, point.micro_batch, 1);
     let mut loader = Loader::new(source, batches, s.seed, point.model.patches(), 0);
     let file = std::fs::File::create(path).map_err(RecordError::io(path))?;
     let mut file = std::io::BufWriter::new(file);
@@ -247,11 +248,9 @@ fn nan_max(a: f64, b: f64) -> f64 {
     }
 }
 
-/// The PyTorch side's configuration: the point's model, batch, steps and optimizer. Its
-/// learning rate is the point's peak, kept constant by PyTorch FSDP's side (the schedule does
-/// not change what a step costs); [`side_by_side`] adds the harness's schedule and batches
-/// for [`Anchor::Eager`].
-fn pytorch_config(point: &PointSpec, anchor: Anchor) -> serde_json::Value {
+/// The PyTorch side's configuration: the point's model, batch, steps and optimizer, the
+/// harness's learning rate at every step, and each rank's batches (`data`, in rank order).
+fn pytorch_config(point: &PointSpec, anchor: Anchor, data: &[PathBuf]) -> serde_json::Value {
     let m = &point.model;
     let o = &point.optimizer;
     let s = &point.settings;
@@ -275,6 +274,8 @@ fn pytorch_config(point: &PointSpec, anchor: Anchor) -> serde_json::Value {
         "threads_per_rank": s.threads_per_rank,
         "seed": s.seed,
         "lr": point.peak_lr(),
+        "lr_schedule": lr_schedule(point),
+        "data": data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "weight_decay": o.weight_decay, "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps,
     })
 }
@@ -353,7 +354,8 @@ mod tests {
     #[test]
     fn the_pytorch_config_carries_the_points_model_and_schedule() {
         let point = crate::bench::bench_point("vit-tiny", 2, 4, 10);
-        let config = pytorch_config(&point, Anchor::Fsdp);
+        let files = [PathBuf::from("b0.f32"), PathBuf::from("b1.f32")];
+        let config = pytorch_config(&point, Anchor::Fsdp, &files);
         assert_eq!(config["model"]["width"], point.model.width);
         assert_eq!(config["steps"], 10);
         assert_eq!(config["strategy"], "full_shard");
@@ -362,7 +364,10 @@ mod tests {
             (config["device"].as_str(), config["param_dtype"].as_str()),
             (Some("cpu"), Some("fp32"))
         );
-        assert_eq!(pytorch_config(&point, Anchor::Eager)["strategy"], "eager");
+        assert_eq!(config["lr_schedule"].as_array().map(Vec::len), Some(10));
+        assert_eq!(config["data"], serde_json::json!(["b0.f32", "b1.f32"]));
+        let eager = pytorch_config(&point, Anchor::Eager, &files[..1]);
+        assert_eq!(eager["strategy"], "eager");
     }
 
     #[test]

@@ -296,6 +296,7 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
         "PyTorch FSDP step (median)",
         "harness speed-up",
         "timed steps (each)",
+        "losses: max rel. diff",
     ]);
     let mut torch_version = String::new();
     for &strategy in &fsdp.strategies {
@@ -320,10 +321,11 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
             format!("{:.2} ms", result.pytorch_s * 1e3),
             format!("{:.2}x", result.speedup()),
             format!("{} / {}", result.harness_steps, result.pytorch_steps),
+            format!("{:.1e}", result.loss_max_rel_diff),
         ]);
     }
     println!(
-        "{}, micro-batch {} x {} ranks, gloo, fp32, slowest rank per step; PyTorch {torch_version}; runs in {}",
+        "{}, micro-batch {} x {} ranks, gloo, fp32, no weight decay, slowest rank per step; PyTorch {torch_version}; runs in {}",
         options.model,
         options.micro_batch,
         args.ranks,
@@ -413,7 +415,7 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
             format!("{} / {}", mfu(r.harness_s, gemm), mfu(r.pytorch_s, gemm)),
             fsdp.peak_flop_per_s.map_or("-".into(), |p| mfu(r.harness_s, p)),
             format!("{} / {}", gib(r.harness_peak_bytes), gib(r.pytorch_peak_bytes)),
-            r.loss_max_rel_diff.map_or("-".into(), |d| format!("{d:.1e}")),
+            format!("{:.1e}", r.loss_max_rel_diff),
         ]);
     }
     println!(
