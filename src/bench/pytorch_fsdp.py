@@ -192,8 +192,8 @@ def main():
     assert parameters == rust_trainable_params(cfg["model"]), (parameters, cfg["model"])
     # FSDP1's defaults otherwise (flat parameters, use_orig_params=False), as most FSDP users
     # run it: AdamW then updates one flat shard per unit, as the harness does. Flat parameters
-    # mix 2-D weights with biases and norms, so weight decay applies to every element here (the
-    # harness puts 1-D tensors in a second group without decay): the same work per element.
+    # mix 2-D weights with biases and norms, so they cannot hold the harness's two decay groups:
+    # the harness's FSDP comparisons pass weight_decay 0, the same on both sides.
     model = model.to(device) if eager else FSDP(
         model, sharding_strategy=STRATEGIES[cfg["strategy"]],
         auto_wrap_policy=ModuleWrapPolicy({Block}), device_id=torch.device("cpu"),
@@ -213,6 +213,8 @@ def main():
     shape = (total, cfg["micro_batch"], m["channels"], m["image_size"], m["image_size"])
     noise_shape = (*shape[:2], (m["image_size"] // m["patch"]) ** 2)
     if cfg["data"] is not None:
+        if not isinstance(cfg["data"], list) or len(cfg["data"]) != world:
+            raise SystemExit(f"data: one file per rank ({world}), got {cfg['data']!r}")
         pixels, patches = math.prod(shape), math.prod(noise_shape)
         raw = torch.from_file(cfg["data"][rank], size=pixels + patches, dtype=torch.float32)
         images, noise = raw[:pixels].view(shape), raw[pixels:].view(noise_shape)
@@ -254,7 +256,8 @@ def main():
         result = {"torch_version": torch.__version__, "strategy": cfg["strategy"],
                   "world_size": world, "parameters": parameters, "step_s": step_s,
                   "median_step_s": statistics.median(step_s) if step_s else None,
-                  "losses": losses,
+                  # JSON has no NaN: a diverged loss is written as null.
+                  "losses": [l if math.isfinite(l) else None for l in losses],
                   "peak_allocated_bytes": torch.cuda.max_memory_allocated() if cuda else None}
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:

@@ -3,9 +3,9 @@
 //! that drift and load from the rest of the machine fall on both alike.
 //!
 //! PyTorch's side is `pytorch_fsdp.py` (FSDP1 with one unit per transformer block, AdamW, fp32,
-//! data made before the timed loop), embedded in the binary and run with the given torchrun.
+//! data on hand before the timed loop), embedded in the binary and run with the given torchrun.
 //! The harness's side is a gloo point run by `shardsweep worker` under the same torchrun; its
-//! step times come from the ranks' spools, less the data phase (PyTorch's side makes its data
+//! step times come from the ranks' spools, less the data phase (PyTorch's side has its data
 //! before the timed loop). Each side's figure is the median over timed steps of the slowest
 //! rank's step time. FSDP1 on the CPU runs its collectives synchronously (no streams to overlap
 //! them on); the harness overlaps them as it does everywhere.
@@ -56,8 +56,9 @@ pub enum Anchor {
     Eager,
 }
 
-/// One strategy's result: the medians of each side's timed steps, how many there were, and on
-/// GPUs each side's largest caching-allocator peak over its timed steps.
+/// One strategy's result: the medians of each side's timed steps, how many there were, on GPUs
+/// each side's largest caching-allocator peak over its timed steps, and how far apart their
+/// losses were.
 #[derive(Debug, Clone)]
 pub struct SideBySide {
     pub strategy: Strategy,
@@ -88,8 +89,8 @@ struct PytorchOut {
     step_s: Vec<f64>,
     #[serde(default)]
     peak_allocated_bytes: Option<u64>,
-    /// Every step's loss, warm-up included.
-    losses: Vec<f64>,
+    /// Every step's loss, warm-up included; `null` where it was not finite.
+    losses: Vec<Option<f64>>,
 }
 
 /// Runs `point` (its strategy, model, micro-batch, ranks on one node, warm-up and steps) on both
@@ -146,7 +147,8 @@ pub fn side_by_side(
         torch_version = result.torch_version;
         pytorch.extend(result.step_s);
         pytorch_peak = pytorch_peak.max(result.peak_allocated_bytes);
-        let pytorch_losses = result.losses;
+        let pytorch_losses: Vec<f64> =
+            result.losses.into_iter().map(|l| l.unwrap_or(f64::NAN)).collect();
 
         let point_dir = dir.join("harness");
         std::fs::create_dir_all(&point_dir).map_err(RecordError::io(&point_dir))?;
@@ -173,7 +175,8 @@ pub fn side_by_side(
         loss_max_rel_diff = nan_max(loss_max_rel_diff, diff);
     }
     // Made again from the point in a moment if needed; at micro-batch 32 on 224-pixel images
-    // they are about 19 MB a step and rank.
+    // they are about 19 MB a step and rank. A failed run leaves them, so that its
+    // `pytorch.json` can be run again by hand.
     for file in &batch_files {
         std::fs::remove_file(file).map_err(RecordError::io(file))?;
     }

@@ -129,14 +129,15 @@ pub struct Args {
 #[derive(clap::Args)]
 pub struct FsdpArgs {
     /// Instead: train --model with each of --strategies side by side with PyTorch FSDP (same
-    /// model, micro-batch and ranks, both under torchrun over gloo), --steps timed steps per
-    /// round after 3 warm-up steps, and print the step times.
+    /// model, micro-batch, ranks, batches and schedule, no weight decay, both under torchrun
+    /// over gloo), --steps timed steps per round after 3 warm-up steps, and print the step
+    /// times and the largest relative difference of their losses.
     #[arg(long, conflicts_with = "sizes")]
     pytorch_fsdp: bool,
     /// Instead: train each of --model (comma-separated) on one --device, one rank, side by side
     /// with the same model in PyTorch eager (bf16 autocast for --param-dtype bf16), and print
-    /// step times, images/s, MFU against a measured matrix product (and --peak-flop-per-s) and
-    /// the caching allocators' peaks on GPUs.
+    /// step times, images/s, MFU against a measured matrix product (and --peak-flop-per-s), the
+    /// caching allocators' peaks on GPUs and the largest relative difference of their losses.
     #[arg(long, conflicts_with_all = ["sizes", "pytorch_fsdp"])]
     pytorch_eager: bool,
     /// Device of --pytorch-eager: cpu or cuda.

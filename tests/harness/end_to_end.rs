@@ -289,7 +289,8 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
         (config["weight_decay"].as_f64(), config["data"].as_array().map(Vec::len)),
         (Some(0.0), Some(2))
     );
-    // The harness's side left its spools, the PyTorch side its result.
+    // The harness's side left its spools, the PyTorch side its result; the batches are gone.
+    assert!(!work.path().join("vit-tiny-batches-rank0.f32").exists());
     assert!(work.path().join("vit-tiny-full_shard-0/harness/ranks/rank-00001.jsonl").exists());
     assert!(work.path().join("vit-tiny-full_shard-0/pytorch-out.json").exists());
 }
@@ -369,7 +370,8 @@ fn harness_and_pytorch_eager_train_to_the_same_losses_in_fp32() {
     assert!(pytorch.windows(2).all(|w| w[0] != w[1]), "{pytorch:?}");
 }
 
-/// The last column of a `bench --pytorch-eager` row: the largest relative loss difference.
+/// The last column of a `bench --pytorch-eager` or `--pytorch-fsdp` row: the largest relative
+/// loss difference.
 fn loss_max_rel_diff(row: &str) -> f64 {
     let cell = row.trim_end().trim_end_matches('│').rsplit('┆').next().unwrap().trim();
     cell.parse().unwrap_or_else(|_| panic!("{row}"))
