@@ -30,7 +30,7 @@ extern "C" {
         timeout_ms: i64,
     ) -> *mut RawGroup;
     fn ss_group_split(group: *mut RawGroup, color: u32, key: u32) -> *mut RawGroup;
-    fn ss_group_free(group: *mut RawGroup);
+    fn ss_group_free(group: *mut RawGroup) -> c_int;
     fn ss_group_rank(group: *const RawGroup) -> c_int;
     fn ss_group_size(group: *const RawGroup) -> c_int;
     fn ss_all_gather(
@@ -142,8 +142,10 @@ impl C10dComm {
 
 impl Drop for C10dComm {
     fn drop(&mut self) {
-        // SAFETY: created by the shim, freed once.
-        unsafe { ss_group_free(self.raw) }
+        // SAFETY: created by the shim, shut down and freed once.
+        if unsafe { ss_group_free(self.raw) } != 0 {
+            tracing::warn!("{}", last_error("shutdown"));
+        }
     }
 }
 
@@ -339,7 +341,8 @@ mod tests {
     }
 
     /// With a GPU: an NCCL all-gather's wait hands back its time on NCCL's stream, readable
-    /// once the device is done (without one there is nothing to run NCCL on).
+    /// once the device is done, and the group goes at the end without bringing the process
+    /// down (without a GPU there is nothing to run NCCL on).
     #[cfg(shardsweep_nccl)]
     #[test]
     fn nccl_keeps_its_stream_time() {

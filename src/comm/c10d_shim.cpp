@@ -165,7 +165,24 @@ ss_group* ss_group_split(ss_group* g, uint32_t color, uint32_t key) {
       nullptr);
 }
 
-void ss_group_free(ss_group* g) { delete g; }
+// Shuts the group down, as torch.distributed.destroy_process_group does (NCCL: finalises and
+// destroys its communicators and joins its watchdog), then frees it; 0 if the shutdown went
+// well. An NCCL group is shut down but not freed: on an H200 with torch 2.11, the destructor
+// of a ProcessGroupNCCL made outside torch.distributed's ProcessGroup crashed the process
+// (SIGSEGV) whether or not it had been shut down, while a shut-down group left to the
+// process's exit did not. A rank makes its groups once, so what is left is a few objects.
+int ss_group_free(ss_group* g) {
+  int rc = guard(
+      [&]() {
+        g->pg->shutdown();
+        return 0;
+      },
+      1);
+  if (g->backend != kNccl) {
+    delete g;
+  }
+  return rc;
+}
 int ss_group_rank(const ss_group* g) { return g->rank; }
 int ss_group_size(const ss_group* g) { return g->size; }
 
