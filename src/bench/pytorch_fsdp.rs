@@ -26,10 +26,10 @@ use std::process::Command;
 
 use serde::Deserialize;
 
-use crate::data::{open_source, rank_batches, DataError, Loader};
+use crate::data::{rank_loader, DataError};
 use crate::plan::{write_point, Backend, PointSpec, Strategy};
 use crate::records::{read_spool, spool_path, RecordError};
-use crate::train::learning_rate;
+use crate::train::point_learning_rate;
 
 const SCRIPT: &str = include_str!("pytorch_fsdp.py");
 
@@ -202,10 +202,7 @@ pub fn side_by_side(
 /// masking noise [steps, micro_batch, patches], raw little-endian fp32.
 fn write_batches(point: &PointSpec, rank: usize, path: &Path) -> Result<(), AnchorError> {
     assert_eq!(point.parallel.accumulation, 1, "one micro-batch a step");
-    let s = &point.settings;
-    let source = open_source(&point.data, s.seed, &point.model, s.crop_min_scale())?;
-    let batches = rank_batches(s.steps, point.global_batch(), rank, point.micro_batch, 1);
-    let mut loader = Loader::new(source, batches, s.seed, point.model.patches(), 0);
+    let mut loader = rank_loader(point, rank, 0)?;
     let file = std::fs::File::create(path).map_err(RecordError::io(path))?;
     let mut file = std::io::BufWriter::new(file);
     // Images in step order go straight to the file; the noise (a patch's worth per image)
@@ -229,10 +226,7 @@ fn write_batches(point: &PointSpec, rank: usize, path: &Path) -> Result<(), Anch
 
 /// The harness's learning rate at every step of `point`.
 fn lr_schedule(point: &PointSpec) -> Vec<f64> {
-    let s = &point.settings;
-    (0..s.steps)
-        .map(|step| learning_rate(step, s.steps, point.optimizer.lr_warmup_steps, point.peak_lr()))
-        .collect()
+    (0..point.settings.steps).map(|step| point_learning_rate(point, step)).collect()
 }
 
 /// The largest |a - b| / |b| over paired values, NaN if any is (a diverged loss must not

@@ -19,7 +19,7 @@ pub use synthetic::{fill_mask_noise, SyntheticImages};
 use std::sync::Arc;
 
 use crate::model::ModelConfig;
-use crate::plan::DataSource;
+use crate::plan::{DataSource, PointSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -31,6 +31,24 @@ pub enum DataError {
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Record(#[from] crate::records::RecordError),
+}
+
+/// The loader of rank `rank` of `point`: its share of every step's global batch from the
+/// point's source, with `workers` filling ahead (what the rank trains on, whoever asks).
+///
+/// # Errors
+/// The source cannot be opened (see [`open_source`]).
+pub fn rank_loader(point: &PointSpec, rank: usize, workers: usize) -> Result<Loader, DataError> {
+    let s = &point.settings;
+    let source = open_source(&point.data, s.seed, &point.model, s.crop_min_scale())?;
+    let batches = rank_batches(
+        s.steps,
+        point.global_batch(),
+        rank,
+        point.micro_batch,
+        point.parallel.accumulation,
+    );
+    Ok(Loader::new(source, batches, s.seed, point.model.patches(), workers))
 }
 
 /// The source a point trains on: synthetic images of the model's shape, or an image set

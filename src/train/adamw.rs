@@ -144,6 +144,12 @@ impl AdamW {
     }
 }
 
+/// [`learning_rate`] at `step` of `point`: its steps, warm-up and peak.
+pub fn point_learning_rate(point: &crate::plan::PointSpec, step: u32) -> f64 {
+    let warmup = point.optimizer.lr_warmup_steps;
+    learning_rate(step, point.settings.steps, warmup, point.peak_lr())
+}
+
 /// Learning rate at `step` (0-based): linear warm-up to `peak`, then half-cosine to zero at the
 /// last step (MAE's schedule, per step instead of per epoch).
 pub fn learning_rate(step: u32, steps: u32, warmup: u32, peak: f64) -> f64 {

@@ -8,7 +8,7 @@ mod backward;
 mod memory;
 mod sharded;
 
-pub use adamw::{learning_rate, AdamW};
+pub use adamw::{learning_rate, point_learning_rate, AdamW};
 pub use memory::MemoryAccount;
 pub use sharded::{kind_of, predivide_factor, Sharded};
 
@@ -18,7 +18,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::comm::{Comm, CommError};
-use crate::data::{open_source, rank_batches, DataError, Loader, LoaderFigures};
+use crate::data::{rank_loader, DataError, Loader, LoaderFigures};
 use crate::metrics::timestamp;
 use crate::metrics::{device_memory, peak_rss_bytes, reset_device_memory, Clock, Collectives};
 use crate::model::Mae;
@@ -99,26 +99,7 @@ impl<'a> Trainer<'a> {
             device,
             &point.optimizer,
         );
-        let source = open_source(
-            &point.data,
-            point.settings.seed,
-            &point.model,
-            point.settings.crop_min_scale(),
-        )?;
-        let batches = rank_batches(
-            point.settings.steps,
-            point.global_batch(),
-            comm.rank(),
-            point.micro_batch,
-            point.parallel.accumulation,
-        );
-        let loader = Loader::new(
-            source,
-            batches,
-            point.settings.seed,
-            point.model.patches(),
-            point.loader_workers as usize,
-        );
+        let loader = rank_loader(point, comm.rank(), point.loader_workers as usize)?;
         if let Device::Cuda(index) = device {
             // The first step's peaks start from the model's shards, not their initialisation.
             let _ = reset_device_memory(index);
@@ -171,12 +152,7 @@ impl<'a> Trainer<'a> {
             windows.push(([t0, t1, t2, t3], [c1, c2, c3]));
         }
         let optimizer_start = clock.mark();
-        let lr = learning_rate(
-            step,
-            point.settings.steps,
-            point.optimizer.lr_warmup_steps,
-            point.peak_lr(),
-        );
+        let lr = point_learning_rate(point, step);
         self.engine.optimizer_step(lr);
         let end = clock.mark();
         let timeline = clock.timeline(start).map_err(TrainError::Setup)?;
