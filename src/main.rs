@@ -58,8 +58,7 @@ enum Command {
     /// Train one point as one rank (started by `run` through mpirun, or by srun or torchrun).
     #[command(hide = true)]
     Worker(cli::worker::Args),
-    /// One rank of `bench` (started by `bench` through mpirun).
-    #[cfg(feature = "mpi")]
+    /// One rank of `bench` (started by `bench` through mpirun or torchrun, or by srun).
     #[command(hide = true)]
     BenchWorker(cli::bench::WorkerArgs),
 }
@@ -89,7 +88,6 @@ fn main() -> ExitCode {
         Command::Cancel(args) => cli::slurm::cancel(args),
         Command::Supervise(args) => cli::slurm::supervise(args),
         Command::Worker(args) => cli::worker::run(args),
-        #[cfg(feature = "mpi")]
         Command::BenchWorker(args) => cli::bench::worker(args),
     };
     match result {

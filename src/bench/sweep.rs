@@ -2,7 +2,9 @@
 //! micro-benchmarks' `osu_allgather`, `osu_reduce_scatter`, `osu_allreduce`: warm-up
 //! iterations, then timed ones; here each repetition takes the slowest rank's time and the
 //! sweep reports quantiles over repetitions). It talks only to the [`Comm`] trait, so any
-//! backend can drive it; the caller names the backend in the rows.
+//! backend can drive it; the caller names the backend in the rows. On a GPU the payloads live
+//! in device memory and each repetition ends when the device has finished (as NCCL's own
+//! tests time a call), not when the host has queued it.
 //!
 //! Groups: for each group size `g`, the world splits into world / g groups of consecutive
 //! ranks (as FSDP's shard groups), and, when the world spans several nodes, into groups of one
@@ -33,6 +35,9 @@ pub struct SweepOptions {
     pub ranks_per_node: usize,
     pub warmup: usize,
     pub repeats: usize,
+    /// Where the payloads (and the per-repetition times the ranks exchange) live: the CPU for
+    /// MPI and Gloo, this rank's GPU for NCCL.
+    pub device: Device,
 }
 
 /// One line of the sweep's CSV (columns in [`CSV_HEADER`]'s order).
@@ -193,8 +198,16 @@ pub fn sweep(
     let ladder = sizes(options.min_bytes, options.max_bytes, options.factor);
     // Each repetition's time, and the slowest rank's (gathered fp32: microsecond resolution
     // holds far beyond any time measured here).
-    let mine = Tensor::zeros([1], (Kind::Float, Device::Cpu));
-    let all = Tensor::zeros([world.size() as i64], (Kind::Float, Device::Cpu));
+    let on = (Kind::Float, options.device);
+    let mine = Tensor::zeros([1], on);
+    let all = Tensor::zeros([world.size() as i64], on);
+    // A GPU collective is done when the device is, not when `wait` returns (NCCL's `wait` only
+    // orders the current stream after it).
+    let finish = || {
+        if let Device::Cuda(index) = options.device {
+            tch::Cuda::synchronize(index as i64);
+        }
+    };
     let mut rows = Vec::new();
     for layout in layouts(&groups, world.size(), options.ranks_per_node) {
         let color = layout.color(world.rank(), options.ranks_per_node);
@@ -220,8 +233,8 @@ pub fn sweep(
                     CollectiveKind::ReduceScatter => (elements, elements / g),
                     CollectiveKind::AllReduce => (elements, elements),
                 };
-                let input = Tensor::ones([input as i64], (Kind::Float, Device::Cpu));
-                let output = Tensor::zeros([output as i64], (Kind::Float, Device::Cpu));
+                let input = Tensor::ones([input as i64], on);
+                let output = Tensor::zeros([output as i64], on);
                 let run = || match collective {
                     CollectiveKind::AllGather => group.all_gather(&input, &output),
                     CollectiveKind::ReduceScatter => group.reduce_scatter_sum(&input, &output),
@@ -230,11 +243,13 @@ pub fn sweep(
                 for _ in 0..options.warmup {
                     run()?;
                 }
+                finish();
                 let mut samples = Vec::with_capacity(options.repeats);
                 for _ in 0..options.repeats {
                     world.barrier();
                     let start = Instant::now();
                     run()?;
+                    finish();
                     let elapsed_s = start.elapsed().as_secs_f64();
                     let _ = mine.shallow_clone().fill_(elapsed_s);
                     world.all_gather(&mine, &all)?;
@@ -324,6 +339,7 @@ mod tests {
             ranks_per_node: 2,
             warmup: 1,
             repeats: 1,
+            device: Device::Cpu,
         };
         assert_eq!(options.check(4).unwrap(), [2, 4]);
         assert_eq!(options.check(6).unwrap(), [2, 6]);

@@ -51,7 +51,10 @@ pub struct SweepArgs {
     /// Ranks per simulated node (consecutive ranks) [default: all ranks on one node].
     #[arg(long)]
     ranks_per_node: Option<usize>,
-    /// The library the sweep measures (the `backend` column): mpi or gloo.
+    /// The library the sweep measures (the `backend` column): mpi or gloo on the CPU, nccl on
+    /// each rank's GPU (the one of its local rank). gloo and nccl need no MPI: with --torchrun,
+    /// or in a build without MPI, torchrun starts the ranks; under srun, run
+    /// `shardsweep bench-worker` with the same options as the job's tasks.
     #[arg(long, default_value = "mpi", value_parser = parse_backend)]
     backend: Backend,
     /// Untimed calls before the timed repetitions of each size.
@@ -172,7 +175,7 @@ fn parse_dtype(text: &str) -> Result<Dtype, String> {
 }
 
 fn parse_backend(text: &str) -> Result<Backend, String> {
-    super::one_of(text, &[Backend::Mpi, Backend::Gloo], Backend::name)
+    super::one_of(text, &[Backend::Mpi, Backend::Gloo, Backend::Nccl], Backend::name)
 }
 
 /// The strategies both sides run (the hybrid ones need a second dimension of ranks).
@@ -201,10 +204,17 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if args.fsdp.pytorch_fsdp {
         return against_pytorch(&args);
     }
-    if !cfg!(feature = "mpi") {
+    let c10d_sweep = args.options.sweep.sizes && args.options.sweep.backend != Backend::Mpi;
+    if args.options.sweep.sizes
+        && args.options.sweep.backend == Backend::Nccl
+        && !tch::Cuda::is_available()
+    {
+        bail!("--backend nccl: NCCL runs on GPUs, and this libtorch sees none");
+    }
+    if !c10d_sweep && !cfg!(feature = "mpi") {
         bail!(
             "this bench runs as MPI ranks, and this build leaves out MPI (cargo feature `mpi`); \
-             --pytorch-fsdp and --pytorch-eager need no MPI"
+             --pytorch-fsdp, --pytorch-eager and --sizes with --backend gloo or nccl need no MPI"
         );
     }
     // The ranks may start elsewhere: they get the CSV's absolute path.
@@ -215,47 +225,89 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     let options = &args.options;
     let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
     program.extend(options.args());
-    // The ranks also meet in a c10d store, for the gloo side of the comparison.
-    let port = shardsweep::launch::free_port()?;
-    let env = ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")];
-    let extra: Vec<String> = env.into_iter().flat_map(|var| ["-x".to_string(), var]).collect();
-    let command = shardsweep::launch::mpirun_command(&args.mpirun, args.ranks, &extra, &program);
+    // A c10d sweep needs no MPI: torchrun starts it where asked to or where MPI is left out.
+    let command = if c10d_sweep && (args.fsdp.torchrun.is_some() || !cfg!(feature = "mpi")) {
+        let (torchrun, _) = args.fsdp.torchrun_and_work()?;
+        let ranks = args.ranks.to_string();
+        let mut command = vec![torchrun, "--standalone".into(), "--nproc-per-node".into(), ranks];
+        command.push("--no-python".into());
+        command.extend(program);
+        command
+    } else {
+        // The ranks also meet in a c10d store, for gloo's side of the comparison or sweep.
+        let port = shardsweep::launch::free_port()?;
+        let env = ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")];
+        let extra: Vec<String> = env.into_iter().flat_map(|var| ["-x".to_string(), var]).collect();
+        shardsweep::launch::mpirun_command(&args.mpirun, args.ranks, &extra, &program)
+    };
     let status = std::process::Command::new(&command[0])
         .args(&command[1..])
         .status()
-        .with_context(|| format!("starting {}", args.mpirun))?;
+        .with_context(|| format!("starting {}", command[0]))?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-#[cfg(feature = "mpi")]
+/// One rank of `bench`: a c10d sweep joins the group its launcher's environment names; the
+/// rest run as MPI ranks.
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
-    use mpi::traits::Communicator;
     let options = &args.options;
     tch::set_num_threads(1);
+    if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
+        return c10d_sweep(options);
+    }
+    mpi_worker(options)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_worker(_options: &BenchOptions) -> Result<ExitCode> {
+    bail!("this build leaves out MPI (cargo feature `mpi`)")
+}
+
+/// A `--sizes` sweep over gloo (CPU) or NCCL (this rank's GPU, by its local rank).
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
+    use shardsweep::comm::{C10dBackend, Rendezvous};
+    let place = Rendezvous::from_env()?;
+    let (backend, device) = match options.sweep.backend {
+        Backend::Nccl => {
+            let gpu = shardsweep::train::device_for(DeviceKind::Cuda, place.local_rank as u32)?;
+            (C10dBackend::Nccl, gpu)
+        }
+        _ => (C10dBackend::Gloo, tch::Device::Cpu),
+    };
+    let comm = c10d_group(backend, &place)?;
+    sweep(options, backend.name(), &comm, device)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(any(feature = "gloo", feature = "cuda")))]
+fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
+    bail!(
+        "backend {} is not in this build (cargo features `gloo`, `cuda`)",
+        options.sweep.backend.name()
+    )
+}
+
+/// The comparison of the harness's collectives and step with bare calls, or a sweep over MPI.
+#[cfg(feature = "mpi")]
+fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
+    use mpi::traits::Communicator;
     let universe = mpi::initialize().context("MPI is already initialised")?;
     let world = universe.world();
     let mpi = shardsweep::comm::MpiComm::new(universe.world());
-    // A gloo group only where it is measured (a sweep over MPI needs no store).
-    let sweep_backend = options.sweep.sizes.then_some(options.sweep.backend);
+    if options.sweep.sizes {
+        sweep(options, "mpi", &mpi, tch::Device::Cpu)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     #[cfg(feature = "gloo")]
-    let gloo = match sweep_backend {
-        Some(Backend::Mpi) => None,
-        _ => Some(gloo_group()?),
-    };
+    let gloo = c10d_group(
+        shardsweep::comm::C10dBackend::Gloo,
+        &shardsweep::comm::Rendezvous::from_env()?,
+    )?;
     #[cfg_attr(not(feature = "gloo"), allow(unused_mut))]
     let mut comms: Vec<(&str, &dyn shardsweep::comm::Comm)> = vec![("mpi", &mpi)];
     #[cfg(feature = "gloo")]
-    if let Some(gloo) = &gloo {
-        comms.push(("gloo", gloo));
-    }
-    if options.sweep.sizes {
-        let wanted = options.sweep.backend.name();
-        let Some(&(name, comm)) = comms.iter().find(|(name, _)| *name == wanted) else {
-            bail!("backend {wanted} is not in this build (cargo feature `gloo`)");
-        };
-        sweep(options, name, comm)?;
-        return Ok(ExitCode::SUCCESS);
-    }
+    comms.push(("gloo", &gloo));
     let mut results =
         shardsweep::bench::collectives(&world, &comms, &options.model, options.repeats)?;
     results.push(shardsweep::bench::instrumentation(
@@ -431,26 +483,33 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// This rank's end of a gloo group over the whole world, meeting at the store the launcher
-/// named (`MASTER_ADDR`, `MASTER_PORT`).
-#[cfg(all(feature = "mpi", feature = "gloo"))]
-fn gloo_group() -> Result<shardsweep::comm::C10dComm> {
-    use shardsweep::comm::{C10dBackend, C10dComm, Rendezvous};
-    let place = Rendezvous::from_env()?;
-    C10dComm::connect(
-        C10dBackend::Gloo,
+/// This rank's end of a `backend` group over the whole world, meeting at the store its
+/// launcher named (`place`: `MASTER_ADDR`, `MASTER_PORT`).
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+fn c10d_group(
+    backend: shardsweep::comm::C10dBackend,
+    place: &shardsweep::comm::Rendezvous,
+) -> Result<shardsweep::comm::C10dComm> {
+    shardsweep::comm::C10dComm::connect(
+        backend,
         &place.master_addr,
         place.master_port,
         place.rank,
         place.world_size,
         60_000,
     )
-    .with_context(|| format!("rank {} cannot join the gloo group", place.rank))
+    .with_context(|| format!("rank {} cannot join the {} group", place.rank, backend.name()))
 }
 
-/// One rank of the `--sizes` sweep over `comm`, named `backend` in the CSV rank 0 writes.
-#[cfg(feature = "mpi")]
-fn sweep(options: &BenchOptions, backend: &str, comm: &dyn shardsweep::comm::Comm) -> Result<()> {
+/// One rank of the `--sizes` sweep over `comm` with payloads on `device`, named `backend` in
+/// the CSV rank 0 writes.
+#[cfg(any(feature = "mpi", feature = "gloo", feature = "cuda"))]
+fn sweep(
+    options: &BenchOptions,
+    backend: &str,
+    comm: &dyn shardsweep::comm::Comm,
+    device: tch::Device,
+) -> Result<()> {
     use shardsweep::bench::sweep::{sweep, to_csv, SweepOptions};
     let (args, repeats) = (&options.sweep, options.repeats);
     let options = SweepOptions {
@@ -461,6 +520,7 @@ fn sweep(options: &BenchOptions, backend: &str, comm: &dyn shardsweep::comm::Com
         ranks_per_node: args.ranks_per_node.unwrap_or(comm.size()),
         warmup: args.warmup,
         repeats,
+        device,
     };
     let rows = sweep(comm, backend, &options)?;
     if comm.rank() == 0 {

@@ -418,16 +418,15 @@ warmup_steps = 1
     );
 }
 
-#[test]
-fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
-    // Four ranks as two simulated nodes of two: groups of 2 within a node, 2 across nodes (one
-    // rank per node) and 4 over both. Tiny sizes: only the file's shape is asserted.
+/// Runs `bench --sizes` with `args` and an output file; returns the CSV's rows (fields) after
+/// checking its header and that every row's quantiles are ordered.
+fn sweep_rows(args: &[&str]) -> Vec<Vec<String>> {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = dir.path().join("bench.csv");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
-        .args(["bench", "--ranks", "4", "--ranks-per-node", "2", "--sizes", "--out"])
+        .args(["bench", "--sizes", "--out"])
         .arg(&out)
-        .args(["--max-bytes", "64", "--repeats", "3", "--warmup", "1"])
+        .args(args)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -437,7 +436,30 @@ fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
         lines.next(),
         Some("backend,collective,group_size,ranks_per_node,nodes,payload_bytes,repeats,median_s,p10_s,p90_s")
     );
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(String::from).collect()).collect();
+    for row in &rows {
+        let [median, p10, p90] = [7, 8, 9].map(|i| row[i].parse::<f64>().unwrap());
+        assert!(0.0 < p10 && p10 <= median && median <= p90, "{row:?}");
+    }
+    rows
+}
+
+#[test]
+fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
+    // Four ranks as two simulated nodes of two: groups of 2 within a node, 2 across nodes (one
+    // rank per node) and 4 over both. Tiny sizes: only the file's shape is asserted.
+    let rows = sweep_rows(&[
+        "--ranks",
+        "4",
+        "--ranks-per-node",
+        "2",
+        "--max-bytes",
+        "64",
+        "--repeats",
+        "3",
+        "--warmup",
+        "1",
+    ]);
     let keys: Vec<String> = rows.iter().map(|r| r[1..6].join(" ")).collect();
     for collective in ["all_gather", "reduce_scatter", "all_reduce"] {
         for bytes in [8, 16, 32, 64] {
@@ -451,9 +473,34 @@ fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
     assert!(!keys.contains(&"all_gather 4 2 2 8".to_string()));
     assert!(keys.contains(&"all_gather 4 2 2 16".to_string()));
     assert_eq!(rows.len(), 3 * 4 * 2 + 3 + 3 + 4, "{keys:?}");
-    for row in &rows {
-        assert_eq!((row[0], row[6]), ("mpi", "3"));
-        let [median, p10, p90] = [7, 8, 9].map(|i| row[i].parse::<f64>().unwrap());
-        assert!(0.0 < p10 && p10 <= median && median <= p90, "{row:?}");
+    assert!(rows.iter().all(|row| (&*row[0], &*row[6]) == ("mpi", "3")), "{rows:?}");
+}
+
+#[test]
+fn bench_sizes_sweeps_gloo_under_torchrun_without_mpirun() {
+    // The c10d route GPU clusters take with NCCL, here with gloo: torchrun starts the ranks
+    // (an mpirun that cannot run shows none is used) and they meet in c10d's store.
+    let rows = sweep_rows(&[
+        "--ranks",
+        "2",
+        "--backend",
+        "gloo",
+        "--torchrun",
+        ".venv/bin/torchrun",
+        "--mpirun",
+        "/nonexistent/mpirun",
+        "--max-bytes",
+        "16",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+    ]);
+    let keys: Vec<String> = rows.iter().map(|r| r[..7].join(" ")).collect();
+    for collective in ["all_gather", "reduce_scatter", "all_reduce"] {
+        for bytes in [8, 16] {
+            assert!(keys.contains(&format!("gloo {collective} 2 2 1 {bytes} 2")), "{keys:?}");
+        }
     }
+    assert_eq!(rows.len(), 6, "{keys:?}");
 }
