@@ -125,14 +125,16 @@ pub fn side_by_side(
     let mut loss_max_rel_diff = 0.0;
     let mut torch_version = String::new();
     std::fs::create_dir_all(work).map_err(RecordError::io(work))?;
+    // One name per model, strategy and micro-batch, so several share a work folder.
+    let name = format!("{}-{}-mb{}", point.model.name, point.strategy.name(), point.micro_batch);
     let batch_files: Vec<PathBuf> = (0..point.world_size())
-        .map(|rank| work.join(format!("{}-batches-rank{rank}.f32", point.model.name)))
+        .map(|rank| work.join(format!("{name}-batches-rank{rank}.f32")))
         .collect();
     for (rank, file) in batch_files.iter().enumerate() {
         write_batches(&point, rank, file)?;
     }
     for round in 0..rounds {
-        let dir = work.join(format!("{}-{}-{round}", point.model.name, point.strategy.name()));
+        let dir = work.join(format!("{name}-{round}"));
         std::fs::create_dir_all(&dir).map_err(RecordError::io(&dir))?;
         let script = dir.join("pytorch_fsdp.py");
         std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;

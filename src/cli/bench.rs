@@ -19,8 +19,10 @@ pub struct BenchOptions {
     /// Training steps with and without instrumentation, each.
     #[arg(long, default_value_t = 40)]
     steps: usize,
-    #[arg(long, default_value_t = 4)]
-    micro_batch: u32,
+    /// Micro-batch (images per rank and step); with --pytorch-eager, a comma-separated list
+    /// measures each model at each.
+    #[arg(long, value_delimiter = ',', default_value = "4")]
+    micro_batch: Vec<u32>,
     #[command(flatten)]
     sweep: SweepArgs,
 }
@@ -83,7 +85,7 @@ impl BenchOptions {
             "--steps".into(),
             self.steps.to_string(),
             "--micro-batch".into(),
-            self.micro_batch.to_string(),
+            self.micro_batch[0].to_string(),
         ]);
         let sweep = &self.sweep;
         if sweep.sizes {
@@ -201,6 +203,9 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if models.len() > 1 {
         bail!("--model: one model, except with --pytorch-eager");
     }
+    if args.options.micro_batch.len() > 1 {
+        bail!("--micro-batch: one value, except with --pytorch-eager");
+    }
     if args.fsdp.pytorch_fsdp {
         return against_pytorch(&args);
     }
@@ -314,7 +319,7 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
         &world,
         comms[0],
         &options.model,
-        options.micro_batch,
+        options.micro_batch[0],
         options.steps,
     )?);
     if world.rank() == 0 {
@@ -356,7 +361,7 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
         let mut point = bench_point(
             &options.model,
             args.ranks,
-            options.micro_batch,
+            options.micro_batch[0],
             options.steps + WARMUP as usize,
         );
         point.strategy = strategy;
@@ -380,7 +385,7 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
     println!(
         "{}, micro-batch {} x {} ranks, gloo, fp32, no weight decay, slowest rank per step; PyTorch {torch_version}; runs in {}",
         options.model,
-        options.micro_batch,
+        options.micro_batch[0],
         args.ranks,
         work.display()
     );
@@ -437,6 +442,7 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
     };
     let mut table = super::table([
         "model",
+        "micro-batch",
         "harness step",
         "PyTorch eager step",
         "harness speed-up",
@@ -447,24 +453,32 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
         "losses: max rel. diff",
     ]);
     let mut torch_version = String::new();
-    for model in options.model.split(',') {
-        let mut point = bench_point(model, 1, options.micro_batch, options.steps + WARMUP as usize);
+    let points =
+        options.model.split(',').flat_map(|m| options.micro_batch.iter().map(move |&b| (m, b)));
+    for (model, micro_batch) in points {
+        let mut point = bench_point(model, 1, micro_batch, options.steps + WARMUP as usize);
         point.strategy = Strategy::NoShard;
         point.parallel.shard_group = 1;
         point.parallel.param_dtype = fsdp.param_dtype;
         point.settings.warmup_steps = WARMUP;
         point.settings.device = fsdp.device;
         let r = side_by_side(&point, Anchor::Eager, &exe, &torchrun, fsdp.rounds, &work)
-            .with_context(|| format!("{model} side by side (runs in {})", work.display()))?;
+            .with_context(|| {
+                format!(
+                    "{model} at micro-batch {micro_batch} side by side (runs in {})",
+                    work.display()
+                )
+            })?;
         torch_version = r.torch_version.clone();
         let flop = point.train_flop_per_step();
         let mfu = |step_s: f64, peak: f64| format!("{:.1}%", 100.0 * flop / step_s / peak);
         table.add_row([
             model.to_string(),
+            micro_batch.to_string(),
             format!("{:.2} ms", r.harness_s * 1e3),
             format!("{:.2} ms", r.pytorch_s * 1e3),
             format!("{:.2}x", r.speedup()),
-            format!("{:.1}", f64::from(options.micro_batch) / r.harness_s),
+            format!("{:.1}", f64::from(micro_batch) / r.harness_s),
             format!("{} / {}", mfu(r.harness_s, gemm), mfu(r.pytorch_s, gemm)),
             fsdp.peak_flop_per_s.map_or("-".into(), |p| mfu(r.harness_s, p)),
             format!("{} / {}", gib(r.harness_peak_bytes), gib(r.pytorch_peak_bytes)),
@@ -472,10 +486,9 @@ fn against_eager(args: &Args) -> Result<ExitCode> {
         ]);
     }
     println!(
-        "one rank on {device:?}, {} compute, micro-batch {}, median of timed steps; measured \
-         {order}x{order} matmul {:.1} GFLOP/s; PyTorch {torch_version}; runs in {}",
+        "one rank on {device:?}, {} compute, median of timed steps; measured {order}x{order} \
+         matmul {:.1} GFLOP/s; PyTorch {torch_version}; runs in {}",
         fsdp.param_dtype.name(),
-        options.micro_batch,
         gemm / 1e9,
         work.display()
     );

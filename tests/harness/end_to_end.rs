@@ -283,16 +283,17 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     assert_eq!(row.matches(" ms").count(), 2, "{row}");
     assert!(row.contains("2 / 2"), "{row}");
     assert!(loss_max_rel_diff(row) <= 1e-6, "{row}");
-    let config = std::fs::read_to_string(work.path().join("vit-tiny-full_shard-0/pytorch.json"));
+    let config =
+        std::fs::read_to_string(work.path().join("vit-tiny-full_shard-mb4-0/pytorch.json"));
     let config: serde_json::Value = serde_json::from_str(&config.unwrap()).unwrap();
     assert_eq!(
         (config["weight_decay"].as_f64(), config["data"].as_array().map(Vec::len)),
         (Some(0.0), Some(2))
     );
     // The harness's side left its spools, the PyTorch side its result; the batches are gone.
-    assert!(!work.path().join("vit-tiny-batches-rank0.f32").exists());
-    assert!(work.path().join("vit-tiny-full_shard-0/harness/ranks/rank-00001.jsonl").exists());
-    assert!(work.path().join("vit-tiny-full_shard-0/pytorch-out.json").exists());
+    assert!(!work.path().join("vit-tiny-full_shard-mb4-batches-rank0.f32").exists());
+    assert!(work.path().join("vit-tiny-full_shard-mb4-0/harness/ranks/rank-00001.jsonl").exists());
+    assert!(work.path().join("vit-tiny-full_shard-mb4-0/pytorch-out.json").exists());
 }
 
 #[test]
@@ -303,17 +304,18 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
         .args(["bench", "--pytorch-eager", "--model", "vit-tiny,vit-mini", "--steps", "2"])
-        .args(["--rounds", "1", "--param-dtype", "bf16", "--work"])
+        .args(["--rounds", "1", "--param-dtype", "bf16", "--micro-batch", "2,4", "--work"])
         .arg(work.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(text.contains("bf16 compute") && text.contains("matmul"), "{text}");
-    for model in ["vit-tiny", "vit-mini"] {
+    for (model, micro_batch) in [("vit-tiny", 2), ("vit-tiny", 4), ("vit-mini", 2), ("vit-mini", 4)]
+    {
         let row = text
             .lines()
-            .find(|l| l.contains(&format!(" {model} ")))
+            .find(|l| l.contains(&format!(" {model} ┆ {micro_batch} ")))
             .unwrap_or_else(|| panic!("{text}"));
         assert_eq!(row.matches(" ms").count(), 2, "{row}");
         assert_eq!(row.matches('%').count(), 2, "{row}");
@@ -321,7 +323,7 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
         // Autocast and the harness's bf16 parameters round differently: close, not equal.
         let diff = loss_max_rel_diff(row);
         assert!(diff > 0.0 && diff < 1e-2, "{row}");
-        let config = work.path().join(format!("{model}-no_shard-0/pytorch.json"));
+        let config = work.path().join(format!("{model}-no_shard-mb{micro_batch}-0/pytorch.json"));
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
         assert_eq!(
@@ -329,8 +331,9 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
             (Some("eager"), Some("bf16"))
         );
     }
-    let point = std::fs::read_to_string(work.path().join("vit-tiny-no_shard-0/harness/point.json"))
-        .unwrap();
+    let point =
+        std::fs::read_to_string(work.path().join("vit-tiny-no_shard-mb4-0/harness/point.json"))
+            .unwrap();
     assert!(point.contains("\"param_dtype\": \"bf16\""), "{point}");
 }
 
@@ -353,7 +356,7 @@ fn harness_and_pytorch_eager_train_to_the_same_losses_in_fp32() {
     assert!(loss_max_rel_diff(row) <= 1e-7, "{row}");
     // The printed figure against both sides' own files, to every digit: nine steps (three of
     // warm-up), on losses that change from step to step.
-    let run = work.path().join("vit-tiny-no_shard-0");
+    let run = work.path().join("vit-tiny-no_shard-mb4-0");
     let out = std::fs::read_to_string(run.join("pytorch-out.json")).unwrap();
     let out: serde_json::Value = serde_json::from_str(&out).unwrap();
     let pytorch: Vec<f64> =
