@@ -21,8 +21,11 @@ pub struct MemoryBytes {
     /// prefetched unit (the rate limiter's two), or every unit for the strategies that keep them
     /// after forward.
     pub gathered_params: f64,
-    /// One unit's unsharded gradients: autograd's in `param_dtype`, then the flat, padded
-    /// reduce-scatter input in `reduce_dtype` (PyTorch FSDP notes, "FSDP buffer sizes").
+    /// Unsharded gradients at their peak (PyTorch FSDP notes, "FSDP buffer sizes"): the
+    /// current unit's from autograd in `param_dtype` and its cast to `reduce_dtype` (none when
+    /// the dtypes agree), and the previous unit's reduction input while it is in flight; with
+    /// gradient accumulation (`no_sync`), every unit's gradient accumulated unsharded in
+    /// `param_dtype` from the first micro-batch to its reduction in the last.
     pub unsharded_grads: f64,
     /// Stored activations (block inputs with checkpointing, plus one block's full set).
     pub activations: f64,
@@ -79,7 +82,7 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
         Strategy::FullShard | Strategy::HybridShard => bp * (root + 2.0 * largest),
         Strategy::ShardGradOp | Strategy::HybridShardZero2 => bp * params,
     };
-    let unsharded_grads = (bp + dtype_bytes(k.reduce_dtype)) * largest.max(root);
+    let unsharded_grads = unsharded_grad_bytes(point, params, root, largest);
     let activations = activation_bytes(point, b, bp);
     // Activations are all held at the end of forward, gradient shards all at the end of
     // backward; in between, backward frees the one as it makes the other (so taking the larger
@@ -95,6 +98,26 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
         activations,
         allocator_overhead: overhead_fraction * used,
         peak: used * (1.0 + overhead_fraction),
+    }
+}
+
+/// [`MemoryBytes::unsharded_grads`] of `point`, for a model of `params` parameters whose root
+/// unit has `root` and whose largest block `largest` (elements). Between units the peak moves
+/// from one unit's post-backward to the next, so the current unit is the larger of root and
+/// block and the one in flight the largest block.
+fn unsharded_grad_bytes(point: &PointSpec, params: f64, root: f64, largest: f64) -> f64 {
+    let k = &point.parallel;
+    let (bp, reduce) = (dtype_bytes(k.param_dtype), dtype_bytes(k.reduce_dtype));
+    let cast = if k.reduce_dtype == k.param_dtype { 0.0 } else { reduce };
+    let (current, reduces) = (largest.max(root), point.world_size() > 1);
+    if k.accumulation > 1 {
+        // Autograd's new gradient beside the accumulated one until added, then the cast; the
+        // unit in flight holds its reduction input instead of its accumulated gradient.
+        let in_flight = if reduces { (reduce - bp).max(0.0) * largest } else { 0.0 };
+        bp * params + bp.max(cast) * current + in_flight
+    } else {
+        let in_flight = if reduces { reduce * largest } else { 0.0 };
+        (bp + cast) * current + in_flight
     }
 }
 

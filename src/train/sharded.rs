@@ -337,9 +337,13 @@ impl<'m> Sharded<'m> {
             .expect("a unit is gathered during its backward")
             .shallow_clone();
         let local = take_grad(&mut leaf).expect("a unit's backward gives it a gradient");
+        let bytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
         let total = match self.units[unit].unsharded_grad.take() {
             Some(mut earlier) => {
+                // Autograd's new gradient is held beside the accumulated one until added.
+                self.memory.unsharded_grad(unit, bytes(&earlier) + bytes(&local));
                 let _ = earlier.g_add_(&local);
+                drop(local);
                 earlier
             }
             None => local,
@@ -352,8 +356,11 @@ impl<'m> Sharded<'m> {
             if factor != 1.0 {
                 let _ = scaled.g_div_scalar_(factor);
             }
-            // The unreduced gradient stays allocated until its reduction completes.
-            self.memory.unsharded_grad(unit, scaled.numel() * scaled.kind().elt_size_in_bytes());
+            // The unreduced gradient stays allocated until its reduction completes; a cast to
+            // reduce_dtype is a second tensor beside autograd's until this returns (the same
+            // tensor when the dtypes agree).
+            let cast = if scaled.kind() == total.kind() { 0 } else { bytes(&total) };
+            self.memory.unsharded_grad(unit, bytes(&scaled) + cast);
             let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
             // The reduction's output is allocated now, in the reduction's dtype, as FSDP
             // allocates the sharded gradient (cast to fp32 once reduced).
@@ -377,9 +384,13 @@ impl<'m> Sharded<'m> {
             // completes now, so unreduced gradients are held for two units (the one in flight
             // and this one, as in FSDP), not the model.
             self.reap_reductions(collectives)?;
+            if reduction.is_some() {
+                drop(total);
+                self.memory.unsharded_grad(unit, bytes(&scaled));
+            }
             self.reductions.extend(reduction);
         } else {
-            self.memory.unsharded_grad(unit, total.numel() * total.kind().elt_size_in_bytes());
+            self.memory.unsharded_grad(unit, bytes(&total));
             self.units[unit].unsharded_grad = Some(total);
         }
         // Without a reduction, strategies that keep parameters after forward keep them for the
