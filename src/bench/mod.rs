@@ -1,6 +1,7 @@
 //! `shardsweep bench`: what the harness itself costs, measured on this machine, against bare
 //! MPI calls and against training with instrumentation switched off. It runs as MPI ranks
-//! (`bench-worker`); rank 0 prints the report.
+//! (`bench-worker`); rank 0 prints the report. The collective sweep (`sweep`) runs over any
+//! backend, as MPI ranks or as ranks of a c10d group that torchrun or srun started.
 //!
 //! - Collectives: for each unit size of a model, the harness's all-gather, reduce-scatter and
 //!   all-reduce (tensor in, tensor out, timed and logged) against `MPI_Allgather`,

@@ -27,6 +27,7 @@ use std::process::Command;
 use serde::Deserialize;
 
 use crate::data::{rank_loader, DataError};
+use crate::metrics::nan_max;
 use crate::plan::{write_point, Backend, PointSpec, Strategy};
 use crate::records::{read_spool, spool_path, RecordError};
 use crate::train::point_learning_rate;
@@ -125,8 +126,20 @@ pub fn side_by_side(
     let mut loss_max_rel_diff = 0.0;
     let mut torch_version = String::new();
     std::fs::create_dir_all(work).map_err(RecordError::io(work))?;
-    // One name per model, strategy and micro-batch, so several share a work folder.
-    let name = format!("{}-{}-mb{}", point.model.name, point.strategy.name(), point.micro_batch);
+    // One name per comparison (model, what the harness is set against, micro-batch), so
+    // several share a work folder; none replaces an earlier one's runs.
+    let against = match anchor {
+        Anchor::Fsdp => point.strategy.name().to_string(),
+        Anchor::Eager => format!("eager-{}", point.parallel.param_dtype.name()),
+    };
+    let name = format!("{}-{against}-mb{}", point.model.name, point.micro_batch);
+    let first = work.join(format!("{name}-0"));
+    if first.exists() {
+        return Err(AnchorError::Output {
+            path: first.display().to_string(),
+            message: "an earlier comparison's runs are there; choose another --work".into(),
+        });
+    }
     let batch_files: Vec<PathBuf> = (0..point.world_size())
         .map(|rank| work.join(format!("{name}-batches-rank{rank}.f32")))
         .collect();
@@ -238,15 +251,6 @@ fn max_rel_diff(a: &[f64], b: &[f64]) -> Option<f64> {
         .then(|| a.iter().zip(b).map(|(a, b)| (a - b).abs() / b.abs()).fold(0.0, nan_max))
 }
 
-/// The larger of two values, NaN if either is (`f64::max` drops a NaN).
-fn nan_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else {
-        a.max(b)
-    }
-}
-
 /// The PyTorch side's configuration: the point's model, batch, steps and optimizer, the
 /// harness's learning rate at every step, and each rank's batches (`data`, in rank order).
 fn pytorch_config(point: &PointSpec, anchor: Anchor, data: &[PathBuf]) -> serde_json::Value {
@@ -320,6 +324,7 @@ struct HarnessRun {
 fn read_harness(point: &PointSpec, dir: &Path) -> Result<HarnessRun, AnchorError> {
     let warmup = point.settings.warmup_steps as usize;
     let mut peak = None;
+    // Folded with `nan_max`: a rank whose time is NaN makes the step's NaN, never its peer's.
     let mut slowest = vec![0.0f64; point.settings.steps as usize];
     let mut losses = vec![0.0f64; slowest.len()];
     let world = point.world_size();
@@ -333,7 +338,7 @@ fn read_harness(point: &PointSpec, dir: &Path) -> Result<HarnessRun, AnchorError
             });
         }
         for ((s, loss), step) in slowest.iter_mut().zip(&mut losses).zip(&spool.steps) {
-            *s = s.max(step.phases.step_s - step.phases.data_s);
+            *s = nan_max(*s, step.phases.step_s - step.phases.data_s);
             *loss += step.loss / f64::from(world);
         }
         let device = spool.steps[warmup..].iter().filter_map(|s| s.device_memory.as_ref());

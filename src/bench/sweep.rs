@@ -3,8 +3,11 @@
 //! iterations, then timed ones; here each repetition takes the slowest rank's time and the
 //! sweep reports quantiles over repetitions). It talks only to the [`Comm`] trait, so any
 //! backend can drive it; the caller names the backend in the rows. On a GPU the payloads live
-//! in device memory and each repetition ends when the device has finished (as NCCL's own
-//! tests time a call), not when the host has queued it.
+//! in device memory and each call is followed by a device synchronise, so a repetition ends
+//! when the device has finished, not when the host has queued the call (NCCL's own tests
+//! instead time a batch of calls and average over ranks: their small-message latencies come
+//! out lower). The all-reduce runs in place where the library reduces in place (c10d), out of
+//! place otherwise (MPI, as `osu_allreduce`): each library's own form, with no copy timed.
 //!
 //! Groups: for each group size `g`, the world splits into world / g groups of consecutive
 //! ranks (as FSDP's shard groups), and, when the world spans several nodes, into groups of one
@@ -66,6 +69,8 @@ pub enum SweepError {
     Options { what: &'static str, value: String, reason: String },
     #[error(transparent)]
     Comm(#[from] CommError),
+    #[error(transparent)]
+    Record(#[from] crate::records::RecordError),
 }
 
 fn invalid(what: &'static str, value: impl ToString, reason: impl Into<String>) -> SweepError {
@@ -99,6 +104,14 @@ impl SweepOptions {
         if self.repeats == 0 {
             return Err(invalid("repeats", self.repeats, "must be at least 1"));
         }
+        if self.warmup == 0 && self.device.is_cuda() {
+            // The first call on a group makes its NCCL communicator.
+            return Err(invalid(
+                "warmup",
+                0,
+                "must be at least 1 on a GPU (NCCL connects a group at its first call)",
+            ));
+        }
         if self.ranks_per_node == 0 || !world.is_multiple_of(self.ranks_per_node) {
             return Err(invalid(
                 "ranks_per_node",
@@ -118,6 +131,13 @@ impl SweepOptions {
         } else {
             self.group_sizes.clone()
         };
+        if groups.is_empty() {
+            return Err(invalid(
+                "group_size",
+                "none",
+                format!("a world of {world} rank has no group of 2 or more to measure"),
+            ));
+        }
         for &g in &groups {
             if g < 2 || !world.is_multiple_of(g) {
                 return Err(invalid(
@@ -188,11 +208,16 @@ pub(crate) fn quantile(samples: &[f64], q: f64) -> f64 {
     Data::new(samples.to_vec()).quantile(q)
 }
 
-/// Runs the sweep on every rank of `world`; every rank returns the same rows.
+/// Runs the sweep on every rank of `world`; every rank returns the same rows, and hands each
+/// row's rows so far to `done` as it is finished (so a sweep cut short keeps them).
+///
+/// # Errors
+/// Options that do not fit the world, a failed collective, or an error from `done`.
 pub fn sweep(
     world: &dyn Comm,
     backend: &str,
     options: &SweepOptions,
+    done: &mut dyn FnMut(&[SweepRow]) -> Result<(), SweepError>,
 ) -> Result<Vec<SweepRow>, SweepError> {
     let groups = options.check(world.size())?;
     let ladder = sizes(options.min_bytes, options.max_bytes, options.factor);
@@ -233,8 +258,12 @@ pub fn sweep(
                     CollectiveKind::ReduceScatter => (elements, elements / g),
                     CollectiveKind::AllReduce => (elements, elements),
                 };
-                let input = Tensor::ones([input as i64], on);
+                // Zeros: an in-place all-reduce repeated keeps them finite.
                 let output = Tensor::zeros([output as i64], on);
+                let input = match collective {
+                    CollectiveKind::AllReduce if group.reduces_in_place() => output.shallow_clone(),
+                    _ => Tensor::zeros([input as i64], on),
+                };
                 let run = || match collective {
                     CollectiveKind::AllGather => group.all_gather(&input, &output),
                     CollectiveKind::ReduceScatter => group.reduce_scatter_sum(&input, &output),
@@ -267,6 +296,7 @@ pub fn sweep(
                     p10_s: quantile(&samples, 0.1),
                     p90_s: quantile(&samples, 0.9),
                 });
+                done(&rows)?;
             }
         }
     }
@@ -346,6 +376,12 @@ mod tests {
         let bad = SweepOptions { group_sizes: vec![3], ..options.clone() };
         let message = bad.check(4).unwrap_err().to_string();
         assert!(message.contains("group_size = 3: must be at least 2 and divide"), "{message}");
+        let one = SweepOptions { ranks_per_node: 1, ..options.clone() };
+        let message = one.check(1).unwrap_err().to_string();
+        assert!(message.contains("a world of 1 rank has no group"), "{message}");
+        let gpu = SweepOptions { warmup: 0, device: Device::Cuda(0), ..options.clone() };
+        assert!(gpu.check(4).unwrap_err().to_string().starts_with("warmup = 0"));
+        assert!(SweepOptions { warmup: 0, ..options.clone() }.check(4).is_ok());
         let bad = SweepOptions { ranks_per_node: 3, ..options };
         assert!(bad.check(4).unwrap_err().to_string().starts_with("ranks_per_node = 3"));
     }

@@ -159,8 +159,8 @@ pub struct FsdpArgs {
     /// Rounds, each running both sides once, alternating.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// torchrun of the PyTorch to compare with [default: .venv/bin/torchrun if there, else
-    /// torchrun on PATH].
+    /// torchrun of the PyTorch to compare with, and the launcher of a --sizes sweep over gloo or
+    /// nccl (instead of mpirun) [default: .venv/bin/torchrun if there, else torchrun on PATH].
     #[arg(long)]
     torchrun: Option<String>,
     /// Folder for the runs' points, configurations and logs [default: a new temporary folder].
@@ -210,11 +210,15 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
         return against_pytorch(&args);
     }
     let c10d_sweep = args.options.sweep.sizes && args.options.sweep.backend != Backend::Mpi;
-    if args.options.sweep.sizes
-        && args.options.sweep.backend == Backend::Nccl
-        && !tch::Cuda::is_available()
-    {
-        bail!("--backend nccl: NCCL runs on GPUs, and this libtorch sees none");
+    if args.options.sweep.sizes && args.options.sweep.backend == Backend::Nccl {
+        // NCCL puts no two ranks of a communicator on one GPU.
+        let gpus = tch::Cuda::device_count();
+        if i64::from(args.ranks) > gpus {
+            bail!(
+                "--ranks {}: NCCL needs a GPU per rank, and this libtorch sees {gpus}",
+                args.ranks
+            );
+        }
     }
     if !c10d_sweep && !cfg!(feature = "mpi") {
         bail!(
@@ -226,20 +230,22 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if let Some(out) = &mut args.options.sweep.out {
         *out = std::path::absolute(&*out)
             .with_context(|| format!("resolving --out {}", out.display()))?;
+        refuse_existing(out)?;
     }
     let options = &args.options;
     let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
     program.extend(options.args());
     // A c10d sweep needs no MPI: torchrun starts it where asked to or where MPI is left out.
     let command = if c10d_sweep && (args.fsdp.torchrun.is_some() || !cfg!(feature = "mpi")) {
-        let (torchrun, _) = args.fsdp.torchrun_and_work()?;
         let ranks = args.ranks.to_string();
+        let torchrun = args.fsdp.torchrun();
         let mut command = vec![torchrun, "--standalone".into(), "--nproc-per-node".into(), ranks];
         command.push("--no-python".into());
         command.extend(program);
         command
     } else {
-        // The ranks also meet in a c10d store, for gloo's side of the comparison or sweep.
+        // The ranks also meet in a c10d store, for gloo's side of the comparison or sweep: on
+        // this host, where mpirun starts them all.
         let port = shardsweep::launch::free_port()?;
         let env = ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")];
         let extra: Vec<String> = env.into_iter().flat_map(|var| ["-x".to_string(), var]).collect();
@@ -257,6 +263,12 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let options = &args.options;
     tch::set_num_threads(1);
+    if options.micro_batch.len() > 1 {
+        bail!("--micro-batch: one value");
+    }
+    if let (true, Some(out)) = (options.sweep.sizes, &options.sweep.out) {
+        refuse_existing(out)?;
+    }
     if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
         return c10d_sweep(options);
     }
@@ -281,8 +293,37 @@ fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
         _ => (C10dBackend::Gloo, tch::Device::Cpu),
     };
     let comm = c10d_group(backend, &place)?;
-    sweep(options, backend.name(), &comm, device)?;
+    let ranks_per_node = match options.sweep.ranks_per_node {
+        Some(n) => n,
+        None => ranks_per_node_of(&comm, place.local_rank, device)?,
+    };
+    sweep(options, backend.name(), &comm, device, ranks_per_node)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ranks per node as the launcher placed them: one more than the largest local rank, checked
+/// against the consecutive placement the sweep's layouts assume (rank r at local rank r % n).
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+fn ranks_per_node_of(
+    comm: &dyn shardsweep::comm::Comm,
+    local_rank: usize,
+    device: tch::Device,
+) -> Result<usize> {
+    use tch::{Kind, Tensor};
+    let mine = Tensor::from_slice(&[local_rank as f32]).to_device(device);
+    let all = Tensor::zeros([comm.size() as i64], (Kind::Float, device));
+    comm.all_gather(&mine, &all)?;
+    let local = Vec::<f32>::try_from(all.to_device(tch::Device::Cpu))?;
+    let local: Vec<usize> = local.iter().map(|&l| l as usize).collect();
+    let n = local.iter().max().map_or(1, |m| m + 1);
+    let consecutive = local.iter().enumerate().all(|(rank, &l)| l == rank % n);
+    if !comm.size().is_multiple_of(n) || !consecutive {
+        bail!(
+            "the launcher placed the ranks at local ranks {local:?}, not in equal blocks of \
+             consecutive ranks per node; pass --ranks-per-node"
+        );
+    }
+    Ok(n)
 }
 
 #[cfg(not(any(feature = "gloo", feature = "cuda")))]
@@ -301,7 +342,9 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
     let world = universe.world();
     let mpi = shardsweep::comm::MpiComm::new(universe.world());
     if options.sweep.sizes {
-        sweep(options, "mpi", &mpi, tch::Device::Cpu)?;
+        // mpirun on this host (bench's own launch) starts every rank here.
+        let ranks_per_node = options.sweep.ranks_per_node.unwrap_or(world.size() as usize);
+        sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node)?;
         return Ok(ExitCode::SUCCESS);
     }
     #[cfg(feature = "gloo")]
@@ -397,21 +440,25 @@ fn against_pytorch(args: &Args) -> Result<ExitCode> {
 const WARMUP: u32 = 3;
 
 impl FsdpArgs {
-    /// The torchrun to use and the folder for the runs (made if not given).
-    fn torchrun_and_work(&self) -> Result<(String, PathBuf)> {
-        let torchrun = self.torchrun.clone().unwrap_or_else(|| {
+    /// The torchrun to use: --torchrun, else `.venv/bin/torchrun` if there, else PATH's.
+    fn torchrun(&self) -> String {
+        self.torchrun.clone().unwrap_or_else(|| {
             let local = ".venv/bin/torchrun";
             if Path::new(local).exists() {
                 local.into()
             } else {
                 "torchrun".into()
             }
-        });
+        })
+    }
+
+    /// The torchrun to use and the folder for the runs (made if not given).
+    fn torchrun_and_work(&self) -> Result<(String, PathBuf)> {
         let work = match &self.work {
             Some(dir) => dir.clone(),
             None => tempfile::Builder::new().prefix("shardsweep-pytorch-").tempdir()?.keep(),
         };
-        Ok((torchrun, work))
+        Ok((self.torchrun(), work))
     }
 }
 
@@ -515,13 +562,15 @@ fn c10d_group(
 }
 
 /// One rank of the `--sizes` sweep over `comm` with payloads on `device`, named `backend` in
-/// the CSV rank 0 writes.
+/// the CSV rank 0 rewrites (atomically) as each row is finished, so a sweep cut short keeps
+/// what it measured.
 #[cfg(any(feature = "mpi", feature = "gloo", feature = "cuda"))]
 fn sweep(
     options: &BenchOptions,
     backend: &str,
     comm: &dyn shardsweep::comm::Comm,
     device: tch::Device,
+    ranks_per_node: usize,
 ) -> Result<()> {
     use shardsweep::bench::sweep::{sweep, to_csv, SweepOptions};
     let (args, repeats) = (&options.sweep, options.repeats);
@@ -530,16 +579,32 @@ fn sweep(
         max_bytes: args.max_bytes,
         factor: args.size_factor,
         group_sizes: args.groups.clone(),
-        ranks_per_node: args.ranks_per_node.unwrap_or(comm.size()),
+        ranks_per_node,
         warmup: args.warmup,
         repeats,
         device,
     };
-    let rows = sweep(comm, backend, &options)?;
-    if comm.rank() == 0 {
-        let out = args.out.as_ref().context("--sizes needs --out")?;
-        shardsweep::records::write_atomic(out, to_csv(&rows).as_bytes())?;
+    let out = args.out.as_ref().context("--sizes needs --out")?;
+    let rank = comm.rank();
+    let rows = sweep(comm, backend, &options, &mut |rows| {
+        if rank == 0 {
+            shardsweep::records::write_atomic(out, to_csv(rows).as_bytes())?;
+        }
+        Ok(())
+    })?;
+    if rank == 0 {
         tracing::info!(rows = rows.len(), path = %out.display(), "collective sweep written");
+    }
+    Ok(())
+}
+
+/// A sweep never replaces an earlier one's file, finished or cut short.
+fn refuse_existing(out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "--out {}: a file is there already (an earlier sweep's); remove it or choose another",
+            out.display()
+        );
     }
     Ok(())
 }

@@ -288,6 +288,10 @@ impl Comm for C10dComm {
         self.start("all_reduce", ss_all_reduce, input, output)
     }
 
+    fn reduces_in_place(&self) -> bool {
+        true
+    }
+
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {
         // SAFETY: live group; every rank calls split in the same order (the trait's contract).
         let raw = unsafe { ss_group_split(self.raw, color, key) };

@@ -162,6 +162,16 @@ impl Timeline {
     }
 }
 
+/// The larger of two values, NaN if either is (`f64::max` drops a NaN): folding ranks' figures
+/// with it, one rank's missing figure cannot pass for the slowest rank's.
+pub fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 /// Peak resident set size of this process so far (getrusage; Linux reports KiB).
 pub fn peak_rss_bytes() -> u64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();

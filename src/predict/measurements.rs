@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::collectives::Group;
+use crate::metrics::nan_max;
 use crate::model::preset;
 use crate::plan::read_point;
 use crate::plan::{
@@ -278,13 +279,12 @@ pub fn read_bench(path: &Path) -> Result<Vec<CollectiveSample>, MeasurementError
     Ok(out)
 }
 
+/// The median of the finite values, as the analysis computes it (statrs: the mean of the
+/// middle two for even counts); `None` if there are none.
 fn median(mut v: Vec<f64>) -> Option<f64> {
+    use statrs::statistics::{Data, Median};
     v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
+    (!v.is_empty()).then(|| Data::new(v).median())
 }
 
 /// The points of a sweep folder that ended `ok`.
@@ -329,7 +329,7 @@ pub fn read_records(
                 if step_max.len() <= i - warm {
                     step_max.push(0.0);
                 }
-                step_max[i - warm] = step_max[i - warm].max(step.phases.step_s);
+                step_max[i - warm] = nan_max(step_max[i - warm], step.phases.step_s);
                 let b = f64::from(point.micro_batch * point.parallel.accumulation);
                 let pixels = (point.model.image_size.pow(2) * point.model.channels) as f64;
                 out.data_s_per_pixel.push(step.phases.data_s / (b * pixels));

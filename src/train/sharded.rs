@@ -555,8 +555,15 @@ impl Sharded<'_> {
             collectives.finish(reduction.in_flight);
             self.memory.unsharded_grad(unit, 0);
             if reduction.then_all_reduce {
-                let (input, output) = (&reduction.output, reduction.output.empty_like());
                 let replicas = self.replicas.as_ref();
+                // In place where the library reduces in place (FSDP all-reduces the
+                // reduce-scatter's output itself); a second buffer for MPI.
+                let input = &reduction.output;
+                let output = if replicas.reduces_in_place() {
+                    input.shallow_clone()
+                } else {
+                    input.empty_like()
+                };
                 let in_flight = collectives.start(AllReduce, replicas, unit, input, &output)?;
                 next.push(Reduction { unit, in_flight, output, then_all_reduce: false });
             } else {

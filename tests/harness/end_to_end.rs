@@ -271,12 +271,15 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     // optimizers round differently (PyTorch FSDP's for-loop AdamW, the harness's fused one):
     // equal to the bit over these 5 steps on the development machine, 1.2e-7 after 33.
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
-        .args(["bench", "--pytorch-fsdp", "--ranks", "2", "--model", "vit-tiny", "--steps", "2"])
-        .args(["--rounds", "1", "--strategies", "full_shard", "--work"])
-        .arg(work.path())
-        .output()
-        .unwrap();
+    let bench = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+            .args(["bench", "--pytorch-fsdp", "--ranks", "2", "--model", "vit-tiny"])
+            .args(["--steps", "2", "--rounds", "1", "--strategies", "full_shard", "--work"])
+            .arg(work.path())
+            .output()
+            .unwrap()
+    };
+    let output = bench();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let row = text.lines().find(|l| l.contains("full_shard")).unwrap_or_else(|| panic!("{text}"));
@@ -293,6 +296,11 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     // The harness's side left its spools, the PyTorch side its result; the batches are gone.
     assert!(!work.path().join("vit-tiny-full_shard-mb4-batches-rank0.f32").exists());
     assert!(work.path().join("vit-tiny-full_shard-mb4-0/harness/ranks/rank-00001.jsonl").exists());
+    assert!(work.path().join("vit-tiny-full_shard-mb4-0/pytorch-out.json").exists());
+    // The same comparison again in the same folder is refused, and leaves the first's runs.
+    let again = bench();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && stderr.contains("an earlier comparison's runs"), "{stderr}");
     assert!(work.path().join("vit-tiny-full_shard-mb4-0/pytorch-out.json").exists());
 }
 
@@ -323,7 +331,7 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
         // Autocast and the harness's bf16 parameters round differently: close, not equal.
         let diff = loss_max_rel_diff(row);
         assert!(diff > 0.0 && diff < 1e-2, "{row}");
-        let config = work.path().join(format!("{model}-no_shard-mb{micro_batch}-0/pytorch.json"));
+        let config = work.path().join(format!("{model}-eager-bf16-mb{micro_batch}-0/pytorch.json"));
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
         assert_eq!(
@@ -332,7 +340,7 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
         );
     }
     let point =
-        std::fs::read_to_string(work.path().join("vit-tiny-no_shard-mb4-0/harness/point.json"))
+        std::fs::read_to_string(work.path().join("vit-tiny-eager-bf16-mb4-0/harness/point.json"))
             .unwrap();
     assert!(point.contains("\"param_dtype\": \"bf16\""), "{point}");
 }
@@ -356,7 +364,7 @@ fn harness_and_pytorch_eager_train_to_the_same_losses_in_fp32() {
     assert!(loss_max_rel_diff(row) <= 1e-7, "{row}");
     // The printed figure against both sides' own files, to every digit: nine steps (three of
     // warm-up), on losses that change from step to step.
-    let run = work.path().join("vit-tiny-no_shard-mb4-0");
+    let run = work.path().join("vit-tiny-eager-fp32-mb4-0");
     let out = std::fs::read_to_string(run.join("pytorch-out.json")).unwrap();
     let out: serde_json::Value = serde_json::from_str(&out).unwrap();
     let pytorch: Vec<f64> =
@@ -506,4 +514,16 @@ fn bench_sizes_sweeps_gloo_under_torchrun_without_mpirun() {
         }
     }
     assert_eq!(rows.len(), 6, "{keys:?}");
+    // An existing file is never replaced.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().join("bench.csv");
+    std::fs::write(&out, "an earlier sweep\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--sizes", "--backend", "gloo", "--ranks", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("an earlier sweep's"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "an earlier sweep\n");
 }
