@@ -105,7 +105,11 @@ run() {
   chmod +x "$torchrun"
   "$dir/shardsweep" --version
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")'
-  # The tests that need a GPU (they pass trivially without one; the line above says which).
+  # The tests that need a GPU. Without one they check only the CPU's side; where this python's
+  # torch sees a GPU, they must see it too (a libtorch loaded without CUDA fails them).
+  if python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    export SHARDSWEEP_REQUIRE_GPU=1
+  fi
   "$dir/device-checks" --test-threads 1 c10d::tests:: device::tests::
   if [ $# -eq 0 ]; then
     # The study's single-GPU figures: ViT-Base and ViT-Huge MAE, bf16, micro-batch 32.
