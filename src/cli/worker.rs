@@ -50,6 +50,7 @@ fn run_mpi(point: &PointSpec, _dir: &Path) -> Result<ExitCode> {
 
 /// c10d's own timeout for the store and every collective: a lost rank fails the others within
 /// it (torch.distributed's default is 30 minutes; points have their own, shorter limits).
+#[cfg(any(feature = "gloo", feature = "cuda"))]
 const C10D_TIMEOUT_MS: i64 = 10 * 60 * 1000;
 
 #[cfg(any(feature = "gloo", feature = "cuda"))]

@@ -1,6 +1,10 @@
 //! `shardsweep bench`: what the harness costs, its collectives against bare MPI and its
 //! instrumented step against an uninstrumented one; or, with `--sizes`, an OSU-style sweep of
-//! collectives over message and group sizes written to a CSV. `bench-worker` is one rank of it.
+//! collectives over message and group sizes written to a CSV (`sweep.rs`); or the harness side by
+//! side with PyTorch (`pytorch.rs`). `bench-worker` is one rank of the first two.
+
+mod pytorch;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -168,6 +172,29 @@ pub struct FsdpArgs {
     work: Option<PathBuf>,
 }
 
+impl FsdpArgs {
+    /// The torchrun to use: --torchrun, else `.venv/bin/torchrun` if there, else PATH's.
+    fn torchrun(&self) -> String {
+        self.torchrun.clone().unwrap_or_else(|| {
+            let local = ".venv/bin/torchrun";
+            if Path::new(local).exists() {
+                local.into()
+            } else {
+                "torchrun".into()
+            }
+        })
+    }
+
+    /// The torchrun to use and the folder for the runs (made if not given).
+    fn torchrun_and_work(&self) -> Result<(String, PathBuf)> {
+        let work = match &self.work {
+            Some(dir) => dir.clone(),
+            None => tempfile::Builder::new().prefix("shardsweep-pytorch-").tempdir()?.keep(),
+        };
+        Ok((self.torchrun(), work))
+    }
+}
+
 fn parse_device(text: &str) -> Result<DeviceKind, String> {
     super::one_of(text, &[DeviceKind::Cpu, DeviceKind::Cuda], DeviceKind::name)
 }
@@ -198,7 +225,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
         bail!("--model: unknown model {unknown}");
     }
     if args.fsdp.pytorch_eager {
-        return against_eager(&args);
+        return pytorch::against_eager(&args);
     }
     if models.len() > 1 {
         bail!("--model: one model, except with --pytorch-eager");
@@ -207,7 +234,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
         bail!("--micro-batch: one value, except with --pytorch-eager");
     }
     if args.fsdp.pytorch_fsdp {
-        return against_pytorch(&args);
+        return pytorch::against_pytorch(&args);
     }
     let c10d_sweep = args.options.sweep.sizes && args.options.sweep.backend != Backend::Mpi;
     if args.options.sweep.sizes && args.options.sweep.backend == Backend::Nccl {
@@ -230,7 +257,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if let Some(out) = &mut args.options.sweep.out {
         *out = std::path::absolute(&*out)
             .with_context(|| format!("resolving --out {}", out.display()))?;
-        refuse_existing(out)?;
+        sweep::refuse_existing(out)?;
     }
     let options = &args.options;
     let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
@@ -267,10 +294,10 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
         bail!("--micro-batch: one value");
     }
     if let (true, Some(out)) = (options.sweep.sizes, &options.sweep.out) {
-        refuse_existing(out)?;
+        sweep::refuse_existing(out)?;
     }
     if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
-        return c10d_sweep(options);
+        return sweep::c10d_sweep(options);
     }
     mpi_worker(options)
 }
@@ -278,60 +305,6 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
 #[cfg(not(feature = "mpi"))]
 fn mpi_worker(_options: &BenchOptions) -> Result<ExitCode> {
     bail!("this build leaves out MPI (cargo feature `mpi`)")
-}
-
-/// A `--sizes` sweep over gloo (CPU) or NCCL (this rank's GPU, by its local rank).
-#[cfg(any(feature = "gloo", feature = "cuda"))]
-fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
-    use shardsweep::comm::{C10dBackend, Rendezvous};
-    let place = Rendezvous::from_env()?;
-    let (backend, device) = match options.sweep.backend {
-        Backend::Nccl => {
-            let gpu = shardsweep::train::device_for(DeviceKind::Cuda, place.local_rank as u32)?;
-            (C10dBackend::Nccl, gpu)
-        }
-        _ => (C10dBackend::Gloo, tch::Device::Cpu),
-    };
-    let comm = c10d_group(backend, &place)?;
-    let ranks_per_node = match options.sweep.ranks_per_node {
-        Some(n) => n,
-        None => ranks_per_node_of(&comm, place.local_rank, device)?,
-    };
-    sweep(options, backend.name(), &comm, device, ranks_per_node)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Ranks per node as the launcher placed them: one more than the largest local rank, checked
-/// against the consecutive placement the sweep's layouts assume (rank r at local rank r % n).
-#[cfg(any(feature = "gloo", feature = "cuda"))]
-fn ranks_per_node_of(
-    comm: &dyn shardsweep::comm::Comm,
-    local_rank: usize,
-    device: tch::Device,
-) -> Result<usize> {
-    use tch::{Kind, Tensor};
-    let mine = Tensor::from_slice(&[local_rank as f32]).to_device(device);
-    let all = Tensor::zeros([comm.size() as i64], (Kind::Float, device));
-    comm.all_gather(&mine, &all)?;
-    let local = Vec::<f32>::try_from(all.to_device(tch::Device::Cpu))?;
-    let local: Vec<usize> = local.iter().map(|&l| l as usize).collect();
-    let n = local.iter().max().map_or(1, |m| m + 1);
-    let consecutive = local.iter().enumerate().all(|(rank, &l)| l == rank % n);
-    if !comm.size().is_multiple_of(n) || !consecutive {
-        bail!(
-            "the launcher placed the ranks at local ranks {local:?}, not in equal blocks of \
-             consecutive ranks per node; pass --ranks-per-node"
-        );
-    }
-    Ok(n)
-}
-
-#[cfg(not(any(feature = "gloo", feature = "cuda")))]
-fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
-    bail!(
-        "backend {} is not in this build (cargo features `gloo`, `cuda`)",
-        options.sweep.backend.name()
-    )
 }
 
 /// The comparison of the harness's collectives and step with bare calls, or a sweep over MPI.
@@ -344,7 +317,7 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
     if options.sweep.sizes {
         // mpirun on this host (bench's own launch) starts every rank here.
         let ranks_per_node = options.sweep.ranks_per_node.unwrap_or(world.size() as usize);
-        sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node)?;
+        sweep::sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node)?;
         return Ok(ExitCode::SUCCESS);
     }
     #[cfg(feature = "gloo")]
@@ -384,165 +357,6 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--pytorch-fsdp`: each strategy side by side with PyTorch FSDP; a table on stdout.
-fn against_pytorch(args: &Args) -> Result<ExitCode> {
-    use shardsweep::bench::{bench_point, pytorch_fsdp::side_by_side, pytorch_fsdp::Anchor};
-    let fsdp = &args.fsdp;
-    let (torchrun, work) = fsdp.torchrun_and_work()?;
-    let exe = std::env::current_exe()?;
-    let options = &args.options;
-    let mut table = super::table([
-        "strategy",
-        "harness step (median)",
-        "PyTorch FSDP step (median)",
-        "harness speed-up",
-        "timed steps (each)",
-        "losses: max rel. diff",
-    ]);
-    let mut torch_version = String::new();
-    for &strategy in &fsdp.strategies {
-        let mut point = bench_point(
-            &options.model,
-            args.ranks,
-            options.micro_batch[0],
-            options.steps + WARMUP as usize,
-        );
-        point.strategy = strategy;
-        point.settings.warmup_steps = WARMUP;
-        point.parallel.shard_group =
-            if strategy == Strategy::NoShard { 1 } else { point.parallel.shard_group };
-        let result = side_by_side(&point, Anchor::Fsdp, &exe, &torchrun, fsdp.rounds, &work)
-            .with_context(|| {
-                format!("{} side by side (runs in {})", strategy.name(), work.display())
-            })?;
-        torch_version = result.torch_version.clone();
-        table.add_row([
-            strategy.name().to_string(),
-            format!("{:.2} ms", result.harness_s * 1e3),
-            format!("{:.2} ms", result.pytorch_s * 1e3),
-            format!("{:.2}x", result.speedup()),
-            format!("{} / {}", result.harness_steps, result.pytorch_steps),
-            format!("{:.1e}", result.loss_max_rel_diff),
-        ]);
-    }
-    println!(
-        "{}, micro-batch {} x {} ranks, gloo, fp32, no weight decay, slowest rank per step; PyTorch {torch_version}; runs in {}",
-        options.model,
-        options.micro_batch[0],
-        args.ranks,
-        work.display()
-    );
-    println!("{table}");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Untimed steps before the timed ones, on both sides of a comparison with PyTorch.
-const WARMUP: u32 = 3;
-
-impl FsdpArgs {
-    /// The torchrun to use: --torchrun, else `.venv/bin/torchrun` if there, else PATH's.
-    fn torchrun(&self) -> String {
-        self.torchrun.clone().unwrap_or_else(|| {
-            let local = ".venv/bin/torchrun";
-            if Path::new(local).exists() {
-                local.into()
-            } else {
-                "torchrun".into()
-            }
-        })
-    }
-
-    /// The torchrun to use and the folder for the runs (made if not given).
-    fn torchrun_and_work(&self) -> Result<(String, PathBuf)> {
-        let work = match &self.work {
-            Some(dir) => dir.clone(),
-            None => tempfile::Builder::new().prefix("shardsweep-pytorch-").tempdir()?.keep(),
-        };
-        Ok((self.torchrun(), work))
-    }
-}
-
-/// `--pytorch-eager`: each model on one device, one rank, side by side with PyTorch eager; a
-/// table on stdout.
-fn against_eager(args: &Args) -> Result<ExitCode> {
-    use shardsweep::bench::peak::matmul_flop_per_s;
-    use shardsweep::bench::{bench_point, pytorch_fsdp::side_by_side, pytorch_fsdp::Anchor};
-    let (fsdp, options) = (&args.fsdp, &args.options);
-    let (torchrun, work) = fsdp.torchrun_and_work()?;
-    let exe = std::env::current_exe()?;
-    let device = match fsdp.device {
-        DeviceKind::Cpu => tch::Device::Cpu,
-        DeviceKind::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
-        DeviceKind::Cuda => bail!("--device cuda: this libtorch sees no GPU"),
-    };
-    // The rate the model's matrix products could reach here: the measured one the MFU column
-    // is against (large products on a GPU, the local-peak size on a CPU).
-    let kind = match fsdp.param_dtype {
-        Dtype::Bf16 => tch::Kind::BFloat16,
-        Dtype::Fp32 => tch::Kind::Float,
-    };
-    let order = if device.is_cuda() { 8192 } else { 1024 };
-    tch::set_num_threads(1);
-    let gemm = matmul_flop_per_s(device, kind, order);
-    let gib = |b: Option<u64>| {
-        b.map_or("-".into(), |b| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64))
-    };
-    let mut table = super::table([
-        "model",
-        "micro-batch",
-        "harness step",
-        "PyTorch eager step",
-        "harness speed-up",
-        "harness images/s",
-        "MFU vs matmul (harness / PyTorch)",
-        "MFU vs datasheet (harness)",
-        "peak allocated (harness / PyTorch)",
-        "losses: max rel. diff",
-    ]);
-    let mut torch_version = String::new();
-    let points =
-        options.model.split(',').flat_map(|m| options.micro_batch.iter().map(move |&b| (m, b)));
-    for (model, micro_batch) in points {
-        let mut point = bench_point(model, 1, micro_batch, options.steps + WARMUP as usize);
-        point.strategy = Strategy::NoShard;
-        point.parallel.shard_group = 1;
-        point.parallel.param_dtype = fsdp.param_dtype;
-        point.settings.warmup_steps = WARMUP;
-        point.settings.device = fsdp.device;
-        let r = side_by_side(&point, Anchor::Eager, &exe, &torchrun, fsdp.rounds, &work)
-            .with_context(|| {
-                format!(
-                    "{model} at micro-batch {micro_batch} side by side (runs in {})",
-                    work.display()
-                )
-            })?;
-        torch_version = r.torch_version.clone();
-        let flop = point.train_flop_per_step();
-        let mfu = |step_s: f64, peak: f64| format!("{:.1}%", 100.0 * flop / step_s / peak);
-        table.add_row([
-            model.to_string(),
-            micro_batch.to_string(),
-            format!("{:.2} ms", r.harness_s * 1e3),
-            format!("{:.2} ms", r.pytorch_s * 1e3),
-            format!("{:.2}x", r.speedup()),
-            format!("{:.1}", f64::from(micro_batch) / r.harness_s),
-            format!("{} / {}", mfu(r.harness_s, gemm), mfu(r.pytorch_s, gemm)),
-            fsdp.peak_flop_per_s.map_or("-".into(), |p| mfu(r.harness_s, p)),
-            format!("{} / {}", gib(r.harness_peak_bytes), gib(r.pytorch_peak_bytes)),
-            format!("{:.1e}", r.loss_max_rel_diff),
-        ]);
-    }
-    println!(
-        "one rank on {device:?}, {} compute, median of timed steps; measured {order}x{order} \
-         matmul {:.1} GFLOP/s; PyTorch {torch_version}; runs in {}",
-        fsdp.param_dtype.name(),
-        gemm / 1e9,
-        work.display()
-    );
-    println!("{table}");
-    Ok(ExitCode::SUCCESS)
-}
-
 /// This rank's end of a `backend` group over the whole world, meeting at the store its
 /// launcher named (`place`: `MASTER_ADDR`, `MASTER_PORT`).
 #[cfg(any(feature = "gloo", feature = "cuda"))]
@@ -559,52 +373,4 @@ fn c10d_group(
         60_000,
     )
     .with_context(|| format!("rank {} cannot join the {} group", place.rank, backend.name()))
-}
-
-/// One rank of the `--sizes` sweep over `comm` with payloads on `device`, named `backend` in
-/// the CSV rank 0 rewrites (atomically) as each row is finished, so a sweep cut short keeps
-/// what it measured.
-#[cfg(any(feature = "mpi", feature = "gloo", feature = "cuda"))]
-fn sweep(
-    options: &BenchOptions,
-    backend: &str,
-    comm: &dyn shardsweep::comm::Comm,
-    device: tch::Device,
-    ranks_per_node: usize,
-) -> Result<()> {
-    use shardsweep::bench::sweep::{sweep, to_csv, SweepOptions};
-    let (args, repeats) = (&options.sweep, options.repeats);
-    let options = SweepOptions {
-        min_bytes: args.min_bytes,
-        max_bytes: args.max_bytes,
-        factor: args.size_factor,
-        group_sizes: args.groups.clone(),
-        ranks_per_node,
-        warmup: args.warmup,
-        repeats,
-        device,
-    };
-    let out = args.out.as_ref().context("--sizes needs --out")?;
-    let rank = comm.rank();
-    let rows = sweep(comm, backend, &options, &mut |rows| {
-        if rank == 0 {
-            shardsweep::records::write_atomic(out, to_csv(rows).as_bytes())?;
-        }
-        Ok(())
-    })?;
-    if rank == 0 {
-        tracing::info!(rows = rows.len(), path = %out.display(), "collective sweep written");
-    }
-    Ok(())
-}
-
-/// A sweep never replaces an earlier one's file, finished or cut short.
-fn refuse_existing(out: &Path) -> Result<()> {
-    if out.exists() {
-        bail!(
-            "--out {}: a file is there already (an earlier sweep's); remove it or choose another",
-            out.display()
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,112 @@
+//! `bench --sizes`: one rank of the collective sweep, over MPI or a c10d group, writing the CSV.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+use shardsweep::plan::{Backend, DeviceKind};
+
+use super::BenchOptions;
+
+/// A `--sizes` sweep over gloo (CPU) or NCCL (this rank's GPU, by its local rank).
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+pub(super) fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
+    use shardsweep::comm::{C10dBackend, Rendezvous};
+    let place = Rendezvous::from_env()?;
+    let (backend, device) = match options.sweep.backend {
+        Backend::Nccl => {
+            let gpu = shardsweep::train::device_for(DeviceKind::Cuda, place.local_rank as u32)?;
+            (C10dBackend::Nccl, gpu)
+        }
+        _ => (C10dBackend::Gloo, tch::Device::Cpu),
+    };
+    let comm = super::c10d_group(backend, &place)?;
+    let ranks_per_node = match options.sweep.ranks_per_node {
+        Some(n) => n,
+        None => ranks_per_node_of(&comm, place.local_rank, device)?,
+    };
+    sweep(options, backend.name(), &comm, device, ranks_per_node)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ranks per node as the launcher placed them: one more than the largest local rank, checked
+/// against the consecutive placement the sweep's layouts assume (rank r at local rank r % n).
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+fn ranks_per_node_of(
+    comm: &dyn shardsweep::comm::Comm,
+    local_rank: usize,
+    device: tch::Device,
+) -> Result<usize> {
+    use tch::{Kind, Tensor};
+    let mine = Tensor::from_slice(&[local_rank as f32]).to_device(device);
+    let all = Tensor::zeros([comm.size() as i64], (Kind::Float, device));
+    comm.all_gather(&mine, &all)?;
+    let local = Vec::<f32>::try_from(all.to_device(tch::Device::Cpu))?;
+    let local: Vec<usize> = local.iter().map(|&l| l as usize).collect();
+    let n = local.iter().max().map_or(1, |m| m + 1);
+    let consecutive = local.iter().enumerate().all(|(rank, &l)| l == rank % n);
+    if !comm.size().is_multiple_of(n) || !consecutive {
+        bail!(
+            "the launcher placed the ranks at local ranks {local:?}, not in equal blocks of \
+             consecutive ranks per node; pass --ranks-per-node"
+        );
+    }
+    Ok(n)
+}
+
+#[cfg(not(any(feature = "gloo", feature = "cuda")))]
+pub(super) fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
+    bail!(
+        "backend {} is not in this build (cargo features `gloo`, `cuda`)",
+        options.sweep.backend.name()
+    )
+}
+
+/// One rank of the `--sizes` sweep over `comm` with payloads on `device`, named `backend` in
+/// the CSV rank 0 rewrites (atomically) as each row is finished, so a sweep cut short keeps
+/// what it measured.
+#[cfg(any(feature = "mpi", feature = "gloo", feature = "cuda"))]
+pub(super) fn sweep(
+    options: &BenchOptions,
+    backend: &str,
+    comm: &dyn shardsweep::comm::Comm,
+    device: tch::Device,
+    ranks_per_node: usize,
+) -> Result<()> {
+    use shardsweep::bench::sweep::{sweep, to_csv, SweepOptions};
+    let (args, repeats) = (&options.sweep, options.repeats);
+    let options = SweepOptions {
+        min_bytes: args.min_bytes,
+        max_bytes: args.max_bytes,
+        factor: args.size_factor,
+        group_sizes: args.groups.clone(),
+        ranks_per_node,
+        warmup: args.warmup,
+        repeats,
+        device,
+    };
+    let out = args.out.as_ref().context("--sizes needs --out")?;
+    let rank = comm.rank();
+    let rows = sweep(comm, backend, &options, &mut |rows| {
+        if rank == 0 {
+            shardsweep::records::write_atomic(out, to_csv(rows).as_bytes())?;
+        }
+        Ok(())
+    })?;
+    if rank == 0 {
+        tracing::info!(rows = rows.len(), path = %out.display(), "collective sweep written");
+    }
+    Ok(())
+}
+
+/// A sweep never replaces an earlier one's file, finished or cut short.
+pub(super) fn refuse_existing(out: &Path) -> Result<()> {
+    if out.exists() {
+        bail!(
+            "--out {}: a file is there already (an earlier sweep's); remove it or choose another",
+            out.display()
+        );
+    }
+    Ok(())
+}
