@@ -344,6 +344,14 @@ fn read_harness(point: &PointSpec, dir: &Path) -> Result<HarnessRun, AnchorError
         let device = spool.steps[warmup..].iter().filter_map(|s| s.device_memory.as_ref());
         peak = peak.max(device.map(|d| d.allocated_peak_bytes).max());
     }
+    // A time that is not a positive number is no measurement: say which step, never take a
+    // median over it.
+    if let Some(step) = slowest.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(AnchorError::Output {
+            path: dir.display().to_string(),
+            message: format!("step {step}: the slowest rank's step time is {}", slowest[step]),
+        });
+    }
     Ok(HarnessRun { step_s: slowest.split_off(warmup), peak_bytes: peak, losses })
 }
 

@@ -18,6 +18,12 @@ use std::path::{Path, PathBuf};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use shardsweep::plan::Experiment;
 
+/// c10d's own timeout for the store and every collective: a lost rank fails the others within
+/// it (torch.distributed's default is 30 minutes; points have their own, shorter limits), and
+/// ranks that srun starts far apart still meet.
+#[cfg(any(feature = "gloo", feature = "cuda"))]
+pub const C10D_TIMEOUT_MS: i64 = 10 * 60 * 1000;
+
 /// A printed table with the project's look and these column headers.
 /// The one of `choices` whose `name` is `text` (a clap value parser for a subset of a closed
 /// set), or an error listing them.

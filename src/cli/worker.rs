@@ -48,11 +48,6 @@ fn run_mpi(point: &PointSpec, _dir: &Path) -> Result<ExitCode> {
     bail!("point {} uses backend mpi, which this build leaves out (cargo feature `mpi`)", point.id)
 }
 
-/// c10d's own timeout for the store and every collective: a lost rank fails the others within
-/// it (torch.distributed's default is 30 minutes; points have their own, shorter limits).
-#[cfg(any(feature = "gloo", feature = "cuda"))]
-const C10D_TIMEOUT_MS: i64 = 10 * 60 * 1000;
-
 #[cfg(any(feature = "gloo", feature = "cuda"))]
 fn run_c10d(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
     use shardsweep::comm::{C10dBackend, C10dComm, Rendezvous};
@@ -69,7 +64,7 @@ fn run_c10d(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
         place.master_port,
         place.rank,
         place.world_size,
-        C10D_TIMEOUT_MS,
+        super::C10D_TIMEOUT_MS,
     )
     .with_context(|| {
         format!("rank {} cannot join at {}:{}", place.rank, place.master_addr, place.master_port)

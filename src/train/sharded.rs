@@ -372,11 +372,15 @@ impl<'m> Sharded<'m> {
                 self.memory.unsharded_grad(unit, 0);
                 None
             } else {
-                let (output, hybrid) = (output(), shard_group.size() > 1 && replicas.size() > 1);
-                let in_flight = if shard_group.size() > 1 {
-                    collectives.start(ReduceScatter, shard_group, unit, &scaled, &output)?
+                let hybrid = shard_group.size() > 1 && replicas.size() > 1;
+                let (in_flight, output) = if shard_group.size() > 1 {
+                    let output = output();
+                    (collectives.start(ReduceScatter, shard_group, unit, &scaled, &output)?, output)
                 } else {
-                    collectives.start(AllReduce, replicas, unit, &scaled, &output)?
+                    // The whole unit is the shard: reduced in place where the library can.
+                    let output =
+                        if replicas.reduces_in_place() { scaled.shallow_clone() } else { output() };
+                    (collectives.start(AllReduce, replicas, unit, &scaled, &output)?, output)
                 };
                 Some(Reduction { unit, in_flight, output, then_all_reduce: hybrid })
             };

@@ -454,7 +454,9 @@ fn unsharded_grads_as_predicted(point: &Path) {
 #[test]
 fn bf16_parameters_gather_half_the_bytes_and_train() {
     static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
-    let dir = sweep(&CELL, "mixed", &format!("[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"full_shard\"]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2]\nparam_dtype = [\"bf16\"]\nactivation_checkpointing = [true]\n"));
+    let dir = sweep(&CELL, "mixed", &format!("[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"full_shard\"]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2]\naccumulation = [1, 2]\nparam_dtype = [\"bf16\"]\nactivation_checkpointing = [true]\n"));
+    // With accumulation, no_sync holds bf16 gradients and each reduction casts to fp32.
+    unsharded_grads_as_predicted(&dir.join("vit-tiny-full_shard-n2x2-mb2-acc2-ac-pbf16"));
     let point = dir.join("vit-tiny-full_shard-n2x2-mb2-ac-pbf16");
     let units = unit_sizes();
     let file = hdf5::File::open(point.join("records.h5")).unwrap();

@@ -54,7 +54,9 @@ pub struct SweepArgs {
     /// Group sizes, comma-separated [default: powers of two dividing --ranks, and --ranks].
     #[arg(long, value_delimiter = ',')]
     groups: Vec<usize>,
-    /// Ranks per simulated node (consecutive ranks) [default: all ranks on one node].
+    /// Ranks per node, consecutive ranks sharing one (on one host: simulated nodes) [default:
+    /// for gloo and nccl, where the launcher placed the ranks (one more than the largest local
+    /// rank); for mpi, all ranks on one node].
     #[arg(long)]
     ranks_per_node: Option<usize>,
     /// The library the sweep measures (the `backend` column): mpi or gloo on the CPU, nccl on
@@ -163,8 +165,9 @@ pub struct FsdpArgs {
     /// Rounds, each running both sides once, alternating.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// torchrun of the PyTorch to compare with, and the launcher of a --sizes sweep over gloo or
-    /// nccl (instead of mpirun) [default: .venv/bin/torchrun if there, else torchrun on PATH].
+    /// torchrun of the PyTorch to compare with [default: .venv/bin/torchrun if there, else
+    /// torchrun on PATH]. Given with --sizes over gloo or nccl, it starts the sweep's ranks
+    /// instead of mpirun (the default torchrun does so in a build without MPI).
     #[arg(long)]
     torchrun: Option<String>,
     /// Folder for the runs' points, configurations and logs [default: a new temporary folder].
@@ -223,6 +226,12 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     let models: Vec<&str> = args.options.model.split(',').collect();
     if let Some(unknown) = models.iter().find(|m| shardsweep::model::preset(m).is_none()) {
         bail!("--model: unknown model {unknown}");
+    }
+    let batches = &args.options.micro_batch;
+    if let Some(b) =
+        batches.iter().enumerate().find_map(|(i, b)| batches[..i].contains(b).then_some(b))
+    {
+        bail!("--micro-batch: {b} is listed twice");
     }
     if args.fsdp.pytorch_eager {
         return pytorch::against_eager(&args);
@@ -293,9 +302,6 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     if options.micro_batch.len() > 1 {
         bail!("--micro-batch: one value");
     }
-    if let (true, Some(out)) = (options.sweep.sizes, &options.sweep.out) {
-        sweep::refuse_existing(out)?;
-    }
     if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
         return sweep::c10d_sweep(options);
     }
@@ -317,7 +323,11 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
     if options.sweep.sizes {
         // mpirun on this host (bench's own launch) starts every rank here.
         let ranks_per_node = options.sweep.ranks_per_node.unwrap_or(world.size() as usize);
-        sweep::sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node)?;
+        if let Err(error) = sweep::sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node) {
+            eprintln!("rank {}: {error:#}", world.rank());
+            // The others may be waiting in a collective (MPI has no timeout): end the job.
+            world.abort(3)
+        }
         return Ok(ExitCode::SUCCESS);
     }
     #[cfg(feature = "gloo")]
@@ -370,7 +380,7 @@ fn c10d_group(
         place.master_port,
         place.rank,
         place.world_size,
-        60_000,
+        crate::cli::C10D_TIMEOUT_MS,
     )
     .with_context(|| format!("rank {} cannot join the {} group", place.rank, backend.name()))
 }

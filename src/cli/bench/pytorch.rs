@@ -110,13 +110,19 @@ pub(super) fn against_eager(args: &Args) -> Result<ExitCode> {
         point.parallel.param_dtype = fsdp.param_dtype;
         point.settings.warmup_steps = WARMUP;
         point.settings.device = fsdp.device;
-        let r = side_by_side(&point, Anchor::Eager, &exe, &torchrun, fsdp.rounds, &work)
-            .with_context(|| {
-                format!(
-                    "{model} at micro-batch {micro_batch} side by side (runs in {})",
-                    work.display()
-                )
-            })?;
+        let r = match side_by_side(&point, Anchor::Eager, &exe, &torchrun, fsdp.rounds, &work) {
+            Ok(r) => r,
+            Err(error) => {
+                // What was measured before stays on screen (an out-of-memory at the largest
+                // micro-batch is a finding, not a reason to lose the others).
+                if !table.is_empty() {
+                    println!("{table}");
+                }
+                return Err(error).with_context(|| {
+                    format!("{model} at micro-batch {micro_batch} (runs in {})", work.display())
+                });
+            }
+        };
         torch_version = r.torch_version.clone();
         let flop = point.train_flop_per_step();
         let mfu = |step_s: f64, peak: f64| format!("{:.1}%", 100.0 * flop / step_s / peak);

@@ -16,6 +16,11 @@ pub(super) fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
     let place = Rendezvous::from_env()?;
     let (backend, device) = match options.sweep.backend {
         Backend::Nccl => {
+            // NCCL puts no two ranks of a communicator on one GPU.
+            let gpus = tch::Cuda::device_count();
+            if place.local_rank as i64 >= gpus {
+                bail!("local rank {} on a node where libtorch sees {gpus} GPUs: NCCL needs one per rank", place.local_rank);
+            }
             let gpu = shardsweep::train::device_for(DeviceKind::Cuda, place.local_rank as u32)?;
             (C10dBackend::Nccl, gpu)
         }
@@ -88,6 +93,9 @@ pub(super) fn sweep(
     };
     let out = args.out.as_ref().context("--sizes needs --out")?;
     let rank = comm.rank();
+    if rank == 0 {
+        claim(out)?;
+    }
     let rows = sweep(comm, backend, &options, &mut |rows| {
         if rank == 0 {
             shardsweep::records::write_atomic(out, to_csv(rows).as_bytes())?;
@@ -103,10 +111,27 @@ pub(super) fn sweep(
 /// A sweep never replaces an earlier one's file, finished or cut short.
 pub(super) fn refuse_existing(out: &Path) -> Result<()> {
     if out.exists() {
-        bail!(
-            "--out {}: a file is there already (an earlier sweep's); remove it or choose another",
-            out.display()
-        );
+        bail!("{}", already_there(out));
     }
     Ok(())
+}
+
+fn already_there(out: &Path) -> String {
+    format!(
+        "--out {}: a file is there already (an earlier sweep's); remove it or choose another",
+        out.display()
+    )
+}
+
+/// Rank 0 makes the CSV, header only, before the first collective: a path it cannot write, or
+/// a file another sweep made meanwhile, stops the sweep before it measures anything.
+fn claim(out: &Path) -> Result<()> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(out);
+    let mut file = match file {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("{}", already_there(out)),
+        other => other.with_context(|| format!("--out {}: cannot create it", out.display()))?,
+    };
+    let header = format!("{}\n", shardsweep::bench::sweep::CSV_HEADER);
+    file.write_all(header.as_bytes()).with_context(|| format!("writing --out {}", out.display()))
 }
