@@ -208,8 +208,8 @@ pub(crate) fn quantile(samples: &[f64], q: f64) -> f64 {
     Data::new(samples.to_vec()).quantile(q)
 }
 
-/// Runs the sweep on every rank of `world`; every rank returns the same rows, and hands each
-/// row's rows so far to `done` as it is finished (so a sweep cut short keeps them).
+/// Runs the sweep on every rank of `world`; every rank returns the same rows, and hands the
+/// rows so far to `done` after each one (so a sweep cut short can keep them).
 ///
 /// # Errors
 /// Options that do not fit the world, a failed collective, or an error from `done`.
