@@ -314,3 +314,58 @@ fn a_requeued_job_skips_a_finished_point_and_sets_a_partial_one_aside() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0].join("ranks/rank-00000.jsonl").exists(), "the first attempt's spools are kept");
 }
+
+/// The pids of running processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn a_collective_sweep_stopped_midway_keeps_the_rows_it_finished() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().join("cut-short.csv");
+    // 3 collectives x 24 sizes (8 B to 64 MiB) on one group of 2: far more than the first rows
+    // before the stop. In its own process group, as a batch job's tasks are.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--sizes", "--backend", "gloo", "--torchrun", ".venv/bin/torchrun"])
+        .args(["--ranks", "2", "--max-bytes", "64MiB", "--repeats", "20", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let rows = || std::fs::read_to_string(&out).map_or(0, |t| t.lines().count().saturating_sub(1));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rows() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before two rows");
+        assert!(Instant::now() < deadline, "no two rows within 2 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGTERM to the whole group, as a job's time limit sends first.
+    // SAFETY: signalling the group this test started.
+    assert_eq!(unsafe { libc::killpg(child.id() as i32, libc::SIGTERM) }, 0);
+    child.wait().unwrap();
+    let workers = processes_mentioning(&out.display().to_string());
+    for pid in workers {
+        assert!(gone_within(pid, Duration::from_secs(30)), "rank {pid} outlived the stop");
+    }
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = lines.len() - 1;
+    assert!((2..72).contains(&kept), "not cut short: {text}");
+    assert!(lines[0].starts_with("backend,collective,"), "{text}");
+    for line in &lines[1..] {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 10, "{line}");
+        assert!(fields[7].parse::<f64>().is_ok_and(|s| s > 0.0), "{line}");
+    }
+}
