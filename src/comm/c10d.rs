@@ -351,8 +351,7 @@ mod tests {
     #[test]
     fn nccl_keeps_its_stream_time() {
         if !tch::Cuda::is_available() {
-            let required = std::env::var("SHARDSWEEP_REQUIRE_GPU").is_ok_and(|v| v == "1");
-            assert!(!required, "SHARDSWEEP_REQUIRE_GPU is set and this libtorch sees no GPU");
+            crate::metrics::assert_no_gpu_required();
             return;
         }
         let nccl = alone(C10dBackend::Nccl);

@@ -95,8 +95,15 @@ pub fn reset_device_memory(index: usize) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Fails where a GPU is required (`SHARDSWEEP_REQUIRE_GPU=1`, set by `portable.sh run`
+    /// when the machine's torch sees one): a GPU test must not pass on the CPU's side there.
+    pub(crate) fn assert_no_gpu_required() {
+        let required = std::env::var("SHARDSWEEP_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(!required, "SHARDSWEEP_REQUIRE_GPU is set and this libtorch sees no GPU");
+    }
 
     /// With a GPU: events time a matrix product and the allocator's peak covers its output.
     /// Without one: every call fails with libtorch's message instead of crashing, which is
@@ -104,8 +111,7 @@ mod tests {
     #[test]
     fn events_and_allocator_figures_or_a_message() {
         if !tch::Cuda::is_available() {
-            let required = std::env::var("SHARDSWEEP_REQUIRE_GPU").is_ok_and(|v| v == "1");
-            assert!(!required, "SHARDSWEEP_REQUIRE_GPU is set and this libtorch sees no GPU");
+            assert_no_gpu_required();
             for error in
                 [Event::record(0).err(), device_memory(0).err(), reset_device_memory(0).err()]
             {

@@ -6,6 +6,8 @@ mod collectives;
 mod device;
 
 pub use collectives::{dtype_name, Collectives, InFlight};
+#[cfg(test)]
+pub(crate) use device::tests::assert_no_gpu_required;
 pub use device::{device_memory, reset_device_memory, Event};
 
 use std::cell::RefCell;

@@ -83,6 +83,14 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 impl BenchOptions {
+    /// The one micro-batch of every mode but --pytorch-eager.
+    fn micro_batch(&self) -> Result<u32> {
+        match self.micro_batch[..] {
+            [b] => Ok(b),
+            _ => bail!("--micro-batch: one value, except with --pytorch-eager"),
+        }
+    }
+
     fn args(&self) -> Vec<String> {
         let mut args = vec!["--model".to_string(), self.model.clone()];
         args.extend([
@@ -91,7 +99,7 @@ impl BenchOptions {
             "--steps".into(),
             self.steps.to_string(),
             "--micro-batch".into(),
-            self.micro_batch[0].to_string(),
+            self.micro_batch.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
         ]);
         let sweep = &self.sweep;
         if sweep.sizes {
@@ -239,9 +247,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if models.len() > 1 {
         bail!("--model: one model, except with --pytorch-eager");
     }
-    if args.options.micro_batch.len() > 1 {
-        bail!("--micro-batch: one value, except with --pytorch-eager");
-    }
+    args.options.micro_batch()?;
     if args.fsdp.pytorch_fsdp {
         return pytorch::against_pytorch(&args);
     }
@@ -299,9 +305,7 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
 pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let options = &args.options;
     tch::set_num_threads(1);
-    if options.micro_batch.len() > 1 {
-        bail!("--micro-batch: one value");
-    }
+    options.micro_batch()?;
     if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
         return sweep::c10d_sweep(options);
     }
@@ -345,7 +349,7 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
         &world,
         comms[0],
         &options.model,
-        options.micro_batch[0],
+        options.micro_batch()?,
         options.steps,
     )?);
     if world.rank() == 0 {

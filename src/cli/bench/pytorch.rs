@@ -24,13 +24,10 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
         "losses: max rel. diff",
     ]);
     let mut torch_version = String::new();
+    let micro_batch = options.micro_batch()?;
     for &strategy in &fsdp.strategies {
-        let mut point = bench_point(
-            &options.model,
-            args.ranks,
-            options.micro_batch[0],
-            options.steps + WARMUP as usize,
-        );
+        let mut point =
+            bench_point(&options.model, args.ranks, micro_batch, options.steps + WARMUP as usize);
         point.strategy = strategy;
         point.settings.warmup_steps = WARMUP;
         point.parallel.shard_group =
@@ -52,7 +49,7 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
     println!(
         "{}, micro-batch {} x {} ranks, gloo, fp32, no weight decay, slowest rank per step; PyTorch {torch_version}; runs in {}",
         options.model,
-        options.micro_batch[0],
+        micro_batch,
         args.ranks,
         work.display()
     );
