@@ -259,10 +259,10 @@ pub fn sweep(
                     CollectiveKind::AllReduce => (elements, elements),
                 };
                 // Zeros: an in-place all-reduce repeated keeps them finite.
-                let output = Tensor::zeros([output as i64], on);
-                let input = match collective {
-                    CollectiveKind::AllReduce if group.reduces_in_place() => output.shallow_clone(),
-                    _ => Tensor::zeros([input as i64], on),
+                let input = Tensor::zeros([input as i64], on);
+                let output = match collective {
+                    CollectiveKind::AllReduce => group.all_reduce_output(&input),
+                    _ => Tensor::zeros([output as i64], on),
                 };
                 let run = || match collective {
                     CollectiveKind::AllGather => group.all_gather(&input, &output),

@@ -288,8 +288,8 @@ impl Comm for C10dComm {
         self.start("all_reduce", ss_all_reduce, input, output)
     }
 
-    fn reduces_in_place(&self) -> bool {
-        true
+    fn all_reduce_output(&self, input: &Tensor) -> Tensor {
+        input.shallow_clone()
     }
 
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm> {

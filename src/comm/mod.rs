@@ -73,11 +73,11 @@ pub trait Comm {
         self.all_reduce_sum(input, output)?;
         Ok(Box::new(Completed))
     }
-    /// Whether [`Comm::all_reduce_sum`] and its start may take one tensor as both input and
-    /// output: the library reduces in place (c10d's all-reduce does, and copies the input
-    /// into a distinct output first). MPI's reductions need distinct buffers.
-    fn reduces_in_place(&self) -> bool {
-        false
+    /// Where an all-reduce of `input` should write: `input` itself where the library reduces
+    /// in place (c10d's all-reduce does, and copies the input into a distinct output first),
+    /// else a new tensor like it (MPI's reductions need distinct buffers).
+    fn all_reduce_output(&self, input: &Tensor) -> Tensor {
+        input.empty_like()
     }
     /// Sub-groups: ranks passing the same `color` form one group, ordered by `key`.
     fn split(&self, color: u32, key: u32) -> Box<dyn Comm>;

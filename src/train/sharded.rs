@@ -362,10 +362,6 @@ impl<'m> Sharded<'m> {
             let cast = if scaled.kind() == total.kind() { 0 } else { bytes(&total) };
             self.memory.unsharded_grad(unit, bytes(&scaled) + cast);
             let (shard_group, replicas) = (self.shard_group.as_ref(), self.replicas.as_ref());
-            // The reduction's output is allocated now, in the reduction's dtype, as FSDP
-            // allocates the sharded gradient (cast to fp32 once reduced).
-            let shape = self.units[unit].shard.size();
-            let output = || Tensor::empty(shape.as_slice(), (scaled.kind(), scaled.device()));
             let reduction = if self.world == 1 {
                 // Nothing to reduce: the scaled gradient is the shard's.
                 self.units[unit].grad = Some(scaled.to_kind(Kind::Float));
@@ -374,12 +370,14 @@ impl<'m> Sharded<'m> {
             } else {
                 let hybrid = shard_group.size() > 1 && replicas.size() > 1;
                 let (in_flight, output) = if shard_group.size() > 1 {
-                    let output = output();
+                    // The reduction's output is allocated now, in the reduction's dtype, as
+                    // FSDP allocates the sharded gradient (cast to fp32 once reduced).
+                    let shape = self.units[unit].shard.size();
+                    let output = Tensor::empty(shape.as_slice(), (scaled.kind(), scaled.device()));
                     (collectives.start(ReduceScatter, shard_group, unit, &scaled, &output)?, output)
                 } else {
                     // The whole unit is the shard: reduced in place where the library can.
-                    let output =
-                        if replicas.reduces_in_place() { scaled.shallow_clone() } else { output() };
+                    let output = replicas.all_reduce_output(&scaled);
                     (collectives.start(AllReduce, replicas, unit, &scaled, &output)?, output)
                 };
                 Some(Reduction { unit, in_flight, output, then_all_reduce: hybrid })
@@ -563,11 +561,7 @@ impl Sharded<'_> {
                 // In place where the library reduces in place (FSDP all-reduces the
                 // reduce-scatter's output itself); a second buffer for MPI.
                 let input = &reduction.output;
-                let output = if replicas.reduces_in_place() {
-                    input.shallow_clone()
-                } else {
-                    input.empty_like()
-                };
+                let output = replicas.all_reduce_output(input);
                 let in_flight = collectives.start(AllReduce, replicas, unit, input, &output)?;
                 next.push(Reduction { unit, in_flight, output, then_all_reduce: false });
             } else {
