@@ -46,6 +46,27 @@ pub struct SlurmArgs {
     /// mounts); start no other submission or run of the sweep meanwhile.
     #[arg(long)]
     no_lock: bool,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
+}
+
+/// How long to keep asking a scheduler that does not answer.
+#[derive(clap::Args, Clone)]
+pub struct SchedulerArgs {
+    /// Give up asking squeue, sacct and scancel after this many seconds in all (each command
+    /// is retried with back-off until then); nothing is decided on a job they did not answer
+    /// for.
+    #[arg(long, default_value_t = 60)]
+    scheduler_deadline_s: u64,
+}
+
+impl SchedulerArgs {
+    fn client(&self) -> slurm::Slurm {
+        slurm::Slurm {
+            deadline: std::time::Duration::from_secs(self.scheduler_deadline_s),
+            ..slurm::Slurm::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -76,6 +97,8 @@ pub struct SweepArgs {
     sweep: PathBuf,
     #[arg(long, default_value = "results")]
     results: PathBuf,
+    #[command(flatten)]
+    scheduler: SchedulerArgs,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +175,7 @@ fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) ->
         experiment_text,
         retry: args.retry,
         no_lock: args.no_lock,
+        slurm: args.scheduler.client(),
     };
     let submission = slurm::submit(&plan, &loaded.launch, &system, &template, selection, &options)?;
     for r in &plan.rejected {
@@ -207,9 +231,14 @@ fn live(statuses: &[slurm::PointStatus]) -> Vec<String> {
         .collect()
 }
 
+/// Exit status of `status` and `collect` when the scheduler did not answer for some job.
+const NOT_KNOWN_NOW: u8 = 3;
+
 fn report(args: &SweepArgs, collect: bool, wait: Option<std::time::Duration>) -> Result<ExitCode> {
     let dir = sweep_dir(&args.sweep, &args.results)?;
-    let mut statuses = slurm::survey(&dir, false)?;
+    let client = args.scheduler.client();
+    let mut survey = slurm::Survey::ask(&dir, &client)?;
+    let mut statuses = slurm::survey(&survey, &dir, false)?;
     if let Some(limit) = wait {
         let start = std::time::Instant::now();
         let mut said = Vec::new();
@@ -231,11 +260,12 @@ fn report(args: &SweepArgs, collect: bool, wait: Option<std::time::Duration>) ->
                 said = waiting;
             }
             std::thread::sleep(std::time::Duration::from_secs(2).min(limit));
-            statuses = slurm::survey(&dir, false)?;
+            survey = slurm::Survey::ask(&dir, &client)?;
+            statuses = slurm::survey(&survey, &dir, false)?;
         }
     }
     if collect {
-        statuses = slurm::survey(&dir, true)?;
+        statuses = slurm::survey(&survey, &dir, true)?;
     }
     let mut table = super::table(["point", "job id", "state", "steps", "nodes", "message"]);
     for s in &statuses {
@@ -261,12 +291,50 @@ fn report(args: &SweepArgs, collect: bool, wait: Option<std::time::Duration>) ->
     println!("{table}");
     let ok = statuses.iter().filter(|s| s.state.outcome() == Some(Outcome::Ok)).count();
     println!("{}: {} points submitted, {} ok", dir.display(), statuses.len(), ok);
+    let mut needs: Vec<String> = survey
+        .answers
+        .iter()
+        .filter_map(|a| a.known().and_then(|s| s.needs().map(|n| format!("job {}: {n}", s.job_id))))
+        .collect();
+    needs.dedup();
+    if !needs.is_empty() {
+        eprintln!("{} jobs wait on you and will not start by themselves:", needs.len());
+        needs.iter().for_each(|n| eprintln!("  {n}"));
+    }
+    let unknown = survey.not_known_now();
+    if let Some((_, why)) = unknown.first() {
+        eprintln!(
+            "the scheduler did not answer about {} jobs ({why}); their points are shown as not known now and nothing was {}",
+            unknown.len(),
+            if collect { "collected for them" } else { "decided" }
+        );
+        return Ok(ExitCode::from(NOT_KNOWN_NOW));
+    }
     Ok(if !collect || ok == statuses.len() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 pub fn cancel(args: SweepArgs) -> Result<ExitCode> {
-    let cancelled = slurm::cancel(&sweep_dir(&args.sweep, &args.results)?)?;
-    println!("cancelled {} jobs: {}", cancelled.len(), cancelled.join(" "));
+    let dir = sweep_dir(&args.sweep, &args.results)?;
+    let client = args.scheduler.client();
+    let survey = slurm::Survey::ask(&dir, &client)?;
+    let done = slurm::cancel(&survey, &client)?;
+    println!("cancelled {} jobs: {}", done.live.len(), done.live.join(" "));
+    if let Some((_, why)) = done.not_known.first() {
+        let ids: Vec<&str> = done.not_known.iter().map(|(id, _)| id.as_str()).collect();
+        println!(
+            "also cancelled {} jobs whose state the scheduler did not give ({why}): {}",
+            ids.len(),
+            ids.join(" ")
+        );
+    }
+    if !done.unresolved.is_empty() {
+        eprintln!(
+            "could not cancel {} jobs that sbatch queued without giving an id, since the scheduler could not be asked for them by name: {}; run cancel again once it answers",
+            done.unresolved.len(),
+            done.unresolved.join(" ")
+        );
+        return Ok(ExitCode::from(NOT_KNOWN_NOW));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

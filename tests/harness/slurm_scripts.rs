@@ -254,7 +254,7 @@ fn hostile_names_and_values_never_reach_a_script_unquoted() {
     assert!(Command::new("bash").arg("-n").arg(&script).status().unwrap().success());
     // A dry run touches no point folder and records no job.
     assert!(!results.join("fine/vit-tiny-no_shard-n1x2-mb2").exists());
-    assert!(!results.join("fine/slurm/ledger.json").exists());
+    assert!(!results.join("fine/slurm/ledger.jsonl").exists());
 }
 
 #[test]

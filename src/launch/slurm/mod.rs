@@ -8,13 +8,15 @@ mod ledger;
 mod pack;
 mod render;
 mod scheduler;
+mod states;
 mod submit;
 mod system;
 
 pub use ledger::{JobEntry, Ledger};
 pub use pack::{pack, walltime, JobPlan, Unfit};
 pub use render::{render, JobContext, PointContext, ScriptContext};
-pub use scheduler::{JobState, Slurm};
+pub use scheduler::{job_id_in, Answer, JobState, Sbatch, Slurm};
+pub use states::{markdown_table as state_table, Standing, REASONS, STATES};
 pub use submit::{submit, Selection, Submission, SubmitOptions, SubmittedJob};
 pub use system::{QueueLimit, System};
 
@@ -49,6 +51,10 @@ pub enum SlurmError {
     Template(String),
     #[error("{command}: {message}")]
     Command { command: String, message: String },
+    #[error("the scheduler did not answer about jobs {jobs}: {why}; nothing was submitted, moved or collected. Try again once `squeue` answers (`shardsweep status` tells)")]
+    NoAnswer { jobs: String, why: String },
+    #[error("sbatch printed no job id for job {name} ({output:?}), and the scheduler could not be asked whether it queued it: {why}. Nothing more was submitted; `shardsweep status` finds the job by its name once the controller answers, and `resume` then goes on without submitting it twice")]
+    Unconfirmed { name: String, output: String, why: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("ledger {0}")]
@@ -114,8 +120,10 @@ fn scheduler_info(
 pub enum PointState {
     /// Its manifest records how it ended.
     Ended(Outcome),
-    /// Its job is pending.
+    /// Its job is pending and will start by itself.
     Queued,
+    /// Its job waits on a person: what is wrong and what to do.
+    NeedsUser(String),
     /// Its job runs and the point has started.
     Running,
     /// Its job runs an earlier point of the job.
@@ -124,7 +132,11 @@ pub enum PointState {
     NotCollected(String),
     /// Its job ended (Slurm's state given) before reaching the point.
     NotStarted(String),
-    /// The scheduler knows nothing of its job.
+    /// The scheduler could not be asked now (why); nothing is decided about the point.
+    NotKnownNow(String),
+    /// Its job was never queued (sbatch's answer, confirmed by the scheduler).
+    NotQueued(String),
+    /// The scheduler answered and knows nothing of its job.
     Unknown,
 }
 
@@ -147,6 +159,7 @@ impl std::fmt::Display for PointState {
         match self {
             PointState::Ended(outcome) => write!(f, "{outcome}"),
             PointState::Queued => f.write_str("queued"),
+            PointState::NeedsUser(why) => write!(f, "needs you: {why}"),
             PointState::Running => f.write_str("running"),
             PointState::WaitingInJob => f.write_str("waiting in its job"),
             PointState::NotCollected(job) => {
@@ -155,6 +168,10 @@ impl std::fmt::Display for PointState {
             PointState::NotStarted(job) => {
                 write!(f, "not started (job ended {})", job.to_lowercase())
             }
+            PointState::NotKnownNow(_) => {
+                f.write_str("not known now (the scheduler did not answer)")
+            }
+            PointState::NotQueued(_) => f.write_str("not queued (sbatch refused its job)"),
             PointState::Unknown => f.write_str("unknown to the scheduler"),
         }
     }
@@ -164,6 +181,7 @@ impl std::fmt::Display for PointState {
 #[derive(Debug, Clone)]
 pub struct PointStatus {
     pub id: String,
+    /// Its job's id, or `(name ...)` while only its name is known.
     pub job_id: String,
     pub state: PointState,
     pub node_list: String,
@@ -171,52 +189,99 @@ pub struct PointStatus {
     pub message: Option<String>,
 }
 
+/// A sweep's ledger with the scheduler's answer for each of its jobs.
+pub struct Survey {
+    pub ledger: Ledger,
+    /// In the ledger's order.
+    pub answers: Vec<Answer>,
+}
+
+impl Survey {
+    /// Reads the ledger and asks the scheduler about every job in it.
+    pub fn ask(sweep_dir: &Path, slurm: &Slurm) -> Result<Self, SlurmError> {
+        let ledger = Ledger::read(sweep_dir)?;
+        let answers = slurm.ask(&ledger.jobs);
+        Ok(Self { ledger, answers })
+    }
+
+    /// The jobs the scheduler could not be asked about now, with why.
+    pub fn not_known_now(&self) -> Vec<(&JobEntry, &str)> {
+        self.ledger
+            .jobs
+            .iter()
+            .zip(&self.answers)
+            .filter_map(|(j, a)| match a {
+                Answer::NotKnownNow(why) => Some((j, why.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Every point the sweep submitted, as the scheduler and the records see it. With `collect`,
-/// points that a job's end cut short get their records and manifest now.
-pub fn survey(sweep_dir: &Path, collect: bool) -> Result<Vec<PointStatus>, SlurmError> {
+/// points that a job's end cut short get their records and manifest now; a point whose job
+/// the scheduler could not be asked about is never collected.
+pub fn survey(
+    survey: &Survey,
+    sweep_dir: &Path,
+    collect: bool,
+) -> Result<Vec<PointStatus>, SlurmError> {
     if collect {
         hdf5_without_file_locking();
     }
-    let ledger = Ledger::read(sweep_dir)?;
-    let states = Slurm.states(&ledger.submissions())?;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut statuses = Vec::new();
-    for job in ledger.jobs.iter().rev() {
-        let state = states.get(&job.job_id);
-        for id in job.points.iter().filter(|id| seen.insert(id.to_string())) {
-            let dir = sweep_dir.join(id);
-            let mut status = PointStatus {
-                id: id.clone(),
-                job_id: job.job_id.clone(),
-                state: PointState::Unknown,
-                node_list: state.map(|s| s.node_list.clone()).unwrap_or_default(),
-                steps_completed: None,
-                message: None,
-            };
-            let started = dir.join(RANKS_DIR).exists() || dir.join(STDERR_FILE).exists();
-            let mut manifest = Manifest::read(&dir)?;
-            if manifest.is_none() && collect && started && state.is_some_and(|s| !s.is_live()) {
-                manifest = Some(collect_point(&dir, job, state.expect("checked"))?);
+    let latest = survey.ledger.latest_jobs();
+    let mut statuses = Vec::with_capacity(latest.len());
+    for (id, &k) in &latest {
+        let (job, answer) = (&survey.ledger.jobs[k], &survey.answers[k]);
+        let state = answer.known();
+        let dir = sweep_dir.join(id);
+        let mut status = PointStatus {
+            id: id.to_string(),
+            job_id: state.map_or_else(|| job.label(), |s| s.job_id.clone()),
+            state: PointState::Unknown,
+            node_list: state.map(|s| s.node_list.clone()).unwrap_or_default(),
+            steps_completed: None,
+            message: None,
+        };
+        let started = dir.join(RANKS_DIR).exists() || dir.join(STDERR_FILE).exists();
+        let mut manifest = Manifest::read(&dir)?;
+        if manifest.is_none() && collect && started {
+            if let Some(s) = state.filter(|s| !s.is_live()) {
+                manifest = Some(collect_point(&dir, job, s)?);
             }
-            if let Some(m) = manifest {
-                status.state = PointState::Ended(m.outcome);
-                status.steps_completed = m.steps_completed.iter().min().copied();
-                status.message = m.message.clone();
-                if let Some(s) = &m.scheduler {
-                    status.node_list = s.node_list.clone();
-                }
-            } else {
-                status.state = match state {
-                    None => PointState::Unknown,
-                    Some(s) if s.state == "PENDING" => PointState::Queued,
-                    Some(s) if s.is_live() && started => PointState::Running,
-                    Some(s) if s.is_live() => PointState::WaitingInJob,
-                    Some(s) if started => PointState::NotCollected(s.state.clone()),
-                    Some(s) => PointState::NotStarted(s.state.clone()),
-                };
-            }
-            statuses.push(status);
         }
+        if let Some(m) = manifest {
+            status.state = PointState::Ended(m.outcome);
+            status.steps_completed = m.steps_completed.iter().min().copied();
+            status.message = m.message.clone();
+            if let Some(s) = &m.scheduler {
+                status.node_list = s.node_list.clone();
+            }
+        } else {
+            status.state = match (answer, state) {
+                (Answer::NotKnownNow(why), _) => {
+                    status.message = Some(why.clone());
+                    PointState::NotKnownNow(why.clone())
+                }
+                (_, None) if job.refused.is_some() || job.job_id.is_none() => {
+                    let why = job.refused.clone().unwrap_or_else(|| "no job with its name".into());
+                    status.message = Some(why.clone());
+                    PointState::NotQueued(why)
+                }
+                (_, None) => PointState::Unknown,
+                (_, Some(s)) => match s.standing {
+                    Standing::NeedsUser | Standing::Unrecognised => {
+                        PointState::NeedsUser(s.needs().unwrap_or_else(|| s.state.clone()))
+                    }
+                    Standing::Queued => PointState::Queued,
+                    Standing::Running if started => PointState::Running,
+                    Standing::Running => PointState::WaitingInJob,
+                    Standing::Ended if started => PointState::NotCollected(s.state.clone()),
+                    Standing::Ended => PointState::NotStarted(s.state.clone()),
+                },
+            };
+        }
+        statuses.push(status);
     }
     statuses.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(statuses)
@@ -227,7 +292,7 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
     let point = read_point(dir)?;
     let stopped_by = state
         .stopped_outcome()
-        .map(|o| (o, format!("job {} ended {} while the point ran", job.job_id, state.state)));
+        .map(|o| (o, format!("job {} ended {} while the point ran", state.job_id, state.state)));
     // The run's span: from rank 0's start to the last thing any rank wrote.
     let started_at =
         read_spool(&spool_path(dir, 0))?.info.map(|i| i.started_at).unwrap_or_default();
@@ -256,25 +321,41 @@ fn collect_point(dir: &Path, job: &JobEntry, state: &JobState) -> Result<Manifes
         command: Vec::new(),
         oom_kills: 0,
         scheduler: Some(scheduler_info(
-            &job.job_id,
+            &state.job_id,
             &state.node_list,
             Path::new(&job.script),
             Some(state.state.clone()),
         )),
     };
-    tracing::info!(point = %point.id, job = %job.job_id, state = %state.state, "collected a point its job's end cut short");
+    tracing::info!(point = %point.id, job = %state.job_id, state = %state.state, "collected a point its job's end cut short");
     Ok(finalize(dir, &point, &end)?)
 }
 
-/// Cancels the sweep's live jobs; returns their ids.
-pub fn cancel(sweep_dir: &Path) -> Result<Vec<String>, SlurmError> {
-    let ledger = Ledger::read(sweep_dir)?;
-    let states = Slurm.states(&ledger.submissions())?;
-    let live: Vec<String> = ledger
-        .job_ids()
-        .into_iter()
-        .filter(|id| states.get(id).is_some_and(|s| s.is_live()))
-        .collect();
-    Slurm.cancel(&live)?;
-    Ok(live)
+/// What `cancel` did.
+#[derive(Debug)]
+pub struct Cancelled {
+    /// Jobs the scheduler called alive (queued, held, running), now cancelled.
+    pub live: Vec<String>,
+    /// Jobs whose state the scheduler did not give, cancelled all the same (cancelling an
+    /// ended job does nothing), with why they were not known.
+    pub not_known: Vec<(String, String)>,
+    /// Jobs with no id whose name the scheduler could not look up: not cancellable by id.
+    pub unresolved: Vec<String>,
+}
+
+/// Cancels the sweep's live jobs, and those whose state the scheduler could not give.
+pub fn cancel(survey: &Survey, slurm: &Slurm) -> Result<Cancelled, SlurmError> {
+    let mut done = Cancelled { live: Vec::new(), not_known: Vec::new(), unresolved: Vec::new() };
+    for (job, answer) in survey.ledger.jobs.iter().zip(&survey.answers) {
+        match (answer, &job.job_id) {
+            (Answer::Known(s), _) if s.is_live() => done.live.push(s.job_id.clone()),
+            (Answer::NotKnownNow(why), Some(id)) => done.not_known.push((id.clone(), why.clone())),
+            (Answer::NotKnownNow(_), None) => done.unresolved.push(job.name.clone()),
+            _ => {}
+        }
+    }
+    let ids: Vec<String> =
+        done.live.iter().cloned().chain(done.not_known.iter().map(|(id, _)| id.clone())).collect();
+    slurm.cancel(&ids)?;
+    Ok(done)
 }

@@ -1,12 +1,14 @@
 //! Submission: which points a submission takes, packed into jobs, rendered into batch scripts
-//! and handed to sbatch, each job recorded in the sweep's ledger as soon as it is queued.
+//! and handed to sbatch. Each job is recorded in the sweep's ledger under its unique name
+//! before sbatch runs and with its id after, so no interruption or unreadable answer leads
+//! to a second submission of the same points.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    pack, render, walltime, JobContext, JobEntry, JobPlan, JobState, Ledger, PointContext,
-    ScriptContext, Slurm, SlurmError, System, Unfit,
+    pack, render, walltime, Answer, JobContext, JobEntry, JobPlan, Ledger, PointContext, Sbatch,
+    ScriptContext, Slurm, SlurmError, Standing, Survey, System, Unfit,
 };
 use crate::launch::should_run;
 use crate::launch::sweep::{lock_sweep, point_dir, prepare_point_dir};
@@ -39,6 +41,8 @@ pub struct SubmitOptions {
     pub retry: bool,
     /// Submit without the sweep's lock (for file systems without `flock()`).
     pub no_lock: bool,
+    /// The scheduler client (its deadline and batch size).
+    pub slurm: Slurm,
 }
 
 /// Which of a sweep's points a submission takes.
@@ -104,8 +108,12 @@ pub fn submit(
         .iter()
         .map(|p| PointSpec { system: Some(system.spec_for(p)), ..p.clone() })
         .collect();
-    let mut ledger = Ledger::read(&sweep_dir)?;
-    let (chosen, left) = select(&points, &sweep_dir, &ledger, selection, options.retry)?;
+    let mut survey = Survey::ask(&sweep_dir, &options.slurm)?;
+    refuse_unknown(&survey)?;
+    if !options.dry_run {
+        resolve_names(&mut survey, &sweep_dir)?;
+    }
+    let (chosen, left) = select(&points, &sweep_dir, &survey, selection, options.retry);
     let limit_s = |p: &PointSpec| {
         options.point_limits_s.get(&p.id).map_or(launch.timeout_s, |l| (*l).min(launch.timeout_s))
     };
@@ -113,6 +121,7 @@ pub fn submit(
     if jobs.is_empty() {
         return Ok(Submission { jobs: Vec::new(), unfit, left });
     }
+    let mut ledger = survey.ledger;
     let submission = ledger.next_submission();
     let scripts_dir = sweep_dir.join("slurm").join(if options.dry_run {
         "dry-run".to_string()
@@ -140,7 +149,16 @@ pub fn submit(
                 shlex::try_quote(&script.display().to_string()).unwrap_or_default()
             ),
             template: system.template_file(),
-            job: job_context(&job, k, submission, &scripts_dir, &results, plan, &by_id, &limit_s)?,
+            job: job_context(
+                &job,
+                k,
+                submission,
+                &scripts_dir,
+                (&results, &sweep_dir),
+                plan,
+                &by_id,
+                &limit_s,
+            )?,
         };
         let text = render(template, &context)?;
         write_atomic(&script, text.as_bytes())?;
@@ -151,7 +169,22 @@ pub fn submit(
                 let dir = point_dir(&results, &plan.sweep, id);
                 prepare_point_dir(&sweep_dir, &dir, by_id[id.as_str()])?;
             }
-            Some(submit_job(&mut ledger, &sweep_dir, system, submission, &script, &text, &job)?)
+            let name = context.job.name.clone();
+            let entry = JobEntry {
+                job_id: None,
+                name,
+                system: system.name.clone(),
+                submission,
+                script: script.display().to_string(),
+                script_sha256: sha256_hex(text.as_bytes()),
+                nodes: job.nodes,
+                walltime_s: job.walltime_s,
+                points: job.points.clone(),
+                submitted_at: timestamp(),
+                sbatch_output: None,
+                refused: None,
+            };
+            Some(submit_job(&mut ledger, &sweep_dir, &options.slurm, entry, &script)?)
         };
         submitted.push(SubmittedJob { plan: job, script, job_id });
     }
@@ -188,29 +221,65 @@ fn check_names(
     Ok(account)
 }
 
-/// The points `selection` takes, and the others with the reason each is left out. Asks the
-/// scheduler about the ledger's jobs (a point in a queued or running job is not taken again).
+/// Refuses to go on while the scheduler cannot say whether a job of the sweep is alive:
+/// submitting or moving its points could run them twice.
+fn refuse_unknown(survey: &Survey) -> Result<(), SlurmError> {
+    let unknown = survey.not_known_now();
+    let Some((_, why)) = unknown.first() else { return Ok(()) };
+    Err(SlurmError::NoAnswer {
+        jobs: unknown.iter().map(|(j, _)| j.label()).collect::<Vec<_>>().join(", "),
+        why: why.to_string(),
+    })
+}
+
+/// Writes down what the scheduler said of jobs recorded without an id: the id it has under
+/// the job's name, or that it has none (never queued).
+fn resolve_names(survey: &mut Survey, sweep_dir: &Path) -> Result<(), SlurmError> {
+    for k in 0..survey.ledger.jobs.len() {
+        let job = &survey.ledger.jobs[k];
+        if job.job_id.is_some() || job.refused.is_some() || job.name.is_empty() {
+            continue;
+        }
+        let name = job.name.clone();
+        match &survey.answers[k] {
+            Answer::Known(state) => {
+                tracing::info!(job = %state.job_id, name, "found a job that sbatch's answer left without an id");
+                let id = state.job_id.clone();
+                survey.ledger.record_queued(sweep_dir, &name, &id, None)?;
+            }
+            Answer::NeverSeen => {
+                let why = format!(
+                    "the scheduler has no job named {name}; sbatch printed: {}",
+                    job.sbatch_output.as_deref().unwrap_or("nothing (interrupted)")
+                );
+                survey.ledger.record_refused(sweep_dir, &name, &why)?;
+            }
+            Answer::NotKnownNow(_) => unreachable!("refused before"),
+        }
+    }
+    Ok(())
+}
+
+/// The points `selection` takes, and the others with the reason each is left out (a point
+/// in a job the scheduler still holds, held ones included, is not taken again).
 #[allow(clippy::type_complexity)]
 fn select<'p>(
     points: &'p [PointSpec],
     sweep_dir: &Path,
-    ledger: &Ledger,
+    survey: &Survey,
     selection: Selection,
     retry: bool,
-) -> Result<(Vec<&'p PointSpec>, Vec<(String, String)>), SlurmError> {
-    let states = if ledger.jobs.is_empty() {
-        BTreeMap::new()
-    } else {
-        Slurm.states(&ledger.submissions())?
-    };
+) -> (Vec<&'p PointSpec>, Vec<(String, String)>) {
+    let latest = survey.ledger.latest_jobs();
     let (mut chosen, mut left) = (Vec::new(), Vec::new());
     for point in points {
-        match choose(point, sweep_dir, ledger, &states, selection, retry) {
+        let answer = latest.get(point.id.as_str()).map(|&k| &survey.answers[k]);
+        match choose(point, sweep_dir, answer, selection, retry) {
             Ok(()) => chosen.push(point),
             Err(reason) => left.push((point.id.clone(), reason)),
         }
     }
-    Ok((chosen, left))
+    (chosen, left)
 }
 
 /// What the template sees of job `k` of submission `submission`.
@@ -220,13 +289,13 @@ fn job_context(
     k: usize,
     submission: u32,
     scripts_dir: &Path,
-    results: &Path,
+    (results, sweep_dir): (&Path, &Path),
     plan: &Plan,
     by_id: &BTreeMap<&str, &PointSpec>,
     limit_s: &dyn Fn(&PointSpec) -> u64,
 ) -> Result<JobContext, SlurmError> {
     Ok(JobContext {
-        name: format!("{}-s{submission}-j{}", plan.sweep, k + 1).chars().take(60).collect(),
+        name: job_name(&plan.sweep, sweep_dir, submission, k),
         nodes: job.nodes,
         max_ranks: job.max_ranks,
         walltime: walltime(job.walltime_s),
@@ -250,47 +319,77 @@ fn job_context(
     })
 }
 
-/// Submits `script` (rendered as `text`) and records the job in the ledger at once, so an
-/// interrupted submission still knows what it submitted. Returns the job id.
+/// The job's name, unique to this job of this sweep folder: the sweep's name (cut to 40
+/// characters), a hash of the sweep folder's path, the submission and the job. Slurm keeps
+/// names of up to 1024 characters; squeue shows the start.
+pub(super) fn job_name(sweep: &str, sweep_dir: &Path, submission: u32, k: usize) -> String {
+    let short: String = sweep.chars().take(40).collect();
+    let folder = &sha256_hex(sweep_dir.display().to_string().as_bytes())[..6];
+    format!("{short}-{folder}-s{submission}-j{}", k + 1)
+}
+
+/// Submits `script` as the ledger's job `entry`: the intent is recorded first, then sbatch
+/// runs once, then its id. An answer with no readable id (a failure, a time-out, output of
+/// an unknown form) is checked against the scheduler by the job's name: found, its id is
+/// recorded; absent, the job is recorded as refused and the submission stops; the scheduler
+/// silent, the intent stays for `status` and `resume` to resolve, and the submission stops.
 fn submit_job(
     ledger: &mut Ledger,
     sweep_dir: &Path,
-    system: &System,
-    submission: u32,
+    slurm: &Slurm,
+    entry: JobEntry,
     script: &Path,
-    text: &str,
-    job: &JobPlan,
 ) -> Result<String, SlurmError> {
-    let id = Slurm.submit(script)?;
-    ledger.jobs.push(JobEntry {
-        job_id: id.clone(),
-        system: system.name.clone(),
-        submission,
-        script: script.display().to_string(),
-        script_sha256: sha256_hex(text.as_bytes()),
-        nodes: job.nodes,
-        walltime_s: job.walltime_s,
-        points: job.points.clone(),
-        submitted_at: timestamp(),
-    });
-    ledger.write(sweep_dir)?;
-    tracing::info!(job = %id, points = job.points.len(), nodes = job.nodes, "submitted");
-    Ok(id)
+    let name = entry.name.clone();
+    let (points, nodes) = (entry.points.len(), entry.nodes);
+    ledger.record_intent(sweep_dir, entry)?;
+    let output = match slurm.submit(script) {
+        Sbatch::Queued { job_id, output } => {
+            let extra = (output.trim() != job_id).then_some(output);
+            ledger.record_queued(sweep_dir, &name, &job_id, extra)?;
+            tracing::info!(job = %job_id, points, nodes, "submitted");
+            return Ok(job_id);
+        }
+        Sbatch::Unclear { output } => output,
+    };
+    tracing::warn!(name, output = %output, "sbatch's answer holds no job id; asking the scheduler for the job by name");
+    let k = ledger.jobs.len() - 1;
+    ledger.jobs[k].sbatch_output = Some(output.clone());
+    match slurm.ask(&ledger.jobs[k..]).remove(0) {
+        Answer::Known(state) => {
+            ledger.record_queued(sweep_dir, &name, &state.job_id, Some(output))?;
+            tracing::info!(job = %state.job_id, points, nodes, "submitted (found by name)");
+            Ok(state.job_id)
+        }
+        Answer::NeverSeen => {
+            ledger.record_refused(sweep_dir, &name, &output)?;
+            Err(SlurmError::Command { command: "sbatch".into(), message: output })
+        }
+        Answer::NotKnownNow(why) => {
+            // Keep what sbatch printed beside the intent for `status` to show.
+            ledger.record_sbatch_output(sweep_dir, &name, &output)?;
+            Err(SlurmError::Unconfirmed { name, output, why })
+        }
+    }
 }
 
-/// Whether `selection` takes `point`, or why not.
+/// Whether `selection` takes `point` (whose latest job got `answer`), or why not.
 fn choose(
     point: &PointSpec,
     sweep_dir: &Path,
-    ledger: &Ledger,
-    states: &BTreeMap<String, JobState>,
+    answer: Option<&Answer>,
     selection: Selection,
     retry: bool,
 ) -> Result<(), String> {
-    if let Some(job) = ledger.latest_job_of(&point.id) {
-        if let Some(state) = states.get(&job.job_id).filter(|s| s.is_live()) {
-            return Err(format!("in job {} ({})", job.job_id, state.state.to_lowercase()));
-        }
+    if let Some(state) = answer.and_then(Answer::known).filter(|s| s.is_live()) {
+        return Err(match state.standing {
+            Standing::NeedsUser | Standing::Unrecognised => format!(
+                "in job {}, which needs you ({}); not submitted again",
+                state.job_id,
+                state.needs().unwrap_or_default()
+            ),
+            _ => format!("in job {} ({})", state.job_id, state.state.to_lowercase()),
+        });
     }
     let dir = sweep_dir.join(&point.id);
     let manifest = Manifest::read(&dir).ok().flatten();
