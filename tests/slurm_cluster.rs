@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{manifest, Sweep};
+use common::{manifest, wait_for_steps, Sweep};
 use sha2::Digest;
 
 fn experiment(name: &str, faults: &str, steps: u32, timeout_s: u64) -> String {
@@ -126,22 +124,6 @@ fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
     let last =
         sweep.shardsweep("resume", &[experiment, "--system", "local", "--max-attempts", "2"]);
     assert!(stdout(&last).contains("0 points in 0 jobs"), "{}", stdout(&last));
-}
-
-/// Waits until rank 0 of `point_dir` has finished `steps` steps.
-fn wait_for_steps(point_dir: &std::path::Path, steps: usize) {
-    let spool = point_dir.join("ranks/rank-00000.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while std::fs::read_to_string(&spool)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"type\":\"step\""))
-        .count()
-        < steps
-    {
-        assert!(Instant::now() < deadline, "the point never got going");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -121,3 +121,19 @@ pub fn slurm_conf() -> &'static Path {
         )
     })
 }
+
+/// Waits until rank 0 of `point_dir` has finished `steps` steps.
+pub fn wait_for_steps(point_dir: &std::path::Path, steps: usize) {
+    let spool = point_dir.join("ranks/rank-00000.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while std::fs::read_to_string(&spool)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"type\":\"step\""))
+        .count()
+        < steps
+    {
+        assert!(std::time::Instant::now() < deadline, "the point never got going");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -443,8 +443,9 @@ fn retrying(
         let left = deadline.at.saturating_duration_since(Instant::now());
         if left <= backoff {
             return Err(format!(
-                "{program} gave no answer within the {} s deadline (--scheduler-deadline-s; {tries} tries; last: {})",
+                "{program} gave no answer within the {} s deadline (--scheduler-deadline-s; {tries} {}; last: {})",
                 deadline.total.as_secs(),
+                if tries == 1 { "try" } else { "tries" },
                 last.lines().last().unwrap_or("no output").trim()
             ));
         }
