@@ -330,6 +330,52 @@ fn a_refused_submission_is_recorded_and_its_points_stay_free() {
     assert!(ledger.contains("\"job_id\":\"9001\""), "{ledger}");
 }
 
+/// A queue limit that stops sbatch midway: the jobs queued before it stay in the ledger, the
+/// error says how many, and resume submits only the rest.
+#[test]
+fn a_queue_limit_midway_keeps_what_was_queued_and_resume_takes_the_rest() {
+    let fake = Fake::new();
+    let e = fake.path("e.toml");
+    // Nine points: the local profile packs at most eight into a job, so two jobs.
+    std::fs::write(&e, "name = \"ql\"\n[axes]\nmodel = [\"vit-tiny\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [2]\nmicro_batch = [1, 2, 3, 4, 5, 6, 7, 8, 9]\n[settings]\nsteps = 2\nwarmup_steps = 1\n[launch]\ntimeout_s = 60\n").unwrap();
+    let results = fake.path("results");
+    let args = [
+        "submit",
+        e.to_str().unwrap(),
+        "--system",
+        "local",
+        "--results",
+        results.to_str().unwrap(),
+    ];
+    fake.set("sbatch.out.1", "801\n");
+    fake.set("sbatch.out.2", "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n");
+    fake.set("sbatch.status.2", "1");
+    let first = fake.shardsweep(&args);
+    assert_eq!(first.status.code(), Some(1));
+    assert!(
+        text(&first).contains("1 of 2 jobs were queued") && text(&first).contains("resume"),
+        "{}",
+        text(&first)
+    );
+    let ledger = std::fs::read_to_string(results.join("ql/slurm/ledger.jsonl")).unwrap();
+    assert!(
+        ledger.contains("\"job_id\":\"801\"") && ledger.contains("\"event\":\"refused\""),
+        "{ledger}"
+    );
+    fake.set("squeue.rows", &format!("801|PENDING|Priority||{}|x\n", now_local()));
+    fake.set("sbatch.out.3", "802\n");
+    let mut resume = args;
+    resume[0] = "resume";
+    let again = fake.shardsweep(&resume);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(text(&again).matches("(pending)").count(), 8, "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("1 points in 1 jobs"),
+        "{}",
+        text(&again)
+    );
+}
+
 /// Held jobs (by the user, requeued held after a failed launch, REQUEUE_HOLD) and a dependency
 /// that can never be met need a person: status says what to do, collect --wait stops waiting
 /// for them at once, resume leaves their points, cancel cancels them.

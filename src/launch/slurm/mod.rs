@@ -53,6 +53,8 @@ pub enum SlurmError {
     Command { command: String, message: String },
     #[error("the scheduler did not answer about jobs {jobs}: {why}; nothing was submitted, moved or collected. Try again once `squeue` answers (`shardsweep status` tells)")]
     NoAnswer { jobs: String, why: String },
+    #[error("{queued} of {total} jobs were queued, then: {source}. The queued ones are in the ledger; `shardsweep resume` submits the rest (once the queue has room, if a limit stopped this)")]
+    Stopped { queued: usize, total: usize, source: Box<SlurmError> },
     #[error("sbatch printed no job id for job {name} ({output:?}), and the scheduler could not be asked whether it queued it: {why}. Nothing more was submitted; `shardsweep status` finds the job by its name once the controller answers, and `resume` then goes on without submitting it twice")]
     Unconfirmed { name: String, output: String, why: String },
     #[error("{path}: {source}")]

@@ -135,6 +135,7 @@ pub fn submit(
     }
     let by_id: BTreeMap<&str, &PointSpec> = points.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut submitted = Vec::new();
+    let total = jobs.len();
     for (k, job) in jobs.into_iter().enumerate() {
         let script = scripts_dir.join(format!("job-{:03}.sh", k + 1));
         let context = ScriptContext {
@@ -184,7 +185,15 @@ pub fn submit(
                 sbatch_output: None,
                 refused: None,
             };
-            Some(submit_job(&mut ledger, &sweep_dir, &options.slurm, entry, &script)?)
+            match submit_job(&mut ledger, &sweep_dir, &options.slurm, entry, &script) {
+                Ok(id) => Some(id),
+                // A queue limit (QOSMaxSubmitJobPerUserLimit and its like) or an outage
+                // midway: what was queued stays in the ledger; resume takes the rest.
+                Err(e) if k > 0 => {
+                    return Err(SlurmError::Stopped { queued: k, total, source: Box::new(e) })
+                }
+                Err(e) => return Err(e),
+            }
         };
         submitted.push(SubmittedJob { plan: job, script, job_id });
     }
