@@ -52,8 +52,12 @@ fi
 # scikit-learn ships a small real labelled image set (the UCI handwritten digits) that
 # `shardsweep data digits` turns into images for pretraining and the linear probe.
 .venv/bin/python -c "import sklearn" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "scikit-learn==1.6.1"
-# pyarrow lets a test read the tidy store folder as pandas' read_parquet does.
-.venv/bin/python -c "import pyarrow" 2>/dev/null || .venv/bin/pip install -q --disable-pip-version-check "pyarrow==26.0.1"
+# The tidy store folder must read as one dataset in every reader the README names: a test
+# reads it with Polars, pandas (on pyarrow), pyarrow.dataset and DuckDB.
+for pin in "pyarrow==26.0.1" "polars==2.1.0" "pandas==3.1.1" "duckdb==2.0.1"; do
+  .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('${pin%%==*}') != '${pin##*==}')" 2>/dev/null \
+    || .venv/bin/pip install -q --disable-pip-version-check "$pin"
+done
 # A stable path for cargo (.cargo/config.toml) whatever the Python minor version is.
 torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
 ln -sfn "$torch_dir" .venv/libtorch

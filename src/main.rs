@@ -71,7 +71,13 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    cli::output::pipe_safety_net(move || dispatch(cli))
+}
+
+/// Runs the command; its error, and any failure to write its output, end it with status 1.
+fn dispatch(cli: Cli) -> ExitCode {
+    let result = match cli.command {
         Command::Plan(args) => cli::plan::run(args),
         Command::Predict(args) => cli::predict::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),
@@ -90,11 +96,18 @@ fn main() -> ExitCode {
         Command::Worker(args) => cli::worker::run(args),
         Command::BenchWorker(args) => cli::bench::worker(args),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            cli::output::errln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    };
+    match cli::output::finish() {
+        Some(failure) => {
+            cli::output::errln!("error: {failure}");
+            ExitCode::FAILURE
+        }
+        None => code,
     }
 }

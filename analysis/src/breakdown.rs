@@ -1,7 +1,8 @@
 //! Where a step's time goes: compute (forward, backward, recompute), communication that compute
 //! waited for (by collective kind), data loading, the optimizer, and the rest.
 //!
-//! Two views, each the mean over steady steps:
+//! Two views, each the mean over steady steps (a point without a steady step has every
+//! component NaN, no figure, which the tables write as empty and the report as "n/a", never 0):
 //! - **critical path**: the phases of the rank whose step was longest, step by step. They add
 //!   up to that rank's step time exactly (`other` is its time in no phase).
 //! - **max over ranks**: each component's largest time over ranks (Megatron's timers' max). An
@@ -20,15 +21,25 @@ pub struct Breakdown {
     pub step_s_mean: f64,
 }
 
-/// Components from per-phase series (phase -> time in each steady step).
+/// Components from per-phase series (phase -> time in each steady step). Without a steady
+/// step (no `step` series, or an empty one) every component is NaN: a mean over no step is no
+/// figure, not 0 s.
 pub fn breakdown(
     critical: &BTreeMap<String, Vec<f64>>,
     max_over_ranks: &BTreeMap<String, Vec<f64>>,
 ) -> Breakdown {
-    let step_s_mean = critical.get("step").map_or(f64::NAN, |s| mean(s));
+    let steady = critical.get("step").is_some_and(|s| !s.is_empty());
+    let step_s_mean = if steady { mean(&critical["step"]) } else { f64::NAN };
+    let view = |phases, with_other| {
+        let mut parts = components(phases, with_other);
+        if !steady {
+            parts.iter_mut().for_each(|(_, v)| *v = f64::NAN);
+        }
+        parts
+    };
     Breakdown {
-        critical_path: components(critical, true),
-        max_over_ranks: components(max_over_ranks, false),
+        critical_path: view(critical, true),
+        max_over_ranks: view(max_over_ranks, false),
         step_s_mean,
     }
 }

@@ -76,7 +76,8 @@ pub struct PhaseChange {
 pub struct Comparison {
     pub environment: Vec<EnvDifference>,
     pub changes: Vec<PhaseChange>,
-    /// Points in only one set, or whose configurations differ.
+    /// Points not compared, each with the reason: in only one set, configurations or outcomes
+    /// that differ, or no steady-state step on a side.
     pub unmatched: Vec<(String, String)>,
 }
 
@@ -185,7 +186,7 @@ pub fn compare(
     let mut unmatched = Vec::new();
     for b in before {
         let Some(a) = after_by_id.get(b.meta.point.as_str()) else {
-            unmatched.push((b.meta.point.clone(), "only before".into()));
+            unmatched.push((b.meta.point.clone(), "only in BEFORE".into()));
             continue;
         };
         if a.meta.digest != b.meta.digest {
@@ -199,9 +200,18 @@ pub fn compare(
             ));
             continue;
         }
+        // A side without a steady step has no sample to compare (its medians would be NaN).
+        let without: Vec<String> = [("before", b), ("after", *a)]
+            .iter()
+            .filter_map(|(side, p)| Some(format!("{side}: {}", p.no_figures_reason()?)))
+            .collect();
+        if !without.is_empty() {
+            unmatched.push((b.meta.point.clone(), without.join("; ")));
+            continue;
+        }
         for (phase, xs) in &b.phase_s {
             let Some(ys) = a.phase_s.get(phase) else { continue };
-            if median(xs) <= 0.0 {
+            if xs.is_empty() || ys.is_empty() || median(xs) <= 0.0 {
                 continue;
             }
             changes.push(judge(&b.meta.point, phase, xs, ys, options));
@@ -209,7 +219,12 @@ pub fn compare(
     }
     let before_ids: BTreeSet<&str> = before.iter().map(|b| b.meta.point.as_str()).collect();
     for a in after.iter().filter(|a| !before_ids.contains(a.meta.point.as_str())) {
-        unmatched.push((a.meta.point.clone(), "only after".into()));
+        unmatched.push((a.meta.point.clone(), "only in AFTER".into()));
+    }
+    if changes.is_empty() {
+        return Err(AnalysisError::NothingCompared(
+            unmatched.iter().map(|(point, why)| format!("{point}: {why}")).collect(),
+        ));
     }
     Ok(Comparison { environment, changes, unmatched })
 }

@@ -45,6 +45,10 @@ pub enum AnalysisError {
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Record(#[from] shardsweep_records::RecordError),
+    #[error("no point could be compared:\n  {}", if .0.is_empty() { "neither set has a point".to_string() } else { .0.join("\n  ") })]
+    NothingCompared(Vec<String>),
+    #[error("{side} {path}: {source}")]
+    CompareSide { side: &'static str, path: String, source: Box<AnalysisError> },
     #[error("the environments differ outside the declared fields (declare them with --declared, or --allow-undeclared):\n  {}", .0.join("\n  "))]
     EnvironmentDiffers(Vec<String>),
 }

@@ -206,10 +206,14 @@ impl Figure for Bars<'_> {
             .map_err(e)?;
         let colour = PALETTE[0];
         chart
-            .draw_series(bars.iter().enumerate().map(|(i, b)| {
-                let y = i as f64;
-                Rectangle::new([(origin, y - 0.35), (b.value, y + 0.35)], colour.mix(0.8).filled())
-            }))
+            // A bar without a figure (NaN) keeps its label and gets no rectangle.
+            .draw_series(bars.iter().enumerate().filter(|(_, b)| b.value.is_finite()).map(
+                |(i, b)| {
+                    let y = i as f64;
+                    let corners = [(origin, y - 0.35), (b.value, y + 0.35)];
+                    Rectangle::new(corners, colour.mix(0.8).filled())
+                },
+            ))
             .map_err(e)?
             .label(self.bar_label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.filled()));

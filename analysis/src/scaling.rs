@@ -28,7 +28,11 @@ pub fn add_efficiencies(points: &mut [PointSummary]) {
     let strong_key = |p: &PointSummary| series_key(&p.meta, Scaling::Strong);
     let weak = baselines(points, weak_key);
     let strong = baselines(points, strong_key);
-    for p in points.iter_mut().filter(|p| p.meta.outcome == Outcome::Ok) {
+    // A point without a throughput has no efficiency either (not NaN).
+    for p in points
+        .iter_mut()
+        .filter(|p| p.meta.outcome == Outcome::Ok && p.images_per_s.estimate.is_finite())
+    {
         let devices = f64::from(p.meta.world_size);
         if let Some(b) = weak.get(&weak_key(p)).filter(|b| b.node_counts > 1) {
             p.weak_scaling_efficiency =

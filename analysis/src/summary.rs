@@ -31,8 +31,10 @@ pub const MEMORY_CATEGORIES: [&str; 6] = [
 #[derive(Debug, Clone)]
 pub struct PointSummary {
     pub meta: PointRecords,
-    /// First step counted as steady, and how many steady steps there are.
+    /// First step counted as steady (`steps_planned` when there is none).
     pub steady_from: u32,
+    /// Steps the slowest rank's records hold, warm-up included.
+    pub steps_recorded: u32,
     /// The slowest rank's step time per steady step, in step order.
     pub step_s: Vec<f64>,
     pub step_s_median: Interval,
@@ -79,6 +81,17 @@ pub struct DeviceMemory {
 }
 
 impl PointSummary {
+    /// Why the point has no step-time figures (step time, throughput, FLOP/s, MFU, breakdown),
+    /// or `None` when it has them: it needs at least one steady-state step.
+    pub fn no_figures_reason(&self) -> Option<String> {
+        self.step_s.is_empty().then(|| {
+            format!(
+                "no steady-state step ({} of {} steps recorded, {} warm-up)",
+                self.steps_recorded, self.meta.steps_planned, self.meta.warmup_steps
+            )
+        })
+    }
+
     /// The figure memory plots use: the caching allocator's peak allocated on GPUs (what
     /// PyTorch reports), else peak RSS.
     pub fn peak_memory_bytes(&self) -> f64 {
@@ -381,13 +394,16 @@ pub fn summarize(
             PointSummary {
                 meta: meta.clone(),
                 steady_from: steady.first().copied().unwrap_or(meta.steps_planned),
+                steps_recorded: steps.len() as u32,
                 step_s_p10: quantile(&step_s, 0.1),
                 step_s_p90: quantile(&step_s, 0.9),
                 images_per_s: images,
                 model_flop_per_s,
+                // No steady step, no MFU (rather than NaN).
                 mfu: meta
                     .peak_flop_per_s
-                    .map(|peak| model_flop_per_s / (f64::from(meta.world_size) * peak)),
+                    .map(|peak| model_flop_per_s / (f64::from(meta.world_size) * peak))
+                    .filter(|m| m.is_finite()),
                 breakdown: breakdown(&critical_series, &max_series),
                 phase_s: critical_series,
                 step_s_median: step_median,

@@ -17,11 +17,13 @@
 //! | loader.read, loader.decode, loader.augment | work | s | `/loader/<figure>_s` (worker time) |
 //! | loader | read / queue_depth | bytes / batches | `/loader/read_bytes`, `/loader/queue_depth` |
 //!
-//! The store is rebuilt per point only when the point's records change (a fingerprint of its
-//! manifest and records file is kept in `tidy/_index.json`; Arrow's dataset readers, which
-//! pandas and pyarrow use, skip names that start with `_` or `.`, so the folder itself reads
-//! as one dataset). A point whose records cannot be read is left out and listed in
-//! [`StoreUpdate::skipped`].
+//! The folder holds the points' Parquet files and nothing else, so that every reader takes it
+//! as one dataset: Polars' `scan_parquet`/`read_parquet` refuse a folder with any other file
+//! in it (hidden or `_`-prefixed ones included), which Arrow's readers would skip. So the
+//! store is rebuilt per point only when the point's records change, by a fingerprint of its
+//! manifest and records file kept beside the folder in `<sweep>/tidy.index.json`, and each
+//! file is written in `<sweep>/.tidy-staging/` and renamed into the folder whole. A point
+//! whose records cannot be read is left out and listed in [`StoreUpdate::skipped`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,13 +38,17 @@ use crate::load::PointRecords;
 use crate::AnalysisError;
 
 pub const STORE_DIR: &str = "tidy";
-const INDEX: &str = "_index.json";
+/// The fingerprints of the store's points, beside (not in) the store's folder.
+pub const INDEX_FILE: &str = "tidy.index.json";
+/// Where each point's file is written before it is renamed into the store whole.
+const STAGING_DIR: &str = ".tidy-staging";
 /// The store's columns and rows as this version writes them, part of every fingerprint: a
 /// change (2: loader_workers, data and the loader's rows) rebuilds every point once, so the
 /// folder never mixes files of two layouts, which one-dataset readers reject.
 const LAYOUT: &str = "layout2";
-/// Where the index was kept before; removed when found, since Arrow readers fail on it.
-const OLD_INDEX: &str = "index.json";
+/// Where the index was kept before, inside the folder (`index.json`, then `_index.json`):
+/// read once if there is no index beside it, then removed, since Polars fails on them.
+const OLD_INDEXES: [&str; 2] = ["_index.json", "index.json"];
 
 /// What updating the store did.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,13 +82,17 @@ pub fn update_store(
     points: &[PointRecords],
 ) -> Result<StoreUpdate, AnalysisError> {
     let dir = sweep_dir.join(STORE_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| AnalysisError::read(&dir, e))?;
-    let index_path = dir.join(INDEX);
-    let old: BTreeMap<String, String> = std::fs::read(&index_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    let staging = sweep_dir.join(STAGING_DIR);
+    for folder in [&dir, &staging] {
+        std::fs::create_dir_all(folder).map_err(|e| AnalysisError::read(folder, e))?;
+    }
+    let index_path = sweep_dir.join(INDEX_FILE);
+    let read_index = |path: &Path| -> Option<BTreeMap<String, String>> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    };
+    let old = read_index(&index_path)
+        .or_else(|| OLD_INDEXES.iter().find_map(|name| read_index(&dir.join(name))))
         .unwrap_or_default();
-    let _ = std::fs::remove_file(dir.join(OLD_INDEX));
     let mut index = BTreeMap::new();
     let mut rebuilt = Vec::new();
     let mut reused = 0;
@@ -100,7 +110,7 @@ pub fn update_store(
             reused += 1;
         } else {
             match tidy_point(point) {
-                Ok(mut frame) => write_parquet(&file, &mut frame)?,
+                Ok(mut frame) => write_into_store(&staging, &file, &mut frame)?,
                 // One unreadable point (a truncated records.h5) costs that point only.
                 Err(e) => {
                     let _ = std::fs::remove_file(&file);
@@ -118,7 +128,31 @@ pub fn update_store(
     }
     let json = serde_json::to_vec_pretty(&index).expect("an index serialises");
     write_file(&index_path, &json)?;
+    for name in OLD_INDEXES {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    // Empty unless another analysis is writing (or one was killed mid-write).
+    let _ = std::fs::remove_dir(&staging);
     Ok(StoreUpdate { dir, rebuilt, reused, skipped })
+}
+
+/// Writes `frame` to `file` in the store without a partial or temporary file ever being in
+/// the store's folder: written whole under a name of this process's own in `staging` (on the
+/// same file system), then renamed into place.
+fn write_into_store(
+    staging: &Path,
+    file: &Path,
+    frame: &mut DataFrame,
+) -> Result<(), AnalysisError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let staged = staging.join(format!("{name}.{}-{n}", std::process::id()));
+    write_parquet(&staged, frame)?;
+    std::fs::rename(&staged, file).map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        AnalysisError::read(file, e)
+    })
 }
 
 /// All points of the store at `dir` (or a glob of stores) as one lazy frame.

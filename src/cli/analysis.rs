@@ -71,18 +71,19 @@ pub fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
     for skip in &report.store.skipped {
         tracing::warn!(file = %skip.path.display(), reason = %skip.reason, "point not analysed: its file cannot be read");
     }
-    println!("{}", report.table);
+    outln!("{}", report.table);
     if !report.exclude.is_empty() {
-        println!("slow nodes: resume with --exclude {}", report.exclude.join(","));
+        let nodes = shardsweep::launch::shell::quote(report.exclude.join(",").as_ref());
+        outln!("slow nodes: resume with --exclude {nodes}");
     }
-    eprintln!(
+    errln!(
         "tidy store {}: {} points rebuilt, {} unchanged",
         report.store.dir.display(),
         report.store.rebuilt.len(),
         report.store.reused
     );
     for file in &report.files {
-        eprintln!("wrote {}", file.display());
+        errln!("wrote {}", file.display());
     }
     let calibration = sweep_dir.join(CALIBRATION_FILE);
     if calibration.is_file() {
@@ -118,12 +119,22 @@ fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
         let predicted = model.predict(&m.point).images_per_s;
         let error = (predicted - m.images_per_s) / m.images_per_s;
         let flagged = error.abs() > PREDICTION_FLAG;
-        csv += &format!("{},{},{},{},{}\n", m.point.id, m.images_per_s, predicted, error, flagged);
+        // A figure that cannot be computed is an empty cell and "n/a", never NaN.
+        let cell = |v: f64| if v.is_finite() { v.to_string() } else { String::new() };
+        let shown = |v: f64, text: String| if v.is_finite() { text } else { "n/a".into() };
+        csv += &format!(
+            "{},{},{},{},{}\n",
+            m.point.id,
+            cell(m.images_per_s),
+            cell(predicted),
+            cell(error),
+            flagged
+        );
         table.add_row([
             m.point.id.clone(),
-            format!("{:.2}", m.images_per_s),
-            format!("{predicted:.2}"),
-            format!("{:+.1}%", 100.0 * error),
+            shown(m.images_per_s, format!("{:.2}", m.images_per_s)),
+            shown(predicted, format!("{predicted:.2}")),
+            shown(error, format!("{:+.1}%", 100.0 * error)),
             if flagged { "more than 20% off: worth a look".into() } else { String::new() },
         ]);
         ratios.push((m.point.id.clone(), predicted / m.images_per_s));
@@ -131,10 +142,10 @@ fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
     let dir = sweep_dir.join("report");
     std::fs::create_dir_all(&dir)?;
     shardsweep::records::write_atomic(&dir.join("predicted_vs_measured.csv"), csv.as_bytes())?;
-    println!("predicted against measured ({}):", calibration.display());
-    println!("{table}");
+    outln!("predicted against measured ({}):", calibration.display());
+    outln!("{table}");
     for file in shardsweep_analysis::predicted::residual_plot(&ratios, &dir)? {
-        eprintln!("wrote {}", file.display());
+        errln!("wrote {}", file.display());
     }
     Ok(())
 }
@@ -150,7 +161,7 @@ pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Opti
         Ok((_, nodes, _)) => {
             let slow = exclude_list(&nodes, STRAGGLER_THRESHOLD);
             for node in nodes.iter().filter(|n| slow.contains(&n.hostname)) {
-                eprintln!(
+                errln!(
                     "excluding {}: its ranks compute {:.1}% slower than the typical rank",
                     node.hostname,
                     (node.score - 1.0) * 100.0
@@ -159,7 +170,7 @@ pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Opti
             slow
         }
         Err(AnalysisError::Empty(_)) => {
-            eprintln!(
+            errln!(
                 "no finished records in {} yet: no node is known to be slow",
                 sweep_dir.display()
             );
@@ -185,7 +196,7 @@ fn compare(
     let (comparison, files) =
         shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
     for d in &comparison.environment {
-        println!(
+        outln!(
             "environment {}: {:?} -> {:?}{}",
             d.field,
             d.before,
@@ -207,11 +218,15 @@ fn compare(
             c.verdict.name().into(),
         ]);
     }
-    println!("{table}");
+    outln!("{table}");
     for file in &files {
-        eprintln!("wrote {}", file.display());
+        errln!("wrote {}", file.display());
     }
-    Ok(ExitCode::SUCCESS)
+    // Some points compared, some not: the table stands, and the status says it is partial.
+    for (point, why) in &comparison.unmatched {
+        errln!("not compared: {point}: {why}");
+    }
+    Ok(if comparison.unmatched.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 fn trace(point_dir: &Path, step: Option<usize>, out: Option<PathBuf>) -> Result<ExitCode> {
@@ -220,7 +235,7 @@ fn trace(point_dir: &Path, step: Option<usize>, out: Option<PathBuf>) -> Result<
     let trace = shardsweep_analysis::trace::chrome_trace(point_dir, step)?;
     let out = out.unwrap_or_else(|| point_dir.join(format!("trace-step{step}.json")));
     std::fs::write(&out, serde_json::to_vec(&trace)?)?;
-    eprintln!("wrote {} (open in ui.perfetto.dev or chrome://tracing)", out.display());
+    errln!("wrote {} (open in ui.perfetto.dev or chrome://tracing)", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -230,14 +245,14 @@ fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Resul
     if !dir.exists() {
         let start = std::time::Instant::now();
         bench::generate(dir, &shape)?;
-        eprintln!(
+        errln!(
             "generated {rows} rows in {} in {:.1} s",
             dir.display(),
             start.elapsed().as_secs_f64()
         );
     }
     let timing = bench::analyze(dir, &shape)?;
-    println!(
+    outln!(
         "analysis of {rows} rows ({} points x {} ranks x {} steps x 4 phases): {:.2} s for {} point summaries and {} node scores, peak RSS {:.2} GiB",
         shape.points,
         shape.ranks,

@@ -99,11 +99,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
             p.source.clone(),
         ]);
     }
-    eprintln!("{table}");
+    errln!("{table}");
     let pct =
         |v: Option<f64>| v.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into());
     let s = &cal.summary;
-    eprintln!(
+    errln!(
         "fitted {} rows: median |error| {}, p90 {}; held out {} rows: median {}, p90 {}",
         s.rows_fitted,
         pct(s.fitted_median_abs_error),

@@ -96,9 +96,9 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
     };
     let report = import_folder(&args.folder, &args.out, &options)?;
     for skipped in &report.skipped {
-        eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+        errln!("warning: skipped {}: {}", skipped.path, skipped.reason);
     }
-    println!(
+    outln!(
         "{}: {} images in {} classes ({} train, {} val), {} skipped",
         args.out.display(),
         report.images,
@@ -121,14 +121,8 @@ fn digits(args: DigitsArgs) -> Result<ExitCode> {
     let mut count = 0;
     for (row, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("{}: line {}", csv.display(), row + 1))?;
-        let values: Vec<u8> = line
-            .split(',')
-            .map(|v| v.trim().parse::<f64>().map(|v| v as u8))
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}: line {}: not numbers", csv.display(), row + 1))?;
-        if values.len() != 65 || values[..64].iter().any(|&v| v > 16) || values[64] > 9 {
-            bail!("{}: line {}: expected 64 pixels in 0..=16 and a digit", csv.display(), row + 1);
-        }
+        let values =
+            digits_row(&line).with_context(|| format!("{}: line {}", csv.display(), row + 1))?;
         let pixels: Vec<u8> =
             values[..64].iter().map(|&v| (u32::from(v) * 255 / 16) as u8).collect();
         let dir = args.out.join(values[64].to_string());
@@ -140,8 +134,30 @@ fn digits(args: DigitsArgs) -> Result<ExitCode> {
             .with_context(|| format!("{}", path.display()))?;
         count += 1;
     }
-    println!("{}: {count} digits", args.out.display());
+    outln!("{}: {count} digits", args.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One row of the digits file: 64 pixels in 0..=16 and the digit. Values are whole numbers
+/// as the file writes them (`3.0`); anything else (`nan`, `inf`, `1e999`, `2.5`, `-1`) is
+/// refused with the value, never cast into range.
+fn digits_row(line: &str) -> Result<Vec<u8>> {
+    let values = line
+        .split(',')
+        .map(|v| {
+            let v = v.trim();
+            match v.parse::<f64>() {
+                Ok(x) if x.is_finite() && x.fract() == 0.0 && (0.0..=16.0).contains(&x) => {
+                    Ok(x as u8)
+                }
+                _ => bail!("{v:?} is not a whole number in 0..=16"),
+            }
+        })
+        .collect::<Result<Vec<u8>>>()?;
+    if values.len() != 65 || values[64] > 9 {
+        bail!("expected 64 pixels in 0..=16 and a digit, found {} values", values.len());
+    }
+    Ok(values)
 }
 
 /// The digits file of the scikit-learn that setup.sh installs into .venv.
@@ -221,7 +237,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         ]);
         rows.push(row);
     }
-    println!("{table}");
+    outln!("{table}");
     if let Some(path) = args.json {
         let text = serde_json::to_vec_pretty(&rows)?;
         shardsweep::records::write_atomic(&path, &text)

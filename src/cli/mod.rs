@@ -1,6 +1,8 @@
 //! One module per command: each holds its clap arguments and the function that runs it.
 //! `main.rs` only parses and dispatches.
 
+#[macro_use]
+pub mod output;
 #[cfg(feature = "analysis")]
 pub mod analysis;
 pub mod bench;

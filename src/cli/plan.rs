@@ -64,7 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect();
         let out =
             serde_json::json!({ "sweep": plan.sweep, "points": points, "rejected": plan.rejected });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = super::table([
@@ -96,15 +96,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             format!("{:.2} GiB", predicted.memory.peak / (1u64 << 30) as f64),
         ]);
     }
-    println!("sweep {}: {} points to run", plan.sweep, plan.points.len());
-    println!("{table}");
+    outln!("sweep {}: {} points to run", plan.sweep, plan.points.len());
+    outln!("{table}");
     if !plan.rejected.is_empty() {
         let mut rejected = super::table(["rejected point", "reason"]);
         for r in &plan.rejected {
             rejected.add_row([r.id.clone(), r.reason.clone()]);
         }
-        println!("{} points rejected", plan.rejected.len());
-        println!("{rejected}");
+        outln!("{} points rejected", plan.rejected.len());
+        outln!("{rejected}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -99,9 +99,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tracing::info!(plots = ?written, "plots written");
     }
     if args.csv {
-        println!("{CSV_HEADER}");
+        outln!("{CSV_HEADER}");
         for (p, r) in &rows {
-            println!("{}", csv_line(p, r));
+            outln!("{}", csv_line(p, r));
         }
     } else if args.json {
         let out: Vec<serde_json::Value> = rows
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         let mut table = super::table([
             "point",
@@ -143,7 +143,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 format!("{:.3}", r.node_hours),
             ]);
         }
-        println!("{table}");
+        outln!("{table}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,7 +35,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         data: args.data,
     };
     let result = probe(&point, &args.point_dir, &options)?;
-    println!(
+    outln!(
         "{} ({:?} encoder, {:?} features): top-1 {:.2}%, top-5 {:.2}% on {} val images",
         result.point,
         result.encoder,

@@ -68,18 +68,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let not_ok: Vec<_> = outcomes.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     for r in &not_ok {
-        eprintln!("{}: {} {}", r.id, r.outcome.name(), r.message.as_deref().unwrap_or(""));
+        errln!("{}: {} {}", r.id, r.outcome.name(), r.message.as_deref().unwrap_or(""));
     }
     let sweep_dir = args.results.join(&plan.sweep);
     if let Some(stop) = signals::interrupted() {
-        eprintln!(
-            "{}: interrupted by {}; {} of {} points not run. Resume with: shardsweep run {} --results {} (finished points are skipped, the interrupted one runs again)",
+        errln!(
+            "{}: interrupted by {}; {} of {} points not run (finished points are skipped, the interrupted one runs again). Resume with:\n{}",
             plan.sweep,
             stop.name(),
             plan.points.len() - outcomes.len(),
             plan.points.len(),
-            args.experiment.display(),
-            args.results.display()
+            resume_line(&args)
         );
         return Ok(ExitCode::from(128 + stop.signal as u8));
     }
@@ -90,7 +89,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     #[cfg(not(feature = "analysis"))]
     let _ = args.no_analysis;
     let ran = outcomes.iter().filter(|r| !r.skipped).count();
-    eprintln!(
+    errln!(
         "{}: {} points ({} run, {} already finished), {} not ok; results in {}",
         plan.sweep,
         outcomes.len(),
@@ -100,4 +99,28 @@ pub fn run(args: Args) -> Result<ExitCode> {
         sweep_dir.display()
     );
     Ok(if not_ok.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// The command that resumes this run, quoted to paste into a shell from any folder: this
+/// program as it was started (absolute where it was started by a path), the same experiment,
+/// results and flags, less `--force` (which would run the points that finished again).
+fn resume_line(args: &Args) -> String {
+    use std::ffi::OsString;
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.into());
+    let program = std::env::args_os().next().unwrap_or_else(|| "shardsweep".into());
+    let program = if std::path::Path::new(&program).components().count() > 1 {
+        absolute(program.as_ref()).into()
+    } else {
+        program
+    };
+    let mut words: Vec<OsString> = vec![program, "run".into(), absolute(&args.experiment).into()];
+    words.extend(["--results".into(), absolute(&args.results).into()]);
+    for (set, flag) in
+        [(args.retry, "--retry"), (args.no_lock, "--no-lock"), (args.no_analysis, "--no-analysis")]
+    {
+        if set {
+            words.push(flag.into());
+        }
+    }
+    shardsweep::launch::shell::command_line(words)
 }

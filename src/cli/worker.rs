@@ -36,7 +36,7 @@ fn run_mpi(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
     match shardsweep::train::run_rank(point, dir, &comm) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => {
-            eprintln!("rank {}: {error}", world.rank());
+            errln!("rank {}: {error}", world.rank());
             // The other ranks may be waiting in a collective: take the whole job down.
             world.abort(3)
         }
@@ -72,7 +72,7 @@ fn run_c10d(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
     match shardsweep::train::run_rank(point, dir, &comm) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(error) => {
-            eprintln!("rank {}: {error}", place.rank);
+            errln!("rank {}: {error}", place.rank);
             // Peers blocked in a collective fail at c10d's timeout or when the launcher (mpirun,
             // srun --kill-on-bad-exit, torchrun) stops them on this exit status.
             Ok(ExitCode::from(3))

@@ -1,16 +1,24 @@
 //! Image sets in HDF5, as `shardsweep data import` writes them (readable by h5py):
 //!
 //! ```text
-//! /                  attrs: format = "shardsweep-image-set", format_version = 1,
+//! /                  attrs: format = "shardsweep-image-set", format_version = 2,
 //!                    layout = "nhwc", seed, val_fraction, source (the imported folder)
 //! /images            [n, height, width, channels] u8, chunked by whole images
 //! /labels            [n] u32, index into /class_names
 //! /split             [n] u8: 0 = train, 1 = val
-//! /class_names       [classes] string (the folder names, sorted)
+//! /class_names       [classes] string (the folder names, sorted by their bytes)
+//! /class_name_bytes  [classes] vlen u8, the same names' bytes (format_version 2)
 //! /paths             [n] string, each image's path relative to the source folder
+//! /path_bytes        [n] vlen u8, the same paths' bytes (format_version 2)
 //! /skipped/path      [k] string, files that could not be imported ...
+//! /skipped/path_bytes [k] vlen u8 (format_version 2)
 //! /skipped/reason    [k] string ... and why
 //! ```
+//!
+//! The text datasets write a name byte that is not UTF-8 as `\xNN`; the `_bytes` datasets
+//! hold the names exactly (h5py: `bytes(f["path_bytes"][i])`, `os.fsdecode` for a path).
+//! Version 2 added them, walks sub-folders of a class and applies EXIF orientation; readers
+//! of version 1 files need none of it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,7 +36,7 @@ use super::synthetic::{sample_rng, AUGMENT_STREAM};
 use super::DataError;
 
 pub const FORMAT: &str = "shardsweep-image-set";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Stream of the per-epoch order of the train split (apart from images, masks and crops).
 const ORDER_STREAM: u64 = 3 << 60;
 

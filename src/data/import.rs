@@ -1,15 +1,28 @@
 //! `shardsweep data import`: a folder-per-class tree of images (the layout of UC Merced, AID,
 //! NWPU-RESISC45 and MillionAID exports) into one image set file (see [`super::image_set`]).
 //!
-//! Every file is decoded with the `image` crate (PNG, JPEG, TIFF), converted to RGB and resized
-//! to `size` x `size` (the whole image, bilinear; scene sets are square). A file that cannot be
-//! read or decoded is listed in `/skipped` with the reason and the import goes on. The split is
+//! A class is a top-level folder; its images are every file below it, in sub-folders too
+//! (MillionAID nests scenes in folders of their own), walked depth-first in byte order of
+//! the names, hidden files and folders left out. Every file is decoded with the `image` crate
+//! (PNG, JPEG, TIFF), turned as its EXIF orientation says it is displayed, converted to RGB and
+//! resized to `size` x `size` (the whole image, bilinear; scene sets are square). A file that
+//! cannot be read or decoded, or a JPEG cut off before its end (which the decoder would fill
+//! in silently), is listed in `/skipped` with the reason and the import goes on. The split is
 //! stratified: in each class, images are shuffled with the seed and the class index, and the
-//! first floor(n x val_fraction) go to val, so a class of one image stays in train.
+//! first floor(n x val_fraction) go to val, so a class of one image stays in train. Classes in
+//! byte order of their folder names, images in walk order and this rule are the same as for
+//! the flat trees that earlier versions imported, so such a tree gets the same labels and split.
+//!
+//! Names are kept exactly: `/paths` and `/class_names` are text (a byte that is not UTF-8
+//! written `\xNN`), `/path_bytes`, `/class_name_bytes` and `/skipped/path_bytes` the names'
+//! bytes as the file system has them.
 
+use std::collections::BTreeSet;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use hdf5::types::VarLenUnicode;
+use hdf5::types::{VarLenArray, VarLenUnicode};
 use hdf5::File;
 use ndarray::{Array1, Array4};
 use rand::seq::SliceRandom;
@@ -38,8 +51,10 @@ pub struct ImportOptions {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
-    /// Relative to the imported folder.
+    /// Relative to the imported folder, as text (see [`escaped`]).
     pub path: String,
+    /// The same path's bytes.
+    pub path_bytes: Vec<u8>,
     pub reason: String,
 }
 
@@ -60,7 +75,8 @@ const WRITE_BATCH_IMAGES: usize = 256;
 #[derive(Default)]
 struct Index {
     labels: Vec<u32>,
-    paths: Vec<String>,
+    /// Relative to the imported folder, as the file system names them.
+    paths: Vec<PathBuf>,
     split: Vec<u8>,
     skipped: Vec<Skipped>,
 }
@@ -92,10 +108,8 @@ pub fn import_folder(
         .into_iter()
         .filter(|p| p.is_dir())
         .collect::<Vec<_>>();
-    let names: Vec<String> = classes
-        .iter()
-        .map(|c| c.file_name().unwrap_or_default().to_string_lossy().into())
-        .collect();
+    let names: Vec<PathBuf> =
+        classes.iter().map(|c| PathBuf::from(c.file_name().unwrap_or_default())).collect();
     let mut index = Index::default();
     let written = write_hdf5_atomic(out, |file| {
         write_attributes(file, folder, options)?;
@@ -155,18 +169,21 @@ fn stream_images(
         Ok(written + n)
     };
     let mut written = 0;
-    let relative = |p: &Path| p.strip_prefix(folder).unwrap_or(p).display().to_string();
+    let relative = |p: &Path| p.strip_prefix(folder).unwrap_or(p).to_path_buf();
+    let skip = |p: &Path, reason: String| {
+        let path = relative(p);
+        Skipped { path: escaped(&path), path_bytes: path.as_os_str().as_bytes().to_vec(), reason }
+    };
     for (label, class) in classes.iter().enumerate() {
-        let files = match sorted_entries(class) {
-            Ok(files) => files,
-            Err(e) => {
-                let reason = format!("cannot list: {e}");
-                index.skipped.push(Skipped { path: relative(class), reason });
-                continue;
+        let mut files = Vec::new();
+        for (path, listed) in class_files(class) {
+            match listed {
+                Ok(()) => files.push(path),
+                Err(reason) => index.skipped.push(skip(&path, reason)),
             }
-        };
+        }
         let first = index.labels.len();
-        for path in files.iter().filter(|f| !f.is_dir()) {
+        for path in &files {
             match decode(path, options.size) {
                 Ok(pixels) => {
                     pending.extend_from_slice(&pixels);
@@ -176,7 +193,7 @@ fn stream_images(
                         written = flush(&mut pending, written)?;
                     }
                 }
-                Err(reason) => index.skipped.push(Skipped { path: relative(path), reason }),
+                Err(reason) => index.skipped.push(skip(path, reason)),
             }
         }
         let mut members: Vec<usize> = (first..index.labels.len()).collect();
@@ -193,23 +210,85 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut entries = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<Vec<_>>>()?;
-    entries.retain(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
+    entries.retain(|p| !p.file_name().is_some_and(|n| n.as_bytes().starts_with(b".")));
     entries.sort();
     Ok(entries)
 }
 
-/// RGB pixels [size, size, 3] of the image in `file`, or why it cannot be imported.
-fn decode(file: &Path, size: u32) -> Result<Vec<u8>, String> {
-    let reader = image::ImageReader::open(file)
-        .map_err(|e| format!("cannot open: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if reader.format().is_none() {
-        return Err("not an image in a supported format (PNG, JPEG, TIFF)".into());
+/// Every file under a class folder, depth-first with each folder's entries in name order (for
+/// a flat folder, its files in name order, as before sub-folders were walked), each with `Ok`
+/// or why it cannot be imported: a folder that cannot be listed, or one already walked (a
+/// link back up the tree).
+fn class_files(class: &Path) -> Vec<(PathBuf, Result<(), String>)> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    walk(class, &mut seen, &mut out);
+    out
+}
+
+fn walk(dir: &Path, seen: &mut BTreeSet<(u64, u64)>, out: &mut Vec<(PathBuf, Result<(), String>)>) {
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if !seen.insert((meta.dev(), meta.ino())) {
+            out.push((dir.to_path_buf(), Err("a folder already walked (a link to it)".into())));
+            return;
+        }
     }
-    let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
+    match sorted_entries(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                if entry.is_dir() {
+                    walk(&entry, seen, out);
+                } else {
+                    out.push((entry, Ok(())));
+                }
+            }
+        }
+        Err(e) => out.push((dir.to_path_buf(), Err(format!("cannot list: {e}")))),
+    }
+}
+
+/// `path` as text: UTF-8 names as they are, each byte that is not UTF-8 as `\xNN` (lower-case
+/// hex), so that two such names stay apart; the exact bytes are kept beside.
+pub fn escaped(path: &Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        out += chunk.valid();
+        for byte in chunk.invalid() {
+            out += &format!("\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+/// RGB pixels [size, size, 3] of the image in `file`, turned as its EXIF orientation says, or
+/// why it cannot be imported.
+fn decode(file: &Path, size: u32) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot open: {e}"))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes));
+    // The name's extension first, then the content's signature where it has one.
+    if let Ok(format) = image::ImageFormat::from_path(file) {
+        reader.set_format(format);
+    }
+    let reader = reader.with_guessed_format().map_err(|e| format!("cannot read: {e}"))?;
+    match reader.format() {
+        None => return Err("not an image in a supported format (PNG, JPEG, TIFF)".into()),
+        // The JPEG decoder fills a scan cut off half-way with grey and says nothing.
+        Some(image::ImageFormat::Jpeg) => super::jpeg::complete(&bytes)?,
+        Some(_) => {}
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode: {e}"))?;
+    // An EXIF block that cannot be read leaves the image as stored, as viewers show it.
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode: {e}"))?;
+    image.apply_orientation(orientation);
     let rgb = image.to_rgb8();
     Ok(image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle).into_raw())
+}
+
+fn path_bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
 }
 
 fn text(s: &str) -> VarLenUnicode {
@@ -229,23 +308,26 @@ fn write_attributes(file: &File, folder: &Path, options: &ImportOptions) -> hdf5
     file.new_attr::<f64>().create("val_fraction")?.write_scalar(&options.val_fraction)
 }
 
-/// Labels, split, class names, paths and the files skipped.
-fn write_index(file: &File, names: &[String], index: &Index) -> hdf5::Result<()> {
-    let column = |name: &str, values: Array1<VarLenUnicode>| {
-        file.new_dataset_builder().with_data(values.view()).create(name).map(|_| ())
+/// Labels, split, class names, paths (as text and as bytes) and the files skipped.
+fn write_index(file: &File, names: &[PathBuf], index: &Index) -> hdf5::Result<()> {
+    let column = |group: &hdf5::Group, name: &str, values: Array1<VarLenUnicode>| {
+        group.new_dataset_builder().with_data(values.view()).create(name).map(|_| ())
+    };
+    let bytes = |group: &hdf5::Group, name: &str, values: Vec<&[u8]>| {
+        let values: Array1<VarLenArray<u8>> =
+            values.into_iter().map(VarLenArray::from_slice).collect();
+        group.new_dataset_builder().with_data(values.view()).create(name).map(|_| ())
     };
     file.new_dataset_builder()
         .with_data(&Array1::from_vec(index.labels.clone()))
         .create("labels")?;
     file.new_dataset_builder().with_data(&Array1::from_vec(index.split.clone())).create("split")?;
-    column("class_names", names.iter().map(|n| text(n)).collect())?;
-    column("paths", index.paths.iter().map(|p| text(p)).collect())?;
+    column(file, "class_names", names.iter().map(|n| text(&escaped(n))).collect())?;
+    bytes(file, "class_name_bytes", names.iter().map(|n| path_bytes(n)).collect())?;
+    column(file, "paths", index.paths.iter().map(|p| text(&escaped(p))).collect())?;
+    bytes(file, "path_bytes", index.paths.iter().map(|p| path_bytes(p)).collect())?;
     let group = file.create_group("skipped")?;
-    for (name, values) in [
-        ("path", index.skipped.iter().map(|k| text(&k.path)).collect::<Array1<_>>()),
-        ("reason", index.skipped.iter().map(|k| text(&k.reason)).collect()),
-    ] {
-        group.new_dataset_builder().with_data(values.view()).create(name)?;
-    }
-    Ok(())
+    column(&group, "path", index.skipped.iter().map(|k| text(&k.path)).collect())?;
+    bytes(&group, "path_bytes", index.skipped.iter().map(|k| k.path_bytes.as_slice()).collect())?;
+    column(&group, "reason", index.skipped.iter().map(|k| text(&k.reason)).collect())
 }

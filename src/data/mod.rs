@@ -5,6 +5,7 @@
 mod augment;
 mod image_set;
 mod import;
+mod jpeg;
 mod loader;
 mod synthetic;
 
@@ -12,7 +13,7 @@ pub use augment::{
     normalise_resized, random_resized_crop, Crop, IMAGENET_MEAN, IMAGENET_STD, MAE_CROP_MIN_SCALE,
 };
 pub use image_set::{ImageSet, ImageSetSource, Split};
-pub use import::{import_folder, ImportOptions, ImportReport, Skipped};
+pub use import::{escaped, import_folder, ImportOptions, ImportReport, Skipped};
 pub use loader::{rank_batches, Batch, Loader, LoaderFigures, Source, PREFETCH_PER_WORKER};
 pub use synthetic::{fill_mask_noise, SyntheticImages};
 

@@ -5,6 +5,7 @@
 mod finalize;
 mod local;
 mod retry;
+pub mod shell;
 pub mod signals;
 pub mod slurm;
 mod supervise;

@@ -111,6 +111,29 @@ impl Csv {
         MeasurementError::Row { path: self.path.clone(), line, message }
     }
 
+    /// A number of `column` that is finite and above 0 (`positive`) or at least 0: `inf`,
+    /// `1e999` (which parses as infinity), `nan` and out-of-range values are refused with the
+    /// line and the value as written.
+    fn number(
+        &self,
+        line: usize,
+        row: &[String],
+        column: usize,
+        positive: bool,
+    ) -> Result<f64, MeasurementError> {
+        let value: f64 = self.field(line, row, column)?;
+        let in_range = if positive { value > 0.0 } else { value >= 0.0 };
+        if value.is_finite() && in_range {
+            return Ok(value);
+        }
+        let text = row.get(column).map(String::as_str).unwrap_or("");
+        let range = if positive { "above 0" } else { "of at least 0" };
+        Err(self.error(
+            line,
+            format!("column {}: {text:?} is not a finite number {range}", self.header[column]),
+        ))
+    }
+
     fn field<T: std::str::FromStr>(
         &self,
         line: usize,
@@ -215,10 +238,7 @@ pub fn read_table(
                     .ok_or_else(|| csv.error(line, format!("dtype {:?} is not known", text(c))))?;
             }
         }
-        let images_per_s: f64 = csv.field(line, row, ci)?;
-        if images_per_s.is_nan() || images_per_s <= 0.0 {
-            return Err(csv.error(line, format!("images_per_s {images_per_s} is not positive")));
-        }
+        let images_per_s = csv.number(line, row, ci, true)?;
         let point = point_for(
             "measurements",
             text(cm),
@@ -271,9 +291,9 @@ pub fn read_bench(path: &Path) -> Result<Vec<CollectiveSample>, MeasurementError
         let group = Group { ranks, nodes: nodes.max(1), per_node: per_node.min(ranks).max(1) };
         out.push(CollectiveSample {
             kind,
-            bytes: csv.field(*line, row, cb)?,
+            bytes: csv.number(*line, row, cb, false)?,
             group,
-            seconds: csv.field(*line, row, cm)?,
+            seconds: csv.number(*line, row, cm, true)?,
         });
     }
     Ok(out)
@@ -415,5 +435,41 @@ mod tests {
             error.contains("line 3") && error.contains("\"gloo\" after rows of \"mpi\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_number_that_is_not_finite_or_in_range_is_refused_with_file_line_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("measured.csv");
+        let header = "model,strategy,shard_group,nodes,ranks_per_node,micro_batch,images_per_s";
+        let defaults = crate::predict::Hardware::fallback().measurement_defaults;
+        let table = |value: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "{header}\nvit-tiny,no_shard,,1,2,4,10\nvit-tiny,no_shard,,1,2,4,{value}\n"
+                ),
+            )
+            .unwrap();
+            read_table(&path, &defaults)
+        };
+        assert_eq!(table("12.5").unwrap().len(), 2);
+        for value in ["inf", "-inf", "1e999", "nan", "NaN", "0", "-3", "+inf", "infinity"] {
+            let error = table(value).unwrap_err().to_string();
+            let shown = format!("{}: line 3: column images_per_s: \"{value}\"", path.display());
+            assert!(error.starts_with(&shown), "{value}: {error}");
+        }
+        let bench = dir.path().join("bench.csv");
+        let header = "backend,collective,group_size,ranks_per_node,nodes,payload_bytes,repeats,median_s,p10_s,p90_s";
+        for (bytes, seconds, column) in [
+            ("1e999", "0.001", "payload_bytes"),
+            ("64", "inf", "median_s"),
+            ("64", "0", "median_s"),
+        ] {
+            let row = format!("mpi,all_gather,2,2,1,{bytes},3,{seconds},0.001,0.001");
+            std::fs::write(&bench, format!("{header}\n{row}\n")).unwrap();
+            let error = read_bench(&bench).unwrap_err().to_string();
+            assert!(error.contains(&format!("line 2: column {column}")), "{error}");
+        }
     }
 }

@@ -2,11 +2,20 @@
 
 use super::*;
 
+/// A bar's label: the point, its outcome unless ok, and "n/a" where it has no figure (its bar
+/// is then left out rather than drawn at 0).
 fn label(p: &PointSummary) -> String {
-    if p.meta.outcome == Outcome::Ok {
+    let mut notes = Vec::new();
+    if p.meta.outcome != Outcome::Ok {
+        notes.push(p.meta.outcome.to_string());
+    }
+    if p.no_figures_reason().is_some() {
+        notes.push("n/a: no steady-state step".to_string());
+    }
+    if notes.is_empty() {
         p.meta.point.clone()
     } else {
-        format!("{} ({})", p.meta.point, p.meta.outcome)
+        format!("{} ({})", p.meta.point, notes.join(", "))
     }
 }
 

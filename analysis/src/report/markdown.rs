@@ -1,9 +1,23 @@
-//! The report's text: the printed summary table and `report.md`.
+//! The report's text: the printed summary table and `report.md`. A figure that is missing
+//! (NaN: a median of no steady step) or does not apply (no peak known, one node count) is
+//! written "n/a", never as a number, and the table says why below it.
 
 use super::*;
 
-fn fmt(v: Option<f64>, digits: usize) -> String {
-    v.filter(|x| x.is_finite()).map_or("-".into(), |x| format!("{x:.digits$}"))
+/// What the report writes for a figure it does not have.
+pub(crate) const NO_FIGURE: &str = "n/a";
+
+pub(crate) fn fmt(v: Option<f64>, digits: usize) -> String {
+    v.filter(|x| x.is_finite()).map_or(NO_FIGURE.into(), |x| format!("{x:.digits$}"))
+}
+
+/// The lines under a table that say why points have no figures, one per such point.
+pub(crate) fn why_no_figures(s: &[PointSummary]) -> String {
+    s.iter()
+        .filter_map(|p| {
+            Some(format!("{}: {NO_FIGURE}: {}\n", p.meta.point, p.no_figures_reason()?))
+        })
+        .collect()
 }
 
 pub(super) fn printable(s: &[PointSummary]) -> String {
@@ -24,7 +38,11 @@ pub(super) fn printable(s: &[PointSummary]) -> String {
         out.add_row([
             p.meta.point.clone(),
             p.meta.outcome.to_string(),
-            format!("{} from {}", p.step_s.len(), p.steady_from),
+            if p.step_s.is_empty() {
+                format!("none of {}", p.steps_recorded)
+            } else {
+                format!("{} from {}", p.step_s.len(), p.steady_from)
+            },
             format!(
                 "{} ({}-{})",
                 fmt(Some(p.step_s_median.estimate), 4),
@@ -34,12 +52,14 @@ pub(super) fn printable(s: &[PointSummary]) -> String {
             fmt(Some(p.images_per_s.estimate), 1),
             fmt(Some(p.images_per_s_per_device()), 1),
             fmt(Some(p.model_flop_per_s / 1e12), 4),
-            p.mfu.map_or("-".into(), |m| format!("{:.1}%", m * 100.0)),
+            p.mfu
+                .filter(|m| m.is_finite())
+                .map_or(NO_FIGURE.into(), |m| format!("{:.1}%", m * 100.0)),
             fmt(p.weak_scaling_efficiency, 3),
             fmt(p.strong_scaling_efficiency, 3),
         ]);
     }
-    out.to_string()
+    format!("{out}\n{}", why_no_figures(s)).trim_end().to_string()
 }
 
 pub(super) fn markdown_report(
@@ -71,8 +91,11 @@ pub(super) fn markdown_report(
     md += "\n## Stragglers\n\nScore: a node's ranks' forward time over the median rank's in the same step (median over steps, ranks and points).\n\n| node | score | worst rank | rank-points |\n|---|---|---|---|\n";
     for n in stragglers {
         md += &format!(
-            "| {} | {:.3} | {:.3} | {} |\n",
-            n.hostname, n.score, n.worst_score, n.rank_points
+            "| {} | {} | {} | {} |\n",
+            n.hostname,
+            fmt(Some(n.score), 3),
+            fmt(Some(n.worst_score), 3),
+            n.rank_points
         );
     }
     md += &if exclude.is_empty() {
@@ -99,7 +122,8 @@ pub(super) fn markdown_report(
 }
 
 /// The critical path as a Markdown table: one row per point, one column per component (in
-/// the order components first appear), `-` where a point has no such component.
+/// the order components first appear), `-` where a point has no such component and "n/a"
+/// where it has no figure (no steady step; the reason follows the table).
 fn breakdown_table(s: &[PointSummary]) -> String {
     let mut components: Vec<&str> = Vec::new();
     for (c, _) in s.iter().flat_map(|p| &p.breakdown.critical_path) {
@@ -114,10 +138,14 @@ fn breakdown_table(s: &[PointSummary]) -> String {
             .iter()
             .map(|c| {
                 let v = p.breakdown.critical_path.iter().find(|(name, _)| name == c);
-                v.map_or("-".into(), |(_, v)| format!("{v:.6}"))
+                v.map_or("-".into(), |(_, v)| fmt(Some(*v), 6))
             })
             .collect();
         md += &format!("| {} | {} |\n", p.meta.point, cells.join(" | "));
+    }
+    let why = why_no_figures(s);
+    if !why.is_empty() {
+        md += &format!("\n{}", why.lines().map(|l| format!("- {l}\n")).collect::<String>());
     }
     md
 }

@@ -129,8 +129,14 @@ pub fn compare_sweeps(
     out: &Path,
     options: &crate::CompareOptions,
 ) -> Result<(crate::Comparison, Vec<PathBuf>), AnalysisError> {
-    let (b, _, _) = summarize_sweep(before)?;
-    let (a, _, _) = summarize_sweep(after)?;
+    let side = |side: &'static str, dir: &Path| {
+        summarize_sweep(dir).map(|(s, _, _)| s).map_err(|e| AnalysisError::CompareSide {
+            side,
+            path: dir.display().to_string(),
+            source: Box::new(e),
+        })
+    };
+    let (b, a) = (side("BEFORE", before)?, side("AFTER", after)?);
     let comparison = crate::compare::compare(&b, &a, options)?;
     std::fs::create_dir_all(out)
         .map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
@@ -187,8 +193,11 @@ pub fn compare_sweeps(
             x.verdict.name()
         );
     }
-    for (point, why) in &comparison.unmatched {
-        md += &format!("\nNot compared: {point} ({why})");
+    if !comparison.unmatched.is_empty() {
+        md += "\n## Not compared\n\n| point | why |\n|---|---|\n";
+        for (point, why) in &comparison.unmatched {
+            md += &format!("| {point} | {} |\n", why.replace('|', "\\|"));
+        }
     }
     let markdown = out.join("comparison.md");
     write_file(&markdown, md.as_bytes())?;

@@ -1,4 +1,6 @@
-//! The report's tables as data frames, and the CSV writer they go out through.
+//! The report's tables as data frames, and the CSV writer they go out through. A figure that
+//! cannot be computed (a median of no steady step, a rate over no time) is NaN in the
+//! summaries and an empty cell (null) in every CSV: no figure is not a number.
 
 use super::*;
 
@@ -21,7 +23,7 @@ pub(super) fn summary_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisErr
         "micro_batch" => count(&|p| p.meta.micro_batch),
         "global_batch" => num(&|p| f64::from(p.meta.global_batch)),
         "outcome" => text(&|p| p.meta.outcome.to_string()),
-        "steady_from" => count(&|p| p.steady_from),
+        "steady_from" => s.iter().map(|p| (!p.step_s.is_empty()).then_some(p.steady_from)).collect::<Vec<_>>(),
         "steady_steps" => count(&|p| p.step_s.len() as u32),
         "step_s_median" => num(&|p| p.step_s_median.estimate),
         "step_s_ci95_low" => num(&|p| p.step_s_median.low),
@@ -52,6 +54,7 @@ pub(super) fn summary_frame(s: &[PointSummary]) -> Result<DataFrame, AnalysisErr
         "loader_images_per_worker_s" => opt(s.iter().map(|p| p.loader_images_per_worker_s)),
         "loader_images_per_s" => opt(s.iter().map(|p| p.loader_images_per_s)),
         "data_share" => opt(s.iter().map(|p| p.data_share)),
+        "note" => text(&|p| p.no_figures_reason().unwrap_or_default()),
     )?)
 }
 
@@ -85,7 +88,27 @@ pub(super) fn straggler_frame(s: &[NodeScore]) -> Result<DataFrame, AnalysisErro
     )?)
 }
 
+/// Writes `table` as CSV, every non-finite float (NaN: no figure; an infinite rate) as an
+/// empty cell, which pandas, Polars and DuckDB read as null.
 pub(crate) fn write_csv(path: &Path, table: &mut DataFrame) -> Result<PathBuf, AnalysisError> {
-    write_atomically(path, |file| Ok(CsvWriter::new(file).finish(table)?))?;
+    let mut table = without_non_finite(table)?;
+    write_atomically(path, |file| Ok(CsvWriter::new(file).finish(&mut table)?))?;
     Ok(path.to_path_buf())
+}
+
+/// `table` with every NaN or infinite float replaced by null.
+pub(crate) fn without_non_finite(table: &DataFrame) -> Result<DataFrame, AnalysisError> {
+    let columns = table
+        .columns()
+        .iter()
+        .map(|c| match c.dtype() {
+            DataType::Float64 => {
+                let finite: Float64Chunked =
+                    c.f64()?.iter().map(|v| v.filter(|x| x.is_finite())).collect();
+                Ok(finite.with_name(c.name().clone()).into_column())
+            }
+            _ => Ok(c.clone()),
+        })
+        .collect::<Result<Vec<_>, AnalysisError>>()?;
+    Ok(DataFrame::new(table.height(), columns)?)
 }

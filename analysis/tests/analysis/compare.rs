@@ -151,3 +151,70 @@ fn launcher_bookkeeping_is_ignored_and_transport_settings_count() {
         other => panic!("compared anyway: {:?}", other.map(|c| c.0.environment)),
     }
 }
+
+/// One point `name` of 40 noisy steps (or `steps`, all warm-up when 2 or fewer).
+fn one_point(dir: &std::path::Path, name: &str, steps: usize, seed: u64) {
+    let mut p = Point::new(name, 1, steps);
+    p.phases = Box::new(move |r, s| {
+        let n = |k: u64| 1.0 + 0.02 * noise(seed * 10 + k, r, s);
+        [0.01 * n(1), 0.1 * n(2), 0.2 * n(3), 0.03 * n(4), 0.0]
+    });
+    p.write(dir);
+}
+
+#[test]
+fn sets_with_no_point_in_common_are_refused_naming_every_point_and_why() {
+    let (root, before) = sweep("before");
+    one_point(&before, "a", 40, 1);
+    one_point(&before, "b", 2, 1);
+    let after = root.path().join("after");
+    one_point(&after, "b", 40, 2);
+    one_point(&after, "c", 40, 2);
+    let out = root.path().join("out");
+    match compare_sweeps(&before, &after, &out, &CompareOptions::default()) {
+        Err(AnalysisError::NothingCompared(why)) => assert_eq!(
+            why,
+            [
+                "a: only in BEFORE",
+                "b: before: no steady-state step (2 of 2 steps recorded, 2 warm-up)",
+                "c: only in AFTER"
+            ]
+        ),
+        other => panic!("compared: {:?}", other.map(|c| c.0.changes.len())),
+    }
+    assert!(!out.join("comparison.csv").exists(), "no empty table is written");
+
+    // One side without any finished point: that side is named.
+    let empty = root.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let error = compare_sweeps(&before, &empty, &out, &CompareOptions::default()).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, AnalysisError::CompareSide { side: "AFTER", .. })
+            && message.contains(&empty.display().to_string())
+            && message.contains("no finished records"),
+        "{message}"
+    );
+}
+
+#[test]
+fn points_missing_on_one_side_are_listed_beside_those_compared() {
+    let (root, before) = sweep("before");
+    one_point(&before, "a", 40, 1);
+    one_point(&before, "b", 40, 1);
+    let after = root.path().join("after");
+    one_point(&after, "a", 40, 2);
+    one_point(&after, "c", 40, 2);
+    let out = root.path().join("out");
+    let (comparison, _) =
+        compare_sweeps(&before, &after, &out, &CompareOptions::default()).unwrap();
+    assert!(comparison.changes.iter().all(|c| c.point == "a") && !comparison.changes.is_empty());
+    assert_eq!(
+        comparison.unmatched,
+        [("b".to_string(), "only in BEFORE".to_string()), ("c".into(), "only in AFTER".into())]
+    );
+    let md = std::fs::read_to_string(out.join("comparison.md")).unwrap();
+    let listed = md.split("## Not compared").nth(1).expect("a section for them");
+    assert!(listed.contains("| b | only in BEFORE |") && listed.contains("| c | only in AFTER |"));
+    assert!(!md.contains("NaN"), "{md}");
+}

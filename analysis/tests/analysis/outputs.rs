@@ -353,3 +353,108 @@ fn the_input_pipeline_study_gives_loader_rates_and_a_plot_against_loader_workers
         !md.contains("## Input pipeline") && !single.join("report/input_pipeline.svg").exists()
     );
 }
+
+/// The `.venv` Python that setup.sh installs Polars, pandas, pyarrow and DuckDB into.
+fn python() -> String {
+    std::env::var("SHARDSWEEP_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string())
+}
+
+#[test]
+fn the_store_folder_reads_as_one_dataset_in_polars_pandas_pyarrow_and_duckdb() {
+    let (root, dir) = sweep("readers");
+    four_points(&dir);
+    // A store of the layout before the index moved out of the folder: its index is taken
+    // over (nothing rebuilt) and leaves the folder.
+    analyze_sweep(&dir).unwrap();
+    let index = std::fs::read(dir.join("tidy.index.json")).unwrap();
+    std::fs::rename(dir.join("tidy.index.json"), dir.join("tidy/_index.json")).unwrap();
+    let again = analyze_sweep(&dir).unwrap();
+    assert_eq!((again.store.rebuilt.len(), again.store.reused), (0, 4));
+    assert_eq!(std::fs::read(dir.join("tidy.index.json")).unwrap(), index);
+    let names: Vec<String> = std::fs::read_dir(dir.join("tidy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".parquet")) && names.len() == 4, "{names:?}");
+    // A second sweep, for the glob over sweeps that the README shows.
+    let other = root.path().join("other");
+    four_points(&other);
+    analyze_sweep(&other).unwrap();
+    let rows = scan_store(&dir.join("tidy")).unwrap().collect().unwrap().height();
+    let script = r#"
+import sys, polars as pl, pandas as pd, pyarrow.dataset as ds, duckdb
+store, glob = sys.argv[1], sys.argv[2]
+print("polars.scan_parquet", pl.scan_parquet(store).select(pl.len()).collect().item())
+print("polars.read_parquet", pl.read_parquet(store).height)
+print("pandas.read_parquet", len(pd.read_parquet(store)))
+print("pyarrow.dataset", ds.dataset(store, format="parquet").count_rows())
+print("duckdb.read_parquet", duckdb.sql(f"SELECT count(*) FROM read_parquet('{store}')").fetchall()[0][0])
+print("duckdb.glob", duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall()[0][0])
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(dir.join("tidy"))
+        .arg(root.path().join("*/tidy/*.parquet"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let counts: Vec<(&str, usize)> = stdout
+        .lines()
+        .map(|l| l.split_once(' ').map(|(r, n)| (r, n.trim().parse().unwrap())).unwrap())
+        .collect();
+    assert_eq!(counts.len(), 6, "{stdout}");
+    for (reader, n) in counts {
+        let expected = if reader == "duckdb.glob" { 2 * rows } else { rows };
+        assert_eq!(n, expected, "{reader} read {n} rows, the store has {rows}");
+    }
+}
+
+#[test]
+fn a_point_without_a_steady_step_has_no_figures_rather_than_zeros() {
+    let (_root, dir) = sweep("short");
+    four_points(&dir);
+    // Two steps, both warm-up: nothing to summarise.
+    Point::new("warmup-only", 1, 2).write(&dir);
+    let report = analyze_sweep(&dir).unwrap();
+    let s = report.summaries.iter().find(|s| s.meta.point == "warmup-only").unwrap();
+    assert_eq!(s.mfu, None, "no MFU, not NaN");
+    assert!(s.breakdown.critical_path.iter().all(|(_, v)| v.is_nan()), "{:?}", s.breakdown);
+    let why = "no steady-state step (2 of 2 steps recorded, 2 warm-up)";
+    assert_eq!(s.no_figures_reason().as_deref(), Some(why));
+
+    let read = |name: &str| {
+        CsvReadOptions::default()
+            .try_into_reader_with_file_path(Some(dir.join("report").join(name)))
+            .unwrap()
+            .finish()
+            .unwrap()
+    };
+    let breakdown =
+        read("breakdown.csv").lazy().filter(col("point").eq(lit("warmup-only"))).collect().unwrap();
+    let seconds = breakdown.column("seconds_per_step").unwrap();
+    assert!(breakdown.height() > 0 && seconds.null_count() == breakdown.height(), "{breakdown}");
+    let summary = read("summary.csv");
+    let row = summary.clone().lazy().filter(col("point").eq(lit("warmup-only"))).collect().unwrap();
+    for column in ["steady_from", "step_s_median", "images_per_s", "model_flop_per_s", "mfu"] {
+        assert_eq!(row.column(column).unwrap().null_count(), 1, "{column} of {row}");
+    }
+    assert_eq!(row.column("note").unwrap().str().unwrap().get(0), Some(why));
+    let others = summary.lazy().filter(col("point").neq(lit("warmup-only"))).collect().unwrap();
+    assert_eq!(others.column("step_s_median").unwrap().null_count(), 0, "the rest keep theirs");
+
+    let md = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    assert!(md.contains(&format!("warmup-only: n/a: {why}")), "{md}");
+    let row = md.lines().find(|l| l.starts_with("| warmup-only |")).expect("a breakdown row");
+    assert!(row.contains("n/a") && !row.contains("0.000000"), "{row}");
+    // No table or report prints a missing figure as a number.
+    for entry in std::fs::read_dir(dir.join("report")).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("csv" | "md")) {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("NaN") && !text.contains("inf"), "{}: {text}", path.display());
+        }
+    }
+    assert!(!report.table.contains("NaN"), "{}", report.table);
+}

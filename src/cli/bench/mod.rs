@@ -328,7 +328,7 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
         // mpirun on this host (bench's own launch) starts every rank here.
         let ranks_per_node = options.sweep.ranks_per_node.unwrap_or(world.size() as usize);
         if let Err(error) = sweep::sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node) {
-            eprintln!("rank {}: {error:#}", world.rank());
+            errln!("rank {}: {error:#}", world.rank());
             // The others may be waiting in a collective (MPI has no timeout): end the job.
             world.abort(3)
         }
@@ -365,8 +365,8 @@ fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
                 format!("{:.3}", r.ratio()),
             ]);
         }
-        println!("harness on each backend vs bare MPI calls (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
-        println!("{table}");
+        outln!("harness on each backend vs bare MPI calls (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
+        outln!("{table}");
     }
     Ok(ExitCode::SUCCESS)
 }

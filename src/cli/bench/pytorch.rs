@@ -46,14 +46,14 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
             format!("{:.1e}", result.loss_max_rel_diff),
         ]);
     }
-    println!(
+    outln!(
         "{}, micro-batch {} x {} ranks, gloo, fp32, no weight decay, slowest rank per step; PyTorch {torch_version}; runs in {}",
         options.model,
         micro_batch,
         args.ranks,
         work.display()
     );
-    println!("{table}");
+    outln!("{table}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -113,7 +113,7 @@ pub(super) fn against_eager(args: &Args) -> Result<ExitCode> {
                 // What was measured before stays on screen (an out-of-memory at the largest
                 // micro-batch is a finding, not a reason to lose the others).
                 if !table.is_empty() {
-                    println!("{table}");
+                    outln!("{table}");
                 }
                 return Err(error).with_context(|| {
                     format!("{model} at micro-batch {micro_batch} (runs in {})", work.display())
@@ -136,13 +136,13 @@ pub(super) fn against_eager(args: &Args) -> Result<ExitCode> {
             format!("{:.1e}", r.loss_max_rel_diff),
         ]);
     }
-    println!(
+    outln!(
         "one rank on {device:?}, {} compute, median of timed steps; measured {order}x{order} \
          matmul {:.1} GFLOP/s; PyTorch {torch_version}; runs in {}",
         fsdp.param_dtype.name(),
         gemm / 1e9,
         work.display()
     );
-    println!("{table}");
+    outln!("{table}");
     Ok(ExitCode::SUCCESS)
 }
