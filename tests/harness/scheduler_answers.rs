@@ -70,6 +70,16 @@ impl Fake {
         dir
     }
 
+    /// An experiment `name` of vit-tiny no_shard points on one node of two ranks, one per
+    /// micro-batch, two steps each; returns its path and the results folder beside it.
+    fn experiment(&self, name: &str, micro_batches: &str) -> (String, String) {
+        let path = self.path("e.toml");
+        let text = format!("name = \"{name}\"\n[axes]\nmodel = [\"vit-tiny\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [2]\nmicro_batch = [{micro_batches}]\n[settings]\nsteps = 2\nwarmup_steps = 1\n[launch]\ntimeout_s = 60\n");
+        std::fs::write(&path, text).unwrap();
+        let results = self.path("results");
+        (path.display().to_string(), results.display().to_string())
+    }
+
     fn shardsweep(&self, args: &[&str]) -> Output {
         let path = format!("{}:{}", self.path("bin").display(), std::env::var("PATH").unwrap());
         let output = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
@@ -304,17 +314,9 @@ fn sha256(bytes: &[u8]) -> String {
 #[test]
 fn a_refused_submission_is_recorded_and_its_points_stay_free() {
     let fake = Fake::new();
-    let e = fake.path("e.toml");
-    std::fs::write(&e, "name = \"rf\"\n[axes]\nmodel = [\"vit-tiny\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [2]\nmicro_batch = [2]\n[settings]\nsteps = 2\nwarmup_steps = 1\n").unwrap();
-    let results = fake.path("results");
-    let args = [
-        "submit",
-        e.to_str().unwrap(),
-        "--system",
-        "local",
-        "--results",
-        results.to_str().unwrap(),
-    ];
+    let (e, results) = fake.experiment("rf", "2");
+    let args = ["submit", e.as_str(), "--system", "local", "--results", results.as_str()];
+    let results = PathBuf::from(&results);
     fake.set("sbatch.out", "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n");
     fake.set("sbatch.status", "1");
     let first = fake.shardsweep(&args);
@@ -335,18 +337,10 @@ fn a_refused_submission_is_recorded_and_its_points_stay_free() {
 #[test]
 fn a_queue_limit_midway_keeps_what_was_queued_and_resume_takes_the_rest() {
     let fake = Fake::new();
-    let e = fake.path("e.toml");
     // Nine points: the local profile packs at most eight into a job, so two jobs.
-    std::fs::write(&e, "name = \"ql\"\n[axes]\nmodel = [\"vit-tiny\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [2]\nmicro_batch = [1, 2, 3, 4, 5, 6, 7, 8, 9]\n[settings]\nsteps = 2\nwarmup_steps = 1\n[launch]\ntimeout_s = 60\n").unwrap();
-    let results = fake.path("results");
-    let args = [
-        "submit",
-        e.to_str().unwrap(),
-        "--system",
-        "local",
-        "--results",
-        results.to_str().unwrap(),
-    ];
+    let (e, results) = fake.experiment("ql", "1, 2, 3, 4, 5, 6, 7, 8, 9");
+    let args = ["submit", e.as_str(), "--system", "local", "--results", results.as_str()];
+    let results = PathBuf::from(&results);
     fake.set("sbatch.out.1", "801\n");
     fake.set("sbatch.out.2", "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n");
     fake.set("sbatch.status.2", "1");

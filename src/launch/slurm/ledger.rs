@@ -167,11 +167,15 @@ impl Ledger {
         Ok(&mut self.jobs[k])
     }
 
-    /// Records a job about to be submitted (no id yet), durably, before sbatch runs.
-    pub fn record_intent(&mut self, sweep_dir: &Path, job: JobEntry) -> Result<(), SlurmError> {
-        let event = Event::Intent { job };
+    /// Appends `event` durably, then applies it.
+    fn record(&mut self, sweep_dir: &Path, event: Event) -> Result<(), SlurmError> {
         append(sweep_dir, &event)?;
         self.apply(event).map_err(SlurmError::Ledger)
+    }
+
+    /// Records a job about to be submitted (no id yet), durably, before sbatch runs.
+    pub fn record_intent(&mut self, sweep_dir: &Path, job: JobEntry) -> Result<(), SlurmError> {
+        self.record(sweep_dir, Event::Intent { job })
     }
 
     /// Records the id sbatch (or a look-up by name) gave the job named `name`.
@@ -182,9 +186,10 @@ impl Ledger {
         job_id: &str,
         sbatch_output: Option<String>,
     ) -> Result<(), SlurmError> {
-        let event = Event::Queued { name: name.into(), job_id: job_id.into(), sbatch_output };
-        append(sweep_dir, &event)?;
-        self.apply(event).map_err(SlurmError::Ledger)
+        self.record(
+            sweep_dir,
+            Event::Queued { name: name.into(), job_id: job_id.into(), sbatch_output },
+        )
     }
 
     /// Records that the job named `name` was never queued, and why.
@@ -194,9 +199,7 @@ impl Ledger {
         name: &str,
         why: &str,
     ) -> Result<(), SlurmError> {
-        let event = Event::Refused { name: name.into(), why: why.into() };
-        append(sweep_dir, &event)?;
-        self.apply(event).map_err(SlurmError::Ledger)
+        self.record(sweep_dir, Event::Refused { name: name.into(), why: why.into() })
     }
 
     /// Records what sbatch printed for the job named `name` when no id could be read from it.
@@ -206,9 +209,7 @@ impl Ledger {
         name: &str,
         output: &str,
     ) -> Result<(), SlurmError> {
-        let event = Event::SbatchOutput { name: name.into(), output: output.into() };
-        append(sweep_dir, &event)?;
-        self.apply(event).map_err(SlurmError::Ledger)
+        self.record(sweep_dir, Event::SbatchOutput { name: name.into(), output: output.into() })
     }
 
     pub fn next_submission(&self) -> u32 {

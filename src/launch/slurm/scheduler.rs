@@ -324,23 +324,11 @@ impl Slurm {
 fn squeue(args: &[&str], deadline: Deadline) -> Batch {
     let mut full = vec!["-h", "-t", "all", "-o", SQUEUE_FORMAT];
     full.extend_from_slice(args);
-    let full: Vec<String> = full.iter().map(|s| s.to_string()).collect();
-    match retrying("squeue", &full, deadline, |e| e.contains(UNKNOWN_IDS)) {
-        Ok(Some(out)) => Batch::Rows(
-            out.lines()
-                .filter_map(|line| {
-                    let f: Vec<&str> = line.trim().splitn(6, '|').collect();
-                    (f.len() == 6 && !f[0].contains('.')).then(|| Row {
-                        state: JobState::new(f[0], f[1], f[2], f[3]),
-                        submitted: parse_time(f[4]),
-                        name: f[5].to_string(),
-                    })
-                })
-                .collect(),
-        ),
-        Ok(None) => Batch::None,
-        Err(why) => Batch::NoAnswer(why),
-    }
+    rows("squeue", &full, deadline, UNKNOWN_IDS, |f: [&str; 6]| Row {
+        state: JobState::new(f[0], f[1], f[2], f[3]),
+        submitted: parse_time(f[4]),
+        name: f[5].to_string(),
+    })
 }
 
 fn sacct(since: Option<&str>, args: &[&str], deadline: Deadline) -> Batch {
@@ -349,17 +337,31 @@ fn sacct(since: Option<&str>, args: &[&str], deadline: Deadline) -> Batch {
         full.extend(["-S", since, "-E", "now"]);
     }
     full.extend_from_slice(args);
-    let full: Vec<String> = full.iter().map(|s| s.to_string()).collect();
-    match retrying("sacct", &full, deadline, |e| e.contains(NO_ACCOUNTING)) {
+    rows("sacct", &full, deadline, NO_ACCOUNTING, |f: [&str; 7]| {
+        let mut state = JobState::new(f[0], f[1], f[2], f[3]);
+        state.exit_code = Some(f[5].to_string());
+        Row { state, submitted: parse_time(f[4]), name: f[6].to_string() }
+    })
+}
+
+/// Runs a query (retried until `deadline`) and reads its `|`-separated rows of `N` fields (the
+/// last may hold `|`), leaving out job steps (`123.batch`). `none` is the text with which the
+/// command answers that it has no record of any of the jobs asked for.
+fn rows<const N: usize>(
+    program: &str,
+    args: &[&str],
+    deadline: Deadline,
+    none: &str,
+    row: impl Fn([&str; N]) -> Row,
+) -> Batch {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    match retrying(program, &args, deadline, |said| said.contains(none)) {
         Ok(Some(out)) => Batch::Rows(
             out.lines()
                 .filter_map(|line| {
-                    let f: Vec<&str> = line.trim().splitn(7, '|').collect();
-                    (f.len() == 7 && !f[0].contains('.')).then(|| {
-                        let mut state = JobState::new(f[0], f[1], f[2], f[3]);
-                        state.exit_code = Some(f[5].to_string());
-                        Row { state, submitted: parse_time(f[4]), name: f[6].to_string() }
-                    })
+                    let fields: [&str; N] =
+                        line.trim().splitn(N, '|').collect::<Vec<_>>().try_into().ok()?;
+                    (!fields[0].contains('.')).then(|| row(fields))
                 })
                 .collect(),
         ),
