@@ -46,6 +46,8 @@ pub enum AnchorError {
     Failed { what: String, status: std::process::ExitStatus, log: String },
     #[error("{path}: {message}")]
     Output { path: String, message: String },
+    #[error("no round finished: {}", rounds.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoRound { rounds: Vec<FailedRound> },
 }
 
 /// What the harness is set against.
@@ -57,10 +59,10 @@ pub enum Anchor {
     Eager,
 }
 
-/// One strategy's result: the medians of each side's timed steps, how many there were, on GPUs
-/// each side's largest caching-allocator peak over its timed steps, and how far apart their
-/// losses were.
-#[derive(Debug, Clone)]
+/// One strategy's result over the rounds that finished: the medians of each side's timed steps,
+/// how many there were, on GPUs each side's largest caching-allocator peak over its timed steps,
+/// how far apart their losses were, and the rounds that failed twice.
+#[derive(Debug)]
 pub struct SideBySide {
     pub strategy: Strategy,
     pub harness_s: f64,
@@ -74,6 +76,10 @@ pub struct SideBySide {
     /// sides, |harness - PyTorch| / |PyTorch|, over every step of every round; NaN if a loss
     /// was.
     pub loss_max_rel_diff: f64,
+    /// Rounds that finished (each on its first run or its one retry).
+    pub rounds: usize,
+    /// Rounds that failed on both runs; their folders and logs are kept.
+    pub failed: Vec<FailedRound>,
 }
 
 impl SideBySide {
@@ -95,10 +101,13 @@ struct PytorchOut {
 }
 
 /// Runs `point` (its strategy, model, micro-batch, ranks on one node, warm-up and steps) on both
-/// sides for `rounds` rounds, in `work` (one folder per run), with `torchrun`.
+/// sides for `rounds` rounds, in `work` (one folder per run: `<name>-<round>`, and
+/// `<name>-<round>-retry` for a round run again), with `torchrun`. A round whose run fails is run
+/// once more; one that fails twice is reported in [`SideBySide::failed`].
 ///
 /// # Errors
-/// A run that fails (its log is named) or leaves no timings.
+/// `work` already holding this comparison's runs, its batches not written, no round finishing
+/// ([`AnchorError::NoRound`], each failure naming its log), or no timed steps.
 pub fn side_by_side(
     point: &PointSpec,
     anchor: Anchor,
@@ -121,10 +130,6 @@ pub fn side_by_side(
         // harness's fused kernel, and one multiply per flat parameter in PyTorch's).
         point.optimizer.weight_decay = 0.0;
     }
-    let (mut harness, mut pytorch) = (Vec::new(), Vec::new());
-    let (mut harness_peak, mut pytorch_peak) = (None, None);
-    let mut loss_max_rel_diff = 0.0;
-    let mut torch_version = String::new();
     std::fs::create_dir_all(work).map_err(RecordError::io(work))?;
     // One name per comparison (model, what the harness is set against, micro-batch), so
     // several share a work folder; none replaces an earlier one's runs.
@@ -146,70 +151,127 @@ pub fn side_by_side(
     for (rank, file) in batch_files.iter().enumerate() {
         write_batches(&point, rank, file)?;
     }
+    let runner = Round { point: &point, anchor, exe, torchrun, batch_files: &batch_files };
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let dir = work.join(format!("{name}-{round}"));
-        std::fs::create_dir_all(&dir).map_err(RecordError::io(&dir))?;
-        let script = dir.join("pytorch_fsdp.py");
-        std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;
-        let config = dir.join("pytorch.json");
-        crate::records::write_json(&config, &pytorch_config(&point, anchor, &batch_files))?;
-        let out = dir.join("pytorch-out.json");
-        let mut python = vec![script.display().to_string()];
-        python.extend(["--config".into(), config.display().to_string()]);
-        python.extend(["--out".into(), out.display().to_string()]);
-        run(torchrun, point.world_size(), &python, &dir.join("pytorch.log"), "PyTorch")?;
-        let result: PytorchOut = crate::records::read_json(&out)?;
-        torch_version = result.torch_version;
-        pytorch.extend(result.step_s);
-        pytorch_peak = pytorch_peak.max(result.peak_allocated_bytes);
-        let pytorch_losses: Vec<f64> =
-            result.losses.into_iter().map(|l| l.unwrap_or(f64::NAN)).collect();
-
-        let point_dir = dir.join("harness");
-        std::fs::create_dir_all(&point_dir).map_err(RecordError::io(&point_dir))?;
-        write_point(&point_dir, &point)?;
-        let worker = [
-            "--no-python".into(),
-            exe.display().to_string(),
-            "worker".into(),
-            point_dir.display().to_string(),
-        ];
-        run(torchrun, point.world_size(), &worker, &dir.join("harness.log"), "the harness")?;
-        let run = read_harness(&point, &point_dir)?;
-        harness.extend(run.step_s);
-        harness_peak = harness_peak.max(run.peak_bytes);
-        let diff =
-            max_rel_diff(&run.losses, &pytorch_losses).ok_or_else(|| AnchorError::Output {
-                path: out.display().to_string(),
-                message: format!(
-                    "{} losses against the harness's {}",
-                    pytorch_losses.len(),
-                    run.losses.len()
-                ),
-            })?;
-        loss_max_rel_diff = nan_max(loss_max_rel_diff, diff);
+        // Each round is independent: one that crashes (a side's process killed, a
+        // library's teardown aborting) is run once more in a folder of its own, and
+        // otherwise reported, never allowed to discard the rounds measured.
+        match runner.run(&work.join(format!("{name}-{round}"))) {
+            Ok(measured) => done.push(measured),
+            Err(first) => {
+                tracing::warn!("round {round} failed, running it once more: {first}");
+                match runner.run(&work.join(format!("{name}-{round}-retry"))) {
+                    Ok(measured) => done.push(measured),
+                    Err(retry) => failed.push(FailedRound { round, first, retry }),
+                }
+            }
+        }
     }
     // Made again from the point in a moment if needed; at micro-batch 32 on 224-pixel images
-    // they are about 19 MB a step and rank. A failed run leaves them, so that its
-    // `pytorch.json` can be run again by hand.
-    for file in &batch_files {
-        std::fs::remove_file(file).map_err(RecordError::io(file))?;
+    // they are about 19 MB a step and rank. A comparison with a failed round leaves them, so
+    // that its `pytorch.json` can be run again by hand.
+    if failed.is_empty() {
+        for file in &batch_files {
+            std::fs::remove_file(file).map_err(RecordError::io(file))?;
+        }
+    }
+    if done.is_empty() {
+        return Err(AnchorError::NoRound { rounds: failed });
     }
     let none = |side: &str| AnchorError::Output {
         path: work.display().to_string(),
         message: format!("{side}: no timed steps (steps must exceed warmup_steps)"),
     };
+    let harness: Vec<f64> = done.iter().flat_map(|r| r.harness.step_s.iter().copied()).collect();
+    let pytorch: Vec<f64> = done.iter().flat_map(|r| r.pytorch.step_s.iter().copied()).collect();
     Ok(SideBySide {
         strategy: point.strategy,
         harness_s: median(&harness).ok_or_else(|| none("harness"))?,
         pytorch_s: median(&pytorch).ok_or_else(|| none("PyTorch FSDP"))?,
         harness_steps: harness.len(),
         pytorch_steps: pytorch.len(),
-        torch_version,
-        harness_peak_bytes: harness_peak,
-        pytorch_peak_bytes: pytorch_peak,
-        loss_max_rel_diff,
+        torch_version: done[0].pytorch.torch_version.clone(),
+        harness_peak_bytes: done.iter().filter_map(|r| r.harness.peak_bytes).max(),
+        pytorch_peak_bytes: done.iter().filter_map(|r| r.pytorch.peak_allocated_bytes).max(),
+        loss_max_rel_diff: done.iter().map(|r| r.loss_max_rel_diff).fold(0.0, nan_max),
+        rounds: done.len(),
+        failed,
     })
+}
+
+/// A round that failed twice: its first error and its retry's, each naming its log.
+#[derive(Debug)]
+pub struct FailedRound {
+    pub round: usize,
+    pub first: AnchorError,
+    pub retry: AnchorError,
+}
+
+impl std::fmt::Display for FailedRound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "round {}: {}; run again: {}", self.round, self.first, self.retry)
+    }
+}
+
+/// What one round runs: both sides of one point, each under torchrun.
+struct Round<'a> {
+    point: &'a PointSpec,
+    anchor: Anchor,
+    exe: &'a Path,
+    torchrun: &'a str,
+    batch_files: &'a [PathBuf],
+}
+
+/// One round's measurements on both sides.
+struct Measured {
+    pytorch: PytorchOut,
+    harness: HarnessRun,
+    loss_max_rel_diff: f64,
+}
+
+impl Round<'_> {
+    /// PyTorch's side, then the harness's, in `dir` (created; it must not exist).
+    fn run(&self, dir: &Path) -> Result<Measured, AnchorError> {
+        let point = self.point;
+        std::fs::create_dir_all(dir).map_err(RecordError::io(dir))?;
+        let script = dir.join("pytorch_fsdp.py");
+        std::fs::write(&script, SCRIPT).map_err(RecordError::io(&script))?;
+        let config = dir.join("pytorch.json");
+        let settings = pytorch_config(point, self.anchor, self.batch_files);
+        crate::records::write_json(&config, &settings)?;
+        let out = dir.join("pytorch-out.json");
+        let mut python = vec![script.display().to_string()];
+        python.extend(["--config".into(), config.display().to_string()]);
+        python.extend(["--out".into(), out.display().to_string()]);
+        run(self.torchrun, point.world_size(), &python, &dir.join("pytorch.log"), "PyTorch")?;
+        let pytorch: PytorchOut = crate::records::read_json(&out)?;
+        let pytorch_losses: Vec<f64> =
+            pytorch.losses.iter().map(|l| l.unwrap_or(f64::NAN)).collect();
+
+        let point_dir = dir.join("harness");
+        std::fs::create_dir_all(&point_dir).map_err(RecordError::io(&point_dir))?;
+        write_point(&point_dir, point)?;
+        let worker = [
+            "--no-python".into(),
+            self.exe.display().to_string(),
+            "worker".into(),
+            point_dir.display().to_string(),
+        ];
+        let log = dir.join("harness.log");
+        run(self.torchrun, point.world_size(), &worker, &log, "the harness")?;
+        let harness = read_harness(point, &point_dir)?;
+        let loss_max_rel_diff =
+            max_rel_diff(&harness.losses, &pytorch_losses).ok_or_else(|| AnchorError::Output {
+                path: out.display().to_string(),
+                message: format!(
+                    "{} losses against the harness's {}",
+                    pytorch_losses.len(),
+                    harness.losses.len()
+                ),
+            })?;
+        Ok(Measured { pytorch, harness, loss_max_rel_diff })
+    }
 }
 
 /// Writes `rank`'s micro-batches of `point` (one per step: no accumulation) for every step, as

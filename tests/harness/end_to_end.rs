@@ -286,8 +286,13 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     assert_eq!(row.matches(" ms").count(), 2, "{row}");
     assert!(row.contains("2 / 2"), "{row}");
     assert!(loss_max_rel_diff(row) <= 1e-6, "{row}");
-    let config =
-        std::fs::read_to_string(work.path().join("vit-tiny-full_shard-mb4-0/pytorch.json"));
+    // The round's folder: its retry's if its first run failed (that is tested on its own).
+    let round = ["vit-tiny-full_shard-mb4-0-retry", "vit-tiny-full_shard-mb4-0"]
+        .map(|r| work.path().join(r))
+        .into_iter()
+        .find(|r| r.exists())
+        .unwrap();
+    let config = std::fs::read_to_string(round.join("pytorch.json"));
     let config: serde_json::Value = serde_json::from_str(&config.unwrap()).unwrap();
     assert_eq!(
         (config["weight_decay"].as_f64(), config["data"].as_array().map(Vec::len)),
@@ -295,8 +300,8 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
     );
     // The harness's side left its spools, the PyTorch side its result; the batches are gone.
     assert!(!work.path().join("vit-tiny-full_shard-mb4-batches-rank0.f32").exists());
-    assert!(work.path().join("vit-tiny-full_shard-mb4-0/harness/ranks/rank-00001.jsonl").exists());
-    assert!(work.path().join("vit-tiny-full_shard-mb4-0/pytorch-out.json").exists());
+    assert!(round.join("harness/ranks/rank-00001.jsonl").exists());
+    assert!(round.join("pytorch-out.json").exists());
     // The same comparison again in the same folder is refused, and leaves the first's runs.
     let again = bench();
     let stderr = String::from_utf8_lossy(&again.stderr);
@@ -343,6 +348,55 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
         std::fs::read_to_string(work.path().join("vit-tiny-eager-bf16-mb4-0/harness/point.json"))
             .unwrap();
     assert!(point.contains("\"param_dtype\": \"bf16\""), "{point}");
+}
+
+#[test]
+fn a_crashed_round_is_run_once_more_and_one_that_crashes_twice_is_reported() {
+    // A torchrun that fails its 1st, 2nd and 4th starts, as a side's teardown abort does: round
+    // 0 fails on both of its runs (PyTorch's side), round 1's harness side fails once and its
+    // retry finishes. The table stands on round 1, round 0 is named with its logs, exit 2.
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let torchrun = work.path().join("torchrun");
+    let real = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/torchrun");
+    let count = work.path().join("starts");
+    std::fs::write(
+        &torchrun,
+        format!(
+            "#!/bin/sh\necho x >> '{count}'\nn=$(wc -l < '{count}')\n\
+             case $n in 1|2|4) echo 'terminate called without an active exception' >&2; exit 1;; esac\n\
+             exec '{real}' \"$@\"\n",
+            count = count.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&torchrun, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let runs = work.path().join("runs");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["bench", "--pytorch-eager", "--model", "vit-tiny", "--steps", "2", "--rounds", "2"])
+        .arg("--torchrun")
+        .arg(&torchrun)
+        .arg("--work")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let (text, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(2), "{text}\n{stderr}");
+    let row = text.lines().find(|l| l.contains(" vit-tiny ┆ ")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(row.matches(" ms").count(), 2, "{row}");
+    let not_measured: Vec<&str> = stderr.lines().filter(|l| l.contains("not measured")).collect();
+    assert_eq!(not_measured.len(), 1, "{stderr}");
+    assert!(not_measured[0].contains("round 0:"), "{stderr}");
+    for log in
+        ["vit-tiny-eager-fp32-mb4-0/pytorch.log", "vit-tiny-eager-fp32-mb4-0-retry/pytorch.log"]
+    {
+        assert!(not_measured[0].contains(log), "{log}: {stderr}");
+    }
+    assert!(runs.join("vit-tiny-eager-fp32-mb4-1/harness.log").exists());
+    assert!(runs.join("vit-tiny-eager-fp32-mb4-1-retry/harness/ranks/rank-00000.jsonl").exists());
+    // A round failed: its batches stay, so that its `pytorch.json` can be run again by hand.
+    assert!(runs.join("vit-tiny-eager-fp32-mb4-batches-rank0.f32").exists());
 }
 
 #[test]

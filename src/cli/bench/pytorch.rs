@@ -24,6 +24,7 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
         "losses: max rel. diff",
     ]);
     let mut torch_version = String::new();
+    let mut failed = Vec::new();
     let micro_batch = options.micro_batch()?;
     for &strategy in &fsdp.strategies {
         let mut point =
@@ -32,10 +33,18 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
         point.settings.warmup_steps = WARMUP;
         point.parallel.shard_group =
             if strategy == Strategy::NoShard { 1 } else { point.parallel.shard_group };
-        let result = side_by_side(&point, Anchor::Fsdp, &exe, &torchrun, fsdp.rounds, &work)
-            .with_context(|| {
-                format!("{} side by side (runs in {})", strategy.name(), work.display())
-            })?;
+        let result = match side_by_side(&point, Anchor::Fsdp, &exe, &torchrun, fsdp.rounds, &work) {
+            Ok(result) => result,
+            Err(error) => {
+                // What was measured before stays on screen.
+                if !table.is_empty() {
+                    outln!("{table}");
+                }
+                return Err(error).with_context(|| {
+                    format!("{} side by side (runs in {})", strategy.name(), work.display())
+                });
+            }
+        };
         torch_version = result.torch_version.clone();
         table.add_row([
             strategy.name().to_string(),
@@ -45,6 +54,7 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
             format!("{} / {}", result.harness_steps, result.pytorch_steps),
             format!("{:.1e}", result.loss_max_rel_diff),
         ]);
+        failed.extend(result.failed.iter().map(|f| format!("{}: {f}", strategy.name())));
     }
     outln!(
         "{}, micro-batch {} x {} ranks, gloo, fp32, no weight decay, slowest rank per step; PyTorch {torch_version}; runs in {}",
@@ -54,7 +64,20 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
         work.display()
     );
     outln!("{table}");
-    Ok(ExitCode::SUCCESS)
+    Ok(report_failed_rounds(&failed))
+}
+
+/// The rounds that failed twice, on stderr after the table of those that finished: exit 2 if
+/// any did (the table stands on fewer rounds than asked for), else 0.
+fn report_failed_rounds(failed: &[String]) -> ExitCode {
+    for round in failed {
+        errln!("not measured: {round}");
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 /// Untimed steps before the timed ones, on both sides of a comparison with PyTorch.
@@ -98,6 +121,7 @@ pub(super) fn against_eager(args: &Args) -> Result<ExitCode> {
         "losses: max rel. diff",
     ]);
     let mut torch_version = String::new();
+    let mut failed = Vec::new();
     let points =
         options.model.split(',').flat_map(|m| options.micro_batch.iter().map(move |&b| (m, b)));
     for (model, micro_batch) in points {
@@ -135,6 +159,8 @@ pub(super) fn against_eager(args: &Args) -> Result<ExitCode> {
             format!("{} / {}", gib(r.harness_peak_bytes), gib(r.pytorch_peak_bytes)),
             format!("{:.1e}", r.loss_max_rel_diff),
         ]);
+        failed
+            .extend(r.failed.iter().map(|f| format!("{model} at micro-batch {micro_batch}: {f}")));
     }
     outln!(
         "one rank on {device:?}, {} compute, median of timed steps; measured {order}x{order} \
@@ -144,5 +170,5 @@ pub(super) fn against_eager(args: &Args) -> Result<ExitCode> {
         work.display()
     );
     outln!("{table}");
-    Ok(ExitCode::SUCCESS)
+    Ok(report_failed_rounds(&failed))
 }
