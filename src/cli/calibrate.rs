@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use shardsweep::launch::slurm::System;
 use shardsweep::plan::PointSpec;
+use shardsweep::predict::collective_files::read_collectives;
 use shardsweep::predict::fit::{fit, FitInput};
-use shardsweep::predict::measurements::{read_bench, read_records, read_table};
+use shardsweep::predict::measurements::{read_bench, read_records, read_table, Measured};
+use shardsweep::predict::validate::{score, table_rows, Figures, Scored};
+use shardsweep::predict::{Calibration, Hardware, PerfModel};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +31,19 @@ pub struct Args {
     /// Collective timings from `shardsweep bench --sizes ... --out FILE.csv`.
     #[arg(long)]
     bench: Vec<PathBuf>,
+    /// Collective timings as nccl-tests / rccl-tests print them (text, or their `-J` JSON) or
+    /// the OSU micro-benchmarks do (text; with --layout): latency and bandwidth per link level.
+    #[arg(long)]
+    collectives: Vec<PathBuf>,
+    /// Where the ranks of a --collectives file that does not say (OSU) ran: NODESxRANKS_PER_NODE.
+    #[arg(long)]
+    layout: Option<shardsweep::predict::collective_files::Layout>,
+    /// Score the held-out rows (--fit-nodes, --hold-out-model) as a user would use the
+    /// predictions: errors, the best strategy per (model, nodes), scaling breakdowns found and
+    /// false alarms, beside linear extrapolation from fewer nodes; a table on stdout, and the
+    /// figures in the calibration file.
+    #[arg(long)]
+    validate: bool,
     /// Fit only points on these node counts; the others are predicted and reported as
     /// held-out residuals (cross-validation).
     #[arg(long, value_delimiter = ',')]
@@ -41,8 +57,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    if args.measurements.is_empty() && args.records.is_empty() && args.bench.is_empty() {
-        bail!("nothing to calibrate from: give --measurements, --records or --bench");
+    if args.measurements.is_empty()
+        && args.records.is_empty()
+        && args.bench.is_empty()
+        && args.collectives.is_empty()
+    {
+        bail!(
+            "nothing to calibrate from: give --measurements, --records, --bench or --collectives"
+        );
+    }
+    if args.validate && args.fit_nodes.is_empty() && args.hold_out_model.is_empty() {
+        bail!("--validate scores held-out rows: give --fit-nodes or --hold-out-model");
     }
     let (system, _) = System::load(&args.system, &args.systems)?;
     let hw = system.hardware();
@@ -85,10 +110,25 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tracing::info!(path = %path.display(), samples = samples.len(), "bench read");
         input.collectives.extend(samples);
     }
+    for path in &args.collectives {
+        let samples = read_collectives(path, args.layout)?;
+        tracing::info!(path = %path.display(), samples = samples.len(), "collectives read");
+        input.collectives.extend(samples);
+    }
     if input.measured.is_empty() && input.units.is_empty() && input.collectives.is_empty() {
         bail!("no measurement is left to fit to (check --fit-nodes and --hold-out-model)");
     }
-    let cal = fit(&args.system, &hw, system.peak_flop_per_s.clone(), &input);
+    let mut cal = fit(&args.system, &hw, system.peak_flop_per_s.clone(), &input);
+    if args.validate {
+        let figures = validate(&cal, &hw, &system.peak_flop_per_s, &input.held_out);
+        let mut table =
+            super::table(["figure (held-out rows)", "prediction", "linear from fewer nodes"]);
+        for row in table_rows(&figures) {
+            table.add_row(row);
+        }
+        outln!("{table}");
+        cal.validation = Some(figures);
+    }
     cal.write(&args.out)?;
     let mut table = super::table(["parameter", "value", "default", "source"]);
     for p in &cal.parameters {
@@ -114,4 +154,42 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     tracing::info!(out = %args.out.display(), "calibration written");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The held-out rows predicted with the calibration (standing on its fitted rows), each with
+/// its reference: the same configuration's fitted row at the nearest smaller node count.
+fn validate(
+    cal: &Calibration,
+    hw: &Hardware,
+    peak_flop_per_s: &std::collections::BTreeMap<String, f64>,
+    held_out: &[Measured],
+) -> Figures {
+    let model = PerfModel {
+        hardware: hw.clone(),
+        calibration: Some(cal.clone()),
+        peak_flop_per_s: peak_flop_per_s.clone(),
+        anchors: cal.anchors.clone(),
+    };
+    let scored: Vec<Scored> = held_out
+        .iter()
+        .map(|m| {
+            let r = model.predict(&m.point);
+            let reference = cal
+                .anchors
+                .iter()
+                .filter(|a| a.configures(&m.point) && a.micro_batch == m.point.micro_batch)
+                .filter(|a| a.nodes != m.point.nodes)
+                .min_by_key(|a| (a.nodes > m.point.nodes, a.nodes.abs_diff(m.point.nodes)))
+                .map(|a| (a.nodes, a.images_per_s));
+            Scored {
+                point: &m.point,
+                measured: m.images_per_s,
+                predicted: r.images_per_s,
+                low: r.images_per_s_low,
+                high: r.images_per_s_high,
+                reference,
+            }
+        })
+        .collect();
+    score(&scored)
 }

@@ -37,6 +37,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 hardware: Hardware::fallback(),
                 calibration: None,
                 peak_flop_per_s: Default::default(),
+                anchors: Vec::new(),
             },
         ),
     };

@@ -33,6 +33,16 @@ pub struct Calibration {
     /// Measured against predicted for every row the calibration read, fitted or held out.
     pub residuals: Vec<Residual>,
     pub summary: FitSummary,
+    /// The measurements predictions of the same configurations stand on (the fitted rows).
+    #[serde(default)]
+    pub anchors: Vec<super::AnchorPoint>,
+    /// Extrapolation error per doubling of nodes or micro-batch away from an anchor (standard
+    /// deviation of the log), fitted from pairs of measured rows; `None`: no pair to fit to.
+    #[serde(default)]
+    pub error_per_doubling: Option<f64>,
+    /// With `calibrate --validate`: the held-out rows scored as the user would use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<super::validate::Figures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +69,13 @@ pub struct Residual {
     pub relative_error: f64,
     /// Whether the row was used in the fit (false: held out, a prediction).
     pub fitted: bool,
+    /// What the prediction stood on: `model`, or the anchor (held-out rows).
+    #[serde(default = "model_basis")]
+    pub basis: String,
+}
+
+fn model_basis() -> String {
+    "model".into()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

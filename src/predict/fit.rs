@@ -162,9 +162,39 @@ fn features(s: &CollectiveSample) -> (f64, f64) {
     }
 }
 
+/// One link level's fit: base (s), step latency (s; `None`: not determined), bus bandwidth (B/s).
+type AlphaBeta = (f64, Option<f64>, f64);
+
+/// [`alpha_beta_once`] with outliers left out: a sample more than 4 times the median relative
+/// residual off (and at least 50%) is dropped and the rest fitted again, up to three times, so
+/// one pathological size range (a protocol switch, an rccl-tests dip of 50x at 2-8 MiB) cannot
+/// set a level's bandwidth. Returns the fit and how many samples were dropped.
+fn alpha_beta(samples: &[&CollectiveSample], step_default: f64) -> Option<(AlphaBeta, usize)> {
+    let mut kept: Vec<&CollectiveSample> = samples.to_vec();
+    let mut fitted = alpha_beta_once(&kept, step_default)?;
+    for _ in 0..3 {
+        let (base, step, bw) = fitted;
+        let residual = |s: &CollectiveSample| {
+            let (steps, bytes) = features(s);
+            let t = base + steps * step.unwrap_or(step_default) + bytes / bw;
+            ((t - s.seconds) / s.seconds).abs()
+        };
+        let mut r: Vec<f64> = kept.iter().map(|s| residual(s)).collect();
+        r.sort_by(f64::total_cmp);
+        let limit = (4.0 * r[r.len() / 2]).max(0.5);
+        let before = kept.len();
+        kept.retain(|s| residual(s) <= limit);
+        if kept.len() == before || kept.len() < 3 {
+            break;
+        }
+        fitted = alpha_beta_once(&kept, step_default)?;
+    }
+    Some((fitted, samples.len() - kept.len()))
+}
+
 /// Fits (base, step latency, bus bandwidth) to samples of one link level. With a single
 /// step count the step latency cannot be told from the base: it keeps `step_default`.
-fn alpha_beta(samples: &[&CollectiveSample], step_default: f64) -> Option<(f64, Option<f64>, f64)> {
+fn alpha_beta_once(samples: &[&CollectiveSample], step_default: f64) -> Option<AlphaBeta> {
     let steps: std::collections::BTreeSet<u64> =
         samples.iter().map(|s| features(s).0 as u64).collect();
     if steps.len() >= 2 {
@@ -198,7 +228,7 @@ impl Fitter<'_> {
     fn objective(&self) -> f64 {
         let mut sum = 0.0;
         for m in &self.input.measured {
-            let pred = self.model.predict(&m.point).images_per_s;
+            let pred = self.model.model_only(&m.point).images_per_s;
             sum += (pred / m.images_per_s).ln().powi(2);
         }
         let hw = self.model.hardware();
@@ -271,8 +301,11 @@ pub fn fit(
             continue;
         }
         let step_default = if *level == "net" { hw.net_ring_step_s } else { hw.intra_step_s };
-        if let Some((base, step, bw)) = alpha_beta(&samples, step_default) {
-            let from = format!("{} timed {level} collectives", samples.len());
+        if let Some(((base, step, bw), dropped)) = alpha_beta(&samples, step_default) {
+            let from = match dropped {
+                0 => format!("{} timed {level} collectives", samples.len()),
+                n => format!("{} timed {level} collectives ({n} outliers left out)", samples.len()),
+            };
             match *level {
                 "pair" => {
                     hw.pair_bytes_per_s = bw;
@@ -391,12 +424,16 @@ pub fn fit(
         parameters: Vec::new(),
         residuals: Vec::new(),
         summary: FitSummary::default(),
+        anchors: Vec::new(),
+        error_per_doubling: None,
+        validation: None,
     };
     let mut fitter = Fitter {
         model: PerfModel {
             hardware: defaults.clone(),
             calibration: Some(calibration),
             peak_flop_per_s: peak_flop_per_s.clone(),
+            anchors: Vec::new(),
         },
         input,
         defaults: hw.clone(),
@@ -477,8 +514,16 @@ pub fn fit(
             },
         });
     }
+    // Measured rows are the anchors of predictions of their configurations; held-out rows are
+    // predicted as a user would get them (standing on the fitted rows where they can), fitted
+    // rows by the model alone (an anchored fitted row would be its own measurement).
+    cal.anchors = input.measured.iter().map(Measured::anchor).collect();
+    cal.error_per_doubling = error_per_doubling(&model, &input.measured);
+    let anchored =
+        PerfModel { calibration: Some(cal.clone()), anchors: cal.anchors.clone(), ..model.clone() };
     let residual = |m: &Measured, fitted: bool| {
-        let p = model.predict(&m.point).images_per_s;
+        let r = if fitted { model.model_only(&m.point) } else { anchored.predict(&m.point) };
+        let p = r.images_per_s;
         Residual {
             point: m.point.id.clone(),
             source: m.source.clone(),
@@ -486,6 +531,7 @@ pub fn fit(
             predicted_images_per_s: p,
             relative_error: (p - m.images_per_s) / m.images_per_s,
             fitted,
+            basis: r.basis.label(),
         }
     };
     let mut residuals: Vec<Residual> = input.measured.iter().map(|m| residual(m, true)).collect();
@@ -510,4 +556,25 @@ pub fn fit(
     cal.parameters = parameters;
     cal.residuals = residuals;
     cal
+}
+
+/// The extrapolation error per doubling (standard deviation of the log, root mean square): each
+/// measured row predicted from every other row of its configuration at another node count or
+/// micro-batch (the anchor rule), its log error over the doublings between them. `None` with
+/// no such pair.
+fn error_per_doubling(model: &PerfModel, measured: &[Measured]) -> Option<f64> {
+    let mut squares = Vec::new();
+    for a in measured {
+        let anchor = a.anchor();
+        for b in measured {
+            let d = anchor.doublings(&b.point);
+            if d == 0.0 || !anchor.configures(&b.point) {
+                continue;
+            }
+            let ratio = model.model_only(&b.point).images_per_s
+                / model.model_only(&anchor.spec(&b.point)).images_per_s;
+            squares.push(((a.images_per_s * ratio / b.images_per_s).ln() / d).powi(2));
+        }
+    }
+    (!squares.is_empty()).then(|| (squares.iter().sum::<f64>() / squares.len() as f64).sqrt())
 }

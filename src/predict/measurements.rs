@@ -35,6 +35,17 @@ pub struct Measured {
     pub images_per_s: f64,
     /// Where the row came from (file and line, or the point's folder).
     pub source: String,
+    /// The measurement's spread (standard deviation of its log) where it is known: from
+    /// records, the steady steps' robust spread over the square root of their count, at least
+    /// [`DEFAULT_SPREAD`](super::anchor::DEFAULT_SPREAD) (one run says little of the next).
+    pub spread: Option<f64>,
+}
+
+impl Measured {
+    /// The measurement as an anchor for predictions of its configuration.
+    pub fn anchor(&self) -> super::AnchorPoint {
+        super::AnchorPoint::of(&self.point, self.images_per_s, self.spread, &self.source)
+    }
 }
 
 /// One timed collective call.
@@ -250,7 +261,8 @@ pub fn read_table(
             &knobs,
         )
         .ok_or_else(|| csv.error(line, format!("model {:?} is not a preset", text(cm))))?;
-        out.push(Measured { point, images_per_s, source: format!("{}:{line}", csv.path) });
+        let source = format!("{}:{line}", csv.path);
+        out.push(Measured { point, images_per_s, source, spread: None });
     }
     Ok(out)
 }
@@ -305,6 +317,17 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     use statrs::statistics::{Data, Median};
     v.retain(|x| x.is_finite());
     (!v.is_empty()).then(|| Data::new(v).median())
+}
+
+/// The spread of a run's median step time as [`Measured::spread`] takes it: the median absolute
+/// deviation of the steps' logs (x 1.4826, a standard deviation for normal data) over the
+/// square root of their count, at least the default run-to-run spread.
+fn log_spread(step_s: &[f64]) -> Option<f64> {
+    let logs: Vec<f64> = step_s.iter().filter(|s| **s > 0.0).map(|s| s.ln()).collect();
+    let centre = median(logs.clone())?;
+    let mad = median(logs.iter().map(|l| (l - centre).abs()).collect())?;
+    let sigma = 1.4826 * mad / (logs.len() as f64).sqrt();
+    Some(sigma.max(super::anchor::DEFAULT_SPREAD))
 }
 
 /// The points of a sweep folder that ended `ok`.
@@ -396,11 +419,13 @@ pub fn read_records(
                 }
             }
         }
+        let spread = log_spread(&step_max);
         if let Some(step_s) = median(step_max) {
             out.points.push(Measured {
                 images_per_s: f64::from(point.global_batch()) / step_s,
                 point,
                 source: dir.display().to_string(),
+                spread,
             });
         }
     }

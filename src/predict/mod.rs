@@ -7,19 +7,28 @@
 //! - [`timeline`]: one step simulated unit by unit on compute and communication streams;
 //! - [`memory`]: peak memory by FSDP category;
 //! - [`calibration`]: the calibration file; [`fit`]: fitting it to measurements;
-//! - [`measurements`]: reading measurement tables, bench tables and sweep records.
+//! - [`anchor`]: predictions that stand on a measurement of the same configuration;
+//! - [`decision`]: the best strategy per (model, nodes) and those it cannot be told from;
+//! - [`validate`]: scoring predictions against measurements they were not fitted to;
+//! - [`measurements`]: reading measurement tables, bench tables and sweep records;
+//!   [`collective_files`]: nccl-tests / rccl-tests and OSU outputs.
 
+pub mod anchor;
 pub mod calibration;
+pub mod collective_files;
 pub mod collectives;
 pub mod compute;
+pub mod decision;
 pub mod fit;
 pub mod hardware;
 pub mod measurements;
 pub mod memory;
 pub mod timeline;
+pub mod validate;
 
 use serde::Serialize;
 
+pub use anchor::{AnchorPoint, Basis};
 pub use calibration::Calibration;
 pub use hardware::Hardware;
 pub use memory::MemoryBytes;
@@ -37,6 +46,35 @@ pub struct Prediction {
     pub memory: MemoryBytes,
     /// Node-hours of the point's steps (start-up excluded).
     pub node_hours: f64,
+    /// The 90% interval of `images_per_s` (see [`anchor`]).
+    pub images_per_s_low: f64,
+    pub images_per_s_high: f64,
+    /// What the prediction stands on: a measurement of the same configuration, or the model.
+    pub basis: Basis,
+}
+
+impl Prediction {
+    /// The same prediction with `factor` times the throughput: every time divided by it.
+    fn scaled(mut self, factor: f64) -> Self {
+        let t = &mut self.times;
+        for phase in [
+            &mut t.data_s,
+            &mut t.forward_s,
+            &mut t.backward_s,
+            &mut t.recompute_s,
+            &mut t.exposed_all_gather_s,
+            &mut t.exposed_reduce_scatter_s,
+            &mut t.exposed_all_reduce_s,
+            &mut t.optimizer_s,
+            &mut t.step_s,
+        ] {
+            *phase /= factor;
+        }
+        self.images_per_s *= factor;
+        self.mfu = self.mfu.map(|m| m * factor);
+        self.node_hours /= factor;
+        self
+    }
 }
 
 /// The model's parameters for one system: hardware figures (calibrated or public defaults)
@@ -47,6 +85,8 @@ pub struct PerfModel {
     pub calibration: Option<Calibration>,
     /// Peak FLOP/s per rank by compute type, for MFU.
     pub peak_flop_per_s: std::collections::BTreeMap<String, f64>,
+    /// Measurements predictions stand on (the calibration's and any the user adds).
+    pub anchors: Vec<AnchorPoint>,
 }
 
 impl PerfModel {
@@ -63,7 +103,43 @@ impl PerfModel {
         self.calibration.as_ref().map(|c| &c.hardware).unwrap_or(&self.hardware)
     }
 
+    /// The prediction for `point`: the model's, standing on the nearest measurement of the same
+    /// configuration where there is one ([`anchor`]), with its 90% interval.
     pub fn predict(&self, point: &PointSpec) -> Prediction {
+        let model = self.model_only(point);
+        let per_doubling = self
+            .calibration
+            .as_ref()
+            .and_then(|c| c.error_per_doubling)
+            .unwrap_or(anchor::DEFAULT_ERROR_PER_DOUBLING);
+        let Some(a) = anchor::nearest(&self.anchors, point) else {
+            // The model alone: its fitted error (the median absolute log error as a standard
+            // deviation, x 1.4826), or a wide one uncalibrated.
+            let fitted = self.calibration.as_ref().and_then(|c| c.summary.fitted_median_abs_error);
+            let sigma = fitted.map_or(UNCALIBRATED_SIGMA, |e| 1.4826 * e);
+            let (low, high) = anchor::interval(model.images_per_s, sigma);
+            return Prediction { images_per_s_low: low, images_per_s_high: high, ..model };
+        };
+        let at_anchor = self.model_only(&a.spec(point)).images_per_s;
+        let prediction = model.scaled(a.images_per_s / at_anchor);
+        let spread = a.spread.unwrap_or(anchor::DEFAULT_SPREAD);
+        let sigma = spread.hypot(per_doubling * a.doublings(point));
+        let (low, high) = anchor::interval(prediction.images_per_s, sigma);
+        Prediction {
+            images_per_s_low: low,
+            images_per_s_high: high,
+            basis: Basis::Anchor {
+                source: a.source.clone(),
+                nodes: a.nodes,
+                micro_batch: a.micro_batch,
+                measured_images_per_s: a.images_per_s,
+            },
+            ..prediction
+        }
+    }
+
+    /// The physical model alone, no anchor: what calibration fits and anchors take ratios of.
+    pub fn model_only(&self, point: &PointSpec) -> Prediction {
         let hw = self.hardware();
         let units = compute::units(&point.model);
         let times = timeline::simulate(point, &units, hw, self.compute_scale(&point.model.name));
@@ -75,6 +151,21 @@ impl PerfModel {
         let memory = memory::peak(point, hw.memory_overhead_fraction);
         let node_hours =
             f64::from(point.nodes) * times.step_s * f64::from(point.settings.steps) / 3600.0;
-        Prediction { times, images_per_s, mfu, memory, node_hours }
+        let (images_per_s_low, images_per_s_high) =
+            anchor::interval(images_per_s, UNCALIBRATED_SIGMA);
+        Prediction {
+            times,
+            images_per_s,
+            mfu,
+            memory,
+            node_hours,
+            images_per_s_low,
+            images_per_s_high,
+            basis: Basis::Model,
+        }
     }
 }
+
+/// The model's error (standard deviation of the log) with no calibration: public defaults
+/// are off by tens of percent (25%: the uncalibrated Frontier profile's typical error).
+pub const UNCALIBRATED_SIGMA: f64 = 0.25;

@@ -102,6 +102,7 @@ fn frontier() -> PerfModel {
         hardware: system.hardware(),
         calibration: None,
         peak_flop_per_s: system.peak_flop_per_s.clone(),
+        anchors: Vec::new(),
     }
 }
 
