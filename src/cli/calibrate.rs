@@ -9,9 +9,8 @@ use shardsweep::launch::slurm::System;
 use shardsweep::plan::PointSpec;
 use shardsweep::predict::collective_files::read_collectives;
 use shardsweep::predict::fit::{fit, FitInput};
-use shardsweep::predict::measurements::{read_bench, read_records, read_table, Measured};
-use shardsweep::predict::validate::{score, table_rows, Figures, Scored};
-use shardsweep::predict::{Calibration, Hardware, PerfModel};
+use shardsweep::predict::measurements::{read_bench, read_records, read_table};
+use shardsweep::predict::validate::{held_out, table_rows};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -120,7 +119,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let mut cal = fit(&args.system, &hw, system.peak_flop_per_s.clone(), &input);
     if args.validate {
-        let figures = validate(&cal, &hw, &system.peak_flop_per_s, &input.held_out);
+        let figures = held_out(&cal, &hw, &system.peak_flop_per_s, &input.held_out);
         let mut table =
             super::table(["figure (held-out rows)", "prediction", "linear from fewer nodes"]);
         for row in table_rows(&figures) {
@@ -154,42 +153,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     tracing::info!(out = %args.out.display(), "calibration written");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The held-out rows predicted with the calibration (standing on its fitted rows), each with
-/// its reference: the same configuration's fitted row at the nearest smaller node count.
-fn validate(
-    cal: &Calibration,
-    hw: &Hardware,
-    peak_flop_per_s: &std::collections::BTreeMap<String, f64>,
-    held_out: &[Measured],
-) -> Figures {
-    let model = PerfModel {
-        hardware: hw.clone(),
-        calibration: Some(cal.clone()),
-        peak_flop_per_s: peak_flop_per_s.clone(),
-        anchors: cal.anchors.clone(),
-    };
-    let scored: Vec<Scored> = held_out
-        .iter()
-        .map(|m| {
-            let r = model.predict(&m.point);
-            let reference = cal
-                .anchors
-                .iter()
-                .filter(|a| a.configures(&m.point) && a.micro_batch == m.point.micro_batch)
-                .filter(|a| a.nodes != m.point.nodes)
-                .min_by_key(|a| (a.nodes > m.point.nodes, a.nodes.abs_diff(m.point.nodes)))
-                .map(|a| (a.nodes, a.images_per_s));
-            Scored {
-                point: &m.point,
-                measured: m.images_per_s,
-                predicted: r.images_per_s,
-                low: r.images_per_s_low,
-                high: r.images_per_s_high,
-                reference,
-            }
-        })
-        .collect();
-    score(&scored)
 }

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::calibration::error_quantiles;
+use super::measurements::Measured;
+use super::{Calibration, Hardware, PerfModel};
 use crate::plan::PointSpec;
 
 /// Below this share of linear scaling from its reference a point has broken down.
@@ -168,6 +170,45 @@ pub fn table_rows(f: &Figures) -> Vec<[String; 3]> {
             "-".into(),
         ],
     ]
+}
+
+/// The held-out rows predicted with the calibration (standing on its fitted rows), each with
+/// its reference: the same configuration's fitted row at the nearest node count (a smaller one
+/// first), as linear extrapolation would start from it.
+pub fn held_out(
+    cal: &Calibration,
+    hw: &Hardware,
+    peak_flop_per_s: &std::collections::BTreeMap<String, f64>,
+    held_out: &[Measured],
+) -> Figures {
+    let model = PerfModel {
+        hardware: hw.clone(),
+        calibration: Some(cal.clone()),
+        peak_flop_per_s: peak_flop_per_s.clone(),
+        anchors: cal.anchors.clone(),
+    };
+    let scored: Vec<Scored> = held_out
+        .iter()
+        .map(|m| {
+            let r = model.predict(&m.point);
+            let reference = cal
+                .anchors
+                .iter()
+                .filter(|a| a.configures(&m.point) && a.micro_batch == m.point.micro_batch)
+                .filter(|a| a.nodes != m.point.nodes)
+                .min_by_key(|a| (a.nodes > m.point.nodes, a.nodes.abs_diff(m.point.nodes)))
+                .map(|a| (a.nodes, a.images_per_s));
+            Scored {
+                point: &m.point,
+                measured: m.images_per_s,
+                predicted: r.images_per_s,
+                low: r.images_per_s_low,
+                high: r.images_per_s_high,
+                reference,
+            }
+        })
+        .collect();
+    score(&scored)
 }
 
 #[cfg(test)]

@@ -167,3 +167,174 @@ fn full_shard_collapses_at_scale_and_hybrid_does_not() {
         assert!(hybrid > 0.9, "{name}: hybrid_shard at 128 nodes {hybrid}");
     }
 }
+
+/// rccl-tests' text layout of `kind` on `hosts` hosts of `per_host` ranks, times from `h`.
+fn rccl_tests_text(h: &Hardware, kind: CollectiveKind, hosts: u32, per_host: u32) -> String {
+    let name = kind.name();
+    let mut out = format!("# Collective test starting: {name}_perf\n# Using devices\n");
+    for r in 0..hosts * per_host {
+        out += &format!(
+            "#  Rank {r:2} Group  0 Pid {r:6} on host{} device {r:2} [0000:01:00] GPU\n",
+            r / per_host
+        );
+    }
+    out += "#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw   busbw #wrong\n";
+    let group = Group { ranks: hosts * per_host, nodes: hosts, per_node: per_host };
+    for bytes in [1024u64, 65536, 1 << 20, 1 << 24, 1 << 27] {
+        let us = time_s(h, kind, bytes as f64, group) * 1e6;
+        out += &format!("{bytes:12}  {:12}     float    none      -1  {us:7.3}  1.00  1.00    N/A  {us:7.3}  1.00  1.00    N/A\n", bytes / 4);
+    }
+    out
+}
+
+/// nccl-tests' `-J` JSON of `kind` on one host of `ranks` ranks, times from `h`.
+fn nccl_tests_json(h: &Hardware, kind: CollectiveKind, ranks: u32) -> String {
+    let group = Group { ranks, nodes: 1, per_node: ranks };
+    let results: Vec<serde_json::Value> = [4096u64, 1 << 18, 1 << 22, 1 << 26]
+        .iter()
+        .map(|&b| {
+            let us = time_s(h, kind, b as f64, group) * 1e6;
+            serde_json::json!({"size": b, "count": b / 4, "type": "float", "redop": "sum",
+                "root": "    -1", "out_of_place": {"time": us, "alg_bw": 1.0, "bus_bw": 1.0,
+                "nwrong": 0.0}, "in_place": {"time": us, "alg_bw": 1.0, "bus_bw": 1.0, "nwrong": 0.0}})
+        })
+        .collect();
+    let devices: Vec<serde_json::Value> = (0..ranks)
+        .map(|r| serde_json::json!({"rank": r, "hostname": "host0", "device": r}))
+        .collect();
+    serde_json::json!({"version": 2, "args": [format!("./build/{}_perf", kind.name()), "-b", "4K"],
+        "config": {"ngpus": 1, "devices": devices}, "results": results})
+    .to_string()
+}
+
+/// Outputs of rccl-tests (text), nccl-tests (JSON) and OSU (text, with its layout) generated from
+/// known link figures: read and fitted, they give the figures back within 2%.
+#[test]
+fn rccl_tests_nccl_tests_json_and_osu_outputs_calibrate_the_network_levels() {
+    use shardsweep::predict::collective_files::{read_collectives, Layout};
+    let h = truth();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let rccl = write("ag.txt", rccl_tests_text(&h, CollectiveKind::AllGather, 4, 1));
+    let json4 = write("rs4.json", nccl_tests_json(&h, CollectiveKind::ReduceScatter, 4));
+    let json8 = write("ag8.json", nccl_tests_json(&h, CollectiveKind::AllGather, 8));
+    let group = Group { ranks: 2, nodes: 2, per_node: 1 };
+    let mut osu = "# OSU MPI Reduce_scatter Latency Test v7.3\n# Datatype: MPI_FLOAT.\n# Size       Avg Latency(us)\n".to_string();
+    for bytes in [4u64, 1024, 65536, 1 << 20, 1 << 24] {
+        let us = time_s(&h, CollectiveKind::ReduceScatter, bytes as f64, group) * 1e6;
+        osu += &format!("{bytes:<10}{us:>18.3}\n");
+    }
+    let osu = write("osu_reduce_scatter.txt", osu);
+    // OSU says nothing of where its ranks ran: the layout must be given.
+    let error = read_collectives(&osu, None).unwrap_err().to_string();
+    assert!(error.contains("osu_reduce_scatter.txt") && error.contains("--layout"), "{error}");
+    let layout: Layout = "2x1".parse().unwrap();
+    let mut input = FitInput::default();
+    for (path, layout) in [(&rccl, None), (&json4, None), (&json8, None), (&osu, Some(layout))] {
+        let samples = read_collectives(path, layout).unwrap();
+        assert!(samples.len() >= 4, "{}", path.display());
+        input.collectives.extend(samples);
+    }
+    let cal = fit("local", &Hardware::fallback(), BTreeMap::new(), &input);
+    let f = &cal.hardware;
+    close("intra_node_bytes_per_s", f.intra_node_bytes_per_s, h.intra_node_bytes_per_s);
+    close("intra_step_s", f.intra_step_s, h.intra_step_s);
+    close("collective_base_s", f.collective_base_s, h.collective_base_s);
+    close("nic_bytes_per_s", f.nic_bytes_per_s, h.nic_bytes_per_s);
+    close("net_ring_step_s", f.net_ring_step_s, h.net_ring_step_s);
+    // The same through the command, which names where each figure came from.
+    let out = dir.path().join("cal.json");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(["calibrate", "--system", "local", "--layout", "2x1", "--out"])
+        .arg(&out)
+        .args([
+            "--collectives".as_ref(),
+            rccl.as_os_str(),
+            "--collectives".as_ref(),
+            osu.as_os_str(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("timed net collectives"), "{text}");
+}
+
+/// A table measured from known parameters at 1, 2, 4 and 8 nodes, with collective timings:
+/// fitted on 1 and 2 nodes, the link figures come back within 2%, every prediction at its
+/// own measured configuration is that measurement exactly, and the held-out 4- and 8-node rows
+/// are predicted from their anchors within 2%, the best strategy right in every cell.
+#[test]
+fn calibrate_validate_recovers_a_synthetic_sweep_and_scores_its_held_out_part() {
+    use shardsweep::predict::measurements::Measured;
+    use shardsweep::predict::validate::held_out;
+    let h = truth();
+    let model = PerfModel {
+        hardware: h.clone(),
+        calibration: None,
+        peak_flop_per_s: BTreeMap::new(),
+        anchors: Vec::new(),
+    };
+    let mut input = FitInput::default();
+    for g in [
+        Group { ranks: 4, nodes: 1, per_node: 4 },
+        Group { ranks: 8, nodes: 1, per_node: 8 },
+        Group { ranks: 2, nodes: 2, per_node: 1 },
+        Group { ranks: 4, nodes: 4, per_node: 1 },
+        Group { ranks: 2, nodes: 1, per_node: 2 },
+    ] {
+        for bytes in [1e3, 6.4e4, 1e6, 6.7e7] {
+            let kind = CollectiveKind::AllGather;
+            let seconds = time_s(&h, kind, bytes, g);
+            input.collectives.push(CollectiveSample { kind, bytes, group: g, seconds });
+        }
+    }
+    let knobs = h.measurement_defaults.clone();
+    for strategy in [Strategy::NoShard, Strategy::FullShard, Strategy::HybridShard] {
+        for nodes in [1, 2, 4, 8] {
+            let group = (strategy == Strategy::HybridShard).then_some(2);
+            let p = point_for("t", "vit-base", strategy, group, nodes, 2, 8, &knobs).unwrap();
+            let m = Measured {
+                images_per_s: model.model_only(&p).images_per_s,
+                source: format!("{}:{nodes}", strategy.name()),
+                point: p,
+                spread: None,
+            };
+            if nodes <= 2 {
+                input.measured.push(m)
+            } else {
+                input.held_out.push(m)
+            }
+        }
+    }
+    let cal = fit("local", &Hardware::fallback(), BTreeMap::new(), &input);
+    let f = &cal.hardware;
+    close("intra_node_bytes_per_s", f.intra_node_bytes_per_s, h.intra_node_bytes_per_s);
+    close("pair_bytes_per_s", f.pair_bytes_per_s, h.pair_bytes_per_s);
+    close("nic_bytes_per_s", f.nic_bytes_per_s, h.nic_bytes_per_s);
+    close("net_ring_step_s", f.net_ring_step_s, h.net_ring_step_s);
+    assert_eq!(cal.anchors.len(), 6);
+    let fitted = PerfModel {
+        hardware: Hardware::fallback(),
+        anchors: cal.anchors.clone(),
+        calibration: Some(cal.clone()),
+        peak_flop_per_s: BTreeMap::new(),
+    };
+    for m in &input.measured {
+        let r = fitted.predict(&m.point);
+        assert_eq!(r.images_per_s, m.images_per_s, "{}", m.source);
+        assert_eq!(r.basis.label(), format!("anchor:{}n-mb8", m.point.nodes));
+        assert!(r.images_per_s_low < m.images_per_s && m.images_per_s < r.images_per_s_high);
+    }
+    let figures = held_out(&cal, &Hardware::fallback(), &BTreeMap::new(), &input.held_out);
+    let s = &figures.predictor;
+    assert_eq!(s.rows, 6);
+    assert!(s.max_abs_error.unwrap() < 0.02, "{s:?}");
+    assert_eq!((s.cells, s.best_within_5pct), (2, 2), "{s:?}");
+    assert_eq!(s.inside_interval, Some(6));
+    assert_eq!(figures.linear.rows, 6);
+}
