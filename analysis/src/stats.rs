@@ -20,19 +20,7 @@ pub fn quantile(values: &[f64], q: f64) -> f64 {
 }
 
 /// The median, by selection rather than sorting: the bootstrap takes thousands per point.
-pub fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    let mid = v.len() / 2;
-    let (lower, &mut upper, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
-    if values.len() % 2 == 1 {
-        upper
-    } else {
-        (lower.iter().copied().fold(f64::NEG_INFINITY, f64::max) + upper) / 2.0
-    }
-}
+pub use shardsweep_records::measured::median;
 
 pub fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64

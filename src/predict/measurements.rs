@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use super::collectives::Group;
-use crate::metrics::nan_max;
 use crate::model::preset;
 use crate::plan::read_point;
 use crate::plan::{
     point_id, BackwardPrefetch, Dtype, OptimizerSettings, ParallelSpec, PointSpec, Settings,
     Strategy,
 };
-use crate::records::{read_spool, spool_path, CollectiveKind, Manifest, Outcome};
+use crate::records::{measured, read_spool, spool_path, CollectiveKind, Manifest, Outcome};
 
 use super::hardware::MeasurementDefaults;
 
@@ -344,8 +343,9 @@ fn ok_points(sweep: &Path) -> Result<Vec<PathBuf>, MeasurementError> {
     Ok(dirs)
 }
 
-/// Reads every finished point of a sweep: the slowest rank's median steady-state step time
-/// (after the warm-up steps) as throughput, per-unit forward times, and the duration of every
+/// Reads every finished point of a sweep: its throughput as measured
+/// ([`steady_throughput`](crate::records::measured::steady_throughput): slowest rank, MSER-5
+/// steady state, median; the analysis's figure), per-unit forward times, and the duration of every
 /// collective that compute waited for over at least 90% of its span, with its payload and
 /// group (an overlapped call's span is not its duration; a warning counts those left out).
 /// `keep` selects the points to use.
@@ -365,14 +365,11 @@ pub fn read_records(
         let shard_group = Group::consecutive(shard, point.ranks_per_node);
         let world = point.world_size();
         let warm = point.settings.warmup_steps as usize;
-        let mut step_max: Vec<f64> = Vec::new();
+        let mut per_rank: Vec<Vec<f64>> = Vec::new();
         for rank in 0..world {
             let spool = read_spool(&spool_path(&dir, rank))?;
-            for (i, step) in spool.steps.iter().enumerate().skip(warm) {
-                if step_max.len() <= i - warm {
-                    step_max.push(0.0);
-                }
-                step_max[i - warm] = nan_max(step_max[i - warm], step.phases.step_s);
+            per_rank.push(spool.steps.iter().map(|s| s.phases.step_s).collect());
+            for step in spool.steps.iter().skip(warm) {
                 let b = f64::from(point.micro_batch * point.parallel.accumulation);
                 let pixels = (point.model.image_size.pow(2) * point.model.channels) as f64;
                 out.data_s_per_pixel.push(step.phases.data_s / (b * pixels));
@@ -419,13 +416,15 @@ pub fn read_records(
                 }
             }
         }
-        let spread = log_spread(&step_max);
-        if let Some(step_s) = median(step_max) {
+        // The one definition of measured (the analysis's too): slowest rank, steady state,
+        // median.
+        let slowest = measured::slowest_rank(&per_rank);
+        if let Some(state) = measured::steady_throughput(&slowest, warm, point.global_batch()) {
             out.points.push(Measured {
-                images_per_s: f64::from(point.global_batch()) / step_s,
+                images_per_s: state.images_per_s,
+                spread: log_spread(&state.step_s),
                 point,
                 source: dir.display().to_string(),
-                spread,
             });
         }
     }

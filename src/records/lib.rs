@@ -14,6 +14,7 @@ pub mod fault;
 mod hdf5_file;
 mod hdf5_read;
 mod manifest;
+pub mod measured;
 mod probe;
 mod schema;
 mod spool;

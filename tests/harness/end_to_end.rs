@@ -160,6 +160,43 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
         assert_eq!(col(row, "steady_steps"), (STEPS - WARMUP).to_string());
         assert_eq!(col(row, "outcome"), "ok");
     }
+    // One definition of measured: calibrated from this sweep's records and analysed again,
+    // every point's measured images/s against its prediction is the summary's.
+    let sweep_dir = sweep.results().join("e2e");
+    let shardsweep = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let calibration = sweep_dir.join("calibration.json");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    shardsweep(&[
+        &os("calibrate"),
+        &os("--system"),
+        &os("local"),
+        &os("--records"),
+        sweep_dir.as_os_str(),
+        &os("--out"),
+        calibration.as_os_str(),
+    ]);
+    let analysed = shardsweep(&[&os("analyze"), sweep_dir.as_os_str()]);
+    assert!(analysed.contains("predicted-best within 5%"), "{analysed}");
+    let predicted = std::fs::read_to_string(report.join("predicted_vs_measured.csv")).unwrap();
+    assert!(predicted.lines().next().unwrap().ends_with(",basis"), "{predicted}");
+    for point in POINTS {
+        let summary = rows.iter().find(|r| col(r, "point") == point).unwrap();
+        let line = predicted.lines().find(|l| l.starts_with(&format!("{point},"))).unwrap();
+        let measured: f64 = line.split(',').nth(1).unwrap().parse().unwrap();
+        let summarised: f64 = col(summary, "images_per_s").parse().unwrap();
+        assert!((measured - summarised).abs() <= 1e-9 * summarised, "{point}: {line}");
+        // Predicted from the other micro-batch's measurement, never from its own.
+        assert!(line.ends_with(",anchor:1n-mb2") || line.ends_with(",anchor:1n-mb4"), "{line}");
+        assert!(!line.ends_with(&format!("mb{}", &point[point.len() - 1..])), "{line}");
+    }
     let svg = std::fs::read_to_string(report.join("throughput.svg")).unwrap();
     assert!(POINTS.iter().all(|p| svg.contains(p)), "every point is a labelled bar");
     assert!(svg.contains("images/s") && svg.contains("median throughput"));
