@@ -22,6 +22,10 @@ pub struct Args {
     /// A calibration file (`shardsweep calibrate`) for the predicted step time and memory.
     #[arg(long, requires = "system")]
     calibration: Option<PathBuf>,
+    /// Only the candidates: per (model, nodes), the point predicted fastest and those whose 90%
+    /// interval reaches its prediction; the others are listed as rejected with theirs.
+    #[arg(long, requires = "calibration")]
+    candidates: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -41,7 +45,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             },
         ),
     };
-    let plan = expand(&Experiment::load(&args.experiment)?, &machine);
+    let mut plan = expand(&Experiment::load(&args.experiment)?, &machine);
+    if args.candidates {
+        shardsweep::predict::decision::keep_candidates(&mut plan, &model);
+    }
     if args.json {
         let points: Vec<serde_json::Value> = plan
             .points

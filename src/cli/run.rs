@@ -38,7 +38,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     // Points the experiment's own exclude rules drop are the user's choice, not a problem.
     for r in &plan.rejected {
         match r.kind {
-            Rejection::Excluded => tracing::info!(point = %r.id, reason = %r.reason, "left out"),
+            Rejection::Excluded | Rejection::NotACandidate => {
+                tracing::info!(point = %r.id, reason = %r.reason, "left out")
+            }
             Rejection::CannotRun => {
                 tracing::warn!(point = %r.id, reason = %r.reason, "rejected at plan time")
             }

@@ -38,6 +38,10 @@ pub struct SlurmArgs {
     /// Predicted run time x this is a point's limit when --calibration is given.
     #[arg(long, default_value_t = 3.0)]
     walltime_margin: f64,
+    /// Submit only the candidates: per (model, nodes), the point predicted fastest and those
+    /// whose 90% interval reaches its prediction (the others are left out with theirs).
+    #[arg(long, requires = "calibration")]
+    candidates: bool,
     /// Also run points that ended oom or nan_loss (left out by default: the same
     /// configuration would end the same way).
     #[arg(long)]
@@ -149,13 +153,16 @@ fn with_slow_nodes(_: Option<String>, _: &Path) -> Result<Option<String>> {
 fn submit_selected(experiment: &Path, args: &SlurmArgs, selection: Selection) -> Result<ExitCode> {
     let (system, template) = System::load(&args.system, &args.systems)?;
     let (loaded, experiment_text) = Experiment::read(experiment)?;
-    let plan = expand(&loaded, &system.machine());
+    let mut plan = expand(&loaded, &system.machine());
     let mut point_limits_s = std::collections::BTreeMap::new();
     if let Some(path) = &args.calibration {
         if !(args.walltime_margin.is_finite() && args.walltime_margin >= 1.0) {
             anyhow::bail!("--walltime-margin {}: must be at least 1", args.walltime_margin);
         }
         let (model, _) = super::predict::perf_model(&args.system, &args.systems, Some(path))?;
+        if args.candidates {
+            shardsweep::predict::decision::keep_candidates(&mut plan, &model);
+        }
         for p in &plan.points {
             let run_s = model.predict(p).times.step_s * f64::from(p.settings.steps);
             point_limits_s.insert(p.id.clone(), (args.walltime_margin * run_s).ceil() as u64 + 60);

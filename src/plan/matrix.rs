@@ -28,6 +28,9 @@ pub enum Rejection {
     Excluded,
     /// Cannot run here (layout, dtype, memory): see the reason.
     CannotRun,
+    /// Predicted slower than the best of its (model, nodes) beyond the intervals, and the
+    /// user asked for the candidates only (`--candidates`).
+    NotACandidate,
 }
 
 #[derive(Debug, Clone, Serialize)]

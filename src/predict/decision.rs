@@ -1,13 +1,13 @@
 //! What a prediction is for: per cell of (model, nodes), the point predicted fastest and the
-//! points the prediction cannot tell from it (their 90% intervals overlap its own), so a user
-//! runs only those candidates.
+//! points the prediction cannot tell from it (their 90% interval reaches its predicted
+//! throughput), so a user runs only those candidates.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::Prediction;
-use crate::plan::PointSpec;
+use super::{PerfModel, Prediction};
+use crate::plan::{Plan, PointSpec, Rejected, Rejection};
 
 /// A point's standing in its (model, nodes) cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,7 +15,7 @@ use crate::plan::PointSpec;
 pub enum Decision {
     /// Predicted fastest in its cell.
     Best,
-    /// Slower as predicted, but its interval overlaps the best's: a candidate too.
+    /// Slower as predicted, but its 90% interval reaches the best's prediction: a candidate too.
     Tie,
     /// Slower beyond the intervals.
     Slower,
@@ -51,13 +51,47 @@ pub fn decide(rows: &[(&PointSpec, &Prediction)]) -> Vec<Decision> {
             let b = best[&(p.model.name.as_str(), p.nodes)];
             if b == i {
                 Decision::Best
-            } else if r.images_per_s_high >= rows[b].1.images_per_s_low {
+            } else if r.images_per_s_high >= rows[b].1.images_per_s {
                 Decision::Tie
             } else {
                 Decision::Slower
             }
         })
         .collect()
+}
+
+/// Keeps in `plan` only the best point of each (model, nodes) and its ties as `model` predicts
+/// them; the others move to the rejected points, each with its prediction and the best's.
+pub fn keep_candidates(plan: &mut Plan, model: &PerfModel) {
+    let predictions: Vec<Prediction> = plan.points.iter().map(|p| model.predict(p)).collect();
+    let rows: Vec<(&PointSpec, &Prediction)> = plan.points.iter().zip(&predictions).collect();
+    let decisions = decide(&rows);
+    let best: BTreeMap<(&str, u32), (&str, &Prediction)> = rows
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, d)| **d == Decision::Best)
+        .map(|((p, r), _)| ((p.model.name.as_str(), p.nodes), (p.id.as_str(), *r)))
+        .collect();
+    let mut kept = Vec::new();
+    let mut rejected = Vec::new();
+    for ((p, r), d) in rows.iter().zip(&decisions) {
+        if d.is_candidate() {
+            kept.push((*p).clone());
+            continue;
+        }
+        let (id, b) = best[&(p.model.name.as_str(), p.nodes)];
+        rejected.push(Rejected {
+            id: p.id.clone(),
+            reason: format!(
+                "not a candidate: predicted {:.1} images/s (90%: {:.1}-{:.1}), below {id}'s {:.1} (90%: {:.1}-{:.1})",
+                r.images_per_s, r.images_per_s_low, r.images_per_s_high,
+                b.images_per_s, b.images_per_s_low, b.images_per_s_high
+            ),
+            kind: Rejection::NotACandidate,
+        });
+    }
+    plan.points = kept;
+    plan.rejected.extend(rejected);
 }
 
 #[cfg(test)]
@@ -88,7 +122,7 @@ mod tests {
         }
         let rows: Vec<(&PointSpec, &Prediction)> = points.iter().zip(&predictions).collect();
         assert_eq!(decide(&rows), [Decision::Best, Decision::Slower, Decision::Best]);
-        predictions[1].images_per_s_high = 95.0;
+        predictions[1].images_per_s_high = 101.0;
         let rows: Vec<(&PointSpec, &Prediction)> = points.iter().zip(&predictions).collect();
         assert_eq!(decide(&rows), [Decision::Best, Decision::Tie, Decision::Best]);
     }

@@ -338,3 +338,88 @@ fn calibrate_validate_recovers_a_synthetic_sweep_and_scores_its_held_out_part() 
     assert_eq!(s.inside_interval, Some(6));
     assert_eq!(figures.linear.rows, 6);
 }
+
+/// `plan --candidates` keeps, per (model, nodes), the best point and those its prediction
+/// cannot tell from it: two strategies measured alike at 1 and 2 nodes are both candidates at
+/// 2, and at 64 nodes, where FULL_SHARD's ring collapses, only NO_SHARD is.
+#[test]
+fn plan_candidates_keeps_the_best_strategy_and_its_ties_per_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("measured.csv");
+    std::fs::write(
+        &table,
+        "model,strategy,shard_group,nodes,ranks_per_node,micro_batch,images_per_s\n\
+         vit-base,no_shard,,1,8,32,1200\nvit-base,no_shard,,2,8,32,2390\n\
+         vit-base,full_shard,,1,8,32,1205\nvit-base,full_shard,,2,8,32,2385\n",
+    )
+    .unwrap();
+    let experiment = dir.path().join("e.toml");
+    std::fs::write(
+        &experiment,
+        "name = \"c\"\n[axes]\nmodel = [\"vit-base\"]\nstrategy = [\"no_shard\", \"full_shard\"]\n\
+         nodes = [2, 64]\nranks_per_node = [8]\nmicro_batch = [32]\nactivation_checkpointing = [true]\n\
+         param_dtype = [\"bf16\"]\n[settings]\nsteps = 30\nwarmup_steps = 5\ndevice = \"cuda\"\n",
+    )
+    .unwrap();
+    let cal = dir.path().join("cal.json");
+    let shardsweep = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let os = std::ffi::OsStr::new;
+    shardsweep(&[
+        os("calibrate"),
+        os("--system"),
+        os("frontier"),
+        os("--measurements"),
+        table.as_os_str(),
+        os("--out"),
+        cal.as_os_str(),
+    ]);
+    let plan = shardsweep(&[
+        os("plan"),
+        experiment.as_os_str(),
+        os("--system"),
+        os("frontier"),
+        os("--calibration"),
+        cal.as_os_str(),
+        os("--candidates"),
+    ]);
+    assert!(plan.contains("3 points to run"), "{plan}");
+    let rejected =
+        plan.lines().find(|l| l.contains("not a candidate")).unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        rejected.contains("vit-base-full_shard-n64x8")
+            && rejected.contains("below vit-base-no_shard-n64x8"),
+        "{rejected}"
+    );
+    let predicted = shardsweep(&[
+        os("predict"),
+        experiment.as_os_str(),
+        os("--system"),
+        os("frontier"),
+        os("--calibration"),
+        cal.as_os_str(),
+        os("--csv"),
+    ]);
+    let decisions: Vec<String> = predicted
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{} {} {}", f[0], f[f.len() - 2], f[f.len() - 1])
+        })
+        .collect();
+    assert!(decisions.iter().all(|d| d.contains(" anchor:2n-mb32 ")), "{decisions:?}");
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.starts_with("vit-base-full_shard-n64x8") && d.ends_with(" slower")),
+        "{decisions:?}"
+    );
+}
