@@ -121,7 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.validate {
         let figures = held_out(&cal, &hw, &system.peak_flop_per_s, &input.held_out);
         let mut table =
-            super::table(["figure (held-out rows)", "prediction", "linear from fewer nodes"]);
+            super::table(["figure (held-out rows)", "prediction", "linear from the nearest measured nodes"]);
         for row in table_rows(&figures) {
             table.add_row(row);
         }

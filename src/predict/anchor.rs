@@ -86,6 +86,36 @@ impl AnchorPoint {
         at
     }
 
+    /// Whether this anchor measured `point`'s model on the same node layout, accumulation,
+    /// checkpointing and dtypes, with another strategy or shard group: a sibling whose
+    /// measurement a prediction can stand on when its own configuration was never measured.
+    pub fn is_sibling_of(&self, point: &PointSpec) -> bool {
+        let k = &point.parallel;
+        self.model == point.model.name
+            && self.ranks_per_node == point.ranks_per_node
+            && self.accumulation == k.accumulation
+            && self.activation_checkpointing == k.activation_checkpointing
+            && (self.param_dtype, self.reduce_dtype) == (k.param_dtype, k.reduce_dtype)
+    }
+
+    /// `point` moved to this sibling's strategy, shard group, node count and micro-batch.
+    pub fn sibling_spec(&self, point: &PointSpec) -> PointSpec {
+        let mut at = point.clone();
+        at.strategy = self.strategy;
+        at.parallel.backward_prefetch = self.backward_prefetch;
+        at.parallel.limit_all_gathers = self.limit_all_gathers;
+        at.parallel.shard_group = self.shard_group.unwrap_or(1);
+        self.spec(&at)
+    }
+
+    /// The configuration measured, for a label: `full_shard`, `hybrid_shard-sg8`.
+    pub fn configuration(&self) -> String {
+        match self.shard_group {
+            Some(g) => format!("{}-sg{g}", self.strategy.name()),
+            None => self.strategy.name().into(),
+        }
+    }
+
     /// How far `point` lies from this anchor, in doublings of nodes and of micro-batch.
     pub fn doublings(&self, point: &PointSpec) -> f64 {
         let d = |a: u32, b: u32| (f64::from(a) / f64::from(b)).log2().abs();
@@ -106,6 +136,24 @@ pub fn nearest<'a>(anchors: &'a [AnchorPoint], point: &PointSpec) -> Option<&'a 
     })
 }
 
+/// With no anchor of `point`'s configuration, the sibling ([`AnchorPoint::is_sibling_of`]) a
+/// prediction stands on: nearest in doublings, then of the same strategy, then of the nearest
+/// shard group.
+pub fn nearest_sibling<'a>(
+    anchors: &'a [AnchorPoint],
+    point: &PointSpec,
+) -> Option<&'a AnchorPoint> {
+    let group = |a: &AnchorPoint| {
+        let g = f64::from(a.shard_group.unwrap_or(point.parallel.shard_group).max(1));
+        (g / f64::from(point.parallel.shard_group.max(1))).log2().abs()
+    };
+    anchors.iter().filter(|a| a.is_sibling_of(point)).min_by(|a, b| {
+        let key = |a: &AnchorPoint| (a.doublings(point), a.strategy != point.strategy, group(a));
+        let (ka, kb) = (key(a), key(b));
+        ka.0.total_cmp(&kb.0).then(ka.1.cmp(&kb.1)).then(ka.2.total_cmp(&kb.2))
+    })
+}
+
 /// What a prediction stands on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -114,6 +162,15 @@ pub enum Basis {
     Model,
     /// A measurement of this configuration at `nodes` and `micro_batch`, times the model's ratio.
     Anchor { source: String, nodes: u32, micro_batch: u32, measured_images_per_s: f64 },
+    /// A measurement of another strategy or shard group (`configuration`) of the same model,
+    /// times the model's ratio: the model supplies the difference between the configurations.
+    Sibling {
+        source: String,
+        configuration: String,
+        nodes: u32,
+        micro_batch: u32,
+        measured_images_per_s: f64,
+    },
 }
 
 impl Basis {
@@ -122,6 +179,9 @@ impl Basis {
         match self {
             Basis::Model => "model".into(),
             Basis::Anchor { nodes, micro_batch, .. } => format!("anchor:{nodes}n-mb{micro_batch}"),
+            Basis::Sibling { configuration, nodes, micro_batch, .. } => {
+                format!("sibling:{configuration}@{nodes}n-mb{micro_batch}")
+            }
         }
     }
 }
@@ -133,6 +193,11 @@ pub const Z90: f64 = 1.645;
 /// had no pair of measurements to fit it to: the 2.9% median error of linear extrapolation
 /// over 1-6 doublings in the paper's sweep, rounded up.
 pub const DEFAULT_ERROR_PER_DOUBLING: f64 = 0.05;
+
+/// Error of the model's ratio between two configurations at one scale when the calibration had
+/// no pair to fit it to (standard deviation of the log): strategies measured 1-6% apart where
+/// the model put them within 1% (the paper's 2-node cells).
+pub const DEFAULT_ERROR_ACROSS_CONFIGURATIONS: f64 = 0.05;
 
 /// Run-to-run spread assumed for a measurement that states none (standard deviation of the
 /// log): the scale of step-time spread between repeated allocations on one system.
@@ -181,6 +246,27 @@ mod tests {
         assert_eq!(pick(Strategy::HybridShard, Some(8), 16, 32), Some((2, 32)));
         assert_eq!(pick(Strategy::HybridShard, Some(4), 16, 32), None);
         assert_eq!(pick(Strategy::NoShard, None, 2, 32), None);
+    }
+
+    #[test]
+    fn a_configuration_never_measured_stands_on_its_nearest_sibling() {
+        let anchors: Vec<AnchorPoint> = [
+            (Strategy::FullShard, None, 2),
+            (Strategy::HybridShard, Some(2), 1),
+            (Strategy::HybridShard, Some(8), 1),
+        ]
+        .into_iter()
+        .map(|(s, g, n)| AnchorPoint::of(&point(s, g, n, 32), 100.0, None, "t"))
+        .collect();
+        let target = point(Strategy::HybridShard, Some(4), 2, 32);
+        assert!(nearest(&anchors, &target).is_none());
+        // The nearest in doublings first (full shard at 2 nodes), then strategy and group.
+        assert_eq!(nearest_sibling(&anchors, &target).unwrap().configuration(), "full_shard");
+        let far = point(Strategy::HybridShard, Some(16), 1, 32);
+        let s = nearest_sibling(&anchors, &far).unwrap();
+        assert_eq!(s.configuration(), "hybrid_shard-sg8");
+        let at = s.sibling_spec(&far);
+        assert_eq!((at.strategy, at.parallel.shard_group, at.nodes), (Strategy::HybridShard, 8, 1));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct Calibration {
     /// deviation of the log), fitted from pairs of measured rows; `None`: no pair to fit to.
     #[serde(default)]
     pub error_per_doubling: Option<f64>,
+    /// Error of the model's ratio between two configurations measured at one node count and
+    /// micro-batch (standard deviation of the log), for predictions standing on a sibling.
+    #[serde(default)]
+    pub error_across_configurations: Option<f64>,
     /// With `calibrate --validate`: the held-out rows scored as the user would use them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<super::validate::Figures>,

@@ -426,6 +426,7 @@ pub fn fit(
         summary: FitSummary::default(),
         anchors: Vec::new(),
         error_per_doubling: None,
+        error_across_configurations: None,
         validation: None,
     };
     let mut fitter = Fitter {
@@ -519,6 +520,7 @@ pub fn fit(
     // rows by the model alone (an anchored fitted row would be its own measurement).
     cal.anchors = input.measured.iter().map(Measured::anchor).collect();
     cal.error_per_doubling = error_per_doubling(&model, &input.measured);
+    cal.error_across_configurations = error_across_configurations(&model, &input.measured);
     let anchored =
         PerfModel { calibration: Some(cal.clone()), anchors: cal.anchors.clone(), ..model.clone() };
     let residual = |m: &Measured, fitted: bool| {
@@ -556,6 +558,28 @@ pub fn fit(
     cal.parameters = parameters;
     cal.residuals = residuals;
     cal
+}
+
+/// The error of the model's ratio between configurations (root mean square of the log error):
+/// each measured row predicted from every other configuration of its model measured at the
+/// same node count and micro-batch. `None` with no such pair.
+fn error_across_configurations(model: &PerfModel, measured: &[Measured]) -> Option<f64> {
+    let mut squares = Vec::new();
+    for a in measured {
+        let anchor = a.anchor();
+        for b in measured {
+            if anchor.doublings(&b.point) != 0.0
+                || anchor.configures(&b.point)
+                || !anchor.is_sibling_of(&b.point)
+            {
+                continue;
+            }
+            let ratio = model.model_only(&b.point).images_per_s
+                / model.model_only(&anchor.sibling_spec(&b.point)).images_per_s;
+            squares.push((a.images_per_s * ratio / b.images_per_s).ln().powi(2));
+        }
+    }
+    (!squares.is_empty()).then(|| (squares.iter().sum::<f64>() / squares.len() as f64).sqrt())
 }
 
 /// The extrapolation error per doubling (standard deviation of the log, root mean square): each

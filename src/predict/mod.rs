@@ -104,7 +104,8 @@ impl PerfModel {
     }
 
     /// The prediction for `point`: the model's, standing on the nearest measurement of the same
-    /// configuration where there is one ([`anchor`]), with its 90% interval.
+    /// configuration where there is one, else on the nearest sibling's (another strategy or
+    /// shard group of the model), else the model's alone ([`anchor`]), with its 90% interval.
     pub fn predict(&self, point: &PointSpec) -> Prediction {
         let model = self.model_only(point);
         let per_doubling = self
@@ -112,13 +113,43 @@ impl PerfModel {
             .as_ref()
             .and_then(|c| c.error_per_doubling)
             .unwrap_or(anchor::DEFAULT_ERROR_PER_DOUBLING);
+        let calibration = self.calibration.as_ref();
         let Some(a) = anchor::nearest(&self.anchors, point) else {
-            // The model alone: its fitted error (the median absolute log error as a standard
-            // deviation, x 1.4826), or a wide one uncalibrated.
-            let fitted = self.calibration.as_ref().and_then(|c| c.summary.fitted_median_abs_error);
-            let sigma = fitted.map_or(UNCALIBRATED_SIGMA, |e| 1.4826 * e);
-            let (low, high) = anchor::interval(model.images_per_s, sigma);
-            return Prediction { images_per_s_low: low, images_per_s_high: high, ..model };
+            return match anchor::nearest_sibling(&self.anchors, point) {
+                Some(s) => {
+                    let across = calibration
+                        .and_then(|c| c.error_across_configurations)
+                        .unwrap_or(anchor::DEFAULT_ERROR_ACROSS_CONFIGURATIONS);
+                    let at_sibling = self.model_only(&s.sibling_spec(point)).images_per_s;
+                    let prediction = model.scaled(s.images_per_s / at_sibling);
+                    let spread = s.spread.unwrap_or(anchor::DEFAULT_SPREAD);
+                    let sigma = (spread.powi(2)
+                        + across.powi(2)
+                        + (per_doubling * s.doublings(point)).powi(2))
+                    .sqrt();
+                    let (low, high) = anchor::interval(prediction.images_per_s, sigma);
+                    Prediction {
+                        images_per_s_low: low,
+                        images_per_s_high: high,
+                        basis: Basis::Sibling {
+                            source: s.source.clone(),
+                            configuration: s.configuration(),
+                            nodes: s.nodes,
+                            micro_batch: s.micro_batch,
+                            measured_images_per_s: s.images_per_s,
+                        },
+                        ..prediction
+                    }
+                }
+                None => {
+                    // The model alone: its fitted error (the median absolute log error as a
+                    // standard deviation, x 1.4826), or a wide one uncalibrated.
+                    let fitted = calibration.and_then(|c| c.summary.fitted_median_abs_error);
+                    let sigma = fitted.map_or(UNCALIBRATED_SIGMA, |e| 1.4826 * e);
+                    let (low, high) = anchor::interval(model.images_per_s, sigma);
+                    Prediction { images_per_s_low: low, images_per_s_high: high, ..model }
+                }
+            };
         };
         let at_anchor = self.model_only(&a.spec(point)).images_per_s;
         let prediction = model.scaled(a.images_per_s / at_anchor);
