@@ -178,7 +178,8 @@ fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
     shardsweep::records::write_atomic(&dir.join("predicted_vs_measured.csv"), csv.as_bytes())?;
     outln!("predicted against measured ({}):", calibration.display());
     outln!("{table}");
-    let mut figures = super::table(["figure", "prediction", "linear from the nearest measured nodes"]);
+    let mut figures =
+        super::table(["figure", "prediction", "linear from the nearest measured nodes"]);
     for row in table_rows(&score(&scored)) {
         figures.add_row(row);
     }

@@ -102,6 +102,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         input.collectives.extend(used.collectives);
         input.data_s_per_pixel.extend(used.data_s_per_pixel);
         input.backward_to_forward.extend(used.backward_to_forward);
+        input.device_memory.extend(used.device_memory);
         input.held_out.extend(held.points);
     }
     for path in &args.bench {
@@ -120,8 +121,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut cal = fit(&args.system, &hw, system.peak_flop_per_s.clone(), &input);
     if args.validate {
         let figures = held_out(&cal, &hw, &system.peak_flop_per_s, &input.held_out);
-        let mut table =
-            super::table(["figure (held-out rows)", "prediction", "linear from the nearest measured nodes"]);
+        let mut table = super::table([
+            "figure (held-out rows)",
+            "prediction",
+            "linear from the nearest measured nodes",
+        ]);
         for row in table_rows(&figures) {
             table.add_row(row);
         }

@@ -66,7 +66,7 @@ pub fn perf_model(
     Ok((model, sys))
 }
 
-pub const CSV_HEADER: &str = "point,model,strategy,shard_group,nodes,ranks_per_node,micro_batch,global_batch,step_s,images_per_s,data_s,forward_s,backward_s,recompute_s,exposed_all_gather_s,exposed_reduce_scatter_s,exposed_all_reduce_s,optimizer_s,mfu,peak_device_bytes,param_shards_bytes,grad_shards_bytes,optimizer_state_bytes,gathered_params_bytes,unsharded_grads_bytes,activations_bytes,allocator_overhead_bytes,node_hours,images_per_s_low,images_per_s_high,basis,decision";
+pub const CSV_HEADER: &str = "point,model,strategy,shard_group,nodes,ranks_per_node,micro_batch,global_batch,step_s,images_per_s,data_s,forward_s,backward_s,recompute_s,exposed_all_gather_s,exposed_reduce_scatter_s,exposed_all_reduce_s,optimizer_s,mfu,peak_device_bytes,param_shards_bytes,grad_shards_bytes,optimizer_state_bytes,gathered_params_bytes,unsharded_grads_bytes,activations_bytes,allocator_overhead_bytes,node_hours,reserved_peak_device_bytes,images_per_s_low,images_per_s_high,basis,decision";
 
 /// One CSV line in `CSV_HEADER`'s order; the shard group is empty for the strategies that
 /// have none of their own choosing (as in measurement tables).
@@ -77,12 +77,12 @@ pub fn csv_line(p: &PointSpec, r: &Prediction, decision: Decision) -> String {
         if p.strategy.is_hybrid() { p.parallel.shard_group.to_string() } else { String::new() };
     let mfu = r.mfu.map(|v| format!("{v:.5}")).unwrap_or_default();
     format!(
-        "{},{},{},{group},{},{},{},{},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{mfu},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.6},{:.3},{:.3},{},{}",
+        "{},{},{},{group},{},{},{},{},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{mfu},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.0},{:.6},{:.0},{:.3},{:.3},{},{}",
         p.id, p.model.name, p.strategy.name(), p.nodes, p.ranks_per_node, p.micro_batch,
         p.global_batch(), t.step_s, r.images_per_s, t.data_s, t.forward_s, t.backward_s,
         t.recompute_s, t.exposed_all_gather_s, t.exposed_reduce_scatter_s, t.exposed_all_reduce_s,
         t.optimizer_s, m.peak, m.param_shards, m.grad_shards, m.optimizer_state, m.gathered_params,
-        m.unsharded_grads, m.activations, m.allocator_overhead, r.node_hours,
+        m.unsharded_grads, m.activations, m.allocator_overhead, r.node_hours, m.reserved_peak,
         r.images_per_s_low, r.images_per_s_high, r.basis.label(), decision.name()
     )
 }

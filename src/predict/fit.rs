@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use super::calibration::{error_quantiles, Calibration, FitSummary, FittedParameter, Residual};
 use super::collectives::{CollectiveKind, Group};
 use super::hardware::Hardware;
-use super::measurements::{CollectiveSample, Measured, UnitSample};
+use super::measurements::{CollectiveSample, Measured, MemorySample, UnitSample};
 use super::PerfModel;
 
 /// What a calibration is fitted to.
@@ -26,6 +26,8 @@ pub struct FitInput {
     pub collectives: Vec<CollectiveSample>,
     pub data_s_per_pixel: Vec<f64>,
     pub backward_to_forward: Vec<f64>,
+    /// Allocator peaks of GPU points: the memory overhead and reserved fractions.
+    pub device_memory: Vec<MemorySample>,
 }
 
 /// A hardware figure the fit may move: accessor, bounds as factors of the default, prior width.
@@ -411,6 +413,28 @@ pub fn fit(
         hw.backward_to_forward = r[r.len() / 2];
         sources.insert("backward_to_forward", format!("{} timed unit backwards", r.len()));
     }
+    if !input.device_memory.is_empty() {
+        // Active peak over the model's categories, and reserved over active: medians over the
+        // points (the categories are exact for the harness's own account; what is left is the
+        // allocator's rounding, communication buffers and workspace).
+        let mut over: Vec<f64> = input
+            .device_memory
+            .iter()
+            .map(|m| m.active_peak_bytes / super::memory::peak(&m.point, 0.0).peak - 1.0)
+            .collect();
+        let mut reserved: Vec<f64> = input
+            .device_memory
+            .iter()
+            .map(|m| m.reserved_peak_bytes / m.active_peak_bytes - 1.0)
+            .collect();
+        over.sort_by(f64::total_cmp);
+        reserved.sort_by(f64::total_cmp);
+        hw.memory_overhead_fraction = over[over.len() / 2].max(0.0);
+        hw.memory_reserved_fraction = reserved[reserved.len() / 2].max(0.0);
+        let from = format!("{} records' device memory peaks", over.len());
+        sources.insert("memory_overhead_fraction", from.clone());
+        sources.insert("memory_reserved_fraction", from);
+    }
     for name in &fixed {
         // A figure measured directly stays close to its measurement in the table fit.
         prior_width.insert(name, 0.05);
@@ -474,7 +498,7 @@ pub fn fit(
     let mut cal = model.calibration.clone().expect("fitted");
     let fitted_hw = cal.hardware.clone();
     let mut parameters = Vec::new();
-    let all: [(&str, Getter); 13] = [
+    let all: [(&str, Getter); 15] = [
         ("backward_to_forward", |h| h.backward_to_forward),
         ("compute_flop_per_s", |h| h.compute_flop_per_s),
         ("compute_half_width", |h| h.compute_half_width),
@@ -488,6 +512,8 @@ pub fn fit(
         ("collective_base_s", |h| h.collective_base_s),
         ("ring_congestion_nodes", |h| h.ring_congestion_nodes),
         ("data_s_per_pixel", |h| h.data_s_per_pixel),
+        ("memory_overhead_fraction", |h| h.memory_overhead_fraction),
+        ("memory_reserved_fraction", |h| h.memory_reserved_fraction),
     ];
     for (name, get) in all {
         let factor = TABLE_KNOBS.iter().find(|k| k.name == name).map(|k| k.factor);

@@ -71,6 +71,11 @@ pub struct Hardware {
     /// buffers, workspace).
     #[serde(deserialize_with = "non_negative")]
     pub memory_overhead_fraction: f64,
+    /// What the caching allocator holds reserved at the peak beyond what is allocated, as a
+    /// fraction of the allocated peak (its rounding of blocks and the fragmentation between
+    /// them); calibrated from records' `/device_memory` peaks.
+    #[serde(default = "default_reserved_fraction", deserialize_with = "non_negative")]
+    pub memory_reserved_fraction: f64,
     /// Knobs of measurement-table rows that do not state them (the table's columns are only
     /// model, strategy, shard group, layout and micro-batch).
     #[serde(default)]
@@ -84,6 +89,13 @@ pub struct MeasurementDefaults {
     pub activation_checkpointing: bool,
     pub param_dtype: Dtype,
     pub reduce_dtype: Dtype,
+}
+
+/// Reserved over allocated at the peak with no records to calibrate it: PyTorch's caching
+/// allocator rounds large blocks up to 2 MiB and keeps freed blocks for reuse; 10% is the scale
+/// of `max_memory_reserved / max_memory_allocated` in steady training loops.
+fn default_reserved_fraction() -> f64 {
+    0.10
 }
 
 /// A figure of the profile that must be finite and above 0 (a bandwidth, a rate): `inf`,
@@ -157,6 +169,7 @@ impl Hardware {
             ring_congestion_nodes: 1e9,
             data_s_per_pixel: 0.0,
             memory_overhead_fraction: 0.0,
+            memory_reserved_fraction: default_reserved_fraction(),
             measurement_defaults: MeasurementDefaults::default(),
         }
     }

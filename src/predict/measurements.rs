@@ -66,6 +66,14 @@ pub struct UnitSample {
     pub seconds: f64,
 }
 
+/// A point's caching-allocator peaks over its steady steps and ranks (GPU runs), bytes.
+#[derive(Debug, Clone)]
+pub struct MemorySample {
+    pub point: PointSpec,
+    pub active_peak_bytes: f64,
+    pub reserved_peak_bytes: f64,
+}
+
 /// Everything read from a sweep's records.
 #[derive(Debug, Clone, Default)]
 pub struct RecordSamples {
@@ -76,6 +84,8 @@ pub struct RecordSamples {
     pub data_s_per_pixel: Vec<f64>,
     /// Each unit's backward time over its forward time (recompute excluded).
     pub backward_to_forward: Vec<f64>,
+    /// Points run on GPUs: their allocator peaks.
+    pub device_memory: Vec<MemorySample>,
 }
 
 /// A simple comma-separated table: a header, then rows without quoting.
@@ -366,9 +376,15 @@ pub fn read_records(
         let world = point.world_size();
         let warm = point.settings.warmup_steps as usize;
         let mut per_rank: Vec<Vec<f64>> = Vec::new();
+        let mut peaks: Option<(f64, f64)> = None;
         for rank in 0..world {
             let spool = read_spool(&spool_path(&dir, rank))?;
             per_rank.push(spool.steps.iter().map(|s| s.phases.step_s).collect());
+            for d in spool.steps.iter().skip(warm).filter_map(|s| s.device_memory.as_ref()) {
+                let (a, r) = peaks.unwrap_or((0.0, 0.0));
+                peaks =
+                    Some((a.max(d.active_peak_bytes as f64), r.max(d.reserved_peak_bytes as f64)));
+            }
             for step in spool.steps.iter().skip(warm) {
                 let b = f64::from(point.micro_batch * point.parallel.accumulation);
                 let pixels = (point.model.image_size.pow(2) * point.model.channels) as f64;
@@ -415,6 +431,13 @@ pub fn read_records(
                     }
                 }
             }
+        }
+        if let Some((active_peak_bytes, reserved_peak_bytes)) = peaks {
+            out.device_memory.push(MemorySample {
+                point: point.clone(),
+                active_peak_bytes,
+                reserved_peak_bytes,
+            });
         }
         // The one definition of measured (the analysis's too): slowest rank, steady state,
         // median.

@@ -31,7 +31,12 @@ pub struct MemoryBytes {
     pub activations: f64,
     /// Allocator and workspace overhead on top of the above.
     pub allocator_overhead: f64,
+    /// Peak allocated ("active") bytes: the categories plus the overhead; what
+    /// `max_memory_allocated` reports.
     pub peak: f64,
+    /// Peak reserved bytes: what the caching allocator holds from the device at that peak
+    /// (`max_memory_reserved`), the peak times 1 + the reserved fraction.
+    pub reserved_peak: f64,
 }
 
 fn dtype_bytes(d: Dtype) -> f64 {
@@ -98,6 +103,8 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
         activations,
         allocator_overhead: overhead_fraction * used,
         peak: used * (1.0 + overhead_fraction),
+        // The caching allocator's own margin is the model's to add (`PerfModel`).
+        reserved_peak: used * (1.0 + overhead_fraction),
     }
 }
 

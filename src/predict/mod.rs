@@ -179,7 +179,8 @@ impl PerfModel {
         let mfu = peak.map(|p| {
             images_per_s * point.model.train_flop_per_image() / (p * f64::from(point.world_size()))
         });
-        let memory = memory::peak(point, hw.memory_overhead_fraction);
+        let mut memory = memory::peak(point, hw.memory_overhead_fraction);
+        memory.reserved_peak = memory.peak * (1.0 + hw.memory_reserved_fraction);
         let node_hours =
             f64::from(point.nodes) * times.step_s * f64::from(point.settings.steps) / 3600.0;
         let (images_per_s_low, images_per_s_high) =

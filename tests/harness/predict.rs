@@ -423,3 +423,37 @@ fn plan_candidates_keeps_the_best_strategy_and_its_ties_per_cell() {
         "{decisions:?}"
     );
 }
+
+/// Allocator peaks from records (active 12% over the model's categories, reserved 25% over
+/// active) calibrate the two memory fractions, and predictions carry both peaks.
+#[test]
+fn device_memory_peaks_calibrate_active_and_reserved_memory() {
+    use shardsweep::predict::measurements::MemorySample;
+    use shardsweep::predict::memory::peak;
+    let knobs = Hardware::fallback().measurement_defaults;
+    let mut input = FitInput::default();
+    for (strategy, nodes) in
+        [(Strategy::FullShard, 1), (Strategy::NoShard, 2), (Strategy::FullShard, 4)]
+    {
+        let point = point_for("t", "vit-huge", strategy, None, nodes, 8, 32, &knobs).unwrap();
+        let active = 1.12 * peak(&point, 0.0).peak;
+        input.device_memory.push(MemorySample {
+            point,
+            active_peak_bytes: active,
+            reserved_peak_bytes: 1.25 * active,
+        });
+    }
+    let cal = fit("local", &Hardware::fallback(), BTreeMap::new(), &input);
+    close("memory_overhead_fraction", cal.hardware.memory_overhead_fraction, 0.12);
+    close("memory_reserved_fraction", cal.hardware.memory_reserved_fraction, 0.25);
+    let model = PerfModel {
+        hardware: Hardware::fallback(),
+        calibration: Some(cal),
+        peak_flop_per_s: BTreeMap::new(),
+        anchors: Vec::new(),
+    };
+    let p = &input.device_memory[1];
+    let m = model.predict(&p.point).memory;
+    close("peak active", m.peak, p.active_peak_bytes);
+    close("peak reserved", m.reserved_peak, p.reserved_peak_bytes);
+}
