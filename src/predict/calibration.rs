@@ -18,6 +18,10 @@ pub enum CalibrationError {
     OtherSystem { path: String, found: String, wanted: String },
     #[error("{0}")]
     Write(#[from] crate::records::RecordError),
+    #[error(
+        "{path}: not written: the fit gave {name} = {value} (the measurements cannot determine it)"
+    )]
+    NotFinite { path: String, name: String, value: f64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,7 +125,19 @@ impl Calibration {
         Ok(cal)
     }
 
+    /// Writes the calibration atomically.
+    ///
+    /// # Errors
+    /// A parameter that is not finite (JSON would hold it as `null`, which no reader takes), or
+    /// the file not written.
     pub fn write(&self, path: &Path) -> Result<(), CalibrationError> {
+        if let Some(p) = self.parameters.iter().find(|p| !p.value.is_finite()) {
+            return Err(CalibrationError::NotFinite {
+                path: path.display().to_string(),
+                name: p.name.clone(),
+                value: p.value,
+            });
+        }
         let json = serde_json::to_vec_pretty(self).expect("a calibration serialises");
         crate::records::write_atomic(path, &json)?;
         Ok(())

@@ -164,6 +164,10 @@ fn features(s: &CollectiveSample) -> (f64, f64) {
     }
 }
 
+/// The smallest collective base a fit gives (1 ns): the table fit searches each figure in log
+/// space around it, where 0 has no place (a base fitted to 0 made that search NaN).
+const MIN_BASE_S: f64 = 1e-9;
+
 /// One link level's fit: base (s), step latency (s; `None`: not determined), bus bandwidth (B/s).
 type AlphaBeta = (f64, Option<f64>, f64);
 
@@ -208,12 +212,12 @@ fn alpha_beta_once(samples: &[&CollectiveSample], step_default: f64) -> Option<A
             })
             .collect();
         let c = least_squares(&rows)?;
-        (c[2] > 0.0).then(|| (c[0].max(0.0), Some(c[1].max(1e-9)), 1.0 / c[2]))
+        (c[2] > 0.0).then(|| (c[0].max(MIN_BASE_S), Some(c[1].max(1e-9)), 1.0 / c[2]))
     } else {
         let rows: Vec<_> = samples.iter().map(|s| (vec![1.0, features(s).1], s.seconds)).collect();
         let c = least_squares(&rows)?;
         let steps = features(samples[0]).0;
-        (c[1] > 0.0).then(|| ((c[0] - steps * step_default).max(0.0), None, 1.0 / c[1]))
+        (c[1] > 0.0).then(|| ((c[0] - steps * step_default).max(MIN_BASE_S), None, 1.0 / c[1]))
     }
 }
 
@@ -253,6 +257,10 @@ impl Fitter<'_> {
 
     fn fit_knob(&mut self, knob: &Knob) {
         let default = (knob.get)(&self.defaults);
+        if !(default.is_finite() && default > 0.0) {
+            // No log-space range around it: the figure stays as measured.
+            return;
+        }
         let (lo, hi) = ((default / knob.factor).ln(), (default * knob.factor).ln());
         let best = golden(lo, hi, &mut |x| {
             (knob.set)(&mut self.cal().hardware, x.exp());

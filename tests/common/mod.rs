@@ -137,3 +137,15 @@ pub fn wait_for_steps(point_dir: &std::path::Path, steps: usize) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// `shardsweep ARGS` from the crate root: its stdout, once it succeeded (else a panic with its
+/// stderr).
+pub fn shardsweep_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

@@ -163,15 +163,7 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
     // One definition of measured: calibrated from this sweep's records and analysed again,
     // every point's measured images/s against its prediction is the summary's.
     let sweep_dir = sweep.results().join("e2e");
-    let shardsweep = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let shardsweep = crate::common::shardsweep_ok;
     let calibration = sweep_dir.join("calibration.json");
     let os = |s: &str| std::ffi::OsString::from(s);
     shardsweep(&[

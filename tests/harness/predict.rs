@@ -362,15 +362,7 @@ fn plan_candidates_keeps_the_best_strategy_and_its_ties_per_cell() {
     )
     .unwrap();
     let cal = dir.path().join("cal.json");
-    let shardsweep = |args: &[&std::ffi::OsStr]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let shardsweep = crate::common::shardsweep_ok;
     let os = std::ffi::OsStr::new;
     shardsweep(&[
         os("calibrate"),
@@ -456,4 +448,29 @@ fn device_memory_peaks_calibrate_active_and_reserved_memory() {
     let m = model.predict(&p.point).memory;
     close("peak active", m.peak, p.active_peak_bytes);
     close("peak reserved", m.reserved_peak, p.reserved_peak_bytes);
+}
+
+/// Collectives with no fixed cost at all fit a base of (almost) zero: the calibration stays
+/// finite and is written, and a non-finite figure is refused with its name rather than written
+/// as a null no reader takes.
+#[test]
+fn a_collective_base_fitted_to_zero_keeps_the_calibration_finite() {
+    use shardsweep::predict::measurements::Measured;
+    let mut input = FitInput::default();
+    let group = Group { ranks: 2, nodes: 1, per_node: 2 };
+    for bytes in [1e3, 1e5, 1e7] {
+        let kind = CollectiveKind::AllReduce;
+        input.collectives.push(CollectiveSample { kind, bytes, group, seconds: bytes / 1e9 });
+    }
+    let knobs = Hardware::fallback().measurement_defaults;
+    let point = point_for("t", "vit-tiny", Strategy::NoShard, None, 1, 2, 4, &knobs).unwrap();
+    input.measured.push(Measured { point, images_per_s: 100.0, source: "t".into(), spread: None });
+    let mut cal = fit("local", &Hardware::fallback(), BTreeMap::new(), &input);
+    assert!(cal.parameters.iter().all(|p| p.value.is_finite()), "{:?}", cal.parameters);
+    let dir = tempfile::tempdir().unwrap();
+    cal.write(&dir.path().join("ok.json")).unwrap();
+    cal.parameters[0].value = f64::NAN;
+    let error = cal.write(&dir.path().join("nan.json")).unwrap_err().to_string();
+    assert!(error.contains("backward_to_forward = NaN"), "{error}");
+    assert!(!dir.path().join("nan.json").exists());
 }
