@@ -209,7 +209,8 @@ const FLOAT_SAMPLES_KEPT: usize = 1 << 20;
 /// histograms; float32 percentiles from a regular subsample of at most [`FLOAT_SAMPLES_KEPT`].
 pub struct StatsAccumulator {
     bands: usize,
-    count: u64,
+    /// Samples counted per band (float32: the finite ones).
+    count: Vec<u64>,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
     /// Per band, counts by value + offset (integer types).
@@ -232,7 +233,7 @@ impl StatsAccumulator {
         };
         Self {
             bands,
-            count: 0,
+            count: vec![0; bands],
             sum: vec![0.0; bands],
             sum_sq: vec![0.0; bands],
             histogram: vec![vec![0; bins]; if bins > 0 { bands } else { 0 }],
@@ -249,7 +250,9 @@ impl StatsAccumulator {
             Pixels::F32(v) => {
                 for (i, px) in v.chunks_exact(c).enumerate() {
                     let keep = (self.seen + i).is_multiple_of(self.float_stride);
-                    for (b, &x) in px.iter().enumerate() {
+                    // NaN and infinities are no-data in float products: left out.
+                    for (b, &x) in px.iter().enumerate().filter(|(_, x)| x.is_finite()) {
+                        self.count[b] += 1;
                         self.sum[b] += f64::from(x);
                         self.sum_sq[b] += f64::from(x) * f64::from(x);
                         if keep {
@@ -274,20 +277,24 @@ impl StatsAccumulator {
         }
         let n = pixels.len() / c.max(1);
         self.seen += n;
-        self.count += n as u64;
+        if pixels.dtype() != BandDtype::F32 {
+            self.count.iter_mut().for_each(|k| *k += n as u64);
+        }
     }
 
-    /// The statistics; `None` when nothing was added.
+    /// The statistics; `None` when a band has no (finite) sample.
     pub fn finish(mut self) -> Option<BandStats> {
-        if self.count == 0 {
+        if self.count.contains(&0) {
             return None;
         }
-        let n = self.count as f64;
-        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
-        let std =
-            self.sum_sq.iter().zip(&mean).map(|(sq, m)| (sq / n - m * m).max(0.0).sqrt()).collect();
+        let n: Vec<f64> = self.count.iter().map(|&k| k as f64).collect();
+        let mean: Vec<f64> = self.sum.iter().zip(&n).map(|(s, n)| s / n).collect();
+        let std = (0..self.bands)
+            .map(|b| (self.sum_sq[b] / n[b] - mean[b] * mean[b]).max(0.0).sqrt())
+            .collect();
         let (mut p01, mut p99) = (Vec::new(), Vec::new());
         for b in 0..self.bands {
+            let n = n[b];
             if let Some(histogram) = self.histogram.get(b) {
                 let rank = |q: f64| (q * n).ceil().max(1.0) as u64;
                 let at = |target: u64| {
@@ -335,9 +342,11 @@ mod tests {
         signed.add(&Pixels::I16(vec![-300, 5, 7]));
         assert_eq!(signed.finish().unwrap().p01, [-300.0]);
         let mut floats = StatsAccumulator::new(1, BandDtype::F32, 100);
-        floats.add(&Pixels::F32((0..100).map(|i| i as f32 / 4.0).collect()));
+        let mut values: Vec<f32> = (0..100).map(|i| i as f32 / 4.0).collect();
+        values.extend([f32::NAN, f32::INFINITY]);
+        floats.add(&Pixels::F32(values));
         let f = floats.finish().unwrap();
-        assert_eq!((f.p01[0], f.p99[0]), (0.0, 24.5));
+        assert_eq!((f.p01[0], f.p99[0], f.mean[0]), (0.0, 24.5, 12.375), "no-data left out");
     }
 
     #[test]

@@ -62,9 +62,11 @@ pub struct RasterOptions {
     pub raster: bool,
 }
 
-/// Whether the tree of `classes` imports as rasters: asked for, or a TIFF in it has samples
-/// that the RGB import would convert away (a band count other than 1 or 3, or samples that
-/// are not 8-bit). Only files named `.tif`/`.tiff` are looked at, headers only.
+/// Whether the tree of `classes` imports as rasters: asked for, or a TIFF in it holds samples
+/// that the RGB import would convert away or cannot read: bands that are not an 8-bit colour
+/// or grey image (GDAL's multispectral files: BlackIsZero with extra samples, 16-bit, float).
+/// Only files named `.tif`/`.tiff` are looked at, headers only. A 4-band file that says it is
+/// RGB (RGB + NIR as some write it) is taken as RGBA unless `--raster` is given.
 pub fn wants_rasters(classes: &[PathBuf], options: &RasterOptions) -> bool {
     if options.raster || options.bands.is_some() {
         return true;
@@ -72,9 +74,7 @@ pub fn wants_rasters(classes: &[PathBuf], options: &RasterOptions) -> bool {
     classes.iter().flat_map(|c| class_files(c)).any(|(path, listed)| {
         listed.is_ok()
             && tiff::has_tiff_extension(&path)
-            && tiff::header(&path).is_ok_and(|h| {
-                !matches!(h.bands, 1 | 3) || h.dtype.is_ok_and(|d| d != BandDtype::U8)
-            })
+            && tiff::header(&path).is_ok_and(|h| !h.colour_image)
     })
 }
 

@@ -29,8 +29,11 @@ pub struct Header {
     pub height: usize,
     pub width: usize,
     pub bands: usize,
-    /// The sample type, or why it is not one an image set can store.
+    /// The sample type, or why it is not one a raster set can store.
     pub dtype: Result<BandDtype, String>,
+    /// An 8-bit colour or grey image as the RGB import takes it (grey, RGB, RGBA, palette,
+    /// YCbCr, CMYK): nothing an RGB conversion loses but alpha.
+    pub colour_image: bool,
 }
 
 /// Whether `bytes` (the start of a file) is a TIFF or BigTIFF signature.
@@ -62,7 +65,24 @@ fn header_of<R: Read + Seek>(decoder: &mut Decoder<R>) -> Result<Header, String>
         .map_err(bad)?
         .and_then(|v| v.first().copied())
         .unwrap_or(1);
+    use ::tiff::ColorType;
+    let colour_image = matches!(
+        color,
+        ColorType::Gray(8)
+            | ColorType::RGB(8)
+            | ColorType::RGBA(8)
+            | ColorType::Palette(8)
+            | ColorType::YCbCr(8)
+            | ColorType::CMYK(8)
+    );
+    let bands_of_samples = matches!(
+        color,
+        ColorType::Gray(_) | ColorType::RGB(_) | ColorType::RGBA(_) | ColorType::Multiband { .. }
+    );
     let dtype = match (format, color.bit_depth()) {
+        _ if !bands_of_samples => Err(format!(
+            "{color:?} samples are colours, not bands (the RGB import takes them; leave out --raster)"
+        )),
         (1, 8) => Ok(BandDtype::U8),
         (1, 16) => Ok(BandDtype::U16),
         (2, 16) => Ok(BandDtype::I16),
@@ -77,6 +97,7 @@ fn header_of<R: Read + Seek>(decoder: &mut Decoder<R>) -> Result<Header, String>
         width: width as usize,
         bands: usize::from(color.num_samples()),
         dtype,
+        colour_image,
     })
 }
 
@@ -85,7 +106,7 @@ fn header_of<R: Read + Seek>(decoder: &mut Decoder<R>) -> Result<Header, String>
 pub fn decode(bytes: &[u8]) -> Result<Raster, String> {
     let mut decoder =
         Decoder::new(std::io::Cursor::new(bytes)).map_err(|e| format!("cannot read TIFF: {e}"))?;
-    let Header { height, width, bands, dtype } = header_of(&mut decoder)?;
+    let Header { height, width, bands, dtype, .. } = header_of(&mut decoder)?;
     let dtype = dtype?;
     let mut result = match dtype {
         BandDtype::U8 => DecodingResult::U8(Vec::new()),

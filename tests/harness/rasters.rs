@@ -20,11 +20,17 @@ use crate::common::{global_losses, manifest, Sweep};
 const SIDE: usize = 16;
 const BANDS: usize = 13;
 
-/// Sweeps in other tests of this binary start processes, which inherit the descriptors of
-/// files this one has open at that moment and with them HDF5's flock() (see
-/// `hdf5_without_file_locking`): a set just written here would stay locked.
+/// Held by each test of this file while it writes or reads sets or runs sweeps. A process
+/// started while a set is being written inherits HDF5's descriptor and with it the file's
+/// flock() (HDF5 1.10 opens without close-on-exec), so a set written beside this file's sweep
+/// could stay locked until the sweep ends.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn options() -> ImportOptions {
-    shardsweep::records::hdf5_without_file_locking();
     ImportOptions { size: SIDE as u32, val_fraction: 0.25, seed: 3, force: false }
 }
 
@@ -89,6 +95,7 @@ fn samples(pixels: &Pixels) -> &[u16] {
 
 #[test]
 fn a_13_band_geotiff_folder_imports_with_bands_statistics_and_tags_exactly() {
+    let _serial = serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (tree, out) = (dir.path().join("s2"), dir.path().join("s2.h5"));
     let written = write_tree(&tree);
@@ -178,6 +185,7 @@ fn a_13_band_geotiff_folder_imports_with_bands_statistics_and_tags_exactly() {
 
 #[test]
 fn a_folder_of_3_and_13_band_rasters_is_refused_with_the_counts() {
+    let _serial = serial();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (tree, out) = (dir.path().join("mixed"), dir.path().join("mixed.h5"));
     write_tree(&tree);
@@ -241,6 +249,7 @@ fn points(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn a_13_channel_mae_trains_to_the_same_losses_on_one_rank_and_on_four() {
+    let _serial = serial();
     let (_one, one) = sweep(
         "s2-one",
         "[axes]\nmodel = [\"vit-tiny-s2\"]\nstrategy = [\"no_shard\"]\nnodes = [1]\nranks_per_node = [1]\nmicro_batch = [8]",
@@ -265,4 +274,55 @@ fn a_13_channel_mae_trains_to_the_same_losses_on_one_rank_and_on_four() {
             );
         }
     }
+}
+
+/// What the RGB import skipped before ("does not support the color type"): float32 with the
+/// floating-point predictor, and 3 bands of uint8 that say BlackIsZero (GDAL's multispectral
+/// files); both import at their type. An 8-bit RGB TIFF still takes the RGB import.
+#[test]
+fn float32_and_three_band_uint8_rasters_import_at_their_type() {
+    let _serial = serial();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let float = Raster {
+        bands: 2,
+        pixels: Pixels::F32((0..SIDE * SIDE * 2).map(|v| (v as f32 * 0.01).cos() * 0.3).collect()),
+        band_names: vec![None; 2],
+        ..raster(7)
+    };
+    let grey3 = Raster {
+        bands: 3,
+        pixels: Pixels::U8((0..SIDE * SIDE * 3).map(|v| (v * 3) as u8).collect()),
+        band_names: vec![None; 3],
+        ..raster(8)
+    };
+    let write = WriteOptions {
+        compression: Compression::Deflate,
+        predictor: true,
+        planar: false,
+        rows_per_strip: 3,
+    };
+    for (name, raster) in [("float", &float), ("grey3", &grey3)] {
+        let tree = dir.path().join(name);
+        std::fs::create_dir_all(tree.join("only")).unwrap();
+        tiff_write::write(&tree.join("only/a.tif"), raster, &[], write).unwrap();
+        let out = dir.path().join(format!("{name}.h5"));
+        let report = import_folder(&tree, &out, &options()).unwrap();
+        assert_eq!((report.images, report.skipped.len()), (1, 0), "{name}");
+        let set = ImageSet::open(&out).unwrap();
+        assert_eq!(set.dtype, raster.pixels.dtype(), "{name}");
+        assert_eq!(set.read_pixels(0).unwrap(), raster.pixels, "{name}");
+        assert_eq!(
+            set.band_names,
+            (1..=raster.bands).map(|b| format!("band_{b}")).collect::<Vec<_>>()
+        );
+    }
+    let rgb = dir.path().join("rgb");
+    std::fs::create_dir_all(rgb.join("only")).unwrap();
+    image::RgbImage::from_pixel(SIDE as u32, SIDE as u32, image::Rgb([9, 99, 199]))
+        .save(rgb.join("only/a.tif"))
+        .unwrap();
+    import_folder(&rgb, &dir.path().join("rgb.h5"), &options()).unwrap();
+    let set = ImageSet::open(&dir.path().join("rgb.h5")).unwrap();
+    assert!(set.band_names.is_empty() && set.band_stats.is_none(), "an RGB set as before");
+    assert_eq!(set.read(0).unwrap()[..3], [9, 99, 199]);
 }
