@@ -1,6 +1,8 @@
 //! `shardsweep data`: image sets for training and probing. `import` turns a folder-per-class
 //! tree into an image set file, `digits` writes scikit-learn's bundled handwritten digits as
-//! such a tree, and `bench` measures the loader alone (images/s against worker threads).
+//! such a tree, `rasters` writes a tree of synthetic multiband GeoTIFFs (Sentinel-2's
+//! shapes), and `bench` measures the loader alone (images/s and bytes/s against worker
+//! threads).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -10,9 +12,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use shardsweep::data::raster_sample::{write_sample_tree, SampleTree};
+use shardsweep::data::tiff_write::{Compression, WriteOptions};
 use shardsweep::data::{
-    import_folder, rank_batches, ImageSet, ImageSetSource, ImportOptions, Loader, Source,
-    SyntheticImages, MAE_CROP_MIN_SCALE,
+    import_folder_with, rank_batches, BandDtype, ImageSet, ImageSetSource, ImportOptions, Loader,
+    RasterOptions, Source, SyntheticImages, MAE_CROP_MIN_SCALE,
 };
 
 #[derive(clap::Args)]
@@ -23,8 +27,11 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Import a folder-per-class tree of PNG/JPEG/TIFF images into one HDF5 image set.
+    /// Import a folder-per-class tree of PNG/JPEG/TIFF images into one HDF5 image set
+    /// (multiband GeoTIFFs keep their bands and sample type).
     Import(ImportArgs),
+    /// Write a folder-per-class tree of synthetic multiband GeoTIFFs (EuroSAT-MS's shapes).
+    Rasters(RastersArgs),
     /// Write scikit-learn's handwritten digits (8x8 grey, 10 classes) as a folder of PNGs.
     Digits(DigitsArgs),
     /// Images/s of the loader alone (no training) for each number of worker threads.
@@ -36,9 +43,16 @@ struct ImportArgs {
     folder: PathBuf,
     #[arg(long)]
     out: PathBuf,
-    /// Side of the stored square RGB images, pixels.
+    /// Side of the stored square images, pixels (rasters of this size are stored as they are).
     #[arg(long, default_value_t = 64)]
     size: u32,
+    /// Band names of a raster set, comma-separated (default: the files' GDAL band
+    /// descriptions, else band_1..band_N); implies --raster.
+    #[arg(long, value_delimiter = ',')]
+    bands: Option<Vec<String>>,
+    /// Import TIFFs as rasters even when all are 8-bit grey or RGB (keeps georeferencing).
+    #[arg(long)]
+    raster: bool,
     /// Share of each class held out for validation (floor per class).
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
@@ -47,6 +61,37 @@ struct ImportArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(clap::Args)]
+struct RastersArgs {
+    /// Folder to write, one subfolder per class.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    classes: usize,
+    #[arg(long, default_value_t = 64)]
+    per_class: usize,
+    /// Bands per image (13: Sentinel-2's names B01..B12, B8A).
+    #[arg(long, default_value_t = 13)]
+    bands: usize,
+    /// Side of each square image, pixels.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// uint8, uint16, int16 or float32.
+    #[arg(long, default_value = "uint16")]
+    dtype: String,
+    /// none, lzw, deflate or zstd.
+    #[arg(long, default_value = "lzw")]
+    compression: String,
+    /// Write without the horizontal (or floating-point) predictor.
+    #[arg(long)]
+    no_predictor: bool,
+    /// Bands in planes of their own instead of interleaved.
+    #[arg(long)]
+    planar: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -74,6 +119,9 @@ struct BenchArgs {
     /// Output image side, pixels.
     #[arg(long, default_value_t = 64)]
     image_size: usize,
+    /// Channels of synthetic images (an image set has its own).
+    #[arg(long, default_value_t = 3)]
+    channels: i64,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -82,6 +130,7 @@ struct BenchArgs {
 pub fn run(args: Args) -> Result<ExitCode> {
     match args.command {
         Command::Import(args) => import(args),
+        Command::Rasters(args) => rasters(args),
         Command::Digits(args) => digits(args),
         Command::Bench(args) => bench(args),
     }
@@ -94,7 +143,8 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
         seed: args.seed,
         force: args.force,
     };
-    let report = import_folder(&args.folder, &args.out, &options)?;
+    let rasters = RasterOptions { bands: args.bands, raster: args.raster };
+    let report = import_folder_with(&args.folder, &args.out, &options, &rasters)?;
     for skipped in &report.skipped {
         errln!("warning: skipped {}: {}", skipped.path, skipped.reason);
     }
@@ -106,6 +156,59 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
         report.train,
         report.val,
         report.skipped.len()
+    );
+    let set = ImageSet::open(&args.out)?;
+    if !set.band_names.is_empty() {
+        outln!(
+            "{} bands of {} ({}), {} x {} px",
+            set.channels(),
+            set.dtype,
+            set.band_names.join(","),
+            set.image_shape()[0],
+            set.image_shape()[1]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rasters(args: RastersArgs) -> Result<ExitCode> {
+    let dtype = BandDtype::from_name(&args.dtype).with_context(|| {
+        format!("--dtype {:?}: not uint8, uint16, int16 or float32", args.dtype)
+    })?;
+    let compression = match args.compression.as_str() {
+        "none" => Compression::None,
+        "lzw" => Compression::Lzw,
+        "deflate" => Compression::Deflate,
+        "zstd" => Compression::Zstd,
+        other => bail!("--compression {other:?}: not none, lzw, deflate or zstd"),
+    };
+    if args.bands == 0 || args.size == 0 {
+        bail!("--bands {} --size {}: both must be at least 1", args.bands, args.size);
+    }
+    let write = WriteOptions {
+        compression,
+        predictor: !args.no_predictor,
+        planar: args.planar,
+        rows_per_strip: 16,
+    };
+    let tree = SampleTree {
+        classes: args.classes,
+        per_class: args.per_class,
+        bands: args.bands,
+        size: args.size,
+        dtype,
+        seed: args.seed,
+        write,
+    };
+    write_sample_tree(&args.out, &tree).with_context(|| format!("{}", args.out.display()))?;
+    outln!(
+        "{}: {} classes x {} GeoTIFFs of {} x {} px, {} bands of {dtype}",
+        args.out.display(),
+        args.classes,
+        args.per_class,
+        args.size,
+        args.size,
+        args.bands
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -188,6 +291,12 @@ struct LoaderSpeed {
     batch: u32,
     batches: u32,
     images_per_s: f64,
+    /// Samples read from the set (at their stored type, uncompressed) per second of wall time.
+    read_bytes_per_s: f64,
+    /// The same images' bytes in the file (compressed; the set's average per image) per second.
+    stored_bytes_per_s: f64,
+    /// fp32 samples handed to the model per second.
+    decoded_bytes_per_s: f64,
     read_bytes: u64,
     read_s: f64,
     decode_s: f64,
@@ -195,14 +304,28 @@ struct LoaderSpeed {
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let mut stored_per_read = 0.0;
     let source: Arc<dyn Source> = if args.data == "synthetic" {
-        Arc::new(SyntheticImages { seed: 0, image_size: args.image_size as i64, channels: 3 })
+        let (image_size, channels) = (args.image_size as i64, args.channels);
+        Arc::new(SyntheticImages { seed: 0, image_size, channels })
     } else {
         let set = ImageSet::open(Path::new(&args.data))?;
+        let (read, stored) = set.image_bytes();
+        stored_per_read = stored / read as f64;
         Arc::new(ImageSetSource::new(set, 0, args.image_size, MAE_CROP_MIN_SCALE)?)
     };
+    let decoded_per_image = (source.image_shape().iter().product::<usize>() * 4) as f64;
     let mut rows = Vec::new();
-    let table_header = ["workers", "images/s", "read MB", "read s", "decode s", "augment s"];
+    let table_header = [
+        "workers",
+        "images/s",
+        "read MB/s",
+        "stored MB/s",
+        "decoded MB/s",
+        "read s",
+        "decode s",
+        "augment s",
+    ];
     let mut table = super::table(table_header);
     for &workers in &args.workers {
         let batches = rank_batches(args.batches, args.batch, 0, args.batch, 1);
@@ -214,6 +337,9 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             batch: args.batch,
             batches: args.batches,
             images_per_s: 0.0,
+            read_bytes_per_s: 0.0,
+            stored_bytes_per_s: 0.0,
+            decoded_bytes_per_s: 0.0,
             read_bytes: 0,
             read_s: 0.0,
             decode_s: 0.0,
@@ -226,11 +352,17 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
             row.decode_s += figures.decode_s;
             row.augment_s += figures.augment_s;
         }
-        row.images_per_s = f64::from(args.batch * args.batches) / start.elapsed().as_secs_f64();
+        let wall_s = start.elapsed().as_secs_f64();
+        row.images_per_s = f64::from(args.batch * args.batches) / wall_s;
+        row.read_bytes_per_s = row.read_bytes as f64 / wall_s;
+        row.stored_bytes_per_s = row.read_bytes_per_s * stored_per_read;
+        row.decoded_bytes_per_s = row.images_per_s * decoded_per_image;
         table.add_row(vec![
             workers.to_string(),
             format!("{:.0}", row.images_per_s),
-            format!("{:.2}", row.read_bytes as f64 / 1e6),
+            format!("{:.1}", row.read_bytes_per_s / 1e6),
+            format!("{:.1}", row.stored_bytes_per_s / 1e6),
+            format!("{:.1}", row.decoded_bytes_per_s / 1e6),
             format!("{:.3}", row.read_s),
             format!("{:.3}", row.decode_s),
             format!("{:.3}", row.augment_s),

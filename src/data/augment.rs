@@ -6,6 +6,8 @@
 
 use rand::Rng;
 
+use super::raster::Sample;
+
 /// torchvision's ImageNet normalisation, as MAE uses for pretraining and probing.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -76,10 +78,58 @@ pub fn random_resized_crop(
 /// Channels past the third use the third's statistics.
 pub fn normalise_resized(
     image: &[u8],
+    shape: [usize; 3],
+    crop: Crop,
+    size: usize,
+    out: &mut [f32],
+) {
+    resample_normalised(image, shape, crop, size, out, |c, value| {
+        let k = c.min(2);
+        (value / 255.0 - IMAGENET_MEAN[k]) / IMAGENET_STD[k]
+    });
+}
+
+/// How the loader scales samples: an RGB set's uint8 to [0, 1] and ImageNet's statistics, a
+/// multiband set's samples by its own train split's per-band mean and standard deviation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalisation {
+    ImageNet,
+    /// Per band, (x - mean) / std, in the samples' own units.
+    Bands {
+        mean: Vec<f32>,
+        std: Vec<f32>,
+    },
+}
+
+/// [`normalise_resized`] for samples of any type, normalised as `normalisation` says.
+pub fn normalise_resized_as<T: Sample>(
+    image: &[T],
+    shape: [usize; 3],
+    crop: Crop,
+    size: usize,
+    out: &mut [f32],
+    normalisation: &Normalisation,
+) {
+    match normalisation {
+        Normalisation::ImageNet => resample_normalised(image, shape, crop, size, out, |c, v| {
+            let k = c.min(2);
+            (v / 255.0 - IMAGENET_MEAN[k]) / IMAGENET_STD[k]
+        }),
+        Normalisation::Bands { mean, std } => {
+            resample_normalised(image, shape, crop, size, out, |c, v| (v - mean[c]) / std[c])
+        }
+    }
+}
+
+/// Bilinear resampling of `crop` to `size` x `size`, each interpolated value of channel c
+/// mapped by `normalise(c, value)` into `out` ([channels, size, size]).
+fn resample_normalised<T: Sample>(
+    image: &[T],
     [height, width, channels]: [usize; 3],
     crop: Crop,
     size: usize,
     out: &mut [f32],
+    normalise: impl Fn(usize, f32) -> f32,
 ) {
     let sy = crop.height as f32 / size as f32;
     let sx = crop.width as f32 / size as f32;
@@ -99,12 +149,10 @@ pub fn normalise_resized(
         let (y0, y1, fy) = coord(oy, sy, crop.top, crop.height, height);
         for (ox, &(x0, x1, fx)) in xs.iter().enumerate() {
             for c in 0..channels {
-                let at = |y: usize, x: usize| f32::from(image[(y * width + x) * channels + c]);
+                let at = |y: usize, x: usize| image[(y * width + x) * channels + c].to_f32();
                 let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
                 let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
-                let value = (top * (1.0 - fy) + bottom * fy) / 255.0;
-                let k = c.min(2);
-                out[(c * size + oy) * size + ox] = (value - IMAGENET_MEAN[k]) / IMAGENET_STD[k];
+                out[(c * size + oy) * size + ox] = normalise(c, top * (1.0 - fy) + bottom * fy);
             }
         }
     }
@@ -141,5 +189,16 @@ mod tests {
         let crop = Crop { flip: true, ..Crop::whole(4, 4) };
         normalise_resized(&image, [4, 4, 3], crop, 4, &mut flipped);
         assert_eq!(flipped[(4 + 2) * 4 + 2], out[(4 + 2) * 4 + 1]);
+    }
+
+    #[test]
+    fn bands_are_normalised_by_their_own_statistics() {
+        // Two bands of uint16: band 0 = 1000 + 10 x pixel, band 1 = 3000.
+        let image: Vec<u16> = (0..9u16).flat_map(|i| [1000 + 10 * i, 3000]).collect();
+        let norm = Normalisation::Bands { mean: vec![1040.0, 2000.0], std: vec![20.0, 500.0] };
+        let mut out = vec![0.0; 2 * 9];
+        normalise_resized_as(&image, [3, 3, 2], Crop::whole(3, 3), 3, &mut out, &norm);
+        assert_eq!(out[..9], [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]);
+        assert!(out[9..].iter().all(|&v| v == 2.0));
     }
 }

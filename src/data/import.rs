@@ -28,12 +28,13 @@ use ndarray::{Array1, Array4};
 use rand::seq::SliceRandom;
 
 use super::image_set::{Split, FORMAT, FORMAT_VERSION};
+use super::raster_import::{import_rasters, wants_rasters, RasterOptions};
 use super::synthetic::sample_rng;
 use super::DataError;
 use crate::records::write_hdf5_atomic;
 
 /// Stream of the per-class split shuffle.
-const SPLIT_STREAM: u64 = 5 << 59;
+pub(super) const SPLIT_STREAM: u64 = 5 << 59;
 const CHANNELS: usize = 3;
 /// Images per HDF5 chunk: whole images, so reading one touches one chunk.
 const CHUNK_IMAGES: usize = 1;
@@ -69,25 +70,36 @@ pub struct ImportReport {
 
 /// Images decoded but not yet written: at most [`WRITE_BATCH_IMAGES`], so an import's memory
 /// does not grow with the set (a MillionAID export is about 1e6 images).
-const WRITE_BATCH_IMAGES: usize = 256;
+pub(super) const WRITE_BATCH_IMAGES: usize = 256;
 
 /// What an import keeps of every image besides its pixels.
 #[derive(Default)]
-struct Index {
-    labels: Vec<u32>,
+pub(super) struct Index {
+    pub(super) labels: Vec<u32>,
     /// Relative to the imported folder, as the file system names them.
-    paths: Vec<PathBuf>,
-    split: Vec<u8>,
-    skipped: Vec<Skipped>,
+    pub(super) paths: Vec<PathBuf>,
+    pub(super) split: Vec<u8>,
+    pub(super) skipped: Vec<Skipped>,
 }
 
 /// Imports `folder` into `out`, written atomically (a temporary file renamed into place).
 /// Errors: the folder cannot be listed, `out` exists and `force` is not set, nothing decodable,
 /// or the file cannot be written. Unreadable images are not errors: they are in the report.
+/// A tree of multiband rasters imports as such ([`super::raster_import`]).
 pub fn import_folder(
     folder: &Path,
     out: &Path,
     options: &ImportOptions,
+) -> Result<ImportReport, DataError> {
+    import_folder_with(folder, out, options, &RasterOptions::default())
+}
+
+/// [`import_folder`] with the options of a raster import.
+pub fn import_folder_with(
+    folder: &Path,
+    out: &Path,
+    options: &ImportOptions,
+    rasters: &RasterOptions,
 ) -> Result<ImportReport, DataError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
@@ -108,6 +120,9 @@ pub fn import_folder(
         .into_iter()
         .filter(|p| p.is_dir())
         .collect::<Vec<_>>();
+    if wants_rasters(&classes, rasters) {
+        return import_rasters(folder, &classes, out, options, rasters);
+    }
     let names: Vec<PathBuf> =
         classes.iter().map(|c| PathBuf::from(c.file_name().unwrap_or_default())).collect();
     let mut index = Index::default();
@@ -219,7 +234,7 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// a flat folder, its files in name order, as before sub-folders were walked), each with `Ok`
 /// or why it cannot be imported: a folder that cannot be listed, or one already walked (a
 /// link back up the tree).
-fn class_files(class: &Path) -> Vec<(PathBuf, Result<(), String>)> {
+pub(super) fn class_files(class: &Path) -> Vec<(PathBuf, Result<(), String>)> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     walk(class, &mut seen, &mut out);
@@ -296,7 +311,11 @@ fn text(s: &str) -> VarLenUnicode {
     s.replace('\0', "?").parse().expect("text without NUL")
 }
 
-fn write_attributes(file: &File, folder: &Path, options: &ImportOptions) -> hdf5::Result<()> {
+pub(super) fn write_attributes(
+    file: &File,
+    folder: &Path,
+    options: &ImportOptions,
+) -> hdf5::Result<()> {
     let attr_text = |name: &str, value: &str| {
         file.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&text(value))
     };
@@ -309,7 +328,7 @@ fn write_attributes(file: &File, folder: &Path, options: &ImportOptions) -> hdf5
 }
 
 /// Labels, split, class names, paths (as text and as bytes) and the files skipped.
-fn write_index(file: &File, names: &[PathBuf], index: &Index) -> hdf5::Result<()> {
+pub(super) fn write_index(file: &File, names: &[PathBuf], index: &Index) -> hdf5::Result<()> {
     let column = |group: &hdf5::Group, name: &str, values: Array1<VarLenUnicode>| {
         group.new_dataset_builder().with_data(values.view()).create(name).map(|_| ())
     };

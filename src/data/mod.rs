@@ -7,14 +7,24 @@ mod image_set;
 mod import;
 mod jpeg;
 mod loader;
+pub mod raster;
+mod raster_import;
+pub mod raster_sample;
 mod synthetic;
+pub mod tiff;
+pub mod tiff_write;
 
 pub use augment::{
-    normalise_resized, random_resized_crop, Crop, IMAGENET_MEAN, IMAGENET_STD, MAE_CROP_MIN_SCALE,
+    normalise_resized, normalise_resized_as, random_resized_crop, Crop, Normalisation,
+    IMAGENET_MEAN, IMAGENET_STD, MAE_CROP_MIN_SCALE,
 };
 pub use image_set::{ImageSet, ImageSetSource, Split};
-pub use import::{escaped, import_folder, ImportOptions, ImportReport, Skipped};
+pub use import::{
+    escaped, import_folder, import_folder_with, ImportOptions, ImportReport, Skipped,
+};
 pub use loader::{rank_batches, Batch, Loader, LoaderFigures, Source, PREFETCH_PER_WORKER};
+pub use raster::{BandDtype, BandStats, GeoTags, Pixels, Raster};
+pub use raster_import::RasterOptions;
 pub use synthetic::{fill_mask_noise, SyntheticImages};
 
 use std::sync::Arc;

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct ModelConfig {
     pub name: String,
     pub image_size: i64,
+    /// Input channels (bands) C: the patch embedding maps C x patch x patch values to the
+    /// width, the decoder predicts C x patch x patch values per patch (`in_channels` in
+    /// presets and `[models.NAME]`).
     pub channels: i64,
     pub patch: i64,
     pub width: i64,
@@ -32,7 +35,17 @@ const fn paper(
     patch: i64,
 ) -> Preset {
     // MAE's default decoder (facebookresearch/mae models_mae.py): 8 blocks of width 512.
-    Preset { name, image_size: 224, patch, width, depth, mlp, heads, dec: (512, 8, 2048, 16) }
+    Preset {
+        name,
+        image_size: 224,
+        in_channels: 3,
+        patch,
+        width,
+        depth,
+        mlp,
+        heads,
+        dec: (512, 8, 2048, 16),
+    }
 }
 
 const fn tiny(
@@ -47,6 +60,7 @@ const fn tiny(
     Preset {
         name,
         image_size,
+        in_channels: 3,
         patch,
         width,
         depth,
@@ -61,6 +75,8 @@ const fn tiny(
 pub struct Preset {
     pub name: &'static str,
     pub image_size: i64,
+    /// Channels of each input image (every preset takes RGB; `[models.NAME]` sets others).
+    pub in_channels: i64,
     pub patch: i64,
     pub width: i64,
     pub depth: i64,
@@ -96,7 +112,7 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
     PRESETS.iter().find(|p| p.name == name).map(|p| ModelConfig {
         name: p.name.to_string(),
         image_size: p.image_size,
-        channels: 3,
+        channels: p.in_channels,
         patch: p.patch,
         width: p.width,
         depth: p.depth,
@@ -238,6 +254,25 @@ mod tests {
         let nv = mae.visible_patches() as f64 + 1.0;
         let enc = mae.depth as f64 * (24.0 * nv * d * d + 4.0 * nv * nv * d);
         assert!((enc / 1e9 - 8.7).abs() < 0.3, "{}", enc / 1e9);
+    }
+
+    #[test]
+    fn input_channels_scale_the_patch_embedding_and_prediction_head() {
+        let rgb = preset("vit-base").unwrap();
+        let s2 = ModelConfig { channels: 13, ..rgb.clone() };
+        // 16 x 16 x 10 more values per patch, in the embedding (x width, + 0 bias) and the
+        // head (x decoder width + the bias).
+        let extra = 16 * 16 * 10;
+        assert_eq!(s2.patch_dim() - rgb.patch_dim(), extra);
+        assert_eq!(
+            s2.trainable_params() - rgb.trainable_params(),
+            extra * rgb.width + extra * rgb.decoder_width + extra
+        );
+        let np = rgb.patches() as f64;
+        let flop = 2.0 * np * extra as f64 * rgb.width as f64
+            + 2.0 * (np + 1.0) * rgb.decoder_width as f64 * extra as f64;
+        let got = s2.forward_flop_per_image() - rgb.forward_flop_per_image();
+        assert!((got - flop).abs() < 1e-6 * flop, "{got} vs {flop}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! heads = 48
 //! patch = 14
 //! image_size = 224
+//! # in_channels = 3           # bands per image (13 for Sentinel-2); patch embedding
+//! #                           # [width, in_channels, patch, patch], prediction of
+//! #                           # in_channels x patch x patch values per patch
 //! # mlp = 24576               # default 4 x width
 //! # decoder_width = 512       # MAE's default decoder: 8 blocks of width 512, MLP 2048,
 //! # decoder_depth = 8         # 16 heads (facebookresearch/mae models_mae.py)
@@ -31,6 +34,9 @@ pub struct ModelShape {
     pub heads: i64,
     pub patch: i64,
     pub image_size: i64,
+    /// Channels (bands) of each input image; default 3 (RGB).
+    #[serde(default = "in_channels")]
+    pub in_channels: i64,
     /// Hidden size of each block's MLP; default 4 x width (ViT's ratio).
     #[serde(default)]
     pub mlp: Option<i64>,
@@ -48,6 +54,9 @@ pub struct ModelShape {
     pub mask_ratio: f64,
 }
 
+fn in_channels() -> i64 {
+    3
+}
 fn decoder_width() -> i64 {
     512
 }
@@ -70,7 +79,7 @@ impl ModelShape {
         ModelConfig {
             name: name.to_string(),
             image_size: self.image_size,
-            channels: 3,
+            channels: self.in_channels,
             patch: self.patch,
             width: self.width,
             depth: self.depth,
@@ -115,6 +124,7 @@ pub fn problems(name: &str, shape: &ModelShape) -> Vec<(&'static str, toml::Valu
         ("heads", Some(c.heads)),
         ("patch", Some(c.patch)),
         ("image_size", Some(c.image_size)),
+        ("in_channels", Some(c.channels)),
         ("mlp", shape.mlp),
         ("decoder_width", Some(c.decoder_width)),
         ("decoder_depth", Some(c.decoder_depth)),

@@ -27,7 +27,8 @@ pub struct MemoryBytes {
     /// gradient accumulation (`no_sync`), every unit's gradient accumulated unsharded in
     /// `param_dtype` from the first micro-batch to its reduction in the last.
     pub unsharded_grads: f64,
-    /// Stored activations (block inputs with checkpointing, plus one block's full set).
+    /// Stored activations (block inputs with checkpointing, plus one block's full set), and
+    /// the micro-batch's pixel tensors, which grow with the input channels.
     pub activations: f64,
     /// Allocator and workspace overhead on top of the above.
     pub allocator_overhead: f64,
@@ -130,8 +131,21 @@ fn unsharded_grad_bytes(point: &PointSpec, params: f64, root: f64, largest: f64)
 
 /// Activations per block after Korthikanti et al. (2022), s*b*h*(34 + 5*a*s/h) bytes in
 /// 16-bit (doubled in fp32); with checkpointing only each block's input (2*s*b*h) is kept,
-/// plus one block's full set while it is recomputed.
+/// plus one block's full set while it is recomputed. Beside them, [`pixel_bytes`].
 fn activation_bytes(point: &PointSpec, b: f64, bp: f64) -> f64 {
+    blocks_activation_bytes(point, b, bp) + pixel_bytes(&point.model, b, bp)
+}
+
+/// The micro-batch's tensors of C x H x W values per image, which the blocks' count leaves
+/// out and which grow with the input channels: the fp32 images and their patches, the
+/// prediction in `param_dtype`, its fp32 copy and the loss's difference (fp32) kept for
+/// backward.
+fn pixel_bytes(m: &ModelConfig, b: f64, bp: f64) -> f64 {
+    let values = (m.image_size * m.image_size * m.channels) as f64;
+    b * values * (4.0 * 4.0 + bp)
+}
+
+fn blocks_activation_bytes(point: &PointSpec, b: f64, bp: f64) -> f64 {
     let m = &point.model;
     let scale = bp / 2.0;
     let block = |s: i64, h: i64, a: i64| {
@@ -149,5 +163,19 @@ fn activation_bytes(point: &PointSpec, b: f64, bp: f64) -> f64 {
         inputs + enc.max(dec)
     } else {
         m.depth as f64 * enc + m.decoder_depth as f64 * dec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_tensors_grow_with_the_input_channels() {
+        let rgb = crate::model::preset("vit-base").unwrap();
+        let s2 = ModelConfig { channels: 13, ..rgb.clone() };
+        // 32 images of 224 x 224 x 10 more values, at 16 B (fp32 copies) + 2 B (bf16).
+        let extra = pixel_bytes(&s2, 32.0, 2.0) - pixel_bytes(&rgb, 32.0, 2.0);
+        assert_eq!(extra, 32.0 * 224.0 * 224.0 * 10.0 * 18.0);
     }
 }

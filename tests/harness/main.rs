@@ -17,6 +17,7 @@ mod pasted_and_piped;
 mod plan;
 mod predict;
 mod probe;
+mod rasters;
 mod scheduler_answers;
 mod slurm_scripts;
 mod strategies;
