@@ -2,6 +2,11 @@
 use std::{env, path::Path, process::Command};
 
 fn main() {
+    // The linker keeps every function that a shared library in the link could call back into
+    // (libtorch calls inline functions of tch's C++ wrapper), and those reference libtorch, so
+    // `shardsweep-lite` would load it though it never calls it. Symbols of static archives
+    // and rlibs are not exported from this binary: its unused parts go, libtorch with them.
+    println!("cargo:rustc-link-arg-bin=shardsweep-lite=-Wl,--exclude-libs=ALL");
     // torch-sys exports libtorch's lib folder to direct dependents; a RUNPATH to it lets the
     // binary (and every MPI rank it launches) find libtorch without LD_LIBRARY_PATH.
     if let Ok(lib) = env::var("DEP_TCH_LIBTORCH_LIB") {
@@ -9,7 +14,7 @@ fn main() {
         // A CUDA/ROCm libtorch registers its device backend only if its library stays linked.
         for backend in ["torch_cuda", "torch_hip"] {
             if Path::new(&lib).join(format!("lib{backend}.so")).exists() {
-                println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-l{backend},--as-needed");
+                keep_linked(backend);
             }
         }
         let version_file = Path::new(&lib).join("../version.py");
@@ -100,7 +105,7 @@ fn native(lib: &Path) {
                     build.include(dir);
                 }
                 for backend in ["torch_cuda", "c10_cuda"] {
-                    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-l{backend},--as-needed");
+                    keep_linked(backend);
                 }
             }
             Err(why) => println!("cargo:warning=NCCL left out of this build: {why}"),
@@ -149,4 +154,16 @@ fn cuda_includes(lib: &Path) -> Result<Vec<std::path::PathBuf>, String> {
         }
     }
     Ok(dirs)
+}
+
+/// Links `library` into every target that may train (`shardsweep`, tests and benches)
+/// even though no symbol of it is referenced: a device backend registers itself when loaded.
+/// `shardsweep-lite` never trains and links no part of libtorch (the linker leaves out every
+/// library it references nothing of), so it starts without loading any of it.
+fn keep_linked(library: &str) {
+    let arg = format!("-Wl,--no-as-needed,-l{library},--as-needed");
+    println!("cargo:rustc-link-arg-bin=shardsweep={arg}");
+    for kind in ["tests", "benches"] {
+        println!("cargo:rustc-link-arg-{kind}={arg}");
+    }
 }

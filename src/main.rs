@@ -96,18 +96,5 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Worker(args) => cli::worker::run(args),
         Command::BenchWorker(args) => cli::bench::worker(args),
     };
-    let code = match result {
-        Ok(code) => code,
-        Err(error) => {
-            cli::output::errln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    };
-    match cli::output::finish() {
-        Some(failure) => {
-            cli::output::errln!("error: {failure}");
-            ExitCode::FAILURE
-        }
-        None => code,
-    }
+    cli::finish(result)
 }

@@ -40,16 +40,10 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Time the analysis on a synthetic tidy store of the given shape (generated once into DIR).
-    BenchAnalysis {
-        dir: PathBuf,
-        #[arg(long, default_value_t = 1000)]
-        points: usize,
-        #[arg(long, default_value_t = 512)]
-        ranks: usize,
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-    },
+    /// Time the analysis on a synthetic tidy store of the given shape (generated once into DIR),
+    /// in alternating pairs of whole processes with DuckDB's same aggregations where the
+    /// interpreter imports `duckdb`.
+    BenchAnalysis(super::bench_analysis::Args),
 }
 
 pub fn run(command: Command) -> Result<ExitCode> {
@@ -59,9 +53,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             compare(&before, &after, declared, allow_undeclared, out)
         }
         Command::Trace { point_dir, step, out } => trace(&point_dir, step, out),
-        Command::BenchAnalysis { dir, points, ranks, steps } => {
-            bench_analysis(&dir, shardsweep_analysis::bench::Shape { points, ranks, steps })
-        }
+        Command::BenchAnalysis(args) => super::bench_analysis::run(args),
     }
 }
 
@@ -191,6 +183,8 @@ fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
 }
 
 /// `exclude` and the nodes the analysis of the sweep's records finds slow, as one node list.
+// `submit` and `resume` use it; `shardsweep-lite`, which builds this module too, has neither.
+#[allow(dead_code)]
 pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Option<String>> {
     let summary = if sweep_dir.is_dir() {
         shardsweep_analysis::summarize_sweep(sweep_dir)
@@ -276,31 +270,5 @@ fn trace(point_dir: &Path, step: Option<usize>, out: Option<PathBuf>) -> Result<
     let out = out.unwrap_or_else(|| point_dir.join(format!("trace-step{step}.json")));
     std::fs::write(&out, serde_json::to_vec(&trace)?)?;
     errln!("wrote {} (open in ui.perfetto.dev or chrome://tracing)", out.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn bench_analysis(dir: &Path, shape: shardsweep_analysis::bench::Shape) -> Result<ExitCode> {
-    use shardsweep_analysis::bench;
-    let rows = shape.points * shape.ranks * shape.steps * 4;
-    if !dir.exists() {
-        let start = std::time::Instant::now();
-        bench::generate(dir, &shape)?;
-        errln!(
-            "generated {rows} rows in {} in {:.1} s",
-            dir.display(),
-            start.elapsed().as_secs_f64()
-        );
-    }
-    let timing = bench::analyze(dir, &shape)?;
-    outln!(
-        "analysis of {rows} rows ({} points x {} ranks x {} steps x 4 phases): {:.2} s for {} point summaries and {} node scores, peak RSS {:.2} GiB",
-        shape.points,
-        shape.ranks,
-        shape.steps,
-        timing.total_s,
-        timing.points,
-        timing.nodes,
-        shardsweep::metrics::peak_rss_bytes() as f64 / (1u64 << 30) as f64
-    );
     Ok(ExitCode::SUCCESS)
 }

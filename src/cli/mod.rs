@@ -6,7 +6,10 @@ pub mod output;
 #[cfg(feature = "analysis")]
 pub mod analysis;
 pub mod bench;
+#[cfg(feature = "analysis")]
+pub mod bench_analysis;
 pub mod calibrate;
+mod common;
 pub mod data;
 pub mod plan;
 pub mod predict;
@@ -17,7 +20,7 @@ pub mod worker;
 
 use std::path::{Path, PathBuf};
 
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+pub use common::*;
 use shardsweep::plan::Experiment;
 
 /// c10d's own timeout for the store and every collective: a lost rank fails the others within
@@ -26,7 +29,6 @@ use shardsweep::plan::Experiment;
 #[cfg(any(feature = "gloo", feature = "cuda"))]
 pub const C10D_TIMEOUT_MS: i64 = 10 * 60 * 1000;
 
-/// A printed table with the project's look and these column headers.
 /// The one of `choices` whose `name` is `text` (a clap value parser for a subset of a closed
 /// set), or an error listing them.
 pub fn one_of<T: Copy>(
@@ -40,12 +42,6 @@ pub fn one_of<T: Copy>(
             choices.iter().map(|&c| name(c)).collect::<Vec<_>>().join(", ")
         )
     })
-}
-
-pub fn table<const N: usize>(header: [&str; N]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
-    table
 }
 
 /// A sweep's results folder from an experiment file or the folder itself.

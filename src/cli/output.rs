@@ -40,15 +40,77 @@ pub fn stderr(text: fmt::Arguments) {
 }
 
 fn write_to(gone: &AtomicBool, name: &str, stream: &mut dyn Write, text: fmt::Arguments) {
+    write_with(gone, name, stream, |stream| stream.write_fmt(text));
+}
+
+/// Writes with `write` and flushes, unless the stream's reader has gone; a failure is kept as
+/// [`write_to`] keeps it.
+fn write_with(
+    gone: &AtomicBool,
+    name: &str,
+    stream: &mut dyn Write,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) {
     if gone.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(e) = stream.write_fmt(text).and_then(|()| stream.flush()) {
+    if let Err(e) = write(&mut *stream).and_then(|()| stream.flush()) {
         gone.store(true, Ordering::Relaxed);
         if e.kind() != ErrorKind::BrokenPipe {
             let mut failure = FAILURE.lock().unwrap_or_else(|p| p.into_inner());
             failure.get_or_insert_with(|| format!("cannot write to {name}: {e}"));
         }
+    }
+}
+
+/// Standard output as an [`std::io::Write`], for output produced piece by piece (a serializer
+/// streaming a large document): buffered in blocks of [`STDOUT_BLOCK_BYTES`], with the rules of
+/// `outln!` (a reader gone drops the rest quietly; another failure is reported by [`finish`]).
+/// Writes never fail, so a serializer writing here always runs to its end. Flushed when
+/// dropped.
+pub struct StdoutWriter {
+    pending: Vec<u8>,
+}
+
+/// Bytes [`StdoutWriter`] collects before writing them out (one system call per block).
+pub const STDOUT_BLOCK_BYTES: usize = 1 << 16;
+
+impl StdoutWriter {
+    pub fn new() -> Self {
+        Self { pending: Vec::with_capacity(STDOUT_BLOCK_BYTES) }
+    }
+}
+
+impl Default for StdoutWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for StdoutWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= STDOUT_BLOCK_BYTES {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            let pending = &self.pending;
+            write_with(&STDOUT_GONE, "stdout", &mut std::io::stdout().lock(), |s| {
+                s.write_all(pending)
+            });
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StdoutWriter {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 

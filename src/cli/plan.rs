@@ -50,29 +50,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         shardsweep::predict::decision::keep_candidates(&mut plan, &model);
     }
     if args.json {
-        let points: Vec<serde_json::Value> = plan
-            .points
-            .iter()
-            .map(|p| {
-                let mut value = serde_json::to_value(p).expect("a point serialises");
-                let extra = serde_json::json!({
-                    "world_size": p.world_size(),
-                    "global_batch": p.global_batch(),
-                    "trainable_params": p.model.trainable_params(),
-                    "train_flop_per_step": p.train_flop_per_step(),
-                    "rank_memory_bytes": rank_memory_bytes(p),
-                    "predicted": model.predict(p),
-                });
-                value
-                    .as_object_mut()
-                    .expect("a point is an object")
-                    .extend(extra.as_object().expect("object").clone());
-                value
-            })
-            .collect();
-        let out =
-            serde_json::json!({ "sweep": plan.sweep, "points": points, "rejected": plan.rejected });
-        outln!("{}", serde_json::to_string_pretty(&out)?);
+        shardsweep::plan::write_json(&plan, &model, super::output::StdoutWriter::new())?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = super::table([

@@ -256,3 +256,46 @@ fn h5py(path: &Path, script: &str) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A PNG of a few hundred bytes whose header says `width` x `height` grey pixels (its one data
+/// chunk holds a single row): what a decompression bomb looks like before it is decoded.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let chunk = |out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.sum().to_be_bytes());
+    };
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey, deflate, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    let row = vec![0u8; width as usize + 1];
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut z, &row).unwrap();
+    chunk(&mut out, b"IDAT", &z.finish().unwrap());
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_from_its_header() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tree = dir.path().join("tree");
+    solid(&tree.join("scene/ok.png"), [9, 9, 9]);
+    // 256 megapixels: 256 MB as grey, 768 MB as RGB, if it were decoded.
+    std::fs::write(tree.join("scene/bomb.png"), png_header_only(16_384, 16_384)).unwrap();
+    let report = import_folder(&tree, &dir.path().join("set.h5"), &options(0.0, 0)).unwrap();
+    assert_eq!(report.images, 1);
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    let reason = &report.skipped[0].reason;
+    assert!(
+        report.skipped[0].path == "scene/bomb.png"
+            && reason.contains("refused: 16384 x 16384 pixels (268 megapixels)"),
+        "{reason}"
+    );
+}

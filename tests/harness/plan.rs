@@ -595,3 +595,37 @@ fn timing_defaults_to_the_devices_clock_names_points_off_it_and_events_need_a_gp
             && r.id.ends_with("-tdevice_events")));
     assert_reports(&with_settings("timing = \"wallclock\""), &["settings", "timing"]);
 }
+
+#[test]
+fn the_lite_binary_plans_as_shardsweep_does_and_links_no_libtorch() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("lite.toml");
+    // Points to run and points rejected (a shard group that does not divide the world).
+    let axes = "model = [\"vit-tiny\", \"vit-mini\"]\nstrategy = [\"no_shard\", \"hybrid_shard\"]\nshard_group = [3]\nnodes = [1, 2]\nranks_per_node = [2]\nmicro_batch = [2]";
+    std::fs::write(&path, with_axes(axes, "")).unwrap();
+    let plan = |exe: &str, json: bool| {
+        let mut command = std::process::Command::new(exe);
+        command.arg("plan").arg(&path);
+        if json {
+            command.arg("--json");
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{exe}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let (full, lite) = (env!("CARGO_BIN_EXE_shardsweep"), env!("CARGO_BIN_EXE_shardsweep-lite"));
+    for json in [false, true] {
+        assert_eq!(plan(full, json), plan(lite, json), "plan --json {json}");
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&plan(lite, true)).unwrap();
+    assert_eq!(doc["points"].as_array().unwrap().len(), 4, "{doc}");
+    assert_eq!(doc["rejected"].as_array().unwrap().len(), 4, "{doc}");
+    // The library a binary loads at start is named in its dynamic section; the full binary
+    // names it, so the search finds what it looks for.
+    let names_libtorch = |exe: &str| {
+        let bytes = std::fs::read(exe).unwrap();
+        bytes.windows(16).any(|w| w == b"libtorch_cpu.so\0")
+    };
+    assert!(names_libtorch(full));
+    assert!(!names_libtorch(lite), "{lite} links libtorch");
+}
