@@ -90,6 +90,7 @@ mod tests {
             hardware: Hardware::fallback(),
             calibration: None,
             peak_flop_per_s: Default::default(),
+            anchors: Vec::new(),
         };
         // One with points and rejections, one with no point at all (empty arrays print `[]`).
         for (nodes, memory_bytes) in [("[1, 2]", 64u64 << 30), ("[1]", 1)] {

@@ -69,8 +69,12 @@ impl AnchorPoint {
 
     /// Whether `point` is this anchor's configuration, at any node count and micro-batch.
     pub fn configures(&self, point: &PointSpec) -> bool {
-        let other = Self::of(point, self.images_per_s, self.spread, &self.source);
-        Self { nodes: self.nodes, micro_batch: self.micro_batch, ..other } == *self
+        let k = &point.parallel;
+        self.is_sibling_of(point)
+            && self.strategy == point.strategy
+            && self.shard_group == point.strategy.is_hybrid().then_some(k.shard_group)
+            && self.backward_prefetch == k.backward_prefetch
+            && self.limit_all_gathers == k.limit_all_gathers
     }
 
     /// `point` moved to this anchor's node count and micro-batch: the configuration measured.

@@ -22,6 +22,7 @@ fn plan_1e5(c: &mut Criterion) {
         hardware: Hardware::fallback(),
         calibration: None,
         peak_flop_per_s: Default::default(),
+        anchors: Vec::new(),
     };
     let mut group = c.benchmark_group("plan");
     group.sample_size(10);
