@@ -108,65 +108,46 @@ impl PerfModel {
     /// shard group of the model), else the model's alone ([`anchor`]), with its 90% interval.
     pub fn predict(&self, point: &PointSpec) -> Prediction {
         let model = self.model_only(point);
-        let per_doubling = self
-            .calibration
-            .as_ref()
+        let calibration = self.calibration.as_ref();
+        let per_doubling = calibration
             .and_then(|c| c.error_per_doubling)
             .unwrap_or(anchor::DEFAULT_ERROR_PER_DOUBLING);
-        let calibration = self.calibration.as_ref();
-        let Some(a) = anchor::nearest(&self.anchors, point) else {
-            return match anchor::nearest_sibling(&self.anchors, point) {
-                Some(s) => {
-                    let across = calibration
-                        .and_then(|c| c.error_across_configurations)
-                        .unwrap_or(anchor::DEFAULT_ERROR_ACROSS_CONFIGURATIONS);
-                    let at_sibling = self.model_only(&s.sibling_spec(point)).images_per_s;
-                    let prediction = model.scaled(s.images_per_s / at_sibling);
-                    let spread = s.spread.unwrap_or(anchor::DEFAULT_SPREAD);
-                    let sigma = (spread.powi(2)
-                        + across.powi(2)
-                        + (per_doubling * s.doublings(point)).powi(2))
-                    .sqrt();
-                    let (low, high) = anchor::interval(prediction.images_per_s, sigma);
-                    Prediction {
-                        images_per_s_low: low,
-                        images_per_s_high: high,
-                        basis: Basis::Sibling {
-                            source: s.source.clone(),
-                            configuration: s.configuration(),
-                            nodes: s.nodes,
-                            micro_batch: s.micro_batch,
-                            measured_images_per_s: s.images_per_s,
-                        },
-                        ..prediction
-                    }
-                }
-                None => {
-                    // The model alone: its fitted error (the median absolute log error as a
-                    // standard deviation, x 1.4826), or a wide one uncalibrated.
-                    let fitted = calibration.and_then(|c| c.summary.fitted_median_abs_error);
-                    let sigma = fitted.map_or(UNCALIBRATED_SIGMA, |e| 1.4826 * e);
-                    let (low, high) = anchor::interval(model.images_per_s, sigma);
-                    Prediction { images_per_s_low: low, images_per_s_high: high, ..model }
-                }
-            };
-        };
-        let at_anchor = self.model_only(&a.spec(point)).images_per_s;
-        let prediction = model.scaled(a.images_per_s / at_anchor);
-        let spread = a.spread.unwrap_or(anchor::DEFAULT_SPREAD);
-        let sigma = spread.hypot(per_doubling * a.doublings(point));
-        let (low, high) = anchor::interval(prediction.images_per_s, sigma);
-        Prediction {
-            images_per_s_low: low,
-            images_per_s_high: high,
-            basis: Basis::Anchor {
+        // What the prediction stands on, the configuration it measured, and the error of the
+        // model's ratio between configurations (none for the same configuration).
+        let (a, measured, across, basis) = if let Some(a) = anchor::nearest(&self.anchors, point) {
+            let basis = Basis::Anchor {
                 source: a.source.clone(),
                 nodes: a.nodes,
                 micro_batch: a.micro_batch,
                 measured_images_per_s: a.images_per_s,
-            },
-            ..prediction
-        }
+            };
+            (a, a.spec(point), 0.0, basis)
+        } else if let Some(s) = anchor::nearest_sibling(&self.anchors, point) {
+            let across = calibration
+                .and_then(|c| c.error_across_configurations)
+                .unwrap_or(anchor::DEFAULT_ERROR_ACROSS_CONFIGURATIONS);
+            let basis = Basis::Sibling {
+                source: s.source.clone(),
+                configuration: s.configuration(),
+                nodes: s.nodes,
+                micro_batch: s.micro_batch,
+                measured_images_per_s: s.images_per_s,
+            };
+            (s, s.sibling_spec(point), across, basis)
+        } else {
+            // The model alone: its fitted error (the median absolute log error as a standard
+            // deviation, x 1.4826), or a wide one uncalibrated.
+            let fitted = calibration.and_then(|c| c.summary.fitted_median_abs_error);
+            let sigma = fitted.map_or(UNCALIBRATED_SIGMA, |e| 1.4826 * e);
+            let (low, high) = anchor::interval(model.images_per_s, sigma);
+            return Prediction { images_per_s_low: low, images_per_s_high: high, ..model };
+        };
+        let prediction = model.scaled(a.images_per_s / self.model_only(&measured).images_per_s);
+        let spread = a.spread.unwrap_or(anchor::DEFAULT_SPREAD);
+        let distance = per_doubling * a.doublings(point);
+        let sigma = (spread.powi(2) + across.powi(2) + distance.powi(2)).sqrt();
+        let (low, high) = anchor::interval(prediction.images_per_s, sigma);
+        Prediction { images_per_s_low: low, images_per_s_high: high, basis, ..prediction }
     }
 
     /// The physical model alone, no anchor: what calibration fits and anchors take ratios of.
