@@ -1,9 +1,21 @@
 //! What the command modules that both binaries build (`shardsweep` and `shardsweep-lite`)
-//! share: the tables' look and how a command's result becomes the exit status.
+//! share: logging, the tables' look and how a command's result becomes the exit status.
 
 use std::process::ExitCode;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+/// Logs to stderr (measurements go only to record files), coloured on a terminal, at the level
+/// `RUST_LOG` sets (`info` by default).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
 
 /// A printed table with the project's look and these column headers.
 pub fn table<const N: usize>(header: [&str; N]) -> Table {
