@@ -88,6 +88,20 @@ pub(super) struct Index {
     pub(super) skipped: Vec<Skipped>,
 }
 
+impl Index {
+    /// What the import of `classes` class folders into this index reports.
+    pub(super) fn report(self, classes: usize) -> ImportReport {
+        let count = |s: Split| self.split.iter().filter(|&&x| x == s as u8).count();
+        ImportReport {
+            images: self.labels.len(),
+            classes,
+            train: count(Split::Train),
+            val: count(Split::Val),
+            skipped: self.skipped,
+        }
+    }
+}
+
 /// Imports `folder` into `out`, written atomically (a temporary file renamed into place).
 /// Errors: the folder cannot be listed, `out` exists and `force` is not set, nothing decodable,
 /// or the file cannot be written. Unreadable images are not errors: they are in the report.
@@ -152,14 +166,7 @@ pub fn import_folder_with(
         });
     }
     written?;
-    let count = |s: Split| index.split.iter().filter(|&&x| x == s as u8).count();
-    Ok(ImportReport {
-        images: index.labels.len(),
-        classes: names.len(),
-        train: count(Split::Train),
-        val: count(Split::Val),
-        skipped: index.skipped,
-    })
+    Ok(index.report(names.len()))
 }
 
 /// Decodes every class's files in name order into `/images` ([n, size, size, 3] u8, grown as

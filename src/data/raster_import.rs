@@ -189,14 +189,7 @@ pub fn import_rasters(
         )));
     }
     written?;
-    let count = |s: Split| index.split.iter().filter(|&&x| x == s as u8).count();
-    Ok(ImportReport {
-        images: index.labels.len(),
-        classes: classes.len(),
-        train: count(Split::Train),
-        val: count(Split::Val),
-        skipped: index.skipped,
-    })
+    Ok(index.report(classes.len()))
 }
 
 /// The header of a file that should be a TIFF, or why it is skipped.

@@ -134,6 +134,10 @@ fn one(rows: &[(&Scored, f64)]) -> Score {
 pub fn table_rows(f: &Figures) -> Vec<[String; 3]> {
     let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}%", 100.0 * v));
     let (m, l) = (&f.predictor, &f.linear);
+    let breakdowns = |s: &Score| {
+        let (found, all, alarms) = (s.breakdowns_found, s.breakdowns, s.false_alarms);
+        format!("{found} of {all}, {alarms} in {}", s.breakdown_rows - s.breakdowns)
+    };
     vec![
         ["rows scored".into(), m.rows.to_string(), l.rows.to_string()],
         ["median |error| of images/s".into(), pct(m.median_abs_error), pct(l.median_abs_error)],
@@ -147,23 +151,7 @@ pub fn table_rows(f: &Figures) -> Vec<[String; 3]> {
             format!("{} of {} cells", m.best_within_5pct, m.cells),
             format!("{} of {} cells", l.best_within_5pct, l.cells),
         ],
-        [
-            "breakdowns (< 0.8 of linear) found, false alarms".into(),
-            format!(
-                "{} of {}, {} in {}",
-                m.breakdowns_found,
-                m.breakdowns,
-                m.false_alarms,
-                m.breakdown_rows - m.breakdowns
-            ),
-            format!(
-                "{} of {}, {} in {}",
-                l.breakdowns_found,
-                l.breakdowns,
-                l.false_alarms,
-                l.breakdown_rows - l.breakdowns
-            ),
-        ],
+        ["breakdowns (< 0.8 of linear) found, false alarms".into(), breakdowns(m), breakdowns(l)],
         [
             "measured inside the 90% interval".into(),
             m.inside_interval.map_or("-".into(), |n| format!("{n} of {}", m.rows)),
