@@ -350,7 +350,7 @@ impl Figure for Panels<'_> {
                 .draw()
                 .map_err(e)?;
             for line in &panel.lines {
-                let base = line.name.trim_end_matches(" (ideal)");
+                let base = line.name.trim_end_matches(" (ideal)").trim_end_matches(" (before)");
                 let colour =
                     PALETTE[names.iter().position(|n| n == base).unwrap_or(0) % PALETTE.len()];
                 let style = if line.dashed {
@@ -485,5 +485,128 @@ impl Figure for Stacks<'_> {
             .label_font(("sans-serif", 13))
             .draw()
             .map_err(e)
+    }
+}
+
+/// A cell of a [`HeatMap`]: how a point changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tone {
+    /// A change with a verdict, as after / before (above 1: slower).
+    Changed(f64),
+    Indistinguishable,
+    /// No verdict could be given, or nothing was measured there.
+    Unknown,
+}
+
+/// One panel (a model): a row per strategy, a column per node count.
+pub struct HeatMap {
+    pub title: String,
+    pub rows: Vec<String>,
+    pub columns: Vec<String>,
+    /// (row, column) -> the cell's tone and its label.
+    pub cells: Vec<(usize, usize, Tone, String)>,
+}
+
+struct HeatMaps<'a> {
+    title: &'a str,
+    maps: &'a [HeatMap],
+}
+
+/// A figure with a heat map per entry, stacked.
+pub fn heat_maps(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    maps: &[HeatMap],
+) -> Result<Vec<PathBuf>, AnalysisError> {
+    write(dir, stem, &HeatMaps { title, maps })
+}
+
+impl Tone {
+    /// Red for slower, blue for faster, deeper with the change (full at 2x); white for no
+    /// change, grey for no verdict.
+    fn colour(self) -> RGBColor {
+        let blend = |to: (f64, f64, f64), t: f64| {
+            let t = t.clamp(0.15, 1.0);
+            let c = |a: f64| (255.0 + (a - 255.0) * t) as u8;
+            RGBColor(c(to.0), c(to.1), c(to.2))
+        };
+        match self {
+            Tone::Changed(r) if r >= 1.0 => blend((200.0, 30.0, 30.0), r.log2()),
+            Tone::Changed(r) => blend((40.0, 90.0, 200.0), -r.log2()),
+            Tone::Indistinguishable => WHITE,
+            Tone::Unknown => RGBColor(200, 200, 200),
+        }
+    }
+}
+
+impl Figure for HeatMaps<'_> {
+    fn size(&self) -> (u32, u32) {
+        let rows: usize = self.maps.iter().map(|m| m.rows.len() + 3).sum();
+        let columns = self.maps.iter().map(|m| m.columns.len()).max().unwrap_or(1) as u32;
+        (320 + 110 * columns, 80 + 44 * rows as u32)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(e)?;
+        let body = root.titled(self.title, ("sans-serif", 22)).map_err(e)?;
+        let weights: Vec<u32> = self.maps.iter().map(|m| m.rows.len() as u32 + 3).collect();
+        let total: u32 = weights.iter().sum::<u32>().max(1);
+        let height = body.dim_in_pixel().1;
+        let mut rest = body;
+        for (map, weight) in self.maps.iter().zip(&weights) {
+            let (area, below) = rest.split_vertically(height * weight / total);
+            rest = below;
+            let (rows, columns) = (map.rows.len().max(1) as f64, map.columns.len().max(1) as f64);
+            let mut chart = ChartBuilder::on(&area)
+                .caption(&map.title, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(200)
+                .build_cartesian_2d(-0.5..columns - 0.5, -0.5..rows - 0.5)
+                .map_err(e)?;
+            let column_of = |x: &f64| {
+                let i = x.round();
+                if (x - i).abs() < 0.01 && i >= 0.0 {
+                    map.columns.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            };
+            let rows_top_down: Vec<&str> = map.rows.iter().rev().map(String::as_str).collect();
+            let row_of = |y: &f64| row_label(&rows_top_down, *y);
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("nodes")
+                .x_labels(map.columns.len().max(1))
+                .y_labels(map.rows.len().max(1))
+                .x_label_formatter(&column_of)
+                .y_label_formatter(&row_of)
+                .label_style(("sans-serif", 13))
+                .draw()
+                .map_err(e)?;
+            for (row, column, tone, label) in &map.cells {
+                let (x, y) = (*column as f64, rows - 1.0 - *row as f64);
+                let corners = [(x - 0.48, y - 0.45), (x + 0.48, y + 0.45)];
+                chart
+                    .draw_series([
+                        Rectangle::new(corners, tone.colour().filled()),
+                        Rectangle::new(corners, BLACK.mix(0.3).stroke_width(1)),
+                    ])
+                    .map_err(e)?;
+                let text = ("sans-serif", 13).into_font().color(&BLACK).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Center,
+                    ),
+                );
+                chart.draw_series([Text::new(label.clone(), (x, y), text)]).map_err(e)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -80,6 +80,12 @@ up() {
   install
   configure
   export SLURM_CONF="$DIR/slurm.conf"
+  # The daemons outlive this script: they must not inherit its open files (a caller's lock
+  # file would stay locked for as long as the cluster runs).
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ] && eval "exec $fd>&-" 2>/dev/null || true
+  done
   running "$DIR/munge/munged.pid" || munged --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
       --log-file="$DIR/munge/munged.log" --pid-file="$DIR/munge/munged.pid" --seed-file="$DIR/munge/munged.seed" --force
   running "$DIR/slurmctld.pid" || slurmctld -f "$SLURM_CONF"

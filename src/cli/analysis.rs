@@ -14,22 +14,13 @@ pub enum Command {
         /// The sweep's results folder, e.g. results/local-smoke.
         sweep_dir: PathBuf,
     },
-    /// Compare two result sets (before and after an upgrade): per point and phase, the ratio
-    /// of medians with a 95% interval and a verdict only where the change is clear.
-    Compare {
-        before: PathBuf,
-        after: PathBuf,
-        /// Fields allowed to differ between the environments: torch_version, comm_library,
-        /// git_commit, binary_version, or an environment variable (NCCL_* for a prefix).
-        #[arg(long)]
-        declared: Vec<String>,
-        /// Compare even if undeclared fields differ (they are flagged in the report).
-        #[arg(long)]
-        allow_undeclared: bool,
-        /// Where the comparison goes (default: <after>/report/compare-<before's name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    /// Compare two result sets (before and after an upgrade): what changed in the
+    /// environment, a verdict per point and metric (regressed, improved, indistinguishable,
+    /// insufficient evidence) with the false-discovery rate controlled, where each step's
+    /// change went, the collectives' bus bandwidth, and changes of the best configuration.
+    /// Exit status: 0 when every point was compared and none regressed, 2 when some points
+    /// could not be compared, 3 when a metric regressed.
+    Compare(CompareArgs),
     /// Write one step of one point as a Chrome trace (chrome://tracing, ui.perfetto.dev).
     Trace {
         point_dir: PathBuf,
@@ -46,12 +37,40 @@ pub enum Command {
     BenchAnalysis(super::bench_analysis::Args),
 }
 
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    before: PathBuf,
+    after: PathBuf,
+    /// Fields allowed to differ between the environments (the change under study):
+    /// torch_version, comm_library, git_commit, binary_version, "library <name>" (e.g.
+    /// "library librccl.so"), "driver <name>", modules, or an environment variable; a
+    /// trailing * matches a prefix (NCCL_*, "library libnccl*"). Comma-separated or repeated.
+    #[arg(long, value_delimiter = ',')]
+    declared: Vec<String>,
+    /// Compare even if undeclared fields differ (they are flagged in the report).
+    #[arg(long)]
+    allow_undeclared: bool,
+    /// Smallest relative change of a metric that counts as a regression or improvement.
+    #[arg(long, default_value_t = 0.05)]
+    min_effect: f64,
+    /// The false-discovery rate over all the comparison's tests (Benjamini-Hochberg).
+    #[arg(long, default_value_t = 0.05)]
+    fdr: f64,
+    /// Fewest steady steps a side needs for a verdict.
+    #[arg(long, default_value_t = 8)]
+    min_steps: usize,
+    /// Also write the verdicts as JUnit XML here (always written to the output folder too).
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Where the comparison goes (default: <after>/report/compare-<before's name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Analyze { sweep_dir } => analyze(&sweep_dir),
-        Command::Compare { before, after, declared, allow_undeclared, out } => {
-            compare(&before, &after, declared, allow_undeclared, out)
-        }
+        Command::Compare(args) => compare(args),
         Command::Trace { point_dir, step, out } => trace(&point_dir, step, out),
         Command::BenchAnalysis(args) => super::bench_analysis::run(args),
     }
@@ -216,43 +235,61 @@ pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Opti
     Ok((!all.is_empty()).then(|| all.join(",")))
 }
 
-fn compare(
-    before: &Path,
-    after: &Path,
-    declared: Vec<String>,
-    allow_undeclared: bool,
-    out: Option<PathBuf>,
-) -> Result<ExitCode> {
-    let options =
-        shardsweep_analysis::CompareOptions { declared, allow_undeclared, ..Default::default() };
+fn compare(args: CompareArgs) -> Result<ExitCode> {
+    for (name, value) in [("--min-effect", args.min_effect), ("--fdr", args.fdr)] {
+        if !(value > 0.0 && value < 1.0) {
+            anyhow::bail!("{name} {value}: must be between 0 and 1 (exclusive)");
+        }
+    }
+    let options = shardsweep_analysis::CompareOptions {
+        declared: args.declared,
+        allow_undeclared: args.allow_undeclared,
+        min_effect: args.min_effect,
+        fdr: args.fdr,
+        min_steps: args.min_steps,
+        ..Default::default()
+    };
+    let (before, after) = (&args.before, &args.after);
     let name = before.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let out = out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
-    let (comparison, files) =
+    let out = args.out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
+    let (comparison, mut files) =
         shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
+    if comparison.environment.is_empty() {
+        outln!("what changed: nothing in the environments differs");
+    } else {
+        outln!("what changed:");
+    }
     for d in &comparison.environment {
-        outln!(
-            "environment {}: {:?} -> {:?}{}",
-            d.field,
-            d.before,
-            d.after,
-            if d.declared { " (declared)" } else { " (NOT declared)" }
-        );
+        outln!("  {}: {:?} -> {:?} ({})", d.field, d.before, d.after, d.change.name());
+    }
+    let counts: Vec<String> =
+        comparison.counts().iter().map(|(v, n)| format!("{n} {}", v.name())).collect();
+    outln!("verdicts: {}", counts.join(", "));
+    for line in &comparison.findings {
+        outln!("  {line}");
+    }
+    for b in &comparison.best {
+        outln!("best at {} {} nodes: {} -> {}", b.model, b.nodes, b.before, b.after);
+    }
+    for o in &comparison.outcomes {
+        outln!("outcome of {}: {} -> {}", o.point, o.before.name(), o.after.name());
     }
     let mut table =
-        super::table(["point", "phase", "ratio after/before", "95% interval", "p", "verdict"]);
-    for c in comparison.changes.iter().filter(|c| {
-        c.phase == "step" || c.verdict != shardsweep_analysis::Verdict::NoSignificantChange
-    }) {
+        super::table(["point", "metric", "after/before", "95% interval", "q", "verdict"]);
+    for c in comparison.changes.iter().filter(|c| c.phase == "step" || c.verdict.is_change()) {
         table.add_row([
             c.point.clone(),
             c.phase.clone(),
             format!("{:.3}", c.ratio.estimate),
             format!("{:.3}-{:.3}", c.ratio.low, c.ratio.high),
-            format!("{:.1e}", c.p_value),
+            format!("{:.1e}", c.q_value),
             c.verdict.name().into(),
         ]);
     }
     outln!("{table}");
+    if let Some(path) = &args.junit {
+        files.push(shardsweep_analysis::report::write_junit(&comparison, path)?);
+    }
     for file in &files {
         errln!("wrote {}", file.display());
     }
@@ -260,7 +297,13 @@ fn compare(
     for (point, why) in &comparison.unmatched {
         errln!("not compared: {point}: {why}");
     }
-    Ok(if comparison.unmatched.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if comparison.regressed() {
+        ExitCode::from(3)
+    } else if comparison.unmatched.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 fn trace(point_dir: &Path, step: Option<usize>, out: Option<PathBuf>) -> Result<ExitCode> {

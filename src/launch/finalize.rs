@@ -252,5 +252,6 @@ fn provenance(ranks: &[RankSpool], end: &RunEnd) -> Provenance {
             .collect(),
         env: first.map(|i| i.env.clone()).unwrap_or_default(),
         command: end.command.clone(),
+        fingerprint: first.map(|i| i.fingerprint.clone()).unwrap_or_default(),
     }
 }

@@ -4,6 +4,44 @@ use super::{Clock, Mark, Timeline};
 use crate::comm::{Comm, CommError, Completed, Pending, StreamTime};
 use crate::records::{CollectiveKind, CollectiveRecord};
 
+/// The variable that plants a slower network for one collective kind (see [`slow_collective`]).
+pub const SLOW_COLLECTIVE_VAR: &str = "SHARDSWEEP_SLOW_COLLECTIVE";
+
+/// A slower network planted on purpose: `SHARDSWEEP_SLOW_COLLECTIVE=<kind>:<seconds>` (e.g.
+/// `reduce_scatter:0.02`) lengthens every call of that kind by the delay, inside its timed
+/// window (compute waits for it), as a degraded link or a slower collective algorithm would.
+/// Before-and-after comparisons are tested with it; the variable is recorded with the run's
+/// environment like any other that changes behaviour.
+///
+/// # Errors
+/// The variable's value and what it must be, if it is set and malformed.
+pub fn slow_collective() -> Result<Option<(CollectiveKind, std::time::Duration)>, String> {
+    static PARSED: std::sync::OnceLock<
+        Result<Option<(CollectiveKind, std::time::Duration)>, String>,
+    > = std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            let Ok(value) = std::env::var(SLOW_COLLECTIVE_VAR) else { return Ok(None) };
+            let parsed = value.split_once(':').and_then(|(kind, seconds)| {
+                let kind = CollectiveKind::ALL.into_iter().find(|k| k.name() == kind)?;
+                let seconds: f64 = seconds.parse().ok().filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
+                Some((kind, std::time::Duration::from_secs_f64(seconds)))
+            });
+            parsed.map(Some).ok_or_else(|| {
+                format!("{SLOW_COLLECTIVE_VAR}={value:?}: must be <all_gather|reduce_scatter|all_reduce>:<seconds>, e.g. reduce_scatter:0.02")
+            })
+        })
+        .clone()
+}
+
+fn slow_down(kind: CollectiveKind) {
+    if let Ok(Some((slow, delay))) = slow_collective() {
+        if slow == kind {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
 /// The collectives of one step, each call timed and logged with its size and group. A group of
 /// one rank moves nothing: such calls copy input to output and are not logged.
 pub struct Collectives<'a> {
@@ -129,6 +167,7 @@ impl<'a> Collectives<'a> {
         if pending.completed() {
             // The backend ran it to completion in the call: compute waited for all of it, then
             // and there, and it is in flight no longer.
+            slow_down(kind);
             if self.clock.enabled() {
                 let end = self.clock.mark();
                 self.log.push(Logged { record, start, wait_start: start, end, stream: None });
@@ -145,6 +184,9 @@ impl<'a> Collectives<'a> {
         let InFlight { pending, started, counted } = in_flight;
         let wait_start = started.is_some().then(|| self.clock.mark());
         let stream = pending.wait();
+        if let Some((record, _)) = &started {
+            slow_down(record.kind);
+        }
         if counted {
             self.gathers_in_flight -= 1;
         }

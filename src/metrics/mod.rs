@@ -5,7 +5,7 @@
 mod collectives;
 mod device;
 
-pub use collectives::{dtype_name, Collectives, InFlight};
+pub use collectives::{dtype_name, slow_collective, Collectives, InFlight, SLOW_COLLECTIVE_VAR};
 #[cfg(test)]
 pub(crate) use device::tests::assert_no_gpu_required;
 pub use device::{device_memory, reset_device_memory, Event};

@@ -11,6 +11,7 @@ mod atomic;
 mod axis;
 mod config;
 pub mod fault;
+mod fingerprint;
 mod hdf5_file;
 mod hdf5_read;
 mod manifest;
@@ -24,6 +25,7 @@ pub use axis::Axis;
 pub use config::{
     BackwardPrefetch, Dtype, ModelName, ParallelSpec, PointConfig, Strategy, SystemSpec,
 };
+pub use fingerprint::{Fingerprint, LoadedLibrary, DRIVER_MODULES};
 pub use hdf5_file::{
     hdf5_without_file_locking, read_parameters, write_hdf5_atomic, write_parameters, write_records,
     RecordsHeader,

@@ -83,6 +83,10 @@ pub struct Provenance {
     /// Environment variables that change how training or communication behaves (rank 0's).
     pub env: BTreeMap<String, String>,
     pub command: Vec<String>,
+    /// Rank 0's libraries, drivers and modules (see [`crate::Fingerprint`]); empty in
+    /// manifests from before it was recorded.
+    #[serde(default)]
+    pub fingerprint: crate::Fingerprint,
 }
 
 /// The account of one point: written last and atomically, so its presence means the point's

@@ -235,6 +235,12 @@ pub struct RankInfo {
     pub git_commit: String,
     pub env: BTreeMap<String, String>,
     pub started_at: String,
+    /// What the rank's numbers depend on (libraries, drivers, modules), read as it started;
+    /// the libraries are read again after the first step (a [`SpoolLine::Loaded`] line), since
+    /// communication libraries and their network plugins load when first used. Empty in
+    /// spools from before it was recorded.
+    #[serde(default)]
+    pub fingerprint: crate::Fingerprint,
 }
 
 /// One line of a rank's spool file.
@@ -243,6 +249,10 @@ pub struct RankInfo {
 pub enum SpoolLine {
     Start(RankInfo),
     Step(StepRecord),
+    /// The libraries mapped after the first step, replacing the start's list.
+    Loaded {
+        libraries: Vec<crate::LoadedLibrary>,
+    },
     /// The rank finished every step.
     End {
         ended_at: String,

@@ -65,6 +65,11 @@ pub fn read_spool(path: &Path) -> Result<RankSpool, RecordError> {
         match serde_json::from_str::<SpoolLine>(&line) {
             Ok(SpoolLine::Start(info)) => spool.info = Some(info),
             Ok(SpoolLine::Step(step)) => spool.steps.push(step),
+            Ok(SpoolLine::Loaded { libraries }) => {
+                if let Some(info) = &mut spool.info {
+                    info.fingerprint.libraries = libraries;
+                }
+            }
             Ok(SpoolLine::End { .. }) => spool.finished = true,
             Ok(SpoolLine::Error { message }) => spool.error = Some(message),
             Err(_) => break,

@@ -215,6 +215,7 @@ pub fn train(
     spool: &mut SpoolWriter,
 ) -> Result<TrainOutcome, TrainError> {
     let (node, local_rank) = rank_placement(comm.rank(), point.ranks_per_node);
+    crate::metrics::slow_collective().map_err(TrainError::Setup)?;
     let device = device_for(point.settings.device, local_rank)?;
     tch::set_num_threads(point.settings.threads_per_rank as i32);
     tch::manual_seed(point.settings.seed as i64);
@@ -232,6 +233,11 @@ pub fn train(
         let loss = record.loss;
         losses.push(loss);
         spool.write(&SpoolLine::Step(record))?;
+        if step == 0 {
+            // Communication libraries and their network plugins load at the first collective.
+            let libraries = crate::records::Fingerprint::of_this_process().libraries;
+            spool.write(&SpoolLine::Loaded { libraries })?;
+        }
         tracing::debug!(rank = comm.rank(), step, loss, "step done");
         if !loss.is_finite() {
             return Err(TrainError::NonFiniteLoss { step, loss });
@@ -261,8 +267,10 @@ fn strike(kind: FaultKind, comm: &dyn Comm, loss: f64) -> f64 {
 }
 
 /// Environment variables that change how training or communication behaves.
-const ENV_PREFIXES: [&str; 22] = [
+const ENV_PREFIXES: [&str; 24] = [
     "OMP_",
+    "UCX_",
+    "LOADEDMODULES",
     "OMPI_",
     "PMIX_",
     "NCCL_",
@@ -310,6 +318,7 @@ fn rank_info(
         git_commit: env!("SHARDSWEEP_GIT_COMMIT").into(),
         env,
         started_at: timestamp(),
+        fingerprint: crate::records::Fingerprint::of_this_process(),
     }
 }
 

@@ -17,10 +17,12 @@ use crate::summary::{summarize, PointSummary, MFU_FORMULA};
 use crate::tidy::{update_store, write_atomically, write_file, Skipped, Store, StoreUpdate};
 use crate::AnalysisError;
 
+mod compare;
 mod figures;
 mod markdown;
 mod tables;
 
+pub use compare::{compare_sweeps, write_junit};
 use figures::plots;
 use markdown::{markdown_report, printable};
 pub(crate) use tables::write_csv;
@@ -119,88 +121,4 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     )?;
     files.push(markdown);
     Ok(Report { table, summaries, stragglers, exclude, store: update, files })
-}
-
-/// `compare`: both result sets summarised, compared, and written to `out` (comparison.csv,
-/// comparison.png/.svg, comparison.md).
-pub fn compare_sweeps(
-    before: &Path,
-    after: &Path,
-    out: &Path,
-    options: &crate::CompareOptions,
-) -> Result<(crate::Comparison, Vec<PathBuf>), AnalysisError> {
-    let side = |side: &'static str, dir: &Path| {
-        summarize_sweep(dir).map(|(s, _, _)| s).map_err(|e| AnalysisError::CompareSide {
-            side,
-            path: dir.display().to_string(),
-            source: Box::new(e),
-        })
-    };
-    let (b, a) = (side("BEFORE", before)?, side("AFTER", after)?);
-    let comparison = crate::compare::compare(&b, &a, options)?;
-    std::fs::create_dir_all(out)
-        .map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
-    let c = &comparison.changes;
-    let mut frame = df!(
-        "point" => c.iter().map(|x| x.point.clone()).collect::<Vec<_>>(),
-        "phase" => c.iter().map(|x| x.phase.clone()).collect::<Vec<_>>(),
-        "before_s" => c.iter().map(|x| x.before_s).collect::<Vec<_>>(),
-        "after_s" => c.iter().map(|x| x.after_s).collect::<Vec<_>>(),
-        "ratio" => c.iter().map(|x| x.ratio.estimate).collect::<Vec<_>>(),
-        "ratio_ci95_low" => c.iter().map(|x| x.ratio.low).collect::<Vec<_>>(),
-        "ratio_ci95_high" => c.iter().map(|x| x.ratio.high).collect::<Vec<_>>(),
-        "mann_whitney_p" => c.iter().map(|x| x.p_value).collect::<Vec<_>>(),
-        "verdict" => c.iter().map(|x| x.verdict.name()).collect::<Vec<_>>(),
-    )?;
-    let mut files = vec![write_csv(&out.join("comparison.csv"), &mut frame)?];
-    // The plot shows every point's step and any phase with a verdict; the CSV has them all.
-    let shown =
-        c.iter().filter(|x| x.phase == "step" || x.verdict != crate::Verdict::NoSignificantChange);
-    let bars: Vec<Bar> = shown
-        .map(|x| Bar {
-            label: format!("{} {} [{}]", x.point, x.phase, x.verdict.name()),
-            value: x.ratio.estimate,
-            low: x.ratio.low,
-            high: x.ratio.high,
-        })
-        .collect();
-    let title =
-        format!("{} vs {}: time per phase, after / before", after.display(), before.display());
-    files.extend(crate::plot::ratio_bars(out, "comparison", &title, &bars)?);
-    let mut md = format!("# {} against {}\n\nRatios are after / before of the median over steady steps (slowest rank per step), with 95% bootstrap intervals and Mann-Whitney p-values. A verdict needs the interval to exclude 1, p < {} and a change of at least {:.0}%; anything else is \"no significant change\".\n\n", after.display(), before.display(), options.alpha, options.min_effect * 100.0);
-    md += "## Environment\n\n| field | before | after | declared |\n|---|---|---|---|\n";
-    for d in &comparison.environment {
-        md += &format!(
-            "| {} | {} | {} | {} |\n",
-            d.field,
-            d.before,
-            d.after,
-            if d.declared { "yes" } else { "**no**" }
-        );
-    }
-    md += "\n![comparison](comparison.svg)\n\n| point | phase | before s | after s | ratio (95% CI) | p | verdict |\n|---|---|---|---|---|---|---|\n";
-    for x in c {
-        md += &format!(
-            "| {} | {} | {:.6} | {:.6} | {:.3} ({:.3}-{:.3}) | {:.2e} | {} |\n",
-            x.point,
-            x.phase,
-            x.before_s,
-            x.after_s,
-            x.ratio.estimate,
-            x.ratio.low,
-            x.ratio.high,
-            x.p_value,
-            x.verdict.name()
-        );
-    }
-    if !comparison.unmatched.is_empty() {
-        md += "\n## Not compared\n\n| point | why |\n|---|---|\n";
-        for (point, why) in &comparison.unmatched {
-            md += &format!("| {point} | {} |\n", why.replace('|', "\\|"));
-        }
-    }
-    let markdown = out.join("comparison.md");
-    write_file(&markdown, md.as_bytes())?;
-    files.push(markdown);
-    Ok((comparison, files))
 }

@@ -2,6 +2,7 @@
 //! pure noise gets no verdict; environments that differ outside the declared fields are refused.
 
 use crate::fixture::{noise, sweep, Point};
+use shardsweep_analysis::compare::Change;
 use shardsweep_analysis::report::compare_sweeps;
 use shardsweep_analysis::{AnalysisError, CompareOptions, Verdict};
 
@@ -32,9 +33,10 @@ fn a_planted_regression_is_found_in_its_phase_and_noise_gets_no_verdict() {
     write_sweep(&before, 1, 1.0, "2.13.0");
     let after = root.path().join("after");
     write_sweep(&after, 2, 1.10, "2.13.0");
+    // The planted 10% of a phase that is half the step lengthens the step by 5%.
+    let options = CompareOptions { min_effect: 0.02, ..Default::default() };
     let (comparison, files) =
-        compare_sweeps(&before, &after, &root.path().join("out"), &CompareOptions::default())
-            .unwrap();
+        compare_sweeps(&before, &after, &root.path().join("out"), &options).unwrap();
     let verdict = |point: &str, phase: &str| {
         comparison
             .changes
@@ -44,13 +46,13 @@ fn a_planted_regression_is_found_in_its_phase_and_noise_gets_no_verdict() {
             .clone()
     };
     let backward = verdict("b", "backward");
-    assert_eq!(backward.verdict, Verdict::Slower, "{backward:?}");
+    assert_eq!(backward.verdict, Verdict::Regressed, "{backward:?}");
     assert!(backward.ratio.contains(1.10) && backward.ratio.low > 1.05, "{backward:?}");
-    assert_eq!(verdict("b", "step").verdict, Verdict::Slower, "the step slows with it");
+    assert_eq!(verdict("b", "step").verdict, Verdict::Regressed, "the step slows with it");
     let flagged: Vec<String> = comparison
         .changes
         .iter()
-        .filter(|c| c.verdict != Verdict::NoSignificantChange)
+        .filter(|c| c.verdict.is_change())
         .map(|c| format!("{} {}", c.point, c.phase))
         .collect();
     assert_eq!(
@@ -61,7 +63,7 @@ fn a_planted_regression_is_found_in_its_phase_and_noise_gets_no_verdict() {
     assert!(files.iter().any(|f| f.ends_with("comparison.svg")));
     let svg = std::fs::read_to_string(root.path().join("out/comparison.svg")).unwrap();
     assert!(
-        svg.contains("b backward [slower]")
+        svg.contains("b backward [regressed]")
             && svg.contains("95% interval")
             && svg.contains("unchanged")
     );
@@ -73,8 +75,7 @@ fn a_planted_regression_is_found_in_its_phase_and_noise_gets_no_verdict() {
         compare_sweeps(&before, &again, &root.path().join("out2"), &CompareOptions::default())
             .unwrap();
     assert!(!noise_only.changes.is_empty());
-    let verdicts: Vec<_> =
-        noise_only.changes.iter().filter(|c| c.verdict != Verdict::NoSignificantChange).collect();
+    let verdicts: Vec<_> = noise_only.changes.iter().filter(|c| c.verdict.is_change()).collect();
     assert!(verdicts.is_empty(), "noise called a change: {verdicts:?}");
 }
 
@@ -94,14 +95,14 @@ fn environments_that_differ_outside_the_declared_fields_are_refused() {
     let declared = CompareOptions { declared: vec!["torch_version".into()], ..Default::default() };
     let (comparison, _) = compare_sweeps(&before, &after, &out, &declared).unwrap();
     assert_eq!(comparison.environment.len(), 1);
-    assert!(comparison.environment[0].declared);
+    assert_eq!(comparison.environment[0].change, Change::Declared);
     assert!(std::fs::read_to_string(out.join("comparison.md"))
         .unwrap()
-        .contains("| torch_version | 2.13.0 | 2.14.0 | yes |"));
+        .contains("| torch_version | 2.13.0 | 2.14.0 | declared |"));
     // Job ids differ between any two runs and never count (SLURM_JOB_ID differs here).
     let forced = CompareOptions { allow_undeclared: true, ..Default::default() };
     let (flagged, _) = compare_sweeps(&before, &after, &out, &forced).unwrap();
-    assert!(!flagged.environment[0].declared);
+    assert_eq!(flagged.environment[0].change, Change::Undeclared);
 }
 
 #[test]
@@ -217,4 +218,154 @@ fn points_missing_on_one_side_are_listed_beside_those_compared() {
     let listed = md.split("## Not compared").nth(1).expect("a section for them");
     assert!(listed.contains("| b | only in BEFORE |") && listed.contains("| c | only in AFTER |"));
     assert!(!md.contains("NaN"), "{md}");
+}
+
+/// `points` points of pure noise (3% per phase), seeded by `seed`; every tenth point's
+/// reduce-scatter waits are scaled by `slow_scatter`.
+fn noisy_sweep(dir: &std::path::Path, points: usize, seed: u64, slow_scatter: f64) {
+    for i in 0..points {
+        let mut p = Point::new(&format!("p{i:02}"), 1 + (i % 4) as u32, 30);
+        let factor = if i % 10 == 0 { slow_scatter } else { 1.0 };
+        let k = seed * 1000 + i as u64 * 10;
+        p.phases = Box::new(move |r, s| {
+            let n = |j: u64| 1.0 + 0.03 * noise(k + j, r, s);
+            [0.01 * n(1), 0.1 * n(2), 0.2 * n(3), 0.03 * n(4), 0.0]
+        });
+        p.waits = Box::new(move |r, s| {
+            let n = |j: u64| 1.0 + 0.03 * noise(k + j, r, s);
+            [0.02 * n(5), 0.04 * factor * n(6)]
+        });
+        p.write(dir);
+    }
+}
+
+#[test]
+fn the_false_discovery_rate_holds_over_a_whole_sweep_of_noise() {
+    let (root, before) = sweep("before");
+    noisy_sweep(&before, 40, 1, 1.0);
+    let after = root.path().join("after");
+    noisy_sweep(&after, 40, 2, 1.0);
+    let (c, _) =
+        compare_sweeps(&before, &after, &root.path().join("out"), &CompareOptions::default())
+            .unwrap();
+    let tests = c.changes.len();
+    let raw = c.changes.iter().filter(|x| x.p_value < 0.05).count();
+    assert!(tests >= 300, "{tests} tests");
+    // Without the adjustment some of the hundreds of tests would come out "changed" by chance.
+    assert!(raw > 0, "no raw p-value under 0.05 in {tests} tests: the test has no power to fail");
+    let changed: Vec<_> = c.changes.iter().filter(|x| x.verdict.is_change()).collect();
+    assert!(changed.is_empty(), "{} of {tests} called a change: {changed:?}", changed.len());
+    assert!(!c.regressed() && c.findings.is_empty());
+}
+
+#[test]
+fn a_slower_collective_is_found_where_it_is_and_the_parts_add_up_to_the_step() {
+    let (root, before) = sweep("before");
+    noisy_sweep(&before, 20, 1, 1.0);
+    let after = root.path().join("after");
+    noisy_sweep(&after, 20, 2, 2.0);
+    let out = root.path().join("out");
+    let (c, files) = compare_sweeps(&before, &after, &out, &CompareOptions::default()).unwrap();
+    let verdict = |point: &str, phase: &str| {
+        c.changes.iter().find(|x| x.point == point && x.phase == phase).unwrap().verdict
+    };
+    for slow in ["p00", "p10"] {
+        assert_eq!(verdict(slow, "comm.reduce_scatter"), Verdict::Regressed);
+        assert_eq!(verdict(slow, "step"), Verdict::Regressed);
+        assert_eq!(verdict(slow, "backward"), Verdict::Indistinguishable, "{:?}", c.changes);
+    }
+    let steps: Vec<_> = c.changes.iter().filter(|x| x.phase == "step").collect();
+    let unchanged = steps.iter().filter(|x| x.verdict == Verdict::Indistinguishable).count();
+    assert_eq!(unchanged, 18, "{steps:?}");
+    // The decomposition adds up to the step's change and puts it in the reduce-scatter.
+    for d in &c.decompositions {
+        let sum: f64 = d.parts.iter().map(|p| p.delta_s).sum();
+        let delta = d.step_after_s - d.step_before_s;
+        assert!((sum - delta).abs() <= 0.01 * delta.abs().max(1e-9), "{d:?}");
+    }
+    let d = c.decompositions.iter().find(|d| d.point == "p10").unwrap();
+    assert_eq!(d.largest().unwrap().component, "exposed reduce_scatter", "{d:?}");
+    // The collectives' bus bandwidth fell for the reduce-scatter, and the finding says so.
+    let finding = c.findings.iter().find(|f| f.contains("(p10)")).expect("a finding for p10");
+    assert!(
+        finding.contains("slower")
+            && finding.contains("exposed reduce_scatter")
+            && finding.contains("bus bandwidth fell"),
+        "{finding}"
+    );
+    assert_eq!(c.findings.len(), 2, "{:?}", c.findings);
+    // A CI reads the JUnit file: the two regressed points fail (their step, their exposed
+    // communication and its reduce-scatter part), nothing else does.
+    let junit = std::fs::read_to_string(out.join("comparison.junit.xml")).unwrap();
+    assert_eq!(junit.matches("<failure").count(), 6, "{junit}");
+    assert!(junit.contains("type=\"regressed\"") && junit.contains("classname=\"p10\""));
+    for stem in ["changes", "scaling-before-after", "comparison"] {
+        assert!(files.iter().any(|f| f.ends_with(format!("{stem}.svg"))), "{stem}");
+    }
+    let heat = std::fs::read_to_string(out.join("changes.svg")).unwrap();
+    assert!(heat.contains("full_shard mb4") && heat.contains('='), "a labelled heat map");
+}
+
+#[test]
+fn a_point_that_runs_out_of_memory_after_is_a_regression_and_a_decision_change() {
+    let (root, before) = sweep("before");
+    one_point(&before, "a", 40, 1);
+    let after = root.path().join("after");
+    let mut p = Point::new("a", 1, 40);
+    p.outcome = shardsweep_records::Outcome::Oom;
+    p.write(&after);
+    one_point(&before, "b", 40, 1);
+    one_point(&after, "b", 40, 2);
+    let (c, _) =
+        compare_sweeps(&before, &after, &root.path().join("out"), &CompareOptions::default())
+            .unwrap();
+    let outcome = c.changes.iter().find(|x| x.phase == "outcome").expect("an outcome change");
+    assert_eq!((outcome.point.as_str(), outcome.verdict), ("a", Verdict::Regressed));
+    assert_eq!(outcome.reason, "ok before, oom after");
+    assert!(c.regressed());
+    assert_eq!(c.outcomes.len(), 1);
+}
+
+#[test]
+fn libraries_and_drivers_are_part_of_the_environment_and_placement_is_not_a_change() {
+    use shardsweep_records::{Fingerprint, LoadedLibrary};
+    let write = |dir: &std::path::Path, rccl: &str, seed: u64| {
+        let mut p = Point::new("a", 1, 40);
+        p.phases = Box::new(move |r, s| {
+            let n = |k: u64| 1.0 + 0.02 * noise(seed * 10 + k, r, s);
+            [0.01 * n(1), 0.1 * n(2), 0.2 * n(3), 0.03 * n(4), 0.0]
+        });
+        p.fingerprint = Fingerprint {
+            libraries: vec![LoadedLibrary {
+                name: "librccl.so".into(),
+                path: format!("/opt/rocm-6/lib/librccl.so.{rccl}"),
+                version: Some(rccl.into()),
+                size_bytes: 1,
+            }],
+            ..Default::default()
+        };
+        p.write(dir);
+    };
+    let (root, before) = sweep("before");
+    write(&before, "2.18.3", 1);
+    let after = root.path().join("after");
+    write(&after, "2.20.5", 2);
+    let out = root.path().join("out");
+    match compare_sweeps(&before, &after, &out, &CompareOptions::default()) {
+        Err(AnalysisError::EnvironmentDiffers(diff)) => {
+            assert_eq!(diff.len(), 1);
+            assert!(
+                diff[0].starts_with(
+                    "library librccl.so: \"2.18.3 (/opt/rocm-6/lib/librccl.so.2.18.3)\""
+                ),
+                "{diff:?}"
+            );
+        }
+        other => panic!("compared anyway: {:?}", other.map(|c| c.0.environment)),
+    }
+    let declared =
+        CompareOptions { declared: vec!["library librccl*".into()], ..Default::default() };
+    let (c, _) = compare_sweeps(&before, &after, &out, &declared).unwrap();
+    assert_eq!(c.environment.len(), 1);
+    assert_eq!(c.environment[0].change, Change::Declared);
 }
