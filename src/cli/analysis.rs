@@ -225,8 +225,14 @@ fn compare(
 ) -> Result<ExitCode> {
     let options =
         shardsweep_analysis::CompareOptions { declared, allow_undeclared, ..Default::default() };
-    let name = before.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let out = out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
+    // Folders as they are, bundles checked and unpacked (kept until the comparison is written).
+    let (b, a) = (
+        shardsweep_analysis::bundle::open_sweep(before)?,
+        shardsweep_analysis::bundle::open_sweep(after)?,
+    );
+    let name = b.name();
+    let out = out.unwrap_or_else(|| a.home().join("report").join(format!("compare-{name}")));
+    let (before, after) = (b.dir(), a.dir());
     let (comparison, files) =
         shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
     for d in &comparison.environment {
