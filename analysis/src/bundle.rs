@@ -39,6 +39,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub enum BundleError {
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error(transparent)]
+    Write(#[from] shardsweep_records::RecordError),
     #[error("{0}: no point folder with a manifest (is it a sweep's results folder?)")]
     NotASweep(String),
     #[error("{0} exists (overwrite it with --force)")]
@@ -273,9 +275,7 @@ pub fn write_bundle(
     });
     match (failure, result) {
         (Some(e), _) => Err(e),
-        (None, Err(e)) => {
-            Err(BundleError::Io { path: out.display().to_string(), source: io::Error::other(e) })
-        }
+        (None, Err(e)) => Err(BundleError::Write(e)),
         (None, Ok(())) => Ok(account),
     }
 }
@@ -413,7 +413,10 @@ fn unpack(path: &Path, into: &Path) -> Result<(BundleAccount, PathBuf), BundleEr
     let mut account_bytes: Option<Vec<u8>> = None;
     let mut sweep_root: Option<String> = None;
     for entry in archive.entries().map_err(|e| corrupt(None, &e))? {
-        let mut entry = entry.map_err(|e| corrupt(found.last().map(|f| f.0.as_str()), &e))?;
+        let mut entry = entry.map_err(|e| {
+            let after = found.last().map(|f| format!("the member after {}", f.0));
+            corrupt(after.as_deref(), &e)
+        })?;
         let name = entry.path().map_err(|e| corrupt(None, &e))?.to_string_lossy().into_owned();
         let unsafe_entry =
             || BundleError::UnsafeEntry { bundle: bundle.clone(), file: name.clone() };
