@@ -31,6 +31,9 @@ enum Command {
     #[cfg(feature = "analysis")]
     #[command(flatten)]
     Analysis(cli::analysis::Command),
+    #[cfg(feature = "analysis")]
+    #[command(flatten)]
+    Baselines(cli::baselines::Command),
     /// Measure what the harness costs: its collectives (MPI, gloo) against bare MPI calls of the
     /// same size, training steps with instrumentation against steps without; with
     /// --pytorch-fsdp its training step against PyTorch FSDP's, with --pytorch-eager one device's
@@ -78,6 +81,8 @@ fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         #[cfg(feature = "analysis")]
         Command::Analysis(command) => cli::analysis::run(command),
+        #[cfg(feature = "analysis")]
+        Command::Baselines(command) => cli::baselines::run(command),
         Command::Bench(args) => cli::bench::run(args),
         Command::Data(args) => cli::data::run(args),
         Command::Probe(args) => cli::probe::run(args),

@@ -5,10 +5,17 @@
 //!
 //! records -> [`tidy`] store (Parquet) -> [`summary`] per point (steady state, statistics, MFU,
 //! [`scaling`], [`breakdown`]) -> [`stragglers`], [`compare`] -> [`plot`]s and [`report`].
+//! Across many runs of the same points: [`history`] (with [`changepoint`]s and the
+//! [`export`]s dashboards read); a sweep kept as one file: [`bundle`].
 
 pub mod bench;
 pub mod breakdown;
+pub mod bundle;
+pub mod changepoint;
 pub mod compare;
+pub mod export;
+pub mod history;
+mod history_plot;
 mod load;
 mod pipeline;
 mod plot;
@@ -49,6 +56,8 @@ pub enum AnalysisError {
     NothingCompared(Vec<String>),
     #[error("{side} {path}: {source}")]
     CompareSide { side: &'static str, path: String, source: Box<AnalysisError> },
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     #[error("the environments differ outside the declared fields (declare them with --declared, or --allow-undeclared):\n  {}", .0.join("\n  "))]
     EnvironmentDiffers(Vec<String>),
 }

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use crate::AnalysisError;
 
-trait Figure {
+pub(crate) trait Figure {
     fn size(&self) -> (u32, u32);
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
     where
@@ -16,7 +16,11 @@ trait Figure {
 }
 
 /// Writes `<stem>.png` and `<stem>.svg`.
-fn write(dir: &Path, stem: &str, figure: &impl Figure) -> Result<Vec<PathBuf>, AnalysisError> {
+pub(crate) fn write(
+    dir: &Path,
+    stem: &str,
+    figure: &impl Figure,
+) -> Result<Vec<PathBuf>, AnalysisError> {
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     let err = |path: &Path| {
@@ -37,11 +41,11 @@ fn write(dir: &Path, stem: &str, figure: &impl Figure) -> Result<Vec<PathBuf>, A
     Ok(vec![png, svg])
 }
 
-fn e<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> String {
+pub(crate) fn e<E: std::error::Error + Send + Sync>(error: DrawingAreaErrorKind<E>) -> String {
     error.to_string()
 }
 
-const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(46, 110, 180),
     RGBColor(214, 96, 39),
     RGBColor(60, 150, 70),
@@ -54,7 +58,7 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(230, 130, 170),
 ];
 
-fn legend_box<'a, DB: DrawingBackend + 'a>(
+pub(crate) fn legend_box<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, impl CoordTranslate>,
 ) -> Result<(), String>
 where

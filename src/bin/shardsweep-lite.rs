@@ -1,6 +1,6 @@
 //! `shardsweep-lite`: the commands that never train (`plan`, `predict`, `analyze`, `compare`,
-//! `trace`, `bench-analysis`), the same code as `shardsweep`'s, in a binary that does not link
-//! libtorch. Loading libtorch (CUDA builds especially) costs `shardsweep` about 0.7 s and
+//! `trace`, `bench-analysis`, `bundle`, `history`), the same code as `shardsweep`'s, in a
+//! binary that does not link libtorch. Loading libtorch (CUDA builds especially) costs `shardsweep` about 0.7 s and
 //! 0.5 GiB of resident memory before `main`; this binary starts in milliseconds. Anything else
 //! is `shardsweep`'s.
 
@@ -31,6 +31,9 @@ enum Command {
     #[cfg(feature = "analysis")]
     #[command(flatten)]
     Analysis(cli::analysis::Command),
+    #[cfg(feature = "analysis")]
+    #[command(flatten)]
+    Baselines(cli::baselines::Command),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,8 @@ fn main() -> ExitCode {
             Command::Predict(args) => cli::predict::run(args),
             #[cfg(feature = "analysis")]
             Command::Analysis(command) => cli::analysis::run(command),
+            #[cfg(feature = "analysis")]
+            Command::Baselines(command) => cli::baselines::run(command),
         })
     })
 }

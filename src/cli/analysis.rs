@@ -249,9 +249,14 @@ fn compare(args: CompareArgs) -> Result<ExitCode> {
         min_steps: args.min_steps,
         ..Default::default()
     };
-    let (before, after) = (&args.before, &args.after);
-    let name = before.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let out = args.out.unwrap_or_else(|| after.join("report").join(format!("compare-{name}")));
+    // Folders as they are, bundles checked and unpacked (kept until the comparison is written).
+    let (b, a) = (
+        shardsweep_analysis::bundle::open_sweep(&args.before)?,
+        shardsweep_analysis::bundle::open_sweep(&args.after)?,
+    );
+    let name = b.name();
+    let out = args.out.unwrap_or_else(|| a.home().join("report").join(format!("compare-{name}")));
+    let (before, after) = (b.dir(), a.dir());
     let (comparison, mut files) =
         shardsweep_analysis::report::compare_sweeps(before, after, &out, &options)?;
     if comparison.environment.is_empty() {

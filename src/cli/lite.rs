@@ -8,6 +8,9 @@ pub mod output;
 #[path = "analysis.rs"]
 pub mod analysis;
 #[cfg(feature = "analysis")]
+#[path = "baselines.rs"]
+pub mod baselines;
+#[cfg(feature = "analysis")]
 #[path = "bench_analysis.rs"]
 pub mod bench_analysis;
 #[path = "common.rs"]

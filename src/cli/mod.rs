@@ -5,6 +5,8 @@
 pub mod output;
 #[cfg(feature = "analysis")]
 pub mod analysis;
+#[cfg(feature = "analysis")]
+pub mod baselines;
 pub mod bench;
 #[cfg(feature = "analysis")]
 pub mod bench_analysis;

@@ -7,6 +7,7 @@ mod common;
 #[path = "../../analysis/tests/fixture/mod.rs"]
 mod fixture;
 
+mod baselines;
 mod data;
 mod end_to_end;
 mod failures;

@@ -3,6 +3,8 @@
 #[path = "../fixture/mod.rs"]
 mod fixture;
 
+mod bundle;
 mod compare;
+mod history;
 mod metrics;
 mod outputs;
