@@ -53,6 +53,9 @@ pub struct CompareArgs {
     /// Smallest relative change of a metric that counts as a regression or improvement.
     #[arg(long, default_value_t = 0.05)]
     min_effect: f64,
+    /// Smallest change of a phase, as a share of its point's step, that counts.
+    #[arg(long, default_value_t = 0.01)]
+    min_step_share: f64,
     /// The false-discovery rate over all the comparison's tests (Benjamini-Hochberg).
     #[arg(long, default_value_t = 0.05)]
     fdr: f64,
@@ -236,9 +239,14 @@ pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Opti
 }
 
 fn compare(args: CompareArgs) -> Result<ExitCode> {
-    for (name, value) in [("--min-effect", args.min_effect), ("--fdr", args.fdr)] {
-        if !(value > 0.0 && value < 1.0) {
-            anyhow::bail!("{name} {value}: must be between 0 and 1 (exclusive)");
+    if !(args.fdr > 0.0 && args.fdr < 1.0) {
+        anyhow::bail!("--fdr {}: must be between 0 and 1 (exclusive)", args.fdr);
+    }
+    for (name, value) in
+        [("--min-effect", args.min_effect), ("--min-step-share", args.min_step_share)]
+    {
+        if !(value.is_finite() && value >= 0.0) {
+            anyhow::bail!("{name} {value}: must be a share of 0 or more (0.05 = 5%)");
         }
     }
     let options = shardsweep_analysis::CompareOptions {
@@ -247,7 +255,7 @@ fn compare(args: CompareArgs) -> Result<ExitCode> {
         min_effect: args.min_effect,
         fdr: args.fdr,
         min_steps: args.min_steps,
-        ..Default::default()
+        min_step_share: args.min_step_share,
     };
     // Folders as they are, bundles checked and unpacked (kept until the comparison is written).
     let (b, a) = (

@@ -23,3 +23,4 @@ mod scheduler_answers;
 mod slurm_scripts;
 mod strategies;
 mod training;
+mod upgrades;

@@ -105,7 +105,7 @@ pub fn pair(
 }
 
 /// For one collective kind of a point: the sizes whose bus bandwidth moved by `min_effect` or
-/// more in the direction of the largest move, as (smallest size, largest size, median ratio).
+/// more (either way: a fall to 1 / (1 + min_effect) counts as much as a rise) in the direction of the largest move, as (smallest size, largest size, median ratio).
 pub fn band(changes: &[BandwidthChange], kind: &str, min_effect: f64) -> Option<(u64, u64, f64)> {
     let of_kind: Vec<&BandwidthChange> = changes.iter().filter(|c| c.kind == kind).collect();
     let worst =
@@ -113,7 +113,7 @@ pub fn band(changes: &[BandwidthChange], kind: &str, min_effect: f64) -> Option<
     let down = worst.ratio < 1.0;
     let moved: Vec<&&BandwidthChange> = of_kind
         .iter()
-        .filter(|c| (c.ratio < 1.0) == down && (c.ratio - 1.0).abs() >= min_effect)
+        .filter(|c| (c.ratio < 1.0) == down && c.ratio.ln().abs() >= min_effect.ln_1p())
         .collect();
     if moved.is_empty() {
         return None;

@@ -230,9 +230,13 @@ fn findings(c: &Comparison, before: &[PointSummary], options: &CompareOptions) -
         .map(|d| {
             let nodes = before.iter().find(|p| p.meta.point == d.point).map_or(0, |p| p.meta.nodes);
             let change = d.step_change();
+            let size = if change.abs() >= 1.0 {
+                format!("{:.1}x", d.step_after_s / d.step_before_s)
+            } else {
+                format!("{:.1}%", change.abs() * 100.0)
+            };
             let mut line = format!(
-                "AFTER is {:.1}% {} at {nodes} node{} ({})",
-                change.abs() * 100.0,
+                "AFTER is {size} {} at {nodes} node{} ({})",
                 if change > 0.0 { "slower" } else { "faster" },
                 if nodes == 1 { "" } else { "s" },
                 d.point

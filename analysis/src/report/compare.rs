@@ -10,7 +10,9 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::markdown::fmt;
 use super::{summarize_sweep, write_csv};
-use crate::compare::{busbw, compare, CompareOptions, Comparison, PhaseChange, Verdict};
+use crate::compare::{
+    busbw, compare, CompareOptions, Comparison, Decomposition, PhaseChange, Verdict,
+};
 use crate::plot::{heat_maps, line_panels, ratio_bars, Bar, HeatMap, Line, Panel, Tone};
 use crate::summary::PointSummary;
 use crate::tidy::write_file;
@@ -84,13 +86,12 @@ fn tables(c: &Comparison, out: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
     let jsonl = out.join("comparison.jsonl");
     write_file(&jsonl, lines.as_bytes())?;
     files.push(jsonl);
-    let parts: Vec<(&str, &crate::compare::decompose::Part)> = c
-        .decompositions
-        .iter()
-        .flat_map(|d| d.parts.iter().map(move |p| (d.point.as_str(), p)))
-        .collect();
+    let parts: Vec<(&Decomposition, &crate::compare::decompose::Part)> =
+        c.decompositions.iter().flat_map(|d| d.parts.iter().map(move |p| (d, p))).collect();
     let mut frame = df!(
-        "point" => parts.iter().map(|p| p.0).collect::<Vec<_>>(),
+        "point" => parts.iter().map(|p| p.0.point.clone()).collect::<Vec<_>>(),
+        "step_before_s" => parts.iter().map(|p| p.0.step_before_s).collect::<Vec<_>>(),
+        "step_after_s" => parts.iter().map(|p| p.0.step_after_s).collect::<Vec<_>>(),
         "component" => parts.iter().map(|p| p.1.component.clone()).collect::<Vec<_>>(),
         "before_s" => parts.iter().map(|p| p.1.before_s).collect::<Vec<_>>(),
         "after_s" => parts.iter().map(|p| p.1.after_s).collect::<Vec<_>>(),
