@@ -306,8 +306,10 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let options = &args.options;
     tch::set_num_threads(1);
     options.micro_batch()?;
-    if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
-        return sweep::c10d_sweep(options);
+    if let (true, Some(backend)) =
+        (options.sweep.sizes, shardsweep::comm::C10dBackend::of(options.sweep.backend))
+    {
+        return sweep::c10d_sweep(options, backend);
     }
     mpi_worker(options)
 }
