@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use shardsweep_records::{
-    BackwardPrefetch, Dtype, Manifest, Outcome, Strategy, MANIFEST_FILE, RECORDS_FILE,
+    Backend, BackwardPrefetch, DeviceKind, Dtype, Manifest, Outcome, Strategy, Timing,
+    MANIFEST_FILE, RECORDS_FILE,
 };
 
 use crate::tidy::Skipped;
@@ -35,6 +36,12 @@ pub struct PointRecords {
     pub loader_workers: u32,
     /// `synthetic` or the image set file the point trained on.
     pub data: String,
+    /// Where the ranks computed.
+    pub device: DeviceKind,
+    /// The collective library they used (their device's default unless the point set one).
+    pub backend: Backend,
+    /// How their steps were timed (their device's default unless the point set one).
+    pub timing: Timing,
     pub warmup_steps: u32,
     pub steps_planned: u32,
     pub steps_completed: Vec<u32>,
@@ -127,6 +134,9 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         reduce_dtype: config.parallel.reduce_dtype,
         loader_workers: config.loader_workers,
         data: config.data,
+        device: config.settings.device,
+        backend: config.settings.backend(),
+        timing: config.settings.timing(),
         warmup_steps: m.warmup_steps,
         steps_planned: m.steps_planned,
         train_flop_per_step: m.train_flop_per_step,

@@ -219,6 +219,33 @@ pub struct PointConfig {
     /// an image set file (`point.json` omits the axis when synthetic).
     #[serde(default = "synthetic")]
     pub data: String,
+    /// Where the ranks computed, over which library and on which clock.
+    #[serde(default)]
+    pub settings: PointSettings,
+}
+
+/// The part of a point's `settings` the analysis reads. Backend and timing are absent when
+/// the point took its device's defaults (and in records from before they were settings).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointSettings {
+    #[serde(default)]
+    pub device: DeviceKind,
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    #[serde(default)]
+    pub timing: Option<Timing>,
+}
+
+impl PointSettings {
+    /// The collective library the ranks used: the setting, else the device's default.
+    pub fn backend(&self) -> Backend {
+        self.backend.unwrap_or(Backend::default_for(self.device))
+    }
+
+    /// How steps were timed: the setting, else the device's default.
+    pub fn timing(&self) -> Timing {
+        self.timing.unwrap_or(Timing::default_for(self.device))
+    }
 }
 
 fn one_worker() -> u32 {

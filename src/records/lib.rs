@@ -22,8 +22,8 @@ mod spool;
 pub use atomic::{temporary_path, write_atomic, write_atomic_with};
 pub use axis::Axis;
 pub use config::{
-    Backend, BackwardPrefetch, DeviceKind, Dtype, ModelName, ParallelSpec, PointConfig, Strategy,
-    SystemSpec, Timing,
+    Backend, BackwardPrefetch, DeviceKind, Dtype, ModelName, ParallelSpec, PointConfig,
+    PointSettings, Strategy, SystemSpec, Timing,
 };
 pub use hdf5_file::{
     hdf5_without_file_locking, read_parameters, write_hdf5_atomic, write_parameters, write_records,
