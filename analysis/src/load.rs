@@ -7,6 +7,8 @@ use shardsweep_records::{
     MANIFEST_FILE, RECORDS_FILE,
 };
 
+use shardsweep_records::sweep_dir;
+
 use crate::tidy::Skipped;
 use crate::AnalysisError;
 
@@ -153,7 +155,7 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
 
 /// The per-rank peak `shardsweep run` measured for the sweep holding `point_dir`, and how.
 fn local_peak(point_dir: &Path) -> Option<(f64, String)> {
-    let path = point_dir.parent()?.join("local_peak.json");
+    let path = sweep_dir::local_peak_file(sweep_dir::sweep_of(point_dir)?);
     let peak: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     let rate = peak["peak_flop_per_s"].as_f64().filter(|r| *r > 0.0)?;
     Some((rate, peak["source"].as_str()?.to_string()))

@@ -18,6 +18,7 @@ pub mod measured;
 mod probe;
 mod schema;
 mod spool;
+pub mod sweep_dir;
 
 pub use atomic::{temporary_path, write_atomic, write_atomic_with};
 pub use axis::Axis;
