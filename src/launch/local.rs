@@ -1,3 +1,6 @@
+//! The local launcher: a point's ranks started with OpenMPI's mpirun on this machine, with the
+//! c10d store's address for the c10d backends.
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
