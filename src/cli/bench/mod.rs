@@ -251,7 +251,8 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if args.fsdp.pytorch_fsdp {
         return pytorch::against_pytorch(&args);
     }
-    let c10d_sweep = args.options.sweep.sizes && args.options.sweep.backend != Backend::Mpi;
+    let c10d_sweep = args.options.sweep.sizes
+        && shardsweep::comm::C10dBackend::of(args.options.sweep.backend).is_some();
     if args.options.sweep.sizes && args.options.sweep.backend == Backend::Nccl {
         // NCCL puts no two ranks of a communicator on one GPU.
         let gpus = tch::Cuda::device_count();
