@@ -71,12 +71,14 @@ fn native(lib: &Path) {
         .file("src/metrics/device.cpp")
         .file("src/train/adamw.cpp")
         .file("src/train/backward.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        // libtorch's headers are not ours to warn about.
-        .warnings(false)
+        // Our code with every common warning; libtorch's headers (and gloo's, CUDA's) are
+        // system headers, not ours to warn about.
+        .warnings(true)
+        .extra_warnings(true)
         .flag_if_supported("-Wno-c++20-extensions");
+    system_include(&mut build, &include);
+    system_include(&mut build, &include.join("torch/csrc/api/include"));
     println!("cargo:rerun-if-changed=src/metrics/device.cpp");
     println!("cargo:rerun-if-changed=src/train/adamw.cpp");
     println!("cargo:rerun-if-changed=src/train/backward.cpp");
@@ -88,7 +90,7 @@ fn native(lib: &Path) {
     if cfg!(feature = "gloo") {
         build.define("USE_C10D_GLOO", None);
         if let Ok(dir) = env::var("SHARDSWEEP_GLOO_INCLUDE") {
-            build.include(dir);
+            system_include(&mut build, Path::new(&dir));
         }
     }
     // Code and tests that need ProcessGroupNCCL compiled in ask `cfg(shardsweep_nccl)`.
@@ -102,7 +104,7 @@ fn native(lib: &Path) {
                     .define("USE_CUDA", None)
                     .define("SHARDSWEEP_NCCL", None);
                 for dir in dirs {
-                    build.include(dir);
+                    system_include(&mut build, &dir);
                 }
                 for backend in ["torch_cuda", "c10_cuda"] {
                     keep_linked(backend);
@@ -166,4 +168,9 @@ fn keep_linked(library: &str) {
     for kind in ["tests", "benches"] {
         println!("cargo:rustc-link-arg-{kind}={arg}");
     }
+}
+
+/// `dir` as a system include folder (`-isystem`): its headers' warnings are not reported.
+fn system_include(build: &mut cc::Build, dir: &Path) {
+    build.flag("-isystem").flag(dir.as_os_str());
 }

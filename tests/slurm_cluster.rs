@@ -57,6 +57,9 @@ fn stdout(output: &std::process::Output) -> String {
 
 #[test]
 fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
+    if !common::full_tier("it needs the local Slurm cluster") {
+        return;
+    }
     let sweep = Sweep::new(&experiment("slurm-outcomes", FAULTS, 4, 25));
     let experiment = sweep.experiment.to_str().unwrap();
     let submitted = sweep.shardsweep("submit", &[experiment, "--system", "local"]);
@@ -128,6 +131,9 @@ fn a_sweep_runs_under_slurm_and_resume_reruns_only_what_a_retry_can_change() {
 
 #[test]
 fn cancel_stops_the_sweep_and_collect_records_the_running_point_as_cancelled() {
+    if !common::full_tier("it needs the local Slurm cluster") {
+        return;
+    }
     let text = experiment("slurm-cancel", "", 100000, 600)
         .replace("strategy = [\"no_shard\", \"full_shard\"]", "strategy = [\"no_shard\"]");
     let sweep = Sweep::new(&text);
@@ -154,6 +160,9 @@ fn cancel_stops_the_sweep_and_collect_records_the_running_point_as_cancelled() {
 /// may outlive it, so Slurm itself ends the job.
 #[test]
 fn a_job_past_its_walltime_is_collected_as_timeout() {
+    if !common::full_tier("it needs the local Slurm cluster") {
+        return;
+    }
     let sweep = Sweep::new(
         &experiment("slurm-walltime", "", 100000, 45)
             .replace("micro_batch = [2, 4]", "micro_batch = [2]")

@@ -46,6 +46,9 @@ fn start_controller() {
 
 #[test]
 fn a_controller_down_mid_sweep_moves_nothing_and_the_sweep_ends_right_after() {
+    if !common::full_tier("it needs the local Slurm cluster") {
+        return;
+    }
     let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let sweep = Sweep::new(&one_point("slurm-outage", 100_000));
     let e = sweep.experiment.to_str().unwrap();
@@ -101,6 +104,9 @@ fn step_count(point: &Path) -> usize {
 /// --wait does not wait for them, and cancel cancels every one.
 #[test]
 fn hundreds_of_held_jobs_are_asked_in_batches_and_cancelled() {
+    if !common::full_tier("it needs the local Slurm cluster") {
+        return;
+    }
     const JOBS: usize = 240;
     let _turn = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use shardsweep_records::{
-    BackwardPrefetch, Dtype, Manifest, Outcome, Strategy, MANIFEST_FILE, RECORDS_FILE,
+    Backend, BackwardPrefetch, DeviceKind, Dtype, Manifest, Outcome, Strategy, Timing,
+    MANIFEST_FILE, RECORDS_FILE,
 };
+
+use shardsweep_records::sweep_dir;
 
 use crate::tidy::Skipped;
 use crate::AnalysisError;
@@ -35,6 +38,12 @@ pub struct PointRecords {
     pub loader_workers: u32,
     /// `synthetic` or the image set file the point trained on.
     pub data: String,
+    /// Where the ranks computed.
+    pub device: DeviceKind,
+    /// The collective library they used (their device's default unless the point set one).
+    pub backend: Backend,
+    /// How their steps were timed (their device's default unless the point set one).
+    pub timing: Timing,
     pub warmup_steps: u32,
     pub steps_planned: u32,
     pub steps_completed: Vec<u32>,
@@ -127,6 +136,9 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
         reduce_dtype: config.parallel.reduce_dtype,
         loader_workers: config.loader_workers,
         data: config.data,
+        device: config.settings.device,
+        backend: config.settings.backend(),
+        timing: config.settings.timing(),
         warmup_steps: m.warmup_steps,
         steps_planned: m.steps_planned,
         train_flop_per_step: m.train_flop_per_step,
@@ -143,7 +155,7 @@ pub fn read_manifest(dir: &Path) -> Result<PointRecords, AnalysisError> {
 
 /// The per-rank peak `shardsweep run` measured for the sweep holding `point_dir`, and how.
 fn local_peak(point_dir: &Path) -> Option<(f64, String)> {
-    let path = point_dir.parent()?.join("local_peak.json");
+    let path = sweep_dir::local_peak_file(sweep_dir::sweep_of(point_dir)?);
     let peak: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     let rate = peak["peak_flop_per_s"].as_f64().filter(|r| *r > 0.0)?;
     Some((rate, peak["source"].as_str()?.to_string()))

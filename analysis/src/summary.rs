@@ -17,15 +17,9 @@ use crate::AnalysisError;
 /// How MFU is computed; stored beside every MFU figure.
 pub const MFU_FORMULA: &str = "mfu-v1: model FLOP per step (3 x forward: patch embedding, encoder on visible tokens, decoder on all tokens, attention included; recomputation excluded) / median steady step time / (ranks x peak FLOP/s per rank)";
 
-/// The categories of the harness's memory account (`/memory/<category>_bytes` in the records).
-pub const MEMORY_CATEGORIES: [&str; 6] = [
-    "param_shards",
-    "grad_shards",
-    "optimizer_state",
-    "gathered_params_peak",
-    "unsharded_grads_peak",
-    "activations_peak",
-];
+/// The categories of the harness's memory account (`/memory/<category>_bytes` in the records),
+/// as the record format names them.
+pub const MEMORY_CATEGORIES: [&str; 6] = shardsweep_records::MemoryRecord::CATEGORIES;
 
 /// Everything the analysis says about one point.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use crate::metrics::timestamp;
 use crate::records::{write_atomic, RecordError};
 
 /// File name of the measurement inside a sweep's folder.
-pub const LOCAL_PEAK_FILE: &str = "local_peak.json";
+pub use crate::records::sweep_dir::LOCAL_PEAK_FILE;
 
 /// Matrix order of the measurement: large enough for BLAS to reach its steady rate on one core,
 /// small enough to take well under a second.

@@ -107,7 +107,7 @@ pub fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
 }
 
 /// A calibration in a sweep's folder makes `analyze` compare each point with its prediction.
-pub const CALIBRATION_FILE: &str = "calibration.json";
+pub use shardsweep::records::sweep_dir::CALIBRATION_FILE;
 
 /// Points whose prediction is off by more than this fraction are flagged.
 const PREDICTION_FLAG: f64 = 0.20;

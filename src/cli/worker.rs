@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use shardsweep::plan::{Backend, PointSpec};
+use shardsweep::comm::C10dBackend;
+use shardsweep::plan::PointSpec;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,9 +14,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let point = shardsweep::plan::read_point(&args.point_dir)?;
-    match point.backend() {
-        Backend::Mpi => run_mpi(&point, &args.point_dir),
-        Backend::Gloo | Backend::Nccl => run_c10d(&point, &args.point_dir),
+    match C10dBackend::of(point.backend()) {
+        None => run_mpi(&point, &args.point_dir),
+        Some(backend) => run_c10d(&point, &args.point_dir, backend),
     }
 }
 
@@ -49,14 +50,10 @@ fn run_mpi(point: &PointSpec, _dir: &Path) -> Result<ExitCode> {
 }
 
 #[cfg(any(feature = "gloo", feature = "cuda"))]
-fn run_c10d(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
-    use shardsweep::comm::{C10dBackend, C10dComm, Rendezvous};
+fn run_c10d(point: &PointSpec, dir: &Path, backend: C10dBackend) -> Result<ExitCode> {
+    use shardsweep::comm::{C10dComm, Rendezvous};
     let place = Rendezvous::from_env()?;
     check_world(point, place.world_size)?;
-    let backend = match point.backend() {
-        Backend::Nccl => C10dBackend::Nccl,
-        _ => C10dBackend::Gloo,
-    };
     tracing::debug!(?place, "joining the process group");
     let comm = C10dComm::connect(
         backend,
@@ -81,10 +78,10 @@ fn run_c10d(point: &PointSpec, dir: &Path) -> Result<ExitCode> {
 }
 
 #[cfg(not(any(feature = "gloo", feature = "cuda")))]
-fn run_c10d(point: &PointSpec, _dir: &Path) -> Result<ExitCode> {
+fn run_c10d(point: &PointSpec, _dir: &Path, backend: C10dBackend) -> Result<ExitCode> {
     bail!(
         "point {} uses backend {}, which this build leaves out (cargo features `gloo`, `cuda`)",
         point.id,
-        point.backend().name()
+        backend.name()
     )
 }

@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_int, CString};
 
 use tch::Tensor;
 
-use super::{Comm, CommError, Pending, StreamTime};
+use super::{C10dBackend, Comm, CommError, Pending, StreamTime};
 
 #[repr(C)]
 struct RawGroup {
@@ -53,23 +53,6 @@ extern "C" {
     fn ss_work_timed(work: *const RawWork) -> c_int;
     fn ss_work_duration_ms(work: *const RawWork, ms: *mut f64) -> c_int;
     fn ss_work_free(work: *mut RawWork);
-}
-
-/// Which c10d process group; the values match the shim's `Backend` enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i32)]
-pub enum C10dBackend {
-    Gloo = 0,
-    Nccl = 1,
-}
-
-impl C10dBackend {
-    pub fn name(self) -> &'static str {
-        match self {
-            C10dBackend::Gloo => "gloo",
-            C10dBackend::Nccl => "nccl",
-        }
-    }
 }
 
 /// The shim's last error on this thread.

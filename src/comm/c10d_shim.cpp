@@ -103,7 +103,12 @@ c10::intrusive_ptr<c10d::Backend> make_backend(int32_t backend,
   }
 }
 
-ss_work* wrap(c10::intrusive_ptr<c10d::Work> work) { return new ss_work{std::move(work)}; }
+// Value-initialised first: the members the build leaves in (NCCL's timing) start empty.
+ss_work* wrap(c10::intrusive_ptr<c10d::Work> work) {
+  auto* wrapped = new ss_work();
+  wrapped->work = std::move(work);
+  return wrapped;
+}
 
 }  // namespace
 

@@ -11,13 +11,43 @@ mod rendezvous;
 mod self_comm;
 
 #[cfg(any(feature = "gloo", feature = "cuda"))]
-pub use c10d::{C10dBackend, C10dComm};
+pub use c10d::C10dComm;
 #[cfg(feature = "mpi")]
 pub use mpi_backend::MpiComm;
 pub use rendezvous::{Launcher, Rendezvous, RendezvousError, DEFAULT_MASTER_PORT};
 pub use self_comm::SelfComm;
 
 use tch::Tensor;
+
+use crate::plan::Backend;
+
+/// Which c10d process group; the values match the shim's `Backend` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum C10dBackend {
+    Gloo = 0,
+    Nccl = 1,
+}
+
+impl C10dBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            C10dBackend::Gloo => "gloo",
+            C10dBackend::Nccl => "nccl",
+        }
+    }
+
+    /// The process group that carries `backend`'s collectives: one of c10d's, or `None` for
+    /// MPI, whose ranks talk through MPI's own world. The one place a backend meets its
+    /// library: a new backend is a compile error here.
+    pub fn of(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Mpi => None,
+            Backend::Gloo => Some(C10dBackend::Gloo),
+            Backend::Nccl => Some(C10dBackend::Nccl),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommError {

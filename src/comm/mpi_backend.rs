@@ -1,3 +1,6 @@
+//! The MPI backend (rsmpi): collectives on host buffers (device tensors staged through the
+//! host); the calls training starts are non-blocking, waited for when their results are needed.
+
 use mpi::collective::SystemOperation;
 use mpi::request::StaticScope;
 use mpi::topology::{Color, SimpleCommunicator};

@@ -1,3 +1,5 @@
+//! The one-rank world: every collective is a copy, for in-process training and tests.
+
 use super::{Comm, CommError};
 use tch::Tensor;
 

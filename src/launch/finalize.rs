@@ -98,10 +98,12 @@ pub fn finalize(
 /// Attempts of the point set aside before this one (`<sweep>/.attempts/<point>/`): restarts
 /// by a re-run, `resume` or a Slurm requeue.
 pub fn earlier_attempts(point_dir: &Path) -> u32 {
-    let (Some(sweep_dir), Some(point)) = (point_dir.parent(), point_dir.file_name()) else {
+    let (Some(sweep_dir), Some(point)) =
+        (crate::records::sweep_dir::sweep_of(point_dir), point_dir.file_name())
+    else {
         return 0;
     };
-    std::fs::read_dir(sweep_dir.join(".attempts").join(point)).map_or(0, |d| d.count() as u32)
+    crate::records::sweep_dir::attempts_set_aside(sweep_dir, &point.to_string_lossy())
 }
 
 /// Why `records.h5` was not written, with the space it needed (the spools it is made from

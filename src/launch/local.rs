@@ -1,10 +1,14 @@
+//! The local launcher: a point's ranks started with OpenMPI's mpirun on this machine, with the
+//! c10d store's address for the c10d backends.
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::supervise::{supervise, RunStatus};
 use super::LaunchError;
 use super::RunEnd;
-use crate::plan::{Backend, PointSpec};
+use crate::comm::C10dBackend;
+use crate::plan::PointSpec;
 
 /// Starts a point's ranks with OpenMPI's mpirun on this machine. Simulated nodes are groups of
 /// `ranks_per_node` consecutive ranks; all of them share this machine's cores.
@@ -21,7 +25,7 @@ impl LocalLauncher {
     pub fn command(&self, point: &PointSpec, dir: &Path) -> Result<Vec<String>, LaunchError> {
         let program = [self.exe.display().to_string(), "worker".into(), dir.display().to_string()];
         let mut extra = Vec::new();
-        if point.backend() != Backend::Mpi {
+        if C10dBackend::of(point.backend()).is_some() {
             let port = free_port()?;
             for var in ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")] {
                 extra.extend(["-x".to_string(), var]);

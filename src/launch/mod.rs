@@ -1,8 +1,10 @@
 //! Launch: start each point's ranks, watch them, stop them at the time limit, and have their
 //! records finalised. Training code is never linked in here: ranks are separate processes
-//! (`shardsweep worker`), started by mpirun on this machine (Slurm's srun in a later profile).
+//! (`shardsweep worker`), started by mpirun on this machine ([`run_sweep`]) or by srun in the
+//! batch jobs of a Slurm submission ([`slurm`]).
 
 mod finalize;
+mod folder;
 mod local;
 mod retry;
 pub mod shell;
@@ -12,10 +14,11 @@ mod supervise;
 mod sweep;
 
 pub use finalize::{classify, finalize, RunEnd};
+pub use folder::point_dir;
 pub use local::{free_port, mpirun_command, LocalLauncher};
 pub use retry::{should_run, Skip};
 pub use supervise::{supervise, RunStatus};
-pub use sweep::{point_dir, run_sweep, PointResult, SweepOptions};
+pub use sweep::{run_sweep, PointResult, SweepOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {

@@ -3,19 +3,17 @@
 //! never deleted. SIGINT, SIGTERM and SIGHUP stop the point running (finalised as `cancelled`)
 //! and the sweep; no point starts after them.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::finalize;
-use super::supervise::live_launcher;
+use super::folder::{lock_sweep, point_dir, prepare_point_dir, write_experiment};
 use super::{should_run, signals, LaunchError, LocalLauncher, Skip};
-use crate::metrics::timestamp;
-use crate::plan::{write_point, LaunchSettings, Plan, PointSpec};
-use crate::records::fault::Fault;
-use crate::records::{hdf5_without_file_locking, write_atomic, Manifest, Outcome};
+use crate::plan::{LaunchSettings, Plan, PointSpec};
+use crate::records::{hdf5_without_file_locking, Manifest, Outcome};
 
 pub struct SweepOptions {
     /// Results root; the sweep writes to `<root>/<sweep>/<point>/`.
@@ -40,10 +38,6 @@ pub struct PointResult {
     pub message: Option<String>,
 }
 
-pub fn point_dir(results: &Path, sweep: &str, point: &str) -> PathBuf {
-    results.join(sweep).join(point)
-}
-
 pub fn run_sweep(
     plan: &Plan,
     launch: &LaunchSettings,
@@ -59,7 +53,7 @@ pub fn run_sweep(
     };
     let _signals = signals::catch();
     hdf5_without_file_locking();
-    write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
+    write_experiment(&sweep_dir, &options.experiment_text)?;
 
     let launcher = LocalLauncher {
         mpirun: launch.mpirun.clone(),
@@ -154,54 +148,4 @@ fn run_point(
     let end = launcher
         .run(point, dir, Duration::from_secs(timeout_s), |status| progress(status.steps_done))?;
     Ok(finalize(dir, point, &end)?)
-}
-
-/// Gives a point a fresh folder holding only its `point.json`; an earlier attempt there is
-/// moved into `.attempts/`.
-pub(crate) fn prepare_point_dir(
-    sweep_dir: &Path,
-    dir: &Path,
-    point: &PointSpec,
-) -> Result<(), LaunchError> {
-    if let Some((what, stop)) = live_launcher(dir) {
-        return Err(LaunchError::LauncherAlive {
-            point: point.id.clone(),
-            what,
-            stop,
-            dir: dir.display().to_string(),
-        });
-    }
-    if dir.exists() {
-        let kept = set_aside(sweep_dir, dir, &point.id)?;
-        tracing::info!(point = %point.id, kept = %kept.display(), "previous attempt moved aside");
-    }
-    fs::create_dir_all(dir).map_err(LaunchError::io(dir))?;
-    Ok(write_point(dir, point)?)
-}
-
-/// Creates the sweep's folder and locks it against a second run or submission; the lock lasts
-/// as long as the returned file is open.
-pub(crate) fn lock_sweep(sweep_dir: &Path, sweep: &str) -> Result<File, LaunchError> {
-    fs::create_dir_all(sweep_dir).map_err(LaunchError::io(sweep_dir))?;
-    let lock_path = sweep_dir.join(".lock");
-    let lock = File::create(&lock_path).map_err(LaunchError::io(&lock_path))?;
-    let cannot = |source| LaunchError::CannotLock { path: lock_path.display().to_string(), source };
-    if Fault::NoFlock.planted() {
-        return Err(cannot(std::io::Error::from_raw_os_error(libc::ENOLCK)));
-    }
-    // Only "would block" means another run holds it; any other failure is the file system's.
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LaunchError::Locked(sweep.to_string())),
-        Err(std::fs::TryLockError::Error(e)) => Err(cannot(e)),
-    }
-}
-
-/// Moves a point's folder to `.attempts/<point>/<timestamp>` and returns where it went.
-fn set_aside(sweep_dir: &Path, dir: &Path, point: &str) -> Result<PathBuf, LaunchError> {
-    let attempts = sweep_dir.join(".attempts").join(point);
-    fs::create_dir_all(&attempts).map_err(LaunchError::io(&attempts))?;
-    let target = attempts.join(timestamp().replace(':', "-"));
-    fs::rename(dir, &target).map_err(LaunchError::io(dir))?;
-    Ok(target)
 }

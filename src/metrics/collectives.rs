@@ -1,3 +1,6 @@
+//! Timing a step's collectives: each call's start, wait and end on the step's timeline, its size,
+//! group and the all-gathers in flight, and the backend's own stream time where it keeps one.
+
 use tch::Tensor;
 
 use super::{Clock, Mark, Timeline};

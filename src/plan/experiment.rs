@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::records::{Axis, BackwardPrefetch, Dtype, Strategy};
+pub use crate::records::{Axis, Backend, BackwardPrefetch, DeviceKind, Dtype, Strategy, Timing};
 
 use super::models::{self, Models};
 
@@ -60,87 +60,6 @@ impl From<DataSource> for String {
         match source {
             DataSource::Synthetic => "synthetic".into(),
             DataSource::File(path) => path.display().to_string(),
-        }
-    }
-}
-
-/// Where each rank computes. ROCm builds of libtorch expose AMD GPUs as `cuda` too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceKind {
-    #[default]
-    Cpu,
-    Cuda,
-}
-
-impl DeviceKind {
-    /// The name experiment files and PyTorch use (`"cpu"`, `"cuda"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Cuda => "cuda",
-        }
-    }
-}
-
-/// Which library carries the collectives (`settings.backend`; absent: [`Backend::default_for`]
-/// the device).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// MPI on host memory (device tensors staged through the host).
-    Mpi,
-    /// libtorch's c10d ProcessGroupGloo (CPU tensors; CUDA ones through the host).
-    Gloo,
-    /// libtorch's c10d ProcessGroupNCCL (RCCL in ROCm builds): GPUs only.
-    Nccl,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Mpi => "mpi",
-            Backend::Gloo => "gloo",
-            Backend::Nccl => "nccl",
-        }
-    }
-
-    /// What PyTorch users run on each device: NCCL on GPUs; on CPUs MPI, this harness's
-    /// original backend (records without a backend field were made with it).
-    pub fn default_for(device: DeviceKind) -> Self {
-        match device {
-            DeviceKind::Cpu => Backend::Mpi,
-            DeviceKind::Cuda => Backend::Nccl,
-        }
-    }
-}
-
-/// How a step's phases and collectives are timed (`settings.timing`; absent:
-/// [`Timing::default_for`] the device). Records name it in `point.json`'s settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Timing {
-    /// The host's monotonic clock, read after waiting for the device at every mark: exact on
-    /// a CPU; on a GPU the waits serialise what FSDP overlaps (a debugging aid there).
-    Host,
-    /// Timing events recorded on the compute stream at every mark and read once the step is
-    /// over (CUDA or HIP events): the device's own timeline, nothing waited for. GPUs only.
-    DeviceEvents,
-}
-
-impl Timing {
-    pub fn name(self) -> &'static str {
-        match self {
-            Timing::Host => "host",
-            Timing::DeviceEvents => "device_events",
-        }
-    }
-
-    /// The device's own events on GPUs, the host's clock on CPUs.
-    pub fn default_for(device: DeviceKind) -> Self {
-        match device {
-            DeviceKind::Cpu => Timing::Host,
-            DeviceKind::Cuda => Timing::DeviceEvents,
         }
     }
 }

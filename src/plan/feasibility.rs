@@ -55,7 +55,8 @@ fn check_backend(point: &PointSpec) -> Result<(), String> {
         (Dtype::Bf16, Backend::Mpi) => {
             Err("reduce_dtype bf16 needs a backend that sums bf16; MPI reduces fp32 only".into())
         }
-        _ => Ok(()),
+        (Dtype::Fp32, Backend::Mpi)
+        | (Dtype::Fp32 | Dtype::Bf16, Backend::Gloo | Backend::Nccl) => Ok(()),
     }
 }
 

@@ -5,9 +5,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use super::experiment::{
-    Axis, Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Strategy, Timing,
-};
+use super::experiment::{Axis, Backend, BackwardPrefetch, DataSource, Dtype, Experiment, Timing};
 use super::feasibility::{check, Machine};
 use super::point::{ParallelSpec, PointSpec};
 
@@ -60,16 +58,11 @@ pub fn expand(experiment: &Experiment, machine: &Machine) -> Plan {
         }
         let (nodes, ranks_per_node) =
             (axes.nodes[index(Axis::Nodes)], axes.ranks_per_node[index(Axis::RanksPerNode)]);
-        let shard_group = match strategy {
-            Strategy::NoShard => 1,
-            Strategy::FullShard | Strategy::ShardGradOp => nodes * ranks_per_node,
-            Strategy::HybridShard | Strategy::HybridShardZero2 => {
-                match axes.shard_group[index(Axis::ShardGroup)] {
-                    0 => ranks_per_node,
-                    chosen => chosen,
-                }
-            }
-        };
+        let shard_group = strategy.shard_group(
+            nodes * ranks_per_node,
+            ranks_per_node,
+            axes.shard_group[index(Axis::ShardGroup)],
+        );
         let parallel = ParallelSpec {
             shard_group,
             accumulation: axes.accumulation[index(Axis::Accumulation)],

@@ -60,6 +60,13 @@ impl PointSpec {
         self.nodes * self.ranks_per_node
     }
 
+    /// Ranks sharding each unit: [`Strategy::shard_group`] of the point's layout and its
+    /// `shard_group` (at least 1).
+    pub fn shard_ranks(&self) -> u32 {
+        let chosen = self.parallel.shard_group;
+        self.strategy.shard_group(self.world_size(), self.ranks_per_node, chosen).max(1)
+    }
+
     /// Ranks holding copies of the same shard (the all-reduce group of the hybrid strategies).
     pub fn replicas(&self) -> u32 {
         self.world_size() / self.parallel.shard_group.max(1)

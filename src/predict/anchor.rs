@@ -82,11 +82,11 @@ impl AnchorPoint {
         let mut at = point.clone();
         at.nodes = self.nodes;
         at.micro_batch = self.micro_batch;
-        at.parallel.shard_group = match point.strategy {
-            Strategy::NoShard => 1,
-            Strategy::FullShard | Strategy::ShardGradOp => at.world_size(),
-            Strategy::HybridShard | Strategy::HybridShardZero2 => point.parallel.shard_group,
-        };
+        at.parallel.shard_group = point.strategy.shard_group(
+            at.world_size(),
+            at.ranks_per_node,
+            point.parallel.shard_group,
+        );
         at
     }
 

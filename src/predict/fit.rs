@@ -284,21 +284,72 @@ type GroupFilter = fn(&Group) -> bool;
 /// Reads one hardware figure.
 type Getter = fn(&Hardware) -> f64;
 
-/// Fits a calibration for `system` from `input`, starting from the profile's `defaults`.
+/// Fits a calibration for `system` from `input`, starting from the profile's `defaults`: the
+/// figures the samples measure directly, then the rest against the throughput table, then
+/// the calibration's parameters, anchors and errors.
 pub fn fit(
     system: &str,
     defaults: &Hardware,
     peak_flop_per_s: BTreeMap<String, f64>,
     input: &FitInput,
 ) -> Calibration {
-    let mut hw = defaults.clone();
-    let mut sources: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut direct = Direct { hw: defaults.clone(), sources: BTreeMap::new(), fixed: Vec::new() };
+    fit_collectives(&mut direct, &input.collectives);
+    let model_scale = fit_compute(&mut direct, &input.units);
+    fit_medians(&mut direct, input);
+    let Direct { hw, mut sources, fixed } = direct;
     let mut prior_width: BTreeMap<&'static str, f64> =
         TABLE_KNOBS.iter().map(|k| (k.name, k.prior_width)).collect();
-    let mut fixed: Vec<&'static str> = Vec::new();
+    for name in &fixed {
+        // A figure measured directly stays close to its measurement in the table fit.
+        prior_width.insert(name, 0.05);
+    }
 
-    // Collectives: one level inside a node (pairs apart), one across nodes.
-    let n_coll = input.collectives.len();
+    let calibration = Calibration {
+        system: system.into(),
+        created_at: crate::metrics::timestamp(),
+        hardware: hw.clone(),
+        model_compute_scale: model_scale.clone(),
+        parameters: Vec::new(),
+        residuals: Vec::new(),
+        summary: FitSummary::default(),
+        anchors: Vec::new(),
+        error_per_doubling: None,
+        error_across_configurations: None,
+        validation: None,
+    };
+    let mut fitter = Fitter {
+        model: PerfModel {
+            hardware: defaults.clone(),
+            calibration: Some(calibration),
+            peak_flop_per_s: peak_flop_per_s.clone(),
+            anchors: Vec::new(),
+        },
+        input,
+        defaults: hw.clone(),
+        prior_width,
+        scale_prior: model_scale.clone(),
+    };
+    fit_table(&mut fitter, input, &fixed, &mut sources);
+    let model = fitter.model;
+    let mut cal = model.calibration.clone().expect("fitted");
+    let parameters = parameters(defaults, &cal, &sources, input);
+    assess(&mut cal, &model, input);
+    cal.parameters = parameters;
+    cal
+}
+
+/// What the samples measure directly, before the table fit: the figures, where each comes
+/// from, and those measured directly (held close to their measurement afterwards).
+struct Direct {
+    hw: Hardware,
+    sources: BTreeMap<&'static str, String>,
+    fixed: Vec<&'static str>,
+}
+
+/// Collectives: one level inside a node (pairs apart), one across nodes; base, per-step
+/// latency and bandwidth of each level measured.
+fn fit_collectives(d: &mut Direct, collectives: &[CollectiveSample]) {
     let levels: [(&str, GroupFilter); 3] = [
         ("pair", |g| g.nodes <= 1 && g.per_node <= 2),
         ("intra", |g| g.nodes <= 1 && g.per_node > 2),
@@ -306,11 +357,11 @@ pub fn fit(
     ];
     for (level, select) in &levels {
         let samples: Vec<&CollectiveSample> =
-            input.collectives.iter().filter(|s| select(&s.group)).collect();
+            collectives.iter().filter(|s| select(&s.group)).collect();
         if samples.is_empty() {
             continue;
         }
-        let step_default = if *level == "net" { hw.net_ring_step_s } else { hw.intra_step_s };
+        let step_default = if *level == "net" { d.hw.net_ring_step_s } else { d.hw.intra_step_s };
         if let Some(((base, step, bw), dropped)) = alpha_beta(&samples, step_default) {
             let from = match dropped {
                 0 => format!("{} timed {level} collectives", samples.len()),
@@ -318,49 +369,50 @@ pub fn fit(
             };
             match *level {
                 "pair" => {
-                    hw.pair_bytes_per_s = bw;
-                    fixed.push("pair_bytes_per_s");
-                    sources.insert("pair_bytes_per_s", from.clone());
+                    d.hw.pair_bytes_per_s = bw;
+                    d.fixed.push("pair_bytes_per_s");
+                    d.sources.insert("pair_bytes_per_s", from.clone());
                 }
                 "intra" => {
-                    hw.intra_node_bytes_per_s = bw;
-                    fixed.push("intra_node_bytes_per_s");
-                    sources.insert("intra_node_bytes_per_s", from.clone());
+                    d.hw.intra_node_bytes_per_s = bw;
+                    d.fixed.push("intra_node_bytes_per_s");
+                    d.sources.insert("intra_node_bytes_per_s", from.clone());
                 }
                 _ => {
                     let share = samples
                         .iter()
-                        .map(|s| f64::from(s.group.per_node) / f64::from(hw.ranks_per_nic))
+                        .map(|s| f64::from(s.group.per_node) / f64::from(d.hw.ranks_per_nic))
                         .fold(f64::INFINITY, f64::min);
-                    hw.nic_bytes_per_s = bw / share.max(1e-9);
-                    fixed.push("nic_bytes_per_s");
-                    sources.insert("nic_bytes_per_s", from.clone());
+                    d.hw.nic_bytes_per_s = bw / share.max(1e-9);
+                    d.fixed.push("nic_bytes_per_s");
+                    d.sources.insert("nic_bytes_per_s", from.clone());
                 }
             }
             if let Some(step) = step {
                 if *level == "net" {
-                    hw.net_ring_step_s = step;
-                    hw.net_tree_step_s = step;
-                    fixed.push("net_ring_step_s");
-                    sources.insert("net_ring_step_s", from.clone());
-                    sources.insert("net_tree_step_s", from.clone());
+                    d.hw.net_ring_step_s = step;
+                    d.hw.net_tree_step_s = step;
+                    d.fixed.push("net_ring_step_s");
+                    d.sources.insert("net_ring_step_s", from.clone());
+                    d.sources.insert("net_tree_step_s", from.clone());
                 } else {
-                    hw.intra_step_s = step;
-                    sources.insert("intra_step_s", from.clone());
+                    d.hw.intra_step_s = step;
+                    d.sources.insert("intra_step_s", from.clone());
                 }
             }
             if *level != "net" {
-                hw.collective_base_s = base;
-                sources.insert("collective_base_s", from);
+                d.hw.collective_base_s = base;
+                d.sources.insert("collective_base_s", from);
             }
         }
     }
+}
 
-    // Compute: the width curve from per-unit forward times, then a factor per model.
+/// Compute: the width curve from per-unit forward times, then a factor per model (returned).
+fn fit_compute(d: &mut Direct, units: &[UnitSample]) -> BTreeMap<String, f64> {
     let mut model_scale = BTreeMap::new();
-    if !input.units.is_empty() {
-        let obs: Vec<(f64, f64, &str)> = input
-            .units
+    if !units.is_empty() {
+        let obs: Vec<(f64, f64, &str)> = units
             .iter()
             .filter(|u| u.seconds > 0.0)
             .map(|u| (u.width, (u.flop / u.seconds).ln(), u.model.as_str()))
@@ -398,28 +450,34 @@ pub fn fit(
         let half = golden(0.0, 12.0, &mut |x| sse(x.exp())).exp();
         let c = intercepts(half);
         let level = c.iter().sum::<f64>() / c.len() as f64;
-        hw.compute_half_width = half;
-        hw.compute_flop_per_s = level.exp();
+        d.hw.compute_half_width = half;
+        d.hw.compute_flop_per_s = level.exp();
         let from = format!("{} timed unit forwards", obs.len());
         for name in ["compute_flop_per_s", "compute_half_width"] {
-            fixed.push(name);
-            sources.insert(name, from.clone());
+            d.fixed.push(name);
+            d.sources.insert(name, from.clone());
         }
         for (m, ci) in models.iter().zip(&c) {
             model_scale.insert(m.to_string(), (ci - level).exp());
         }
     }
+    model_scale
+}
+
+/// The figures that are medians of their samples: the data phase per pixel, backward over
+/// forward, and the allocator's overhead and reserved fractions.
+fn fit_medians(d: &mut Direct, input: &FitInput) {
     if !input.data_s_per_pixel.is_empty() {
-        let mut d = input.data_s_per_pixel.clone();
-        d.sort_by(f64::total_cmp);
-        hw.data_s_per_pixel = d[d.len() / 2];
-        sources.insert("data_s_per_pixel", format!("{} records' data phases", d.len()));
+        let mut v = input.data_s_per_pixel.clone();
+        v.sort_by(f64::total_cmp);
+        d.hw.data_s_per_pixel = v[v.len() / 2];
+        d.sources.insert("data_s_per_pixel", format!("{} records' data phases", v.len()));
     }
     if !input.backward_to_forward.is_empty() {
         let mut r = input.backward_to_forward.clone();
         r.sort_by(f64::total_cmp);
-        hw.backward_to_forward = r[r.len() / 2];
-        sources.insert("backward_to_forward", format!("{} timed unit backwards", r.len()));
+        d.hw.backward_to_forward = r[r.len() / 2];
+        d.sources.insert("backward_to_forward", format!("{} timed unit backwards", r.len()));
     }
     if !input.device_memory.is_empty() {
         // Active peak over the model's categories, and reserved over active: medians over the
@@ -437,42 +495,22 @@ pub fn fit(
             .collect();
         over.sort_by(f64::total_cmp);
         reserved.sort_by(f64::total_cmp);
-        hw.memory_overhead_fraction = over[over.len() / 2].max(0.0);
-        hw.memory_reserved_fraction = reserved[reserved.len() / 2].max(0.0);
+        d.hw.memory_overhead_fraction = over[over.len() / 2].max(0.0);
+        d.hw.memory_reserved_fraction = reserved[reserved.len() / 2].max(0.0);
         let from = format!("{} records' device memory peaks", over.len());
-        sources.insert("memory_overhead_fraction", from.clone());
-        sources.insert("memory_reserved_fraction", from);
+        d.sources.insert("memory_overhead_fraction", from.clone());
+        d.sources.insert("memory_reserved_fraction", from);
     }
-    for name in &fixed {
-        // A figure measured directly stays close to its measurement in the table fit.
-        prior_width.insert(name, 0.05);
-    }
+}
 
-    let calibration = Calibration {
-        system: system.into(),
-        created_at: crate::metrics::timestamp(),
-        hardware: hw.clone(),
-        model_compute_scale: model_scale.clone(),
-        parameters: Vec::new(),
-        residuals: Vec::new(),
-        summary: FitSummary::default(),
-        anchors: Vec::new(),
-        error_per_doubling: None,
-        error_across_configurations: None,
-        validation: None,
-    };
-    let mut fitter = Fitter {
-        model: PerfModel {
-            hardware: defaults.clone(),
-            calibration: Some(calibration),
-            peak_flop_per_s: peak_flop_per_s.clone(),
-            anchors: Vec::new(),
-        },
-        input,
-        defaults: hw.clone(),
-        prior_width,
-        scale_prior: model_scale.clone(),
-    };
+/// The figures the samples left free, against the measured throughputs: the shape curve
+/// alone, then per-model factors with the network figures.
+fn fit_table(
+    fitter: &mut Fitter,
+    input: &FitInput,
+    fixed: &[&'static str],
+    sources: &mut BTreeMap<&'static str, String>,
+) {
     if !input.measured.is_empty() {
         let from = format!("{} measured throughputs", input.measured.len());
         // First the shape curve alone (what models the table lacks are predicted from)...
@@ -502,9 +540,17 @@ pub fn fit(
             }
         }
     }
-    let model = fitter.model;
-    let mut cal = model.calibration.clone().expect("fitted");
-    let fitted_hw = cal.hardware.clone();
+}
+
+/// Every figure of the calibration with its default, bounds and source, and the per-model
+/// compute factors.
+fn parameters(
+    defaults: &Hardware,
+    cal: &Calibration,
+    sources: &BTreeMap<&'static str, String>,
+    input: &FitInput,
+) -> Vec<FittedParameter> {
+    let fitted_hw = &cal.hardware;
     let mut parameters = Vec::new();
     let all: [(&str, Getter); 15] = [
         ("backward_to_forward", |h| h.backward_to_forward),
@@ -528,7 +574,7 @@ pub fn fit(
         let d = get(defaults);
         parameters.push(FittedParameter {
             name: name.into(),
-            value: get(&fitted_hw),
+            value: get(fitted_hw),
             default: d,
             lower: factor.map(|f| d / f).or((!sources.contains_key(name)).then_some(d)),
             upper: factor.map(|f| d * f).or((!sources.contains_key(name)).then_some(d)),
@@ -549,12 +595,18 @@ pub fn fit(
             },
         });
     }
+    parameters
+}
+
+/// The calibration's anchors, its errors across configurations and node counts, and the
+/// residuals of the fitted and held-out rows with their summary.
+fn assess(cal: &mut Calibration, model: &PerfModel, input: &FitInput) {
     // Measured rows are the anchors of predictions of their configurations; held-out rows are
     // predicted as a user would get them (standing on the fitted rows where they can), fitted
     // rows by the model alone (an anchored fitted row would be its own measurement).
     cal.anchors = input.measured.iter().map(Measured::anchor).collect();
-    cal.error_per_doubling = error_per_doubling(&model, &input.measured);
-    cal.error_across_configurations = error_across_configurations(&model, &input.measured);
+    cal.error_per_doubling = error_per_doubling(model, &input.measured);
+    cal.error_across_configurations = error_across_configurations(model, &input.measured);
     let anchored =
         PerfModel { calibration: Some(cal.clone()), anchors: cal.anchors.clone(), ..model.clone() };
     let residual = |m: &Measured, fitted: bool| {
@@ -587,11 +639,9 @@ pub fn fit(
         held_out_median_abs_error: hm,
         held_out_p90_abs_error: hp,
         unit_samples: input.units.len(),
-        collective_samples: n_coll,
+        collective_samples: input.collectives.len(),
     };
-    cal.parameters = parameters;
     cal.residuals = residuals;
-    cal
 }
 
 /// The error of the model's ratio between configurations (root mean square of the log error):

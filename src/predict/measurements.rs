@@ -184,11 +184,7 @@ pub fn point_for(
     knobs: &MeasurementDefaults,
 ) -> Option<PointSpec> {
     let world = nodes * ranks_per_node;
-    let shard_group = match strategy {
-        Strategy::NoShard => 1,
-        Strategy::FullShard | Strategy::ShardGradOp => world,
-        _ => shard_group.filter(|g| *g > 0).unwrap_or(ranks_per_node),
-    };
+    let shard_group = strategy.shard_group(world, ranks_per_node, shard_group.unwrap_or(0));
     let settings: Settings =
         serde_json::from_value(serde_json::json!({"steps": 30, "warmup_steps": 5})).ok()?;
     let point = PointSpec {
@@ -371,7 +367,7 @@ pub fn read_records(
             continue;
         }
         let units = super::compute::units(&point.model);
-        let shard = super::timeline::shard_ranks(&point);
+        let shard = point.shard_ranks();
         let shard_group = Group::consecutive(shard, point.ranks_per_node);
         let world = point.world_size();
         let warm = point.settings.warmup_steps as usize;

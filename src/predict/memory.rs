@@ -41,10 +41,7 @@ pub struct MemoryBytes {
 }
 
 fn dtype_bytes(d: Dtype) -> f64 {
-    match d {
-        Dtype::Fp32 => 4.0,
-        Dtype::Bf16 => 2.0,
-    }
+    f64::from(d.bytes())
 }
 
 /// Parameters (elements) of the whole model, of its root unit and of its largest block: what
@@ -76,10 +73,7 @@ impl UnitSizes {
 /// predictions add the calibrated allocator overhead.
 pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
     let k = &point.parallel;
-    let shard = f64::from(match point.strategy {
-        Strategy::NoShard => 1,
-        _ => k.shard_group.max(1),
-    });
+    let shard = f64::from(point.shard_ranks());
     let UnitSizes { total: params, root, largest } = UnitSizes::of(&point.model);
     let (bp, b) = (dtype_bytes(k.param_dtype), f64::from(point.micro_batch));
     let gathered = match point.strategy {

@@ -35,19 +35,7 @@ pub struct StepTimes {
 const ADAMW_BYTES_PER_PARAM: f64 = 28.0;
 
 fn dtype_bytes(d: Dtype) -> f64 {
-    match d {
-        Dtype::Fp32 => 4.0,
-        Dtype::Bf16 => 2.0,
-    }
-}
-
-/// Ranks sharding each unit: 1 for no_shard, the world for full_shard and shard_grad_op.
-pub fn shard_ranks(point: &PointSpec) -> u32 {
-    match point.strategy {
-        Strategy::NoShard => 1,
-        Strategy::FullShard | Strategy::ShardGradOp => point.world_size(),
-        Strategy::HybridShard | Strategy::HybridShardZero2 => point.parallel.shard_group.max(1),
-    }
+    f64::from(d.bytes())
 }
 
 /// Simulates one step of `point`; `compute_scale` multiplies the hardware's compute rate
@@ -55,7 +43,7 @@ pub fn shard_ranks(point: &PointSpec) -> u32 {
 pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale: f64) -> StepTimes {
     let k = &point.parallel;
     let (world, rpn) = (point.world_size(), point.ranks_per_node);
-    let shard = shard_ranks(point);
+    let shard = point.shard_ranks();
     let shard_group = Group::consecutive(shard, rpn);
     let (bp, br) = (dtype_bytes(k.param_dtype), dtype_bytes(k.reduce_dtype));
     let b = f64::from(point.micro_batch);
@@ -87,10 +75,10 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
                 u.params * br / f64::from(shard),
                 Group::replicas(world, shard, rpn),
             ),
-            _ => 0.0,
+            Strategy::FullShard | Strategy::ShardGradOp => 0.0,
         })
         .collect();
-    let sharded = point.strategy != Strategy::NoShard;
+    let sharded = point.strategy.shards();
     let reshards = point.strategy.reshards_after_forward();
     let mut t = StepTimes::default();
     // Stream clocks: compute, the shard group's stream, the inter-node all-reduce stream.
@@ -159,21 +147,19 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
                 gathered[u - 1] = true;
             }
             if last {
-                match point.strategy {
-                    Strategy::NoShard => kq = kq.max(c) + ar[u],
-                    _ => {
-                        kq = kq.max(c) + rs[u];
-                        kar = kar.max(kq) + ar[u];
-                    }
+                if sharded {
+                    kq = kq.max(c) + rs[u];
+                    kar = kar.max(kq) + ar[u];
+                } else {
+                    kq = kq.max(c) + ar[u];
                 }
                 if !prefetch {
                     let (before, end) = (c, kq.max(kar));
-                    match point.strategy {
-                        Strategy::NoShard => t.exposed_all_reduce_s += end - before,
-                        _ => {
-                            t.exposed_reduce_scatter_s += kq - before;
-                            t.exposed_all_reduce_s += end - kq;
-                        }
+                    if sharded {
+                        t.exposed_reduce_scatter_s += kq - before;
+                        t.exposed_all_reduce_s += end - kq;
+                    } else {
+                        t.exposed_all_reduce_s += end - before;
                     }
                     c = end;
                 }
@@ -182,10 +168,8 @@ pub fn simulate(point: &PointSpec, units: &[Unit], hw: &Hardware, compute_scale:
     }
     // The optimizer needs every reduction; what compute waits for is exposed.
     let after_rs = kq.max(c);
-    let waits = match point.strategy {
-        Strategy::NoShard => (0.0, after_rs - c),
-        _ => (after_rs - c, kar.max(after_rs) - after_rs),
-    };
+    let waits =
+        if sharded { (after_rs - c, kar.max(after_rs) - after_rs) } else { (0.0, after_rs - c) };
     t.exposed_reduce_scatter_s += waits.0;
     t.exposed_all_reduce_s += waits.1;
     let params: f64 = units.iter().map(|u| u.params).sum();

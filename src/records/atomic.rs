@@ -1,3 +1,6 @@
+//! Atomic writes: a temporary file beside the target, flushed, renamed over it and the folder
+//! synced, so a reader sees the old file or the whole new one.
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -25,14 +25,50 @@ impl Strategy {
         }
     }
 
+    /// Whether the ranks form shard groups smaller than the world, replicated across groups
+    /// (the group's size is the point's `shard_group` axis).
     pub fn is_hybrid(self) -> bool {
-        matches!(self, Strategy::HybridShard | Strategy::HybridShardZero2)
+        match self {
+            Strategy::HybridShard | Strategy::HybridShardZero2 => true,
+            Strategy::NoShard | Strategy::FullShard | Strategy::ShardGradOp => false,
+        }
+    }
+
+    /// Whether a unit's parameters, gradients and optimizer states are split over a shard
+    /// group (gathered for compute, gradients reduce-scattered); no_shard replicates them and
+    /// all-reduces its gradients.
+    pub fn shards(self) -> bool {
+        match self {
+            Strategy::NoShard => false,
+            Strategy::FullShard
+            | Strategy::ShardGradOp
+            | Strategy::HybridShard
+            | Strategy::HybridShardZero2 => true,
+        }
     }
 
     /// Whether a unit's gathered parameters are freed after its forward (and gathered again
     /// for its backward). The root unit is kept either way.
     pub fn reshards_after_forward(self) -> bool {
-        matches!(self, Strategy::FullShard | Strategy::HybridShard)
+        match self {
+            Strategy::FullShard | Strategy::HybridShard => true,
+            Strategy::NoShard | Strategy::ShardGradOp | Strategy::HybridShardZero2 => false,
+        }
+    }
+
+    /// Ranks that shard each unit of a point of `world` ranks, `ranks_per_node` of them per
+    /// node: 1 for no_shard, the world for full_shard and shard_grad_op, and for the hybrid
+    /// strategies the `chosen` group (the `shard_group` axis; 0 means one node, FSDP's
+    /// default). Groups are consecutive ranks.
+    pub fn shard_group(self, world: u32, ranks_per_node: u32, chosen: u32) -> u32 {
+        match self {
+            Strategy::NoShard => 1,
+            Strategy::FullShard | Strategy::ShardGradOp => world,
+            Strategy::HybridShard | Strategy::HybridShardZero2 => match chosen {
+                0 => ranks_per_node,
+                chosen => chosen,
+            },
+        }
     }
 }
 
@@ -74,6 +110,95 @@ impl Dtype {
             Dtype::Bf16 => "bf16",
         }
     }
+
+    /// Bytes of one element.
+    pub fn bytes(self) -> u32 {
+        match self {
+            Dtype::Fp32 => 4,
+            Dtype::Bf16 => 2,
+        }
+    }
+}
+
+/// Where each rank computes. ROCm builds of libtorch expose AMD GPUs as `cuda` too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl DeviceKind {
+    /// The name experiment files and PyTorch use (`"cpu"`, `"cuda"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// Which library carries the collectives (`settings.backend`; absent: [`Backend::default_for`]
+/// the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// MPI on host memory (device tensors staged through the host).
+    Mpi,
+    /// libtorch's c10d ProcessGroupGloo (CPU tensors; CUDA ones through the host).
+    Gloo,
+    /// libtorch's c10d ProcessGroupNCCL (RCCL in ROCm builds): GPUs only.
+    Nccl,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Mpi => "mpi",
+            Backend::Gloo => "gloo",
+            Backend::Nccl => "nccl",
+        }
+    }
+
+    /// What PyTorch users run on each device: NCCL on GPUs; on CPUs MPI, this harness's
+    /// original backend (records without a backend field were made with it).
+    pub fn default_for(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Cpu => Backend::Mpi,
+            DeviceKind::Cuda => Backend::Nccl,
+        }
+    }
+}
+
+/// How a step's phases and collectives are timed (`settings.timing`; absent:
+/// [`Timing::default_for`] the device). Records name it in `point.json`'s settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timing {
+    /// The host's monotonic clock, read after waiting for the device at every mark: exact on
+    /// a CPU; on a GPU the waits serialise what FSDP overlaps (a debugging aid there).
+    Host,
+    /// Timing events recorded on the compute stream at every mark and read once the step is
+    /// over (CUDA or HIP events): the device's own timeline, nothing waited for. GPUs only.
+    DeviceEvents,
+}
+
+impl Timing {
+    pub fn name(self) -> &'static str {
+        match self {
+            Timing::Host => "host",
+            Timing::DeviceEvents => "device_events",
+        }
+    }
+
+    /// The device's own events on GPUs, the host's clock on CPUs.
+    pub fn default_for(device: DeviceKind) -> Self {
+        match device {
+            DeviceKind::Cpu => Timing::Host,
+            DeviceKind::Cuda => Timing::DeviceEvents,
+        }
+    }
 }
 
 /// The part of a point's resolved configuration (`point.json`, a manifest's `config`) that
@@ -94,6 +219,33 @@ pub struct PointConfig {
     /// an image set file (`point.json` omits the axis when synthetic).
     #[serde(default = "synthetic")]
     pub data: String,
+    /// Where the ranks computed, over which library and on which clock.
+    #[serde(default)]
+    pub settings: PointSettings,
+}
+
+/// The part of a point's `settings` the analysis reads. Backend and timing are absent when
+/// the point took its device's defaults (and in records from before they were settings).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointSettings {
+    #[serde(default)]
+    pub device: DeviceKind,
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    #[serde(default)]
+    pub timing: Option<Timing>,
+}
+
+impl PointSettings {
+    /// The collective library the ranks used: the setting, else the device's default.
+    pub fn backend(&self) -> Backend {
+        self.backend.unwrap_or(Backend::default_for(self.device))
+    }
+
+    /// How steps were timed: the setting, else the device's default.
+    pub fn timing(&self) -> Timing {
+        self.timing.unwrap_or(Timing::default_for(self.device))
+    }
 }
 
 fn one_worker() -> u32 {
@@ -145,3 +297,27 @@ macro_rules! display_by_name {
     )*};
 }
 display_by_name!(Strategy, BackwardPrefetch, Dtype, crate::Outcome);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_strategy_shards_over_its_own_group() {
+        // 8 ranks, 4 per node; the hybrid strategies' chosen group, 0 for one node.
+        let groups = |chosen| {
+            [
+                Strategy::NoShard,
+                Strategy::FullShard,
+                Strategy::ShardGradOp,
+                Strategy::HybridShard,
+                Strategy::HybridShardZero2,
+            ]
+            .map(|s| s.shard_group(8, 4, chosen))
+        };
+        assert_eq!(groups(0), [1, 8, 8, 4, 4]);
+        assert_eq!(groups(2), [1, 8, 8, 2, 2]);
+        assert_eq!(groups(8), [1, 8, 8, 8, 8]);
+        assert_eq!((Dtype::Fp32.bytes(), Dtype::Bf16.bytes()), (4, 2));
+    }
+}

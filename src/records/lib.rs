@@ -19,11 +19,13 @@ pub mod measured;
 mod probe;
 mod schema;
 mod spool;
+pub mod sweep_dir;
 
 pub use atomic::{temporary_path, write_atomic, write_atomic_with};
 pub use axis::Axis;
 pub use config::{
-    BackwardPrefetch, Dtype, ModelName, ParallelSpec, PointConfig, Strategy, SystemSpec,
+    Backend, BackwardPrefetch, DeviceKind, Dtype, ModelName, ParallelSpec, PointConfig,
+    PointSettings, Strategy, SystemSpec, Timing,
 };
 pub use fingerprint::{Fingerprint, LoadedLibrary, DRIVER_MODULES};
 pub use hdf5_file::{

@@ -1,3 +1,6 @@
+//! `manifest.json`: how a point ended (outcome, steps, times), its configuration and where and
+//! with what it ran (provenance); written last, the mark of a point that has been accounted for.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

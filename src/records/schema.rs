@@ -138,6 +138,7 @@ impl DeviceMemoryRecord {
 }
 
 impl MemoryRecord {
+    /// Dataset names under `/memory` in the records file: each category's name and `_bytes`.
     pub const NAMES: [&'static str; 6] = [
         "param_shards_bytes",
         "grad_shards_bytes",
@@ -146,6 +147,23 @@ impl MemoryRecord {
         "unsharded_grads_peak_bytes",
         "activations_peak_bytes",
     ];
+
+    /// The categories of the account, as the analysis and the tidy store name them
+    /// (`memory.<category>`), in [`Self::NAMES`] order.
+    pub const CATEGORIES: [&'static str; 6] = [
+        "param_shards",
+        "grad_shards",
+        "optimizer_state",
+        "gathered_params_peak",
+        "unsharded_grads_peak",
+        "activations_peak",
+    ];
+
+    /// The category a `/memory` dataset holds (`param_shards_bytes`: `param_shards`), `None`
+    /// for a name this version does not write.
+    pub fn category(dataset: &str) -> Option<&'static str> {
+        Self::NAMES.iter().position(|n| *n == dataset).map(|i| Self::CATEGORIES[i])
+    }
 
     pub fn values(&self) -> [u64; 6] {
         [
@@ -276,5 +294,19 @@ mod nan_as_null {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_memory_dataset_is_its_category_in_bytes() {
+        for (name, category) in MemoryRecord::NAMES.iter().zip(MemoryRecord::CATEGORIES) {
+            assert_eq!(*name, format!("{category}_bytes"));
+            assert_eq!(MemoryRecord::category(name), Some(category));
+        }
+        assert_eq!(MemoryRecord::category("param_shards"), None);
     }
 }

@@ -1,3 +1,7 @@
+//! A rank's spool, `ranks/rank-NNNNN.jsonl`: a line about the rank, one JSON line per finished
+//! step and an end or error line, each flushed as it is written; read back (a torn last line
+//! ignored) when the point is finalised.
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

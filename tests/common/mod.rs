@@ -1,8 +1,36 @@
 //! Helpers for tests that run the real `shardsweep` binary (and through it, real mpirun).
+//!
+//! # Test tiers
+//!
+//! A plain `cargo test` runs the pure and in-process tests and the short end-to-end ones (a
+//! developer's loop). The real-launcher tier runs only when [`TIER_VAR`] is `full`
+//! (`SHARDSWEEP_TEST_TIER=full cargo test`, as the README's test command and so CI do): the
+//! tests on the local Slurm cluster, the torchrun and PyTorch comparisons, the long probes and
+//! sweeps, and every strategy on two backends. Such a test starts with
+//! `if !full_tier("why") { return; }`, which says on stderr that it was skipped and why.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The environment variable that selects the test tier: `full` runs every test, anything else
+/// (or nothing) leaves the real-launcher tier out.
+pub const TIER_VAR: &str = "SHARDSWEEP_TEST_TIER";
+
+/// Whether this test of the real-launcher tier runs: true with `SHARDSWEEP_TEST_TIER=full`.
+/// Else it says on stderr (uncaptured) that the test (by its thread's name) is skipped, and `why` it is in
+/// the full tier, and returns false: the test then returns without asserting anything.
+pub fn full_tier(why: &str) -> bool {
+    if std::env::var(TIER_VAR).is_ok_and(|tier| tier == "full") {
+        return true;
+    }
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("this test");
+    // Straight to stderr: `eprintln!` in a test that passes is captured and never shown.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped {test} ({why}): it runs with {TIER_VAR}=full");
+    false
+}
 
 pub struct Sweep {
     pub dir: tempfile::TempDir,

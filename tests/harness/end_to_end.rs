@@ -40,6 +40,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[test]
 fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
+    if !crate::common::full_tier("an end-to-end sweep through mpirun") {
+        return;
+    }
     let sweep = Sweep::new(&experiment());
     let output = sweep.run(&[]);
     assert!(output.status.success(), "run failed");
@@ -198,6 +201,9 @@ fn a_two_point_sweep_writes_complete_records_and_an_analysis() {
 
 #[test]
 fn a_rerun_keeps_finished_points_and_force_keeps_the_old_attempt() {
+    if !crate::common::full_tier("end-to-end sweeps through mpirun") {
+        return;
+    }
     let sweep = Sweep::new(
         &experiment()
             .replace("micro_batch = [2, 4]", "micro_batch = [2]")
@@ -275,6 +281,9 @@ fn plan_prints_points_and_rejections_as_table_and_json() {
 
 #[test]
 fn bench_compares_the_harness_on_mpi_and_gloo_with_bare_mpi() {
+    if !crate::common::full_tier("a benchmark through mpirun") {
+        return;
+    }
     // Runs the benchmark briefly: no speed is asserted here, only that every row is measured.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep"))
         .args(["bench", "--ranks", "2", "--model", "vit-tiny", "--repeats", "3", "--steps", "5"])
@@ -295,6 +304,9 @@ fn bench_compares_the_harness_on_mpi_and_gloo_with_bare_mpi() {
 
 #[test]
 fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
+    if !crate::common::full_tier("a comparison with PyTorch FSDP under torchrun") {
+        return;
+    }
     // Both sides under torchrun over gloo, briefly: both measured, and both trained the same
     // thing (the same weights, batches, schedule, no decay) to the same losses. Only the
     // optimizers round differently (PyTorch FSDP's for-loop AdamW, the harness's fused one):
@@ -340,6 +352,9 @@ fn bench_runs_the_harness_side_by_side_with_pytorch_fsdp() {
 
 #[test]
 fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
+    if !crate::common::full_tier("a comparison with PyTorch under torchrun") {
+        return;
+    }
     // The single-device comparison a GPU runs, here on the CPU with bf16 compute on both sides
     // (PyTorch's under autocast): both measured, MFU against the measured matmul, no
     // allocator peaks on a CPU.
@@ -381,6 +396,9 @@ fn bench_runs_one_rank_side_by_side_with_pytorch_eager_in_bf16() {
 
 #[test]
 fn a_crashed_round_is_run_once_more_and_one_that_crashes_twice_is_reported() {
+    if !crate::common::full_tier("a comparison with PyTorch under torchrun") {
+        return;
+    }
     // A torchrun that fails its 1st, 2nd and 4th starts, as a side's teardown abort does: round
     // 0 fails on both of its runs (PyTorch's side), round 1's harness side fails once and its
     // retry finishes. The table stands on round 1, round 0 is named with its logs, exit 2.
@@ -430,6 +448,9 @@ fn a_crashed_round_is_run_once_more_and_one_that_crashes_twice_is_reported() {
 
 #[test]
 fn harness_and_pytorch_eager_train_to_the_same_losses_in_fp32() {
+    if !crate::common::full_tier("a comparison with PyTorch under torchrun") {
+        return;
+    }
     // The same weights, batches, masking noise, schedule and decay groups on both sides, and
     // the same libtorch: every step's loss agrees to fp32's last bit or so. A real difference
     // is larger: decaying the biases and norms as well (one group) moves the losses of these
@@ -473,6 +494,9 @@ fn loss_max_rel_diff(row: &str) -> f64 {
 
 #[test]
 fn a_custom_model_with_a_global_batch_trains_through_mpirun() {
+    if !crate::common::full_tier("an end-to-end sweep through mpirun") {
+        return;
+    }
     let sweep = Sweep::new(
         r#"
 name = "custom"
@@ -540,6 +564,9 @@ fn sweep_rows(args: &[&str]) -> Vec<Vec<String>> {
 
 #[test]
 fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
+    if !crate::common::full_tier("a collective sweep through mpirun") {
+        return;
+    }
     // Four ranks as two simulated nodes of two: groups of 2 within a node, 2 across nodes (one
     // rank per node) and 4 over both. Tiny sizes: only the file's shape is asserted.
     let rows = sweep_rows(&[
@@ -572,6 +599,9 @@ fn bench_sizes_sweeps_collectives_over_message_and_group_sizes_into_a_csv() {
 
 #[test]
 fn bench_sizes_sweeps_gloo_under_torchrun_without_mpirun() {
+    if !crate::common::full_tier("a collective sweep under torchrun") {
+        return;
+    }
     // The c10d route GPU clusters take with NCCL, here with gloo: torchrun starts the ranks
     // (an mpirun that cannot run shows none is used) and they meet in c10d's store.
     let rows = sweep_rows(&[

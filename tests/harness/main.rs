@@ -1,6 +1,7 @@
 //! The harness's integration tests as one test binary: each module was a binary of its own,
 //! and each of those linked libtorch; one link is much less build time. The real Slurm cluster
-//! tests (`tests/slurm_cluster.rs`) stay a binary of their own.
+//! tests (`tests/slurm_cluster.rs`) stay a binary of their own. Which tests run without
+//! `SHARDSWEEP_TEST_TIER=full`: see `common`.
 
 #[path = "../common/mod.rs"]
 mod common;

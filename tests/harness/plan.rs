@@ -158,6 +158,20 @@ fn digest_changes_with_any_setting() {
     assert_eq!(a.digest(), a.clone().digest());
 }
 
+/// The digest of one fixed point, pinned: the first point of `experiments/local-smoke.toml`.
+/// A finished point is kept only while its digest is unchanged, so a change to what a point
+/// serialises (a new field without `skip_serializing_if`, a renamed one, another default)
+/// re-runs every finished sweep. Changing this literal must be deliberate, and said so in the
+/// change that does it (as must a change to the experiment file's first point).
+#[test]
+fn the_digest_of_a_fixed_point_is_pinned() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/local-smoke.toml");
+    let plan = expand(&Experiment::load(&file).unwrap(), &MACHINE);
+    let point = &plan.points[0];
+    assert_eq!(point.id, "vit-mini-no_shard-n1x2-mb4");
+    assert_eq!(point.digest(), "3bf5ec19c4ce5381");
+}
+
 #[test]
 fn syntax_errors_name_the_line() {
     assert_reports("name = \"x\"\n[axes\n", &["(syntax)", "line 2"]);

@@ -17,6 +17,9 @@ fn shardsweep(args: &[&str]) -> String {
 
 #[test]
 fn a_digits_pretrained_tiny_encoder_beats_its_initialisation_in_a_linear_probe() {
+    if !crate::common::full_tier("a long pretraining and probe") {
+        return;
+    }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (pngs, set) = (dir.path().join("digits"), dir.path().join("digits.h5"));
     let out = shardsweep(&["data", "digits", "--out", pngs.to_str().unwrap()]);

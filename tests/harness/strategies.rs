@@ -162,11 +162,17 @@ fn every_strategy_matches_one_rank(backend: Backend) {
 
 #[test]
 fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank() {
+    if !crate::common::full_tier("it runs the every-strategy sweep") {
+        return;
+    }
     every_strategy_matches_one_rank(Backend::Mpi);
 }
 
 #[test]
 fn every_strategy_with_checkpointing_and_accumulation_matches_one_rank_on_gloo() {
+    if !crate::common::full_tier("it runs the every-strategy sweep on gloo") {
+        return;
+    }
     every_strategy_matches_one_rank(Backend::Gloo);
 }
 
@@ -180,17 +186,27 @@ fn every_knob_matches_one_rank(backend: Backend) {
 
 #[test]
 fn every_prefetch_order_and_rate_limit_matches_one_rank() {
+    if !crate::common::full_tier("it runs the sweep of every prefetch order and rate limit") {
+        return;
+    }
     every_knob_matches_one_rank(Backend::Mpi);
 }
 
 #[test]
 fn every_prefetch_order_and_rate_limit_matches_one_rank_on_gloo() {
+    if !crate::common::full_tier("it runs the sweep of every prefetch order and rate limit on gloo")
+    {
+        return;
+    }
     every_knob_matches_one_rank(Backend::Gloo);
 }
 
 /// The same point on Gloo and on MPI: the same losses (within fp32 summation order).
 #[test]
 fn gloo_and_mpi_train_to_the_same_losses() {
+    if !crate::common::full_tier("it runs the every-strategy sweeps on both backends") {
+        return;
+    }
     let gloo = points(strategies(Backend::Gloo)).into_iter().chain(points(knobs(Backend::Gloo)));
     let mut compared = 0;
     for point in gloo {
@@ -283,11 +299,17 @@ fn unit_sizes() -> Vec<i64> {
 
 #[test]
 fn recorded_collectives_match_fsdp_counts_and_bytes() {
+    if !crate::common::full_tier("it runs the every-strategy sweep") {
+        return;
+    }
     collectives_match_fsdp(Backend::Mpi);
 }
 
 #[test]
 fn recorded_collectives_match_fsdp_counts_and_bytes_on_gloo() {
+    if !crate::common::full_tier("it runs the every-strategy sweep on gloo") {
+        return;
+    }
     collectives_match_fsdp(Backend::Gloo);
 }
 
@@ -381,6 +403,9 @@ fn collectives_match_fsdp(backend: Backend) {
 
 #[test]
 fn memory_accounting_matches_fsdp_model_states() {
+    if !crate::common::full_tier("it runs the every-strategy sweep") {
+        return;
+    }
     let units = unit_sizes();
     for point in points(strategies(Backend::Mpi)) {
         let m = manifest(&point);
@@ -510,6 +535,9 @@ fn bf16_parameters_gather_half_the_bytes_and_train() {
 /// matching it.
 #[test]
 fn bf16_reductions_reduce_in_bf16_and_train_on_gloo() {
+    if !crate::common::full_tier("it runs the every-strategy sweep on gloo") {
+        return;
+    }
     static CELL: OnceLock<(Sweep, PathBuf)> = OnceLock::new();
     let dir = sweep_on(&CELL, "bf16_reductions", &format!("[axes]\nmodel = [\"{MODEL}\"]\nstrategy = [\"no_shard\", \"full_shard\", \"hybrid_shard\"]\nshard_group = [2]\nnodes = [2]\nranks_per_node = [2]\nmicro_batch = [2]\nreduce_dtype = [\"bf16\"]\n"), Backend::Gloo);
     let all = points(dir);
@@ -567,10 +595,17 @@ fn rate_limit_caps_gathers_in_flight(backend: Backend) {
 
 #[test]
 fn limit_all_gathers_caps_gathers_in_flight_at_two() {
+    if !crate::common::full_tier("it runs the sweep of every prefetch order and rate limit") {
+        return;
+    }
     rate_limit_caps_gathers_in_flight(Backend::Mpi);
 }
 
 #[test]
 fn limit_all_gathers_caps_gathers_in_flight_at_two_on_gloo() {
+    if !crate::common::full_tier("it runs the sweep of every prefetch order and rate limit on gloo")
+    {
+        return;
+    }
     rate_limit_caps_gathers_in_flight(Backend::Gloo);
 }

@@ -73,7 +73,7 @@ fn summarize_unlocked(
 /// and Lustre mounts), the analysis goes on unlocked: every output is written under a name of
 /// its own and renamed into place, so concurrent analyses cannot corrupt each other's files.
 fn lock_analysis(sweep_dir: &Path) -> Result<Option<std::fs::File>, AnalysisError> {
-    let path = sweep_dir.join(".analysis.lock");
+    let path = shardsweep_records::sweep_dir::analysis_lock_file(sweep_dir);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -458,3 +458,60 @@ fn a_point_without_a_steady_step_has_no_figures_rather_than_zeros() {
     }
     assert!(!report.table.contains("NaN"), "{}", report.table);
 }
+
+#[test]
+fn every_dataset_the_records_hold_has_a_place_in_the_tidy_store() {
+    use shardsweep_analysis::tidy::{place, tidy_point, STEP_GROUPS};
+    use shardsweep_records::{DeviceMemoryRecord, RecordsReader};
+    // A point with every group the record format writes: the loader's figures and a GPU's.
+    let (_root, dir) = sweep("vocabulary");
+    let mut p = Point::new("gpu", 1, 4);
+    p.loader = Box::new(|_, _| LoaderRecord { read_bytes: 1, read_s: 0.01, ..Default::default() });
+    p.device_memory =
+        Box::new(|_, _| Some(DeviceMemoryRecord { alloc_retries: 1, ..Default::default() }));
+    let point_dir = p.write(&dir);
+    let file = RecordsReader::open(&point_dir).unwrap();
+    let groups = file.names("/").unwrap().unwrap();
+    // Tables the store sums per step (units, collectives), and the ranks' layout, which the
+    // store takes from the manifest (hostname).
+    let tables = ["units", "collectives", "ranks"];
+    for group in &groups {
+        assert!(
+            STEP_GROUPS.contains(&group.as_str()) || tables.contains(&group.as_str()),
+            "/{group}: a group of the records the tidy store does not read"
+        );
+    }
+    let mut places = 0;
+    for group in STEP_GROUPS {
+        assert!(groups.iter().any(|g| g == group), "the fixture writes no /{group}");
+        for name in file.names(group).unwrap().unwrap() {
+            assert!(place(group, &name).is_some(), "/{group}/{name}: unknown to the tidy store");
+            places += 1;
+        }
+    }
+    // 6 phases, loss, peak RSS, step, completed; 6 memory categories; 4 device figures; read
+    // bytes, queue depth and 3 work times.
+    assert_eq!(places, 10 + 6 + 4 + 5);
+    assert_eq!(place("steps", "new_metric"), None);
+    assert_eq!(place("memory", "new_category_bytes"), None);
+    // The configuration columns, as experiment files spell them; CPU defaults for the rest.
+    let meta = shardsweep_analysis::read_manifest(&point_dir).unwrap();
+    let frame = tidy_point(&meta).unwrap();
+    let text = |column: &str| {
+        let values = frame.column(column).unwrap().unique().unwrap();
+        values.str().unwrap().iter().map(|v| v.unwrap_or_default().to_string()).collect::<Vec<_>>()
+    };
+    for (column, value) in [
+        ("reduce_dtype", "fp32"),
+        ("backward_prefetch", "pre"),
+        ("device", "cpu"),
+        ("backend", "mpi"),
+        ("timing", "host"),
+    ] {
+        assert_eq!(text(column), [value], "{column}");
+    }
+    let limit = frame.column("limit_all_gathers").unwrap().unique().unwrap();
+    assert_eq!(limit.bool().unwrap().iter().collect::<Vec<_>>(), [Some(true)]);
+    let phases = frame.column("phase").unwrap().unique().unwrap();
+    assert!(phases.str().unwrap().iter().any(|p| p == Some("memory.param_shards")));
+}

@@ -251,7 +251,8 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if args.fsdp.pytorch_fsdp {
         return pytorch::against_pytorch(&args);
     }
-    let c10d_sweep = args.options.sweep.sizes && args.options.sweep.backend != Backend::Mpi;
+    let c10d_sweep = args.options.sweep.sizes
+        && shardsweep::comm::C10dBackend::of(args.options.sweep.backend).is_some();
     if args.options.sweep.sizes && args.options.sweep.backend == Backend::Nccl {
         // NCCL puts no two ranks of a communicator on one GPU.
         let gpus = tch::Cuda::device_count();
@@ -306,8 +307,10 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let options = &args.options;
     tch::set_num_threads(1);
     options.micro_batch()?;
-    if options.sweep.sizes && options.sweep.backend != Backend::Mpi {
-        return sweep::c10d_sweep(options);
+    if let (true, Some(backend)) =
+        (options.sweep.sizes, shardsweep::comm::C10dBackend::of(options.sweep.backend))
+    {
+        return sweep::c10d_sweep(options, backend);
     }
     mpi_worker(options)
 }

@@ -32,7 +32,7 @@ pub(super) fn against_pytorch(args: &Args) -> Result<ExitCode> {
         point.strategy = strategy;
         point.settings.warmup_steps = WARMUP;
         point.parallel.shard_group =
-            if strategy == Strategy::NoShard { 1 } else { point.parallel.shard_group };
+            strategy.shard_group(point.world_size(), point.ranks_per_node, 0);
         let result = match side_by_side(&point, Anchor::Fsdp, &exe, &torchrun, fsdp.rounds, &work) {
             Ok(result) => result,
             Err(error) => {

@@ -4,27 +4,27 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use shardsweep::comm::C10dBackend;
 #[cfg(any(feature = "gloo", feature = "cuda"))]
-use shardsweep::plan::{Backend, DeviceKind};
+use shardsweep::plan::DeviceKind;
 
 use super::BenchOptions;
 
 /// A `--sizes` sweep over gloo (CPU) or NCCL (this rank's GPU, by its local rank).
 #[cfg(any(feature = "gloo", feature = "cuda"))]
-pub(super) fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
-    use shardsweep::comm::{C10dBackend, Rendezvous};
+pub(super) fn c10d_sweep(options: &BenchOptions, backend: C10dBackend) -> Result<ExitCode> {
+    use shardsweep::comm::Rendezvous;
     let place = Rendezvous::from_env()?;
-    let (backend, device) = match options.sweep.backend {
-        Backend::Nccl => {
+    let device = match backend {
+        C10dBackend::Nccl => {
             // NCCL puts no two ranks of a communicator on one GPU.
             let gpus = tch::Cuda::device_count();
             if place.local_rank as i64 >= gpus {
                 bail!("local rank {} on a node where libtorch sees {gpus} GPUs: NCCL needs one per rank", place.local_rank);
             }
-            let gpu = shardsweep::train::device_for(DeviceKind::Cuda, place.local_rank as u32)?;
-            (C10dBackend::Nccl, gpu)
+            shardsweep::train::device_for(DeviceKind::Cuda, place.local_rank as u32)?
         }
-        _ => (C10dBackend::Gloo, tch::Device::Cpu),
+        C10dBackend::Gloo => tch::Device::Cpu,
     };
     let comm = super::c10d_group(backend, &place)?;
     let ranks_per_node = match options.sweep.ranks_per_node {
@@ -61,11 +61,8 @@ fn ranks_per_node_of(
 }
 
 #[cfg(not(any(feature = "gloo", feature = "cuda")))]
-pub(super) fn c10d_sweep(options: &BenchOptions) -> Result<ExitCode> {
-    bail!(
-        "backend {} is not in this build (cargo features `gloo`, `cuda`)",
-        options.sweep.backend.name()
-    )
+pub(super) fn c10d_sweep(_options: &BenchOptions, backend: C10dBackend) -> Result<ExitCode> {
+    bail!("backend {} is not in this build (cargo features `gloo`, `cuda`)", backend.name())
 }
 
 /// One rank of the `--sizes` sweep over `comm` with payloads on `device`, named `backend` in

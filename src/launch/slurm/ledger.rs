@@ -95,11 +95,11 @@ struct LegacyLedger {
 
 impl Ledger {
     pub fn path(sweep_dir: &Path) -> PathBuf {
-        sweep_dir.join("slurm").join("ledger.jsonl")
+        crate::records::sweep_dir::ledger_file(sweep_dir)
     }
 
     fn legacy_path(sweep_dir: &Path) -> PathBuf {
-        sweep_dir.join("slurm").join("ledger.json")
+        crate::records::sweep_dir::legacy_ledger_file(sweep_dir)
     }
 
     /// Reads the ledger (empty when the sweep submitted nothing yet).

@@ -23,8 +23,8 @@ pub use system::{QueueLimit, System};
 use std::path::Path;
 use std::time::Duration;
 
+use super::folder::prepare_point_dir;
 use super::supervise::{stderr_tail, supervise};
-use super::sweep::prepare_point_dir;
 use super::{finalize, LaunchError, RunEnd};
 pub use crate::plan::safe_name;
 use crate::plan::{read_point, sha256_hex};

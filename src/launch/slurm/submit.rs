@@ -10,8 +10,8 @@ use super::{
     pack, render, walltime, Answer, JobContext, JobEntry, JobPlan, Ledger, PointContext, Sbatch,
     ScriptContext, Slurm, SlurmError, Standing, Survey, System, Unfit,
 };
+use crate::launch::folder::{lock_sweep, point_dir, prepare_point_dir, write_experiment};
 use crate::launch::should_run;
-use crate::launch::sweep::{lock_sweep, point_dir, prepare_point_dir};
 use crate::metrics::timestamp;
 use crate::plan::{safe_name, sha256_hex, LaunchSettings, Plan, PointSpec};
 use crate::records::{write_atomic, Manifest};
@@ -123,7 +123,7 @@ pub fn submit(
     }
     let mut ledger = survey.ledger;
     let submission = ledger.next_submission();
-    let scripts_dir = sweep_dir.join("slurm").join(if options.dry_run {
+    let scripts_dir = crate::records::sweep_dir::slurm_dir(&sweep_dir).join(if options.dry_run {
         "dry-run".to_string()
     } else {
         format!("submission-{submission:03}")
@@ -131,7 +131,7 @@ pub fn submit(
     std::fs::create_dir_all(&scripts_dir)
         .map_err(|e| SlurmError::Io { path: scripts_dir.display().to_string(), source: e })?;
     if !options.dry_run {
-        write_atomic(&sweep_dir.join("experiment.toml"), options.experiment_text.as_bytes())?;
+        write_experiment(&sweep_dir, &options.experiment_text)?;
     }
     let by_id: BTreeMap<&str, &PointSpec> = points.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut submitted = Vec::new();
@@ -405,10 +405,7 @@ fn choose(
     should_run(manifest.as_ref(), &point.digest(), false, retry).map_err(|skip| skip.reason())?;
     let Selection::Resume { max_attempts } = selection else { return Ok(()) };
     let Some(manifest) = manifest else { return Ok(()) };
-    let attempts = std::fs::read_dir(sweep_dir.join(".attempts").join(&point.id))
-        .map(|d| d.count() as u32)
-        .unwrap_or(0)
-        + 1;
+    let attempts = crate::records::sweep_dir::attempts_set_aside(sweep_dir, &point.id) + 1;
     if attempts >= max_attempts {
         return Err(format!(
             "ended {} after {attempts} attempts (--max-attempts {max_attempts})",
