@@ -64,6 +64,9 @@ fn verdict(rows: &[serde_json::Value], strategy: &str, metric: &str) -> String {
 
 #[test]
 fn a_slower_reduce_scatter_is_found_where_it_is_and_a_rerun_changes_nothing() {
+    if !crate::common::full_tier("three sweeps through mpirun") {
+        return;
+    }
     let before = run_sweep(&[]);
     let after = run_sweep(&[("SHARDSWEEP_SLOW_COLLECTIVE", "reduce_scatter:0.03")]);
     let again = run_sweep(&[]);
