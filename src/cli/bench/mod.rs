@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use shardsweep::plan::{Backend, DeviceKind, Dtype, Strategy};
 
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BenchOptions {
     /// Model whose unit sizes the collectives use and which the training steps train.
     #[arg(long, default_value = "vit-small-cpu")]
@@ -32,7 +32,7 @@ pub struct BenchOptions {
 }
 
 /// The `--sizes` sweep.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SweepArgs {
     /// Sweep all_gather, reduce_scatter and all_reduce over message sizes and group sizes
     /// (OSU-style) instead of measuring the harness; write the results to --out as CSV.
@@ -91,43 +91,34 @@ impl BenchOptions {
         }
     }
 
+    /// The ranks' argv: every option, from the options' serialised form, so an option added
+    /// to these structs reaches the ranks without being listed here. clap's long names are the
+    /// fields' names in kebab case; `true` is the bare flag, lists are comma-separated, unset
+    /// options and empty lists are left out (the ranks' defaults are the same), and flattened
+    /// structs are flattened again.
     fn args(&self) -> Vec<String> {
-        let mut args = vec!["--model".to_string(), self.model.clone()];
-        args.extend([
-            "--repeats".into(),
-            self.repeats.to_string(),
-            "--steps".into(),
-            self.steps.to_string(),
-            "--micro-batch".into(),
-            self.micro_batch.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
-        ]);
-        let sweep = &self.sweep;
-        if sweep.sizes {
-            args.push("--sizes".into());
-        }
-        if let Some(out) = &sweep.out {
-            args.extend(["--out".into(), out.display().to_string()]);
-        }
-        args.extend([
-            "--min-bytes".into(),
-            sweep.min_bytes.to_string(),
-            "--max-bytes".into(),
-            sweep.max_bytes.to_string(),
-            "--size-factor".into(),
-            sweep.size_factor.to_string(),
-            "--warmup".into(),
-            sweep.warmup.to_string(),
-            "--backend".into(),
-            sweep.backend.name().into(),
-        ]);
-        if !sweep.groups.is_empty() {
-            let groups: Vec<String> = sweep.groups.iter().map(usize::to_string).collect();
-            args.extend(["--groups".into(), groups.join(",")]);
-        }
-        if let Some(rpn) = sweep.ranks_per_node {
-            args.extend(["--ranks-per-node".into(), rpn.to_string()]);
-        }
+        let mut args = Vec::new();
+        as_args(&serde_json::to_value(self).expect("options serialise"), &mut args);
         args
+    }
+}
+
+fn as_args(options: &serde_json::Value, args: &mut Vec<String>) {
+    use serde_json::Value;
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), String::from);
+    for (name, value) in options.as_object().into_iter().flatten() {
+        let flag = format!("--{}", name.replace('_', "-"));
+        match value {
+            Value::Null | Value::Bool(false) => {}
+            Value::Bool(true) => args.push(flag),
+            Value::Object(_) => as_args(value, args),
+            Value::Array(items) if items.is_empty() => {}
+            Value::Array(items) => {
+                args.push(flag);
+                args.push(items.iter().map(text).collect::<Vec<_>>().join(","));
+            }
+            Value::String(_) | Value::Number(_) => args.extend([flag, text(value)]),
+        }
     }
 }
 
@@ -390,4 +381,37 @@ fn c10d_group(
         crate::cli::C10D_TIMEOUT_MS,
     )
     .with_context(|| format!("rank {} cannot join the {} group", place.rank, backend.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Ranks {
+        #[command(flatten)]
+        options: BenchOptions,
+    }
+
+    fn parse(args: &[String]) -> BenchOptions {
+        Ranks::try_parse_from(
+            std::iter::once("bench-worker".to_string()).chain(args.iter().cloned()),
+        )
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        .options
+    }
+
+    #[test]
+    fn the_ranks_parse_back_every_option_the_command_was_given() {
+        let given: Vec<String> = "--model vit-tiny --repeats 7 --steps 3 --micro-batch 2,4 --sizes --out x.csv --min-bytes 1KiB --max-bytes 4MiB --size-factor 4 --groups 2,4 --ranks-per-node 2 --backend gloo --warmup 1"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let options = parse(&given);
+        assert_eq!(parse(&options.args()), options);
+        assert_eq!(options.sweep.min_bytes, 1024, "values, not only names, go through");
+        let defaults = parse(&[]);
+        assert_eq!(parse(&defaults.args()), defaults);
+    }
 }
