@@ -12,9 +12,9 @@ use super::raster::Sample;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
-/// MAE's smallest crop, as a fraction of the image's area (`settings.crop_min_scale` sets
-/// another).
-pub const MAE_CROP_MIN_SCALE: f64 = 0.2;
+/// MAE's smallest crop (see [`crate::plan::MAE_CROP_MIN_SCALE`]): the experiment's default
+/// lives with the settings, which the data pipeline reads, not the other way round.
+pub use crate::plan::MAE_CROP_MIN_SCALE;
 const RATIO: (f64, f64) = (3.0 / 4.0, 4.0 / 3.0);
 
 /// A crop window in source pixels: top, left, height, width, and whether to flip it.

@@ -232,9 +232,14 @@ pub struct Settings {
     pub crop_min_scale: Option<f64>,
 }
 
+/// MAE's smallest crop, as a fraction of the image's area (He et al. 2022, "Masked
+/// Autoencoders Are Scalable Vision Learners": `RandomResizedCrop(scale=(0.2, 1.0))`), the
+/// default of `settings.crop_min_scale`.
+pub const MAE_CROP_MIN_SCALE: f64 = 0.2;
+
 impl Settings {
     pub fn crop_min_scale(&self) -> f64 {
-        self.crop_min_scale.unwrap_or(crate::data::MAE_CROP_MIN_SCALE)
+        self.crop_min_scale.unwrap_or(MAE_CROP_MIN_SCALE)
     }
 }
 

@@ -14,7 +14,7 @@ mod validate;
 pub use crate::records::Axis;
 pub use experiment::{
     Backend, BackwardPrefetch, DataSource, DeviceKind, Dtype, Experiment, Fault, FaultKind,
-    LaunchSettings, OptimizerSettings, Rule, Settings, Strategy, Timing,
+    LaunchSettings, OptimizerSettings, Rule, Settings, Strategy, Timing, MAE_CROP_MIN_SCALE,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
 pub use json::write_json;
