@@ -282,7 +282,8 @@ fn compare(args: CompareArgs) -> Result<ExitCode> {
         outln!("  {line}");
     }
     for b in &comparison.best {
-        outln!("best at {} {} nodes: {} -> {}", b.model, b.nodes, b.before, b.after);
+        let nodes = if b.nodes == 1 { "1 node".to_string() } else { format!("{} nodes", b.nodes) };
+        outln!("best at {} {nodes}: {} -> {}", b.model, b.before, b.after);
     }
     for o in &comparison.outcomes {
         outln!("outcome of {}: {} -> {}", o.point, o.before.name(), o.after.name());
