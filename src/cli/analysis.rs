@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use shardsweep_analysis::{report::STRAGGLER_THRESHOLD, stragglers::exclude_list, AnalysisError};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -208,33 +207,19 @@ fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
 // `submit` and `resume` use it; `shardsweep-lite`, which builds this module too, has neither.
 #[allow(dead_code)]
 pub fn with_slow_nodes(exclude: Option<String>, sweep_dir: &Path) -> Result<Option<String>> {
-    let summary = if sweep_dir.is_dir() {
-        shardsweep_analysis::summarize_sweep(sweep_dir)
-    } else {
-        Err(AnalysisError::Empty(sweep_dir.display().to_string()))
+    let Some(slow) = shardsweep_analysis::report::slow_nodes(sweep_dir)? else {
+        errln!("no finished records in {} yet: no node is known to be slow", sweep_dir.display());
+        return Ok(exclude);
     };
-    let slow = match summary {
-        Ok((_, nodes, _)) => {
-            let slow = exclude_list(&nodes, STRAGGLER_THRESHOLD);
-            for node in nodes.iter().filter(|n| slow.contains(&n.hostname)) {
-                errln!(
-                    "excluding {}: its ranks compute {:.1}% slower than the typical rank",
-                    node.hostname,
-                    (node.score - 1.0) * 100.0
-                );
-            }
-            slow
-        }
-        Err(AnalysisError::Empty(_)) => {
-            errln!(
-                "no finished records in {} yet: no node is known to be slow",
-                sweep_dir.display()
-            );
-            Vec::new()
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let all: Vec<String> = exclude.into_iter().chain(slow).collect();
+    for node in &slow {
+        let slower = (node.score - 1.0) * 100.0;
+        errln!(
+            "excluding {}: its ranks compute {slower:.1}% slower than the typical rank",
+            node.hostname
+        );
+    }
+    let all: Vec<String> =
+        exclude.into_iter().chain(slow.into_iter().map(|n| n.hostname)).collect();
     Ok((!all.is_empty()).then(|| all.join(",")))
 }
 

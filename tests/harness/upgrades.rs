@@ -34,10 +34,11 @@ fn compare(before: &Path, after: &Path, out: &Path, extra: &[&str]) -> (i32, Str
         .args([before, after])
         .arg("--out")
         .arg(out)
-        // Two runs on a shared 2-core machine differ by load, not only by noise (a rank's
-        // wait for its descheduled peer doubles from one run to the next): here only a
-        // doubling of at least a quarter of the step counts. The planted change adds many steps' worth.
-        .args(["--min-effect", "1.0", "--min-step-share", "0.25"])
+        // Two runs on a shared 2-core machine differ by load, not only by noise (a rank's wait
+        // for its descheduled peer can double from one run to the next, and other tests run
+        // beside this one): here only a tripling of at least half the step counts. The planted
+        // change makes the step several times longer.
+        .args(["--min-effect", "2.0", "--min-step-share", "0.5"])
         .args(extra)
         .output()
         .unwrap();
@@ -141,5 +142,9 @@ fn a_slower_reduce_scatter_is_found_where_it_is_and_a_rerun_changes_nothing() {
     let (code, stdout) = compare(&b, &again.results().join("upgrade"), &out, &[]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("what changed: nothing"), "{stdout}");
-    assert!(rows(&out).iter().all(|r| r["verdict"] != "regressed" && r["verdict"] != "improved"));
+    let changed: Vec<_> = rows(&out)
+        .into_iter()
+        .filter(|r| r["verdict"] == "regressed" || r["verdict"] == "improved")
+        .collect();
+    assert!(changed.is_empty(), "{changed:?}");
 }

@@ -31,6 +31,28 @@ use tables::{breakdown_frame, straggler_frame, summary_frame};
 /// A node is a straggler when its ranks are this much slower than the typical rank.
 pub const STRAGGLER_THRESHOLD: f64 = 0.05;
 
+/// The nodes whose ranks compute more than [`STRAGGLER_THRESHOLD`] slower than the typical
+/// rank, by the analysis of `sweep_dir`'s finished records, with their scores; `None` when the
+/// sweep has no finished record yet (a first submission: no node is known to be slow).
+///
+/// # Errors
+/// The analysis's, except that of a sweep with nothing to analyse.
+pub fn slow_nodes(sweep_dir: &Path) -> Result<Option<Vec<NodeScore>>, AnalysisError> {
+    let summary = if sweep_dir.is_dir() {
+        summarize_sweep(sweep_dir)
+    } else {
+        Err(AnalysisError::Empty(sweep_dir.display().to_string()))
+    };
+    match summary {
+        Ok((_, nodes, _)) => {
+            let slow = exclude_list(&nodes, STRAGGLER_THRESHOLD);
+            Ok(Some(nodes.into_iter().filter(|n| slow.contains(&n.hostname)).collect()))
+        }
+        Err(AnalysisError::Empty(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub struct Report {
     /// The summary as a printable table.
     pub table: String,
