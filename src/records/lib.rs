@@ -41,6 +41,8 @@ pub use schema::{
 };
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 
+use std::path::PathBuf;
+
 /// File names inside a point's folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const RECORDS_FILE: &str = "records.h5";
@@ -53,25 +55,25 @@ pub const STDERR_FILE: &str = "stderr.log";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Hdf5 { path: String, source: hdf5::Error },
-    #[error("{path}: {source}")]
-    Json { path: String, source: serde_json::Error },
-    #[error("{path}: written with record schema version {found}; this build reads version {expected} (re-run the point, or analyse it with the shardsweep version that wrote it)")]
-    Schema { path: String, found: u32, expected: u32 },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Hdf5 { path: PathBuf, source: hdf5::Error },
+    #[error("{}: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{}: written with record schema version {found}; this build reads version {expected} (re-run the point, or analyse it with the shardsweep version that wrote it)", path.display())]
+    Schema { path: PathBuf, found: u32, expected: u32 },
 }
 
 impl RecordError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| RecordError::Io { path: path.display().to_string(), source }
+        move |source| RecordError::Io { path: path.to_path_buf(), source }
     }
 
     /// Wraps an HDF5 error with the path of the file it happened in.
     pub fn hdf5(path: &std::path::Path) -> impl Fn(hdf5::Error) -> Self + '_ {
-        move |source| RecordError::Hdf5 { path: path.display().to_string(), source }
+        move |source| RecordError::Hdf5 { path: path.to_path_buf(), source }
     }
 }
 
@@ -82,7 +84,7 @@ impl RecordError {
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, RecordError> {
     let bytes = std::fs::read(path).map_err(RecordError::io(path))?;
     serde_json::from_slice(&bytes)
-        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+        .map_err(|source| RecordError::Json { path: path.to_path_buf(), source })
 }
 
 /// Writes `value` as pretty JSON to `path` atomically ([`write_atomic`]).
@@ -91,7 +93,7 @@ pub fn write_json<T: serde::Serialize>(
     value: &T,
 ) -> Result<(), RecordError> {
     let json = serde_json::to_vec_pretty(value)
-        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })?;
+        .map_err(|source| RecordError::Json { path: path.to_path_buf(), source })?;
     write_atomic(path, &json)
 }
 
@@ -103,10 +105,6 @@ pub fn check_schema(path: &std::path::Path, found: u32) -> Result<(), RecordErro
     if found == SCHEMA_VERSION {
         Ok(())
     } else {
-        Err(RecordError::Schema {
-            path: path.display().to_string(),
-            found,
-            expected: SCHEMA_VERSION,
-        })
+        Err(RecordError::Schema { path: path.to_path_buf(), found, expected: SCHEMA_VERSION })
     }
 }

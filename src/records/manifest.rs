@@ -146,7 +146,7 @@ impl Manifest {
         check_schema(&path, u32::try_from(found).unwrap_or(u32::MAX))?;
         serde_json::from_value(value)
             .map(Some)
-            .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+            .map_err(|source| RecordError::Json { path: path.clone(), source })
     }
 
     pub fn write(&self, point_dir: &Path) -> Result<(), RecordError> {
@@ -158,10 +158,8 @@ impl Manifest {
     /// # Errors
     /// [`RecordError::Json`] (naming `point_dir`'s manifest) if `config` lacks a field.
     pub fn point_config(&self, point_dir: &Path) -> Result<PointConfig, RecordError> {
-        serde_json::from_value(self.config.clone()).map_err(|source| RecordError::Json {
-            path: point_dir.join(MANIFEST_FILE).display().to_string(),
-            source,
-        })
+        serde_json::from_value(self.config.clone())
+            .map_err(|source| RecordError::Json { path: point_dir.join(MANIFEST_FILE), source })
     }
 }
 

@@ -34,10 +34,8 @@ impl SpoolWriter {
     }
 
     pub fn write(&mut self, line: &SpoolLine) -> Result<(), RecordError> {
-        let mut text = serde_json::to_string(line).map_err(|source| RecordError::Json {
-            path: self.path.display().to_string(),
-            source,
-        })?;
+        let mut text = serde_json::to_string(line)
+            .map_err(|source| RecordError::Json { path: self.path.clone(), source })?;
         text.push('\n');
         self.file
             .write_all(text.as_bytes())
