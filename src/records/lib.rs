@@ -7,6 +7,8 @@
 //! `manifest.json` last: a manifest is the mark of a point that has been accounted for. Both are
 //! written atomically ([`write_atomic`]). Readers check [`SCHEMA_VERSION`].
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod axis;
 mod config;
