@@ -45,26 +45,60 @@ pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 
 use std::path::PathBuf;
 
-/// File names inside a point's folder.
+// File names inside a point's folder.
+
+/// The point's account, written last ([`Manifest`]).
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Every rank's steps in HDF5, made from the spools when the run ends ([`write_records`]).
 pub const RECORDS_FILE: &str = "records.h5";
 /// Final parameters, if the point asked for them: one fp32 dataset per unit, named after it.
 pub const PARAMETERS_FILE: &str = "parameters.h5";
+/// The resolved point configuration, written before the ranks start ([`PointConfig`] reads it).
 pub const POINT_FILE: &str = "point.json";
+/// The folder of the ranks' spools (`rank-NNNNN.jsonl`, [`spool_path`]).
 pub const RANKS_DIR: &str = "ranks";
+/// The launcher's standard output (all ranks' together).
 pub const STDOUT_FILE: &str = "stdout.log";
+/// The launcher's standard error (all ranks' together).
 pub const STDERR_FILE: &str = "stderr.log";
 
+/// Why a record file could not be read or written; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// Reading, writing or renaming the file failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder the operation was on.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The HDF5 library failed on the file (missing, truncated, a missing dataset).
     #[error("{}: {source}", path.display())]
-    Hdf5 { path: PathBuf, source: hdf5::Error },
+    Hdf5 {
+        /// The HDF5 file.
+        path: PathBuf,
+        /// What the HDF5 library said.
+        source: hdf5::Error,
+    },
+    /// The file's JSON did not parse as the expected type, or a value did not serialise.
     #[error("{}: {source}", path.display())]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        /// The JSON file (or spool) read or written.
+        path: PathBuf,
+        /// What serde_json said, with the line and column.
+        source: serde_json::Error,
+    },
+    /// Another record schema version wrote the file.
     #[error("{}: written with record schema version {found}; this build reads version {expected} (re-run the point, or analyse it with the shardsweep version that wrote it)", path.display())]
-    Schema { path: PathBuf, found: u32, expected: u32 },
+    Schema {
+        /// The record file.
+        path: PathBuf,
+        /// The version the file states (a manifest without one reads as 0).
+        found: u32,
+        /// The version this build reads ([`SCHEMA_VERSION`]).
+        expected: u32,
+    },
 }
 
 impl RecordError {
