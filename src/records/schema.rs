@@ -20,7 +20,7 @@ pub struct Phases {
     pub forward_s: f64,
     /// Backward compute (recomputation included), the waits for collectives excluded.
     pub backward_s: f64,
-    /// Compute waiting for collectives: the sum of the step's collectives' `wait_s`.
+    /// Compute waiting for collectives (exposed communication), over the whole step.
     pub comm_s: f64,
     /// The optimizer update of this rank's (sharded) parameters.
     pub optimizer_s: f64,
@@ -78,7 +78,7 @@ pub struct CollectiveRecord {
     pub unit: u32,
     /// Size of the full buffer (all-reduce input, all-gather output, reduce-scatter input).
     pub payload_bytes: u64,
-    /// Element type of the buffer as its record name (`fp32`, `bf16`): the point's param or reduce dtype.
+    /// Element type of the buffer as libtorch kinds are named here (`float32`, `bfloat16`).
     pub dtype: String,
     /// Ranks in the process group the call ran over (the shard group, or the replica group for hybrid).
     pub group_size: u32,
