@@ -263,7 +263,7 @@ pub fn history_csv(history: &History) -> String {
 pub fn write_history(history: &History, out: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
     let mkdir = |dir: &Path| {
         std::fs::create_dir_all(dir)
-            .map_err(|source| AnalysisError::Io { path: dir.display().to_string(), source })
+            .map_err(|source| AnalysisError::Io { path: dir.to_path_buf(), source })
     };
     let export = |e: crate::export::ExportError| AnalysisError::Export(e);
     mkdir(out)?;

@@ -36,26 +36,28 @@ pub use load::{load_points, read_manifest, PointRecords};
 pub use report::{analyze_sweep, summarize_sweep, Report};
 pub use summary::{summarize, PointSummary};
 
+use std::path::PathBuf;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
-    #[error("{path}: {message}")]
-    Read { path: String, message: String },
+    #[error("{}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
     #[error("more than one analysis handles at once: at most {points} points, {steps} steps per point and {ranks} ranks")]
     TooLarge { points: usize, steps: usize, ranks: usize },
     #[error("no finished records under {0}")]
     Empty(String),
     #[error("polars: {0}")]
     Polars(#[from] polars::error::PolarsError),
-    #[error("plot {path}: {message}")]
-    Plot { path: String, message: String },
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error("plot {}: {message}", path.display())]
+    Plot { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Record(#[from] shardsweep_records::RecordError),
     #[error("no point could be compared:\n  {}", if .0.is_empty() { "neither set has a point".to_string() } else { .0.join("\n  ") })]
     NothingCompared(Vec<String>),
-    #[error("{side} {path}: {source}")]
-    CompareSide { side: &'static str, path: String, source: Box<AnalysisError> },
+    #[error("{side} {}: {source}", path.display())]
+    CompareSide { side: &'static str, path: PathBuf, source: Box<AnalysisError> },
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
     #[error("the environments differ outside the declared fields (declare them with --declared, or --allow-undeclared):\n  {}", .0.join("\n  "))]
@@ -64,6 +66,6 @@ pub enum AnalysisError {
 
 impl AnalysisError {
     pub(crate) fn read(path: &std::path::Path, message: impl ToString) -> Self {
-        AnalysisError::Read { path: path.display().to_string(), message: message.to_string() }
+        AnalysisError::Read { path: path.to_path_buf(), message: message.to_string() }
     }
 }

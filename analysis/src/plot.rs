@@ -24,7 +24,7 @@ pub(crate) fn write(
     let png = dir.join(format!("{stem}.png"));
     let svg = dir.join(format!("{stem}.svg"));
     let err = |path: &Path| {
-        let path = path.display().to_string();
+        let path = path.to_path_buf();
         move |e: String| AnalysisError::Plot { path: path.clone(), message: e }
     };
     let draw_on = |root: DrawingArea<BitMapBackend, Shift>| {

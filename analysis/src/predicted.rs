@@ -56,10 +56,8 @@ fn panels(points: &[PredictedPoint], value: fn(&PredictedPoint) -> f64, ideal: b
 
 /// Writes `predicted_throughput` and `predicted_memory` (PNG and SVG) into `dir`.
 pub fn plot(points: &[PredictedPoint], dir: &Path) -> Result<Vec<PathBuf>, AnalysisError> {
-    std::fs::create_dir_all(dir).map_err(|e| AnalysisError::Plot {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AnalysisError::Plot { path: dir.to_path_buf(), message: e.to_string() })?;
     let mut out = line_panels(
         dir,
         "predicted_throughput",

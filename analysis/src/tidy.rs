@@ -77,7 +77,7 @@ pub struct Skipped {
 impl Skipped {
     pub(crate) fn from_error(dir: &Path, error: AnalysisError) -> Self {
         match error {
-            AnalysisError::Read { path, message } => Skipped { path: path.into(), reason: message },
+            AnalysisError::Read { path, message } => Skipped { path, reason: message },
             other => Skipped { path: dir.to_path_buf(), reason: other.to_string() },
         }
     }

@@ -9,20 +9,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Axis {
+    /// The model, by the name the experiment file gives it (its architecture and size).
     Model,
+    /// The FSDP sharding strategy ([`crate::Strategy`]).
     Strategy,
+    /// Ranks per shard group for the hybrid strategies (0: one node).
     ShardGroup,
+    /// Number of nodes.
     Nodes,
+    /// Ranks on each node.
     RanksPerNode,
+    /// Images per rank per micro-batch.
     MicroBatch,
+    /// Images per step over all ranks (the micro-batch follows from it).
     GlobalBatch,
+    /// Micro-batches per step whose gradients are accumulated before one reduction.
     Accumulation,
+    /// Whether units recompute their forward in backward instead of keeping activations.
     ActivationCheckpointing,
+    /// When backward issues the next unit's all-gather ([`crate::BackwardPrefetch`]).
     BackwardPrefetch,
+    /// Whether at most two all-gathers are in flight at once (FSDP's `limit_all_gathers`).
     LimitAllGathers,
+    /// Element type of gathered parameters and compute.
     ParamDtype,
+    /// Element type of gradient reductions.
     ReduceDtype,
+    /// Where the images come from: `synthetic` or the path of an image set file.
     Data,
+    /// Worker threads of each rank's input pipeline.
     LoaderWorkers,
 }
 

@@ -4,17 +4,24 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How FSDP shards a unit's parameters, gradients and optimizer states (PyTorch's `ShardingStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
+    /// Every rank keeps everything; gradients are all-reduced (DDP-like).
     NoShard,
+    /// Parameters, gradients and optimizer states sharded over the world; parameters resharded after forward.
     FullShard,
+    /// Sharded like full_shard, but gathered parameters kept from forward to backward (ZeRO-2).
     ShardGradOp,
+    /// full_shard within each shard group, replicated across groups (gradients all-reduced across them).
     HybridShard,
+    /// shard_grad_op within each shard group, replicated across groups.
     HybridShardZero2,
 }
 
 impl Strategy {
+    /// The snake_case name experiment files and records use (`full_shard`).
     pub fn name(self) -> &'static str {
         match self {
             Strategy::NoShard => "no_shard",
@@ -85,6 +92,7 @@ pub enum BackwardPrefetch {
 }
 
 impl BackwardPrefetch {
+    /// The snake_case name experiment files and records use (`pre`).
     pub fn name(self) -> &'static str {
         match self {
             BackwardPrefetch::Pre => "pre",
@@ -99,11 +107,14 @@ impl BackwardPrefetch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dtype {
+    /// 32-bit IEEE float.
     Fp32,
+    /// bfloat16 (8 exponent bits, 7 mantissa bits).
     Bf16,
 }
 
 impl Dtype {
+    /// The name experiment files and records use (`fp32`, `bf16`).
     pub fn name(self) -> &'static str {
         match self {
             Dtype::Fp32 => "fp32",
@@ -124,8 +135,10 @@ impl Dtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
+    /// The host's CPU cores.
     #[default]
     Cpu,
+    /// A GPU (CUDA, or ROCm through libtorch's `cuda` device), one per rank.
     Cuda,
 }
 
@@ -153,6 +166,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The name experiment files and records use (`mpi`, `gloo`, `nccl`).
     pub fn name(self) -> &'static str {
         match self {
             Backend::Mpi => "mpi",
@@ -185,6 +199,7 @@ pub enum Timing {
 }
 
 impl Timing {
+    /// The name experiment files and records use (`host`, `device_events`).
     pub fn name(self) -> &'static str {
         match self {
             Timing::Host => "host",
@@ -206,10 +221,15 @@ impl Timing {
 /// ignores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PointConfig {
+    /// The model, by name (`point.json`'s `model.name`).
     pub model: ModelName,
+    /// The FSDP sharding strategy.
     pub strategy: Strategy,
+    /// Images per rank per micro-batch.
     pub micro_batch: u32,
+    /// The FSDP knobs beyond the strategy.
     pub parallel: ParallelSpec,
+    /// The system it was submitted to; `None` for a local run (or older records).
     #[serde(default)]
     pub system: Option<SystemSpec>,
     /// Worker threads of each rank's input pipeline (`point.json` omits the axis when 1).
@@ -228,10 +248,13 @@ pub struct PointConfig {
 /// the point took its device's defaults (and in records from before they were settings).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PointSettings {
+    /// Where the ranks computed (absent: CPU).
     #[serde(default)]
     pub device: DeviceKind,
+    /// The collective library set; `None`: the device's default ([`Self::backend`]).
     #[serde(default)]
     pub backend: Option<Backend>,
+    /// How steps were timed if set; `None`: the device's default ([`Self::timing`]).
     #[serde(default)]
     pub timing: Option<Timing>,
 }
@@ -256,8 +279,10 @@ fn synthetic() -> String {
     "synthetic".into()
 }
 
+/// The model's entry in `point.json`, read for its name only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelName {
+    /// The model's name as the experiment file gives it.
     pub name: String,
 }
 
@@ -268,11 +293,17 @@ pub struct ParallelSpec {
     /// Ranks that shard each unit: the world for full_shard and shard_grad_op, 1 for no_shard,
     /// the chosen group for the hybrid strategies. Groups are consecutive ranks.
     pub shard_group: u32,
+    /// Micro-batches per step whose gradients are accumulated before they are reduced.
     pub accumulation: u32,
+    /// Whether units recompute their forward in backward instead of keeping activations.
     pub activation_checkpointing: bool,
+    /// When backward issues the next unit's all-gather.
     pub backward_prefetch: BackwardPrefetch,
+    /// Whether a rank keeps at most two all-gathers in flight (FSDP's `limit_all_gathers`).
     pub limit_all_gathers: bool,
+    /// Element type of gathered parameters and compute.
     pub param_dtype: Dtype,
+    /// Element type of gradient reductions.
     pub reduce_dtype: Dtype,
 }
 
@@ -280,9 +311,11 @@ pub struct ParallelSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SystemSpec {
+    /// The system's name in its system file.
     pub name: String,
     /// Peak FLOP/s of one rank's device for the point's compute type, if the system states it.
     pub peak_flop_per_s: Option<f64>,
+    /// Where `peak_flop_per_s` comes from (the system file's note on it; empty if not stated).
     pub peak_source: String,
 }
 

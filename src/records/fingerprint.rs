@@ -23,7 +23,9 @@ pub struct LoadedLibrary {
     pub name: String,
     /// The resolved (symlink-free) path the process mapped.
     pub path: String,
+    /// Its version, from the soname, libtorch's build or the wheel it came from; `None` if none is found.
     pub version: Option<String>,
+    /// Size of the mapped file.
     pub size_bytes: u64,
 }
 

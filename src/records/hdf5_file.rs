@@ -53,9 +53,13 @@ pub fn hdf5_without_file_locking() {
 
 /// What the file is about, stored as root attributes.
 pub struct RecordsHeader<'a> {
+    /// Name of the sweep.
     pub sweep: &'a str,
+    /// The point's name.
     pub point: &'a str,
+    /// Steps each rank was to run, warm-up included.
     pub steps_planned: u32,
+    /// Leading steps the analysis leaves out of the steady state.
     pub warmup_steps: u32,
 }
 

@@ -32,6 +32,7 @@ impl RecordsReader {
         Ok(Self { path, file })
     }
 
+    /// The file's path (`<point>/records.h5`).
     pub fn path(&self) -> &Path {
         &self.path
     }

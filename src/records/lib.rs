@@ -7,6 +7,8 @@
 //! `manifest.json` last: a manifest is the mark of a point that has been accounted for. Both are
 //! written atomically ([`write_atomic`]). Readers check [`SCHEMA_VERSION`].
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod axis;
 mod config;
@@ -41,37 +43,73 @@ pub use schema::{
 };
 pub use spool::{read_spool, spool_path, RankSpool, SpoolWriter};
 
-/// File names inside a point's folder.
+use std::path::PathBuf;
+
+// File names inside a point's folder.
+
+/// The point's account, written last ([`Manifest`]).
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// Every rank's steps in HDF5, made from the spools when the run ends ([`write_records`]).
 pub const RECORDS_FILE: &str = "records.h5";
 /// Final parameters, if the point asked for them: one fp32 dataset per unit, named after it.
 pub const PARAMETERS_FILE: &str = "parameters.h5";
+/// The resolved point configuration, written before the ranks start ([`PointConfig`] reads it).
 pub const POINT_FILE: &str = "point.json";
+/// The folder of the ranks' spools (`rank-NNNNN.jsonl`, [`spool_path`]).
 pub const RANKS_DIR: &str = "ranks";
+/// The launcher's standard output (all ranks' together).
 pub const STDOUT_FILE: &str = "stdout.log";
+/// The launcher's standard error (all ranks' together).
 pub const STDERR_FILE: &str = "stderr.log";
 
+/// Why a record file could not be read or written; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Hdf5 { path: String, source: hdf5::Error },
-    #[error("{path}: {source}")]
-    Json { path: String, source: serde_json::Error },
-    #[error("{path}: written with record schema version {found}; this build reads version {expected} (re-run the point, or analyse it with the shardsweep version that wrote it)")]
-    Schema { path: String, found: u32, expected: u32 },
+    /// Reading, writing or renaming the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder the operation was on.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The HDF5 library failed on the file (missing, truncated, a missing dataset).
+    #[error("{}: {source}", path.display())]
+    Hdf5 {
+        /// The HDF5 file.
+        path: PathBuf,
+        /// What the HDF5 library said.
+        source: hdf5::Error,
+    },
+    /// The file's JSON did not parse as the expected type, or a value did not serialise.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The JSON file (or spool) read or written.
+        path: PathBuf,
+        /// What serde_json said, with the line and column.
+        source: serde_json::Error,
+    },
+    /// Another record schema version wrote the file.
+    #[error("{}: written with record schema version {found}; this build reads version {expected} (re-run the point, or analyse it with the shardsweep version that wrote it)", path.display())]
+    Schema {
+        /// The record file.
+        path: PathBuf,
+        /// The version the file states (a manifest without one reads as 0).
+        found: u32,
+        /// The version this build reads ([`SCHEMA_VERSION`]).
+        expected: u32,
+    },
 }
 
 impl RecordError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
-        move |source| RecordError::Io { path: path.display().to_string(), source }
+        move |source| RecordError::Io { path: path.to_path_buf(), source }
     }
 
     /// Wraps an HDF5 error with the path of the file it happened in.
     pub fn hdf5(path: &std::path::Path) -> impl Fn(hdf5::Error) -> Self + '_ {
-        move |source| RecordError::Hdf5 { path: path.display().to_string(), source }
+        move |source| RecordError::Hdf5 { path: path.to_path_buf(), source }
     }
 }
 
@@ -82,7 +120,7 @@ impl RecordError {
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, RecordError> {
     let bytes = std::fs::read(path).map_err(RecordError::io(path))?;
     serde_json::from_slice(&bytes)
-        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+        .map_err(|source| RecordError::Json { path: path.to_path_buf(), source })
 }
 
 /// Writes `value` as pretty JSON to `path` atomically ([`write_atomic`]).
@@ -91,7 +129,7 @@ pub fn write_json<T: serde::Serialize>(
     value: &T,
 ) -> Result<(), RecordError> {
     let json = serde_json::to_vec_pretty(value)
-        .map_err(|source| RecordError::Json { path: path.display().to_string(), source })?;
+        .map_err(|source| RecordError::Json { path: path.to_path_buf(), source })?;
     write_atomic(path, &json)
 }
 
@@ -103,10 +141,6 @@ pub fn check_schema(path: &std::path::Path, found: u32) -> Result<(), RecordErro
     if found == SCHEMA_VERSION {
         Ok(())
     } else {
-        Err(RecordError::Schema {
-            path: path.display().to_string(),
-            found,
-            expected: SCHEMA_VERSION,
-        })
+        Err(RecordError::Schema { path: path.to_path_buf(), found, expected: SCHEMA_VERSION })
     }
 }

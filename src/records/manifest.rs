@@ -14,6 +14,7 @@ use super::{check_schema, read_json, write_json, PointConfig, RecordError, MANIF
 pub enum Outcome {
     /// Every rank finished every step.
     Ok,
+    /// A rank or the launcher failed for another reason (a crash, an error exit, a bare SIGKILL).
     Failed,
     /// Stopped by the harness at the point's time limit.
     Timeout,
@@ -29,6 +30,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The snake_case name written in manifests and shown in tables (`node_fail`).
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -53,23 +55,33 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerInfo {
+    /// The scheduler's name (`slurm`).
     pub scheduler: String,
+    /// The scheduler's job id (Slurm's `SLURM_JOB_ID`).
     pub job_id: String,
+    /// The job's nodes in the scheduler's compressed form (`SLURM_JOB_NODELIST`).
     pub node_list: String,
     /// The rendered batch script (the replay artifact) and its SHA-256.
     pub script: String,
+    /// Hex SHA-256 of `script`.
     pub script_sha256: String,
     /// The job's state when the point's outcome was decided, if the scheduler was asked.
     pub job_state: Option<String>,
 }
 
+/// Where one rank ran, from its spool's start line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RankLayout {
+    /// The rank's index in the world (0-based).
     pub rank: u32,
+    /// Index of its node (0-based, in launch order).
     pub node: u32,
+    /// Its index among its node's ranks (0-based).
     pub local_rank: u32,
+    /// Host name of its node.
     pub hostname: String,
+    /// Its process id on that node.
     pub pid: u32,
 }
 
@@ -77,14 +89,21 @@ pub struct RankLayout {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
+    /// The git commit the binary was built from (rank 0's).
     pub git_commit: String,
+    /// The shardsweep version of the binary that ran (rank 0's).
     pub binary_version: String,
+    /// Version of the libtorch the binary was linked against.
     pub torch_version: String,
+    /// The communication library and its version (rank 0's).
     pub comm_library: String,
+    /// Host names the ranks ran on, sorted, each once.
     pub hostnames: Vec<String>,
+    /// Where each rank ran, by rank (empty if no rank started).
     pub ranks: Vec<RankLayout>,
     /// Environment variables that change how training or communication behaves (rank 0's).
     pub env: BTreeMap<String, String>,
+    /// The launcher's command line for the ranks (program and arguments).
     pub command: Vec<String>,
     /// Rank 0's libraries, drivers and modules (see [`crate::Fingerprint`]); empty in
     /// manifests from before it was recorded.
@@ -97,30 +116,49 @@ pub struct Provenance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The record schema version that wrote it ([`crate::SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// Name of the sweep (the experiment's `name`).
     pub sweep: String,
+    /// The point's name, which is also its folder's name in the sweep.
     pub point: String,
     /// Digest of the resolved point configuration.
     pub digest: String,
+    /// How the run ended.
     pub outcome: Outcome,
+    /// The launcher process's exit code; `None` if it had none (killed by a signal, never ran).
     pub exit_code: Option<i32>,
+    /// What the harness found about how the run ended (errors, signals), if anything.
     pub message: Option<String>,
+    /// When the harness launched the point, as an RFC 3339 UTC timestamp.
     pub started_at: String,
+    /// When its outcome was decided, as an RFC 3339 UTC timestamp.
     pub ended_at: String,
+    /// Wall time from launch to the end of the run.
     pub duration_s: f64,
+    /// Steps each rank was to run, warm-up included.
     pub steps_planned: u32,
+    /// Leading steps the analysis leaves out of the steady state (the experiment's setting).
     pub warmup_steps: u32,
     /// Steps each rank completed, by rank.
     pub steps_completed: Vec<u32>,
+    /// Number of ranks.
     pub world_size: u32,
+    /// Number of nodes.
     pub nodes: u32,
+    /// Ranks on each node.
     pub ranks_per_node: u32,
+    /// Images per step over all ranks.
     pub global_batch: u32,
+    /// Model FLOPs of one training step over the global batch, what MFU divides by the step time.
     pub train_flop_per_step: f64,
     /// The resolved point (`point.json`), so the manifest stands on its own.
     pub config: serde_json::Value,
+    /// Where and with what the point ran.
     pub provenance: Provenance,
+    /// The records file's name in the point's folder (`records.h5`); `None` if it was not written.
     pub records_file: Option<String>,
+    /// The batch job that ran it; absent for a local launch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<SchedulerInfo>,
     /// Earlier attempts of this point, kept in `<sweep>/.attempts/<point>/` (a re-run,
@@ -146,9 +184,10 @@ impl Manifest {
         check_schema(&path, u32::try_from(found).unwrap_or(u32::MAX))?;
         serde_json::from_value(value)
             .map(Some)
-            .map_err(|source| RecordError::Json { path: path.display().to_string(), source })
+            .map_err(|source| RecordError::Json { path: path.clone(), source })
     }
 
+    /// Writes it atomically as `point_dir/manifest.json`.
     pub fn write(&self, point_dir: &Path) -> Result<(), RecordError> {
         write_json(&point_dir.join(MANIFEST_FILE), self)
     }
@@ -158,10 +197,8 @@ impl Manifest {
     /// # Errors
     /// [`RecordError::Json`] (naming `point_dir`'s manifest) if `config` lacks a field.
     pub fn point_config(&self, point_dir: &Path) -> Result<PointConfig, RecordError> {
-        serde_json::from_value(self.config.clone()).map_err(|source| RecordError::Json {
-            path: point_dir.join(MANIFEST_FILE).display().to_string(),
-            source,
-        })
+        serde_json::from_value(self.config.clone())
+            .map_err(|source| RecordError::Json { path: point_dir.join(MANIFEST_FILE), source })
     }
 }
 

@@ -14,6 +14,7 @@ pub enum Pool {
 }
 
 impl Pool {
+    /// The snake_case name used on the command line and in results (`cls`).
     pub fn name(self) -> &'static str {
         match self {
             Pool::Cls => "cls",
@@ -46,19 +47,32 @@ impl Encoder {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeResult {
+    /// The probed point's name.
     pub point: String,
+    /// The model's name (the point's `model` axis).
     pub model: String,
+    /// Which parameters the encoder had.
     pub encoder: Encoder,
+    /// How features were pooled.
     pub pool: Pool,
+    /// The labelled data set probed on, as given to `probe` (a path, or `synthetic`).
     pub data: String,
+    /// Number of classes (the probe's outputs).
     pub classes: usize,
+    /// Images the linear classifier was trained on.
     pub train_images: usize,
+    /// Images it was evaluated on (`top1`, `top5`).
     pub val_images: usize,
+    /// Length of one feature vector (the encoder's embedding width).
     pub feature_dim: i64,
+    /// Passes of the classifier's training over the train images.
     pub epochs: u32,
+    /// The classifier's learning rate.
     pub lr: f64,
-    /// Share of val images whose label is the top score, and among the top five.
+    /// Share of val images whose label gets the top score (0 to 1).
     pub top1: f64,
+    /// Share of val images whose label is among the five top scores (0 to 1).
     pub top5: f64,
+    /// Top-1 share on the train images (0 to 1): against `top1`, how much the probe overfits.
     pub train_top1: f64,
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::schema::{RankInfo, SpoolLine, StepRecord};
 use super::{RecordError, RANKS_DIR};
 
+/// `<point>/ranks/rank-NNNNN.jsonl`: `rank`'s spool, the rank zero-padded to five digits.
 pub fn spool_path(point_dir: &Path, rank: u32) -> PathBuf {
     point_dir.join(RANKS_DIR).join(format!("rank-{rank:05}.jsonl"))
 }
@@ -20,6 +21,7 @@ pub struct SpoolWriter {
 }
 
 impl SpoolWriter {
+    /// Creates (truncates) `rank`'s spool in `point_dir`, making `ranks/` if needed.
     pub fn create(point_dir: &Path, rank: u32) -> Result<Self, RecordError> {
         let path = spool_path(point_dir, rank);
         std::fs::create_dir_all(path.parent().expect("spool has a folder"))
@@ -33,11 +35,10 @@ impl SpoolWriter {
         Ok(Self { file, path })
     }
 
+    /// Writes one line and flushes it, so a crash loses at most the line in flight.
     pub fn write(&mut self, line: &SpoolLine) -> Result<(), RecordError> {
-        let mut text = serde_json::to_string(line).map_err(|source| RecordError::Json {
-            path: self.path.display().to_string(),
-            source,
-        })?;
+        let mut text = serde_json::to_string(line)
+            .map_err(|source| RecordError::Json { path: self.path.clone(), source })?;
         text.push('\n');
         self.file
             .write_all(text.as_bytes())
@@ -49,9 +50,13 @@ impl SpoolWriter {
 /// Everything one rank left in its spool.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RankSpool {
+    /// The start line; `None` if the rank never wrote one.
     pub info: Option<RankInfo>,
+    /// The steps it finished, in order.
     pub steps: Vec<StepRecord>,
+    /// Whether it wrote its end line (it finished every step).
     pub finished: bool,
+    /// The message of its error line, if it wrote one.
     pub error: Option<String>,
 }
 

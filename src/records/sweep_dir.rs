@@ -15,14 +15,21 @@
 
 use std::path::{Path, PathBuf};
 
+/// The experiment file's text as last run or submitted.
 pub const EXPERIMENT_FILE: &str = "experiment.toml";
+/// Earlier attempts of points, set aside (`.attempts/<point>/<time>`), never deleted.
 pub const ATTEMPTS_DIR: &str = ".attempts";
+/// Held (flock) by the run or submission of the sweep.
 pub const LOCK_FILE: &str = ".lock";
+/// Held (flock) by an analysis of the sweep.
 pub const ANALYSIS_LOCK_FILE: &str = ".analysis.lock";
+/// The measured matrix-multiply rate that local MFU is measured against.
 pub const LOCAL_PEAK_FILE: &str = "local_peak.json";
+/// A calibration placed in the sweep: `analyze` then compares each point with its prediction.
 pub const CALIBRATION_FILE: &str = "calibration.json";
 /// Batch scripts (`submission-NNN/`, `dry-run/`) and the ledger.
 pub const SLURM_DIR: &str = "slurm";
+/// The journal of every Slurm job of the sweep, one JSON line per entry, in `slurm/`.
 pub const LEDGER_FILE: &str = "ledger.jsonl";
 /// The ledger as one JSON document, as versions before the journal wrote it.
 pub const LEGACY_LEDGER_FILE: &str = "ledger.json";
@@ -37,34 +44,42 @@ pub fn sweep_of(point_dir: &Path) -> Option<&Path> {
     point_dir.parent()
 }
 
+/// `<sweep>/experiment.toml`.
 pub fn experiment_file(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join(EXPERIMENT_FILE)
 }
 
+/// `<sweep>/.lock`.
 pub fn lock_file(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join(LOCK_FILE)
 }
 
+/// `<sweep>/.analysis.lock`.
 pub fn analysis_lock_file(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join(ANALYSIS_LOCK_FILE)
 }
 
+/// `<sweep>/local_peak.json`.
 pub fn local_peak_file(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join(LOCAL_PEAK_FILE)
 }
 
+/// `<sweep>/calibration.json`.
 pub fn calibration_file(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join(CALIBRATION_FILE)
 }
 
+/// `<sweep>/slurm/`.
 pub fn slurm_dir(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join(SLURM_DIR)
 }
 
+/// `<sweep>/slurm/ledger.jsonl`.
 pub fn ledger_file(sweep_dir: &Path) -> PathBuf {
     slurm_dir(sweep_dir).join(LEDGER_FILE)
 }
 
+/// `<sweep>/slurm/ledger.json`, read when the journal is absent.
 pub fn legacy_ledger_file(sweep_dir: &Path) -> PathBuf {
     slurm_dir(sweep_dir).join(LEGACY_LEDGER_FILE)
 }

@@ -31,14 +31,14 @@ pub fn compare_sweeps(
     let side = |side: &'static str, dir: &Path| {
         summarize_sweep(dir).map(|(s, _, _)| s).map_err(|e| AnalysisError::CompareSide {
             side,
-            path: dir.display().to_string(),
+            path: dir.to_path_buf(),
             source: Box::new(e),
         })
     };
     let (b, a) = (side("BEFORE", before)?, side("AFTER", after)?);
     let comparison = compare(&b, &a, options)?;
     std::fs::create_dir_all(out)
-        .map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
+        .map_err(|source| AnalysisError::Io { path: out.to_path_buf(), source })?;
     let mut files = tables(&comparison, out)?;
     files.push(write_junit(&comparison, &out.join("comparison.junit.xml"))?);
     files.extend(figures(&comparison, &b, &a, out, before, after)?);

@@ -112,7 +112,7 @@ pub fn analyze_sweep(sweep_dir: &Path) -> Result<Report, AnalysisError> {
     let sweep = sweep_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let out = sweep_dir.join("report");
     std::fs::create_dir_all(&out)
-        .map_err(|source| AnalysisError::Io { path: out.display().to_string(), source })?;
+        .map_err(|source| AnalysisError::Io { path: out.to_path_buf(), source })?;
 
     let mut files = vec![write_csv(&out.join("summary.csv"), &mut summary_frame(&summaries)?)?];
     files.push(write_csv(&out.join("breakdown.csv"), &mut breakdown_frame(&summaries)?)?);
