@@ -15,6 +15,8 @@ pub mod baselines;
 pub mod bench_analysis;
 #[path = "common.rs"]
 mod common;
+#[path = "long_table.rs"]
+mod long_table;
 #[path = "plan.rs"]
 pub mod plan;
 #[path = "predict.rs"]

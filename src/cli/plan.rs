@@ -1,10 +1,12 @@
 //! `shardsweep plan`: the points an experiment expands to, and the ones rejected with why.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine};
+use rayon::prelude::*;
+use shardsweep::plan::{expand, rank_memory_bytes, Experiment, Machine, PointSpec};
 use shardsweep::predict::{Hardware, PerfModel};
 
 #[derive(clap::Args)]
@@ -53,44 +55,49 @@ pub fn run(args: Args) -> Result<ExitCode> {
         shardsweep::plan::write_json(&plan, &model, super::output::StdoutWriter::new())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = super::table([
-        "point",
-        "model",
-        "strategy",
-        "nodes x ranks",
-        "micro batch",
-        "global batch",
-        "params",
-        "TFLOP/step",
-        "memory/rank",
-        "predicted step",
-        "predicted peak memory",
-    ]);
-    for p in &plan.points {
-        let predicted = model.predict(p);
-        table.add_row([
-            p.id.clone(),
-            p.model.name.clone(),
-            p.strategy.name().into(),
-            format!("{} x {}", p.nodes, p.ranks_per_node),
-            p.micro_batch.to_string(),
-            p.global_batch().to_string(),
-            format!("{:.2}M", p.model.trainable_params() as f64 / 1e6),
-            format!("{:.4}", p.train_flop_per_step() / 1e12),
-            format!("{:.2} GiB", rank_memory_bytes(p) / (1u64 << 30) as f64),
-            format!("{:.3} s", predicted.times.step_s),
-            format!("{:.2} GiB", predicted.memory.peak / (1u64 << 30) as f64),
-        ]);
-    }
-    outln!("sweep {}: {} points to run", plan.sweep, plan.points.len());
-    outln!("{table}");
+    // Predictions are the cost of a large plan (10^5 points): made on every core, in order.
+    let rows: Vec<[String; 11]> = plan.points.par_iter().map(|p| row(p, &model)).collect();
+    let mut out = super::output::StdoutWriter::new();
+    writeln!(out, "sweep {}: {} points to run", plan.sweep, plan.points.len())?;
+    super::long_table::write(&mut out, HEADER, &rows)?;
     if !plan.rejected.is_empty() {
-        let mut rejected = super::table(["rejected point", "reason"]);
-        for r in &plan.rejected {
-            rejected.add_row([r.id.clone(), r.reason.clone()]);
-        }
-        outln!("{} points rejected", plan.rejected.len());
-        outln!("{rejected}");
+        let rejected: Vec<[String; 2]> =
+            plan.rejected.iter().map(|r| [r.id.clone(), r.reason.clone()]).collect();
+        writeln!(out, "{} points rejected", plan.rejected.len())?;
+        super::long_table::write(&mut out, ["rejected point", "reason"], &rejected)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+const HEADER: [&str; 11] = [
+    "point",
+    "model",
+    "strategy",
+    "nodes x ranks",
+    "micro batch",
+    "global batch",
+    "params",
+    "TFLOP/step",
+    "memory/rank",
+    "predicted step",
+    "predicted peak memory",
+];
+
+/// The cells of `p`'s row under [`HEADER`].
+fn row(p: &PointSpec, model: &PerfModel) -> [String; 11] {
+    let predicted = model.predict(p);
+    let gib = |bytes: f64| format!("{:.2} GiB", bytes / (1u64 << 30) as f64);
+    [
+        p.id.clone(),
+        p.model.name.clone(),
+        p.strategy.name().into(),
+        format!("{} x {}", p.nodes, p.ranks_per_node),
+        p.micro_batch.to_string(),
+        p.global_batch().to_string(),
+        format!("{:.2}M", p.model.trainable_params() as f64 / 1e6),
+        format!("{:.4}", p.train_flop_per_step() / 1e12),
+        gib(rank_memory_bytes(p)),
+        format!("{:.3} s", predicted.times.step_s),
+        gib(predicted.memory.peak),
+    ]
 }

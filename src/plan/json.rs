@@ -1,57 +1,109 @@
 //! `shardsweep plan --json`: the plan as one JSON document, streamed.
 
+use rayon::prelude::*;
+use serde::Serialize;
+
 use super::{rank_memory_bytes, Plan, PointSpec};
-use crate::predict::PerfModel;
+use crate::predict::{PerfModel, Prediction};
+
+/// Points whose documents are made at once (on every core) before they are written: enough
+/// to keep the cores busy, few enough that memory does not grow with the plan.
+const CHUNK_POINTS: usize = 4096;
+
+/// One point's document: the point, its derived sizes and the prediction.
+#[derive(Serialize)]
+struct PointDocument<'a> {
+    #[serde(flatten)]
+    point: &'a PointSpec,
+    world_size: u32,
+    global_batch: u32,
+    trainable_params: i64,
+    train_flop_per_step: f64,
+    rank_memory_bytes: f64,
+    predicted: Prediction,
+}
+
+impl<'a> PointDocument<'a> {
+    fn new(point: &'a PointSpec, model: &PerfModel) -> Self {
+        Self {
+            point,
+            world_size: point.world_size(),
+            global_batch: point.global_batch(),
+            trainable_params: point.model.trainable_params(),
+            train_flop_per_step: point.train_flop_per_step(),
+            rank_memory_bytes: rank_memory_bytes(point),
+            predicted: model.predict(point),
+        }
+    }
+}
 
 /// Writes the plan as one JSON document, `{"points": [...], "rejected": [...], "sweep": NAME}`,
-/// pretty-printed with every object's keys in order, followed by a newline. Each point's
-/// document (the point, its derived sizes and the prediction) is built, written and dropped
-/// in turn, so memory does not grow with the number of points.
+/// pretty-printed (two spaces), followed by a newline. A point's keys are its fields in
+/// order, then `world_size`, `global_batch`, `trainable_params`, `train_flop_per_step`,
+/// `rank_memory_bytes` and `predicted`. Documents are made [`CHUNK_POINTS`] at a time on
+/// every core (the predictions are most of the cost), written in order and dropped, so
+/// memory does not grow with the number of points.
+///
+/// # Errors
+/// What `out` returns.
 pub fn write_json(
     plan: &Plan,
     model: &PerfModel,
-    out: impl std::io::Write,
-) -> serde_json::Result<()> {
-    use serde::ser::{SerializeMap, Serializer};
-    let point = |p: &PointSpec| {
-        let mut value = serde_json::to_value(p).expect("a point serialises");
-        let document = value.as_object_mut().expect("a point is an object");
-        for (key, extra) in [
-            ("world_size", serde_json::json!(p.world_size())),
-            ("global_batch", serde_json::json!(p.global_batch())),
-            ("trainable_params", serde_json::json!(p.model.trainable_params())),
-            ("train_flop_per_step", serde_json::json!(p.train_flop_per_step())),
-            ("rank_memory_bytes", serde_json::json!(rank_memory_bytes(p))),
-            ("predicted", serde_json::to_value(model.predict(p)).expect("a prediction")),
-        ] {
-            document.insert(key.into(), extra);
-        }
-        value
-    };
-    // Rejections as values too: their keys in order, as the points' are.
-    let rejected = |r| serde_json::to_value(r).expect("a rejection serialises");
-    let mut serializer = serde_json::Serializer::pretty(out);
-    let mut map = serializer.serialize_map(Some(3))?;
-    map.serialize_entry("points", &Items(|| plan.points.iter().map(point)))?;
-    map.serialize_entry("rejected", &Items(|| plan.rejected.iter().map(rejected)))?;
-    map.serialize_entry("sweep", &plan.sweep)?;
-    map.end()?;
-    let mut out = serializer.into_inner();
-    out.write_all(b"\n").map_err(serde_json::Error::io)
+    mut out: impl std::io::Write,
+) -> std::io::Result<()> {
+    out.write_all(b"{\n  \"points\": ")?;
+    write_items(&mut out, &plan.points, |points| {
+        items_text(&points.iter().map(|p| PointDocument::new(p, model)).collect::<Vec<_>>())
+    })?;
+    out.write_all(b",\n  \"rejected\": ")?;
+    write_items(&mut out, &plan.rejected, items_text)?;
+    out.write_all(b",\n  \"sweep\": ")?;
+    serde_json::to_writer(&mut out, &plan.sweep)?;
+    out.write_all(b"\n}\n")
 }
 
-/// A sequence serialised as its items come from the iterator that `.0` makes.
-struct Items<F>(F);
+/// Items printed by one task: enough to outweigh its start, few enough to share the cores.
+const PIECE_ITEMS: usize = 128;
 
-impl<F, I> serde::Serialize for Items<F>
-where
-    F: Fn() -> I,
-    I: Iterator,
-    I::Item: serde::Serialize,
-{
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq((self.0)())
+/// Writes `items` as a pretty JSON array one level deep in the document (`[]` when empty), as
+/// `serde_json::to_writer_pretty` would: the text of each [`PIECE_ITEMS`] items (`text`, as
+/// [`items_text`] makes it) is made on every core, [`CHUNK_POINTS`] items at a time.
+fn write_items<T: Sync>(
+    out: &mut impl std::io::Write,
+    items: &[T],
+    text: impl Fn(&[T]) -> Vec<u8> + Sync,
+) -> std::io::Result<()> {
+    if items.is_empty() {
+        return out.write_all(b"[]");
     }
+    out.write_all(b"[")?;
+    for (c, chunk) in items.chunks(CHUNK_POINTS).enumerate() {
+        let texts: Vec<Vec<u8>> = chunk.par_chunks(PIECE_ITEMS).map(&text).collect();
+        for (i, text) in texts.iter().enumerate() {
+            if c + i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(text)?;
+        }
+    }
+    out.write_all(b"\n  ]")
+}
+
+/// `items` as they stand one level deep in a pretty document, `\n    {...},\n    {...}`: the
+/// pretty text of `{"items": [...]}` without its first and last lines, so that serde_json's
+/// printer indents them itself.
+fn items_text<D: Serialize>(items: &[D]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Wrapper<'a, D> {
+        items: &'a [D],
+    }
+    const OPEN: &[u8] = b"{\n  \"items\": [";
+    const CLOSE: &[u8] = b"\n  ]\n}";
+    let mut text = serde_json::to_vec_pretty(&Wrapper { items }).expect("a plan serialises");
+    assert!(text.starts_with(OPEN) && text.ends_with(CLOSE), "a pretty array of items");
+    text.truncate(text.len() - CLOSE.len());
+    text.drain(..OPEN.len());
+    text
 }
 
 #[cfg(test)]
@@ -60,7 +112,7 @@ mod tests {
     use crate::plan::{expand, Experiment, Machine};
     use crate::predict::Hardware;
 
-    /// The document as it was built before it was streamed: every point's value in memory.
+    /// The document as it was first built: every point a value in memory, keys sorted.
     fn in_memory(plan: &Plan, model: &PerfModel) -> String {
         let points: Vec<serde_json::Value> = plan
             .points
@@ -101,7 +153,26 @@ mod tests {
             let plan = expand(&experiment, &Machine { memory_bytes, per_rank: true });
             let mut streamed = Vec::new();
             write_json(&plan, &model, &mut streamed).unwrap();
-            assert_eq!(String::from_utf8(streamed).unwrap(), in_memory(&plan, &model));
+            let streamed = String::from_utf8(streamed).unwrap();
+            // The same content as the document of values (whose keys are sorted)...
+            let parsed: serde_json::Value = serde_json::from_str(&streamed).unwrap();
+            assert_eq!(
+                parsed,
+                serde_json::from_str::<serde_json::Value>(&in_memory(&plan, &model)).unwrap()
+            );
+            // ...and the same text as serde_json's pretty printer makes of the whole.
+            #[derive(serde::Serialize)]
+            struct Whole<'a> {
+                points: Vec<PointDocument<'a>>,
+                rejected: &'a [crate::plan::Rejected],
+                sweep: &'a str,
+            }
+            let whole = Whole {
+                points: plan.points.iter().map(|p| PointDocument::new(p, &model)).collect(),
+                rejected: &plan.rejected,
+                sweep: &plan.sweep,
+            };
+            assert_eq!(streamed, serde_json::to_string_pretty(&whole).unwrap() + "\n");
         }
     }
 }

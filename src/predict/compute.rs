@@ -6,7 +6,6 @@ use crate::model::{block_params, ModelConfig};
 /// One FSDP unit as the performance model sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unit {
-    pub name: String,
     /// Trainable parameters (elements) of the unit's flat parameter.
     pub params: f64,
     /// Forward FLOPs per image (matmuls, 2 per multiply-add).
@@ -32,24 +31,21 @@ pub fn units(model: &ModelConfig) -> Vec<Unit> {
     let root_flop =
         2.0 * np * pd * d as f64 + 2.0 * nv * (d * e) as f64 + 2.0 * (np + 1.0) * e as f64 * pd;
     let mut out = vec![Unit {
-        name: "root".into(),
         params: root_params,
         forward_flop: root_flop,
         width: d.min(e) as f64,
         is_root: true,
     }];
-    for i in 0..model.depth {
+    for _ in 0..model.depth {
         out.push(Unit {
-            name: format!("blocks.{i}"),
             params: block_params(d, model.mlp) as f64,
             forward_flop: block_flop(nv, d as f64, model.mlp as f64),
             width: d as f64,
             is_root: false,
         });
     }
-    for i in 0..model.decoder_depth {
+    for _ in 0..model.decoder_depth {
         out.push(Unit {
-            name: format!("decoder_blocks.{i}"),
             params: block_params(e, model.decoder_mlp) as f64,
             forward_flop: block_flop(np + 1.0, e as f64, model.decoder_mlp as f64),
             width: e as f64,
