@@ -1,8 +1,8 @@
 //! `shardsweep-lite`: the commands that never train (`plan`, `predict`, `analyze`, `compare`,
-//! `trace`, `bench-analysis`, `bundle`, `history`), the same code as `shardsweep`'s, in a
-//! binary that does not link libtorch. Loading libtorch (CUDA builds especially) costs `shardsweep` about 0.7 s and
-//! 0.5 GiB of resident memory before `main`; this binary starts in milliseconds. Anything else
-//! is `shardsweep`'s.
+//! `trace`, `bench-analysis`, `bundle`, `history`, and `data import`, `rasters`, `digits`),
+//! the same code as `shardsweep`'s, in a binary that does not link libtorch. Loading libtorch
+//! (CUDA builds especially) costs `shardsweep` about 0.7 s and 0.5 GiB of resident memory
+//! before `main`; this binary starts in milliseconds. Anything else is `shardsweep`'s.
 
 #[path = "../cli/lite.rs"]
 mod cli;
@@ -28,6 +28,11 @@ enum Command {
     Plan(cli::plan::Args),
     /// Predict every point of an experiment (as `shardsweep predict`).
     Predict(cli::predict::Args),
+    /// Image sets from files: import, rasters, digits (as `shardsweep data`).
+    Data {
+        #[command(subcommand)]
+        command: cli::data_files::Command,
+    },
     #[cfg(feature = "analysis")]
     #[command(flatten)]
     Analysis(cli::analysis::Command),
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         cli::finish(match cli.command {
             Command::Plan(args) => cli::plan::run(args),
             Command::Predict(args) => cli::predict::run(args),
+            Command::Data { command } => cli::data_files::run(command),
             #[cfg(feature = "analysis")]
             Command::Analysis(command) => cli::analysis::run(command),
             #[cfg(feature = "analysis")]

@@ -15,6 +15,8 @@ pub mod baselines;
 pub mod bench_analysis;
 #[path = "common.rs"]
 mod common;
+#[path = "data_files.rs"]
+pub mod data_files;
 #[path = "long_table.rs"]
 mod long_table;
 #[path = "plan.rs"]

@@ -13,6 +13,7 @@ pub mod bench_analysis;
 pub mod calibrate;
 mod common;
 pub mod data;
+mod data_files;
 mod long_table;
 pub mod plan;
 pub mod predict;

@@ -303,33 +303,49 @@ fn decode(file: &Path, size: u32) -> Result<Vec<u8>, String> {
         reader.set_format(format);
     }
     let reader = reader.with_guessed_format().map_err(|e| format!("cannot read: {e}"))?;
-    match reader.format() {
+    let scaled = match reader.format() {
         None => return Err("not an image in a supported format (PNG, JPEG, TIFF)".into()),
-        // The JPEG decoder fills a scan cut off half-way with grey and says nothing.
-        Some(image::ImageFormat::Jpeg) => super::jpeg::complete(&bytes)?,
-        Some(_) => {}
-    }
-    let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode: {e}"))?;
-    // A decompression bomb (a small file of a huge image) is refused from its header, before
-    // its pixels are allocated.
-    let (width, height) = image::ImageDecoder::dimensions(&decoder);
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > MAX_PIXELS {
-        return Err(format!(
-            "refused: {width} x {height} pixels ({:.0} megapixels) is more than the {} megapixels an image may have (a decompression bomb, or an image to tile first)",
-            pixels as f64 / 1e6,
-            MAX_PIXELS / 1_000_000
-        ));
-    }
-    // An EXIF block that cannot be read leaves the image as stored, as viewers show it.
-    let orientation = image::ImageDecoder::orientation(&mut decoder)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image =
-        image::DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode: {e}"))?;
+        Some(image::ImageFormat::Jpeg) => {
+            // The general JPEG decoder fills a scan cut off half-way with grey, saying nothing.
+            super::jpeg::complete(&bytes)?;
+            super::jpeg::decode_scaled(&bytes, size, MAX_PIXELS)?
+        }
+        Some(_) => None,
+    };
+    let (mut image, orientation) = match scaled {
+        Some(decoded) => decoded,
+        None => {
+            let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode: {e}"))?;
+            // A decompression bomb (a small file of a huge image) is refused from its header,
+            // before its pixels are allocated.
+            let (width, height) = image::ImageDecoder::dimensions(&decoder);
+            check_pixels(width, height, MAX_PIXELS)?;
+            // An EXIF block that cannot be read leaves the image as stored, as viewers show it.
+            let orientation = image::ImageDecoder::orientation(&mut decoder)
+                .unwrap_or(image::metadata::Orientation::NoTransforms);
+            let image = image::DynamicImage::from_decoder(decoder)
+                .map_err(|e| format!("cannot decode: {e}"))?;
+            (image, orientation)
+        }
+    };
     image.apply_orientation(orientation);
     // Converted in place where it is RGB already (no copy of a large image).
     let rgb = image.into_rgb8();
     Ok(image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle).into_raw())
+}
+
+/// `Err` (the refusal) for an image of more than `max_pixels`: a decompression bomb, or an
+/// image to tile first.
+pub(super) fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), String> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(format!(
+            "refused: {width} x {height} pixels ({:.0} megapixels) is more than the {} megapixels an image may have (a decompression bomb, or an image to tile first)",
+            pixels as f64 / 1e6,
+            max_pixels / 1_000_000
+        ));
+    }
+    Ok(())
 }
 
 fn path_bytes(path: &Path) -> &[u8] {

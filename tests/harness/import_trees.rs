@@ -299,3 +299,31 @@ fn a_decompression_bomb_is_refused_from_its_header() {
         "{reason}"
     );
 }
+
+#[test]
+fn the_lite_binary_imports_the_set_shardsweep_imports() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sea")).unwrap();
+    std::fs::write(tree.join("sea/o6.jpg"), with_orientation(&halves_jpeg(), 6)).unwrap();
+    solid(&tree.join("land/a.png"), [10, 200, 10]);
+    let import = |exe: &str, name: &str| {
+        let out = dir.path().join(name);
+        let status = Command::new(exe)
+            .args(["data", "import"])
+            .arg(&tree)
+            .arg("--out")
+            .arg(&out)
+            .args(["--size", "8"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{exe}");
+        ImageSet::open(&out).unwrap()
+    };
+    let full = import(env!("CARGO_BIN_EXE_shardsweep"), "full.h5");
+    let lite = import(env!("CARGO_BIN_EXE_shardsweep-lite"), "lite.h5");
+    assert_eq!(full.len(), 2);
+    for i in 0..2 {
+        assert_eq!(full.read(i).unwrap(), lite.read(i).unwrap(), "image {i}");
+    }
+}
