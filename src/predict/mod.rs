@@ -10,6 +10,7 @@
 //! - [`anchor`]: predictions that stand on a measurement of the same configuration;
 //! - [`decision`]: the best strategy per (model, nodes) and those it cannot be told from;
 //! - [`validate`]: scoring predictions against measurements they were not fitted to;
+//!   [`hindcast`]: a measured sweep's points predicted as before they ran, and scored;
 //! - [`measurements`]: reading measurement tables, bench tables and sweep records;
 //!   [`collective_files`]: nccl-tests / rccl-tests and OSU outputs.
 
@@ -21,6 +22,7 @@ pub mod compute;
 pub mod decision;
 pub mod fit;
 pub mod hardware;
+pub mod hindcast;
 pub mod measurements;
 pub mod memory;
 pub mod timeline;
