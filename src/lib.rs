@@ -9,6 +9,7 @@ pub mod comm;
 pub mod data;
 mod ffi;
 pub mod launch;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod plan;

@@ -44,8 +44,12 @@ pub enum AnalysisError {
     Read { path: PathBuf, message: String },
     #[error("more than one analysis handles at once: at most {points} points, {steps} steps per point and {ranks} ranks")]
     TooLarge { points: usize, steps: usize, ranks: usize },
-    #[error("no finished records under {0}")]
-    Empty(String),
+    /// No finished point's records under the sweep folder.
+    #[error("no finished records under {}", .0.display())]
+    Empty(PathBuf),
+    /// Part of the tidy store at `dir` came out empty.
+    #[error("the tidy store {}: {what}", dir.display())]
+    EmptyStore { dir: PathBuf, what: EmptyPart },
     #[error("polars: {0}")]
     Polars(#[from] polars::error::PolarsError),
     #[error("plot {}: {message}", path.display())]
@@ -62,6 +66,17 @@ pub enum AnalysisError {
     Export(#[from] crate::export::ExportError),
     #[error("the environments differ outside the declared fields (declare them with --declared, or --allow-undeclared):\n  {}", .0.join("\n  "))]
     EnvironmentDiffers(Vec<String>),
+}
+
+/// What of the tidy store came out empty ([`AnalysisError::EmptyStore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmptyPart {
+    /// None of the points asked for has a file in the store.
+    #[error("no file of the points asked for")]
+    Points,
+    /// A batch's query returned fewer step tables than it computes.
+    #[error("a batch's query returned fewer step tables than it computes")]
+    StepTables,
 }
 
 impl AnalysisError {

@@ -97,7 +97,7 @@ pub fn load_points(sweep_dir: &Path) -> Result<(Vec<PointRecords>, Vec<Skipped>)
         }
     }
     if points.is_empty() {
-        return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
+        return Err(AnalysisError::Empty(sweep_dir.to_path_buf()));
     }
     Ok((points, skipped))
 }

@@ -3,6 +3,7 @@
 //! summarised with a median, percentiles and a bootstrap interval.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -12,7 +13,7 @@ use crate::load::PointRecords;
 use crate::stats::{bootstrap, median, quantile, Interval};
 use crate::steady::steady_start;
 use crate::tidy::Store;
-use crate::AnalysisError;
+use crate::{AnalysisError, EmptyPart};
 
 /// How MFU is computed; stored beside every MFU figure.
 pub const MFU_FORMULA: &str = "mfu-v1: model FLOP per step (3 x forward: patch embedding, encoder on visible tokens, decoder on all tokens, attention included; recomputation excluded) / median steady step time / (ranks x peak FLOP/s per rank)";
@@ -156,8 +157,9 @@ fn unpack(
 }
 
 /// The heavy part: a batch of points' rows reduced to their step tables in one streaming
-/// query. Only the columns these need are read (text is the costly part of decoding).
-pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> {
+/// query. Only the columns these need are read (text is the costly part of decoding). `store`
+/// is the folder the rows come from (for errors).
+pub(crate) fn step_tables(rows: LazyFrame, store: &Path) -> Result<StepTables, AnalysisError> {
     let rows = rows.select([
         col("point"),
         col("warmup_steps"),
@@ -239,7 +241,10 @@ pub(crate) fn step_tables(rows: LazyFrame) -> Result<StepTables, AnalysisError> 
         OptFlags::default() & !OptFlags::COMM_SUBPLAN_ELIM,
     )?;
     let [critical, max_over_ranks, memory, final_loss, rank_scores, loader_work]: [DataFrame; 6] =
-        frames.try_into().map_err(|_| AnalysisError::Empty("step tables".into()))?;
+        frames.try_into().map_err(|_| AnalysisError::EmptyStore {
+            dir: store.to_path_buf(),
+            what: EmptyPart::StepTables,
+        })?;
     Ok(StepTables { critical, max_over_ranks, memory, final_loss, rank_scores, loader_work })
 }
 
@@ -288,13 +293,16 @@ pub fn summarize(
     }
     let mut tables: Option<StepTables> = None;
     for batch in store.batches(points) {
-        let part = step_tables(batch?)?;
+        let part = step_tables(batch?, &store.dir)?;
         match &mut tables {
             None => tables = Some(part),
             Some(all) => all.append(&part)?,
         }
     }
-    let tables = tables.ok_or_else(|| AnalysisError::Empty("the tidy store".into()))?;
+    let tables = tables.ok_or_else(|| AnalysisError::EmptyStore {
+        dir: store.dir.clone(),
+        what: EmptyPart::Points,
+    })?;
     let (critical, maxes) =
         rayon::join(|| by_point(&tables.critical), || by_point(&tables.max_over_ranks));
     let (critical, maxes) = (critical?, maxes?);

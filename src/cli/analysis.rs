@@ -108,96 +108,46 @@ pub fn analyze(sweep_dir: &Path) -> Result<ExitCode> {
 /// A calibration in a sweep's folder makes `analyze` compare each point with its prediction.
 pub use shardsweep::records::sweep_dir::CALIBRATION_FILE;
 
-/// Points whose prediction is off by more than this fraction are flagged.
-const PREDICTION_FLAG: f64 = 0.20;
-
 /// Predicted against measured images/s per point (the slowest rank's median steady step):
 /// `report/predicted_vs_measured.csv`, a residual plot, points more than 20% off flagged, and
-/// the validation figures (`predict::validate`). Each point is predicted as a user would have
-/// predicted it before running it: standing on the calibration's and the sweep's other
-/// measurements of its configuration (never on its own), else by the model alone.
+/// the validation figures ([`shardsweep::predict::hindcast`]).
 fn predicted_vs_measured(sweep_dir: &Path, calibration: &Path) -> Result<()> {
     use shardsweep::launch::slurm::System;
-    use shardsweep::predict::validate::{score, table_rows, Scored};
-    use shardsweep::predict::{measurements::read_records, Calibration, PerfModel};
+    use shardsweep::predict::{hindcast, validate::table_rows, Calibration};
     let cal = Calibration::read(calibration)?;
     let (system, _) = System::load(&cal.system, Path::new("slurm"))?;
-    let measured = read_records(sweep_dir, &|_| true)?.points;
-    let mut anchors = cal.anchors.clone();
-    anchors.extend(measured.iter().map(|m| m.anchor()));
-    let model = PerfModel {
-        hardware: system.hardware(),
-        calibration: Some(cal),
-        peak_flop_per_s: system.peak_flop_per_s.clone(),
-        anchors: Vec::new(),
-    };
-    let mut csv = String::from(
-        "point,measured_images_per_s,predicted_images_per_s,relative_error,flagged,basis\n",
-    );
+    let peaks = system.peak_flop_per_s.clone();
+    let check = hindcast::of_sweep(sweep_dir, cal, system.hardware(), peaks)?;
     let mut table =
         super::table(["point", "measured images/s", "predicted", "error", "stands on", ""]);
-    let mut ratios = Vec::new();
-    let mut scored = Vec::new();
-    for m in &measured {
-        let own = |a: &shardsweep::predict::AnchorPoint| {
-            a.configures(&m.point) && a.doublings(&m.point) == 0.0
-        };
-        let others: Vec<_> = anchors.iter().filter(|a| !own(a)).cloned().collect();
-        let reference = others
-            .iter()
-            .filter(|a| {
-                a.configures(&m.point)
-                    && a.micro_batch == m.point.micro_batch
-                    && a.nodes < m.point.nodes
-            })
-            .max_by_key(|a| a.nodes)
-            .map(|a| (a.nodes, a.images_per_s));
-        let prediction = PerfModel { anchors: others, ..model.clone() }.predict(&m.point);
-        let predicted = prediction.images_per_s;
-        scored.push(Scored {
-            point: &m.point,
-            measured: m.images_per_s,
-            predicted,
-            low: prediction.images_per_s_low,
-            high: prediction.images_per_s_high,
-            reference,
-        });
-        let error = (predicted - m.images_per_s) / m.images_per_s;
-        let flagged = error.abs() > PREDICTION_FLAG;
-        // A figure that cannot be computed is an empty cell and "n/a", never NaN.
-        let cell = |v: f64| if v.is_finite() { v.to_string() } else { String::new() };
-        let shown = |v: f64, text: String| if v.is_finite() { text } else { "n/a".into() };
-        csv += &format!(
-            "{},{},{},{},{},{}\n",
-            m.point.id,
-            cell(m.images_per_s),
-            cell(predicted),
-            cell(error),
-            flagged,
-            prediction.basis.label()
-        );
+    // A figure that cannot be computed is "n/a", never NaN.
+    let shown = |v: f64, text: String| if v.is_finite() { text } else { "n/a".into() };
+    let flag = format!("more than {:.0}% off: worth a look", 100.0 * hindcast::FLAG_SHARE);
+    for r in &check.rows {
         table.add_row([
-            m.point.id.clone(),
-            shown(m.images_per_s, format!("{:.2}", m.images_per_s)),
-            shown(predicted, format!("{predicted:.2}")),
-            shown(error, format!("{:+.1}%", 100.0 * error)),
-            prediction.basis.label(),
-            if flagged { "more than 20% off: worth a look".into() } else { String::new() },
+            r.point.clone(),
+            shown(r.measured, format!("{:.2}", r.measured)),
+            shown(r.predicted, format!("{:.2}", r.predicted)),
+            shown(r.error, format!("{:+.1}%", 100.0 * r.error)),
+            r.basis.clone(),
+            if r.flagged { flag.clone() } else { String::new() },
         ]);
-        ratios.push((m.point.id.clone(), predicted / m.images_per_s));
     }
     let dir = sweep_dir.join("report");
     std::fs::create_dir_all(&dir)?;
-    shardsweep::records::write_atomic(&dir.join("predicted_vs_measured.csv"), csv.as_bytes())?;
+    shardsweep::records::write_atomic(
+        &dir.join("predicted_vs_measured.csv"),
+        check.csv().as_bytes(),
+    )?;
     outln!("predicted against measured ({}):", calibration.display());
     outln!("{table}");
     let mut figures =
         super::table(["figure", "prediction", "linear from the nearest measured nodes"]);
-    for row in table_rows(&score(&scored)) {
+    for row in table_rows(&check.figures) {
         figures.add_row(row);
     }
     outln!("{figures}");
-    for file in shardsweep_analysis::predicted::residual_plot(&ratios, &dir)? {
+    for file in shardsweep_analysis::predicted::residual_plot(&check.ratios(), &dir)? {
         errln!("wrote {}", file.display());
     }
     Ok(())

@@ -3,57 +3,12 @@
 //! collective is non-blocking in c10d: it returns a work handle, and [`Pending::wait`] is the
 //! handle's `wait()`. Ranks meet through a `TCPStore` that rank 0 hosts.
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_int, CString};
 
 use tch::Tensor;
 
 use super::{C10dBackend, Comm, CommError, Pending, StreamTime};
-
-#[repr(C)]
-struct RawGroup {
-    _private: [u8; 0],
-}
-#[repr(C)]
-struct RawWork {
-    _private: [u8; 0],
-}
-/// tch's tensor handle is an `at::Tensor*` (torch-sys's `C_tensor`).
-type RawTensor = torch_sys::C_tensor;
-
-extern "C" {
-    fn ss_group_new_tcp(
-        backend: i32,
-        host: *const c_char,
-        port: u16,
-        rank: c_int,
-        size: c_int,
-        timeout_ms: i64,
-    ) -> *mut RawGroup;
-    fn ss_group_split(group: *mut RawGroup, color: u32, key: u32) -> *mut RawGroup;
-    fn ss_group_free(group: *mut RawGroup) -> c_int;
-    fn ss_group_rank(group: *const RawGroup) -> c_int;
-    fn ss_group_size(group: *const RawGroup) -> c_int;
-    fn ss_all_gather(
-        group: *mut RawGroup,
-        output: *const RawTensor,
-        input: *const RawTensor,
-    ) -> *mut RawWork;
-    fn ss_reduce_scatter(
-        group: *mut RawGroup,
-        output: *const RawTensor,
-        input: *const RawTensor,
-    ) -> *mut RawWork;
-    fn ss_all_reduce(
-        group: *mut RawGroup,
-        output: *const RawTensor,
-        input: *const RawTensor,
-    ) -> *mut RawWork;
-    fn ss_barrier(group: *mut RawGroup) -> *mut RawWork;
-    fn ss_work_wait(work: *mut RawWork) -> c_int;
-    fn ss_work_timed(work: *const RawWork) -> c_int;
-    fn ss_work_duration_ms(work: *const RawWork, ms: *mut f64) -> c_int;
-    fn ss_work_free(work: *mut RawWork);
-}
+use crate::ffi::c10d::*;
 
 /// The shim's last error on this thread.
 fn last_error(op: &'static str) -> CommError {

@@ -145,7 +145,8 @@ impl<'a> Collectives<'a> {
     ) -> Result<InFlight, CommError> {
         if group.size() == 1 {
             tch::no_grad(|| output.shallow_clone().copy_(input));
-            return Ok(InFlight { pending: Box::new(Completed), started: None, counted: false });
+            let pending = Box::new(Completed);
+            return Ok(InFlight { pending, started: None, counted: false, delayed: None });
         }
         let gather = kind == CollectiveKind::AllGather;
         let factor = if gather { group.size() } else { 1 };
@@ -175,20 +176,20 @@ impl<'a> Collectives<'a> {
                 let end = self.clock.mark();
                 self.log.push(Logged { record, start, wait_start: start, end, stream: None });
             }
-            return Ok(InFlight { pending, started: None, counted: false });
+            return Ok(InFlight { pending, started: None, counted: false, delayed: None });
         }
         self.gathers_in_flight += u32::from(gather);
         let started = self.clock.enabled().then_some((record, start));
-        Ok(InFlight { pending, started, counted: gather })
+        Ok(InFlight { pending, started, counted: gather, delayed: Some(kind) })
     }
 
     /// Waits for a collective started earlier; the wait is its exposed time.
     pub fn finish(&mut self, in_flight: InFlight) {
-        let InFlight { pending, started, counted } = in_flight;
+        let InFlight { pending, started, counted, delayed } = in_flight;
         let wait_start = started.is_some().then(|| self.clock.mark());
         let stream = pending.wait();
-        if let Some((record, _)) = &started {
-            slow_down(record.kind);
+        if let Some(kind) = delayed {
+            slow_down(kind);
         }
         if counted {
             self.gathers_in_flight -= 1;
@@ -258,6 +259,9 @@ pub struct InFlight {
     /// Whether it counts among the gathers in flight (reductions and a one-rank group's copy
     /// do not).
     counted: bool,
+    /// Its kind, for the planted delay ([`slow_collective`]) at its wait, whether the clock
+    /// measures or not; `None` where the start completed it (and took the delay).
+    delayed: Option<CollectiveKind>,
 }
 
 /// Conventional names of element types, as NCCL and PyTorch print them.
@@ -370,6 +374,23 @@ mod tests {
         assert_eq!(deferred.in_flight, 1);
         // The stream's own time comes from the backend, where it keeps one.
         assert_eq!((blocked.stream_s, deferred.stream_s), (None, Some(secs / 2.0)));
+    }
+
+    /// With the clock off, a deferred start still carries its kind to its wait, where a
+    /// planted delay applies; a start that completed the call took it there.
+    #[test]
+    fn the_planted_delay_waits_for_the_wait_with_the_clock_off() {
+        let clock = Clock::off();
+        let mut collectives = Collectives::new(&clock);
+        let t = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+        for (deferred, delayed) in [(true, Some(CollectiveKind::AllGather)), (false, None)] {
+            let comm = Slow { deferred };
+            let in_flight = collectives.start(CollectiveKind::AllGather, &comm, 0, &t, &t).unwrap();
+            assert!(in_flight.started.is_none());
+            assert_eq!(in_flight.delayed, delayed);
+            collectives.finish(in_flight);
+        }
+        assert_eq!(collectives.finished(), 0, "nothing is logged with the clock off");
     }
 
     #[test]

@@ -2,30 +2,12 @@
 //! (CUDA events; HIP events in ROCm builds) and the caching allocator's per-step statistics.
 //! Only for `Device::Cuda`: with no GPU every call fails with libtorch's message.
 
+use crate::ffi::device::{
+    ss_device_memory, ss_device_memory_reset, ss_event_elapsed_ms, ss_event_free, ss_event_record,
+    RawEvent, RawMemoryStats,
+};
 use crate::ffi::last_error;
 use crate::records::DeviceMemoryRecord;
-
-#[repr(C)]
-struct RawEvent {
-    _private: [u8; 0],
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct RawMemoryStats {
-    allocated_peak_bytes: i64,
-    active_peak_bytes: i64,
-    reserved_peak_bytes: i64,
-    alloc_retries: i64,
-}
-
-extern "C" {
-    fn ss_event_record(index: i32) -> *mut RawEvent;
-    fn ss_event_elapsed_ms(start: *const RawEvent, end: *const RawEvent, ms: *mut f64) -> i32;
-    fn ss_event_free(event: *mut RawEvent);
-    fn ss_device_memory(index: i32, out: *mut RawMemoryStats) -> i32;
-    fn ss_device_memory_reset(index: i32) -> i32;
-}
 
 /// A timing event recorded on a GPU's current stream; it completes when the work queued on the
 /// stream before it has.

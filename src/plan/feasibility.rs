@@ -30,13 +30,27 @@ impl Machine {
     }
 }
 
-/// Bytes one rank holds for a point at its peak: the performance model's memory estimate
-/// ([`crate::predict::memory::peak`]) without allocator overhead. Parameter shards and AdamW's
+/// Bytes one rank holds for a point at its peak: the memory formula the performance model uses
+/// too ([`crate::memory::peak`]) without allocator overhead. Parameter shards and AdamW's
 /// moments are 12 B/param over the shard group; gathered parameters, one unit's unsharded
 /// gradients and the larger of stored activations and gradient shards (4 B/param over the
 /// group, held only from backward to the optimizer step; an approximation) come on top.
 pub fn rank_memory_bytes(point: &PointSpec) -> f64 {
-    crate::predict::memory::peak(point, 0.0).peak
+    crate::memory::peak(point, 0.0).peak
+}
+
+/// A point as the memory formula takes it.
+impl<'a> From<&'a PointSpec> for crate::memory::Inputs<'a> {
+    fn from(point: &'a PointSpec) -> Self {
+        Self {
+            model: &point.model,
+            strategy: point.strategy,
+            parallel: &point.parallel,
+            world_size: point.world_size(),
+            shard_ranks: point.shard_ranks(),
+            micro_batch: point.micro_batch,
+        }
+    }
 }
 
 /// Whether the point's backend works on its device and honours its knobs. (Whether this build

@@ -5,11 +5,13 @@
 //! - [`compute`]: the engine's units, their parameters and FLOPs;
 //! - [`collectives`]: hierarchical latency-bandwidth costs of each collective;
 //! - [`timeline`]: one step simulated unit by unit on compute and communication streams;
-//! - [`memory`]: peak memory by FSDP category;
+//! - [`memory`]: peak memory by FSDP category (the formula of [`crate::memory`], which the
+//!   planner uses too);
 //! - [`calibration`]: the calibration file; [`fit`]: fitting it to measurements;
 //! - [`anchor`]: predictions that stand on a measurement of the same configuration;
 //! - [`decision`]: the best strategy per (model, nodes) and those it cannot be told from;
 //! - [`validate`]: scoring predictions against measurements they were not fitted to;
+//!   [`hindcast`]: a measured sweep's points predicted as before they ran, and scored;
 //! - [`measurements`]: reading measurement tables, bench tables and sweep records;
 //!   [`collective_files`]: nccl-tests / rccl-tests and OSU outputs.
 
@@ -21,8 +23,12 @@ pub mod compute;
 pub mod decision;
 pub mod fit;
 pub mod hardware;
+pub mod hindcast;
 pub mod measurements;
-pub mod memory;
+/// Peak memory by FSDP category: the formula below both the planner and the model.
+pub mod memory {
+    pub use crate::memory::{peak, Inputs, MemoryBytes};
+}
 pub mod timeline;
 pub mod validate;
 

@@ -9,24 +9,8 @@ use std::ops::Range;
 
 use tch::{Kind, Tensor};
 
+use crate::ffi::adamw::ss_adamw_step;
 use crate::plan::OptimizerSettings;
-
-extern "C" {
-    #[allow(clippy::too_many_arguments)]
-    fn ss_adamw_step(
-        params: *const *const torch_sys::C_tensor,
-        grads: *const *const torch_sys::C_tensor,
-        exp_avgs: *const *const torch_sys::C_tensor,
-        exp_avg_sqs: *const *const torch_sys::C_tensor,
-        n: usize,
-        step: *const torch_sys::C_tensor,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-    ) -> i32;
-}
 
 /// One parameter group's views across all shards: which shard and range each covers (the
 /// gradient's views are cut from them at each step), and the parameter's and moments' views.

@@ -4,11 +4,7 @@
 
 use tch::Tensor;
 
-extern "C" {
-    fn ss_backward(output: *const torch_sys::C_tensor, gradient: *const torch_sys::C_tensor)
-        -> i32;
-    fn ss_take_grad(leaf: *mut torch_sys::C_tensor, out: *mut torch_sys::C_tensor) -> i32;
-}
+use crate::ffi::backward::{ss_backward, ss_take_grad};
 
 /// Runs autograd from `output` (any shape) with `gradient` (its shape) as d(loss)/d(output).
 ///

@@ -166,14 +166,32 @@ pub fn wait_for_steps(point_dir: &std::path::Path, steps: usize) {
     }
 }
 
-/// `shardsweep ARGS` from the crate root: its stdout, once it succeeded (else a panic with its
-/// stderr).
-pub fn shardsweep_ok(args: &[&std::ffi::OsStr]) -> String {
+/// What a finished `shardsweep` command left: its exit code (-1 if a signal ended it), its
+/// stdout and its stderr.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `shardsweep ARGS` from the crate root, whatever its exit status.
+pub fn shardsweep_run(args: &[&std::ffi::OsStr]) -> Ran {
     let out = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// `shardsweep ARGS` from the crate root: its stdout, once it succeeded (else a panic with its
+/// stderr).
+pub fn shardsweep_ok(args: &[&std::ffi::OsStr]) -> String {
+    let ran = shardsweep_run(args);
+    assert!(ran.code == 0, "{}", ran.stderr);
+    ran.stdout
 }

@@ -1,8 +1,8 @@
 //! After an upgrade: two real local sweeps of the same points, the second with one planted,
 //! declared change (a slower reduce-scatter), compared as a site's acceptance test would.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::Sweep;
 
@@ -29,22 +29,17 @@ fn run_sweep(env: &[(&str, &str)]) -> Sweep {
 }
 
 fn compare(before: &Path, after: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
-        .arg("compare")
-        .args([before, after])
-        .arg("--out")
-        .arg(out)
-        // Two runs on a shared 2-core machine differ by load, not only by noise (a rank's wait
-        // for its descheduled peer can double from one run to the next, and other tests run
-        // beside this one): here only a tripling of at least half the step counts. The planted
-        // change makes the step several times longer.
-        .args(["--min-effect", "2.0", "--min-step-share", "0.5"])
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), stdout)
+    let mut args: Vec<&OsStr> = vec!["compare".as_ref(), before.as_ref(), after.as_ref()];
+    args.extend(["--out".as_ref(), out.as_os_str()]);
+    // Two runs on a shared 2-core machine differ by load, not only by noise (a rank's wait
+    // for its descheduled peer can double from one run to the next, and other tests run
+    // beside this one): here only a tripling of at least half the step counts. The planted
+    // change makes the step several times longer.
+    args.extend(["--min-effect", "2.0", "--min-step-share", "0.5"].map(OsStr::new));
+    args.extend(extra.iter().map(OsStr::new));
+    let ran = crate::common::shardsweep_run(&args);
+    eprintln!("{}{}", ran.stdout, ran.stderr);
+    (ran.code, ran.stdout)
 }
 
 fn rows(out: &Path) -> Vec<serde_json::Value> {

@@ -19,7 +19,7 @@ pub mod decompose;
 pub mod environment;
 pub mod verdict;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use shardsweep_records::Outcome;
 
@@ -96,6 +96,16 @@ impl Comparison {
 
     pub fn regressed(&self) -> bool {
         self.changes.iter().any(|c| c.verdict == Verdict::Regressed)
+    }
+
+    /// Each compared point's verdict on its step: its `step` change, or its `outcome` change
+    /// for a point that finished on one side only (a point has one or the other).
+    pub fn step_verdicts(&self) -> BTreeMap<&str, &PhaseChange> {
+        self.changes
+            .iter()
+            .filter(|x| x.phase == "step" || x.phase == "outcome")
+            .map(|x| (x.point.as_str(), x))
+            .collect()
     }
 }
 
@@ -183,8 +193,9 @@ pub fn compare(
         );
         comparison.bandwidth.extend(busbw::pair(&point, &bw_b, &bw_a));
     }
-    let before_ids: BTreeSet<&str> = before.iter().map(|b| b.meta.point.as_str()).collect();
-    for a in after.iter().filter(|a| !before_ids.contains(a.meta.point.as_str())) {
+    let before_by_id: BTreeMap<&str, &PointSummary> =
+        before.iter().map(|p| (p.meta.point.as_str(), p)).collect();
+    for a in after.iter().filter(|a| !before_by_id.contains_key(a.meta.point.as_str())) {
         comparison.unmatched.push((a.meta.point.clone(), "only in AFTER".into()));
     }
     comparison.changes.extend(verdict::give_verdicts(tests, options));
@@ -193,7 +204,7 @@ pub fn compare(
             comparison.unmatched.iter().map(|(point, why)| format!("{point}: {why}")).collect(),
         ));
     }
-    comparison.findings = findings(&comparison, before, options);
+    comparison.findings = findings(&comparison, &before_by_id, options);
     Ok(comparison)
 }
 
@@ -217,18 +228,20 @@ fn outcome_change(point: &str, before: Outcome, after: Outcome) -> PhaseChange {
 
 /// "AFTER is 7.0% slower at 2 nodes (p1); 5.1 points of it are exposed reduce_scatter, at
 /// 64 MiB-256 MiB, where bus bandwidth fell 18%."
-fn findings(c: &Comparison, before: &[PointSummary], options: &CompareOptions) -> Vec<String> {
-    let changed: BTreeSet<&str> = c
-        .changes
-        .iter()
-        .filter(|x| x.phase == "step" && x.verdict.is_change())
-        .map(|x| x.point.as_str())
-        .collect();
+fn findings(
+    c: &Comparison,
+    before: &BTreeMap<&str, &PointSummary>,
+    options: &CompareOptions,
+) -> Vec<String> {
+    let verdicts = c.step_verdicts();
+    let changed = |point: &str| {
+        verdicts.get(point).is_some_and(|x| x.phase == "step" && x.verdict.is_change())
+    };
     c.decompositions
         .iter()
-        .filter(|d| changed.contains(d.point.as_str()))
+        .filter(|d| changed(&d.point))
         .map(|d| {
-            let nodes = before.iter().find(|p| p.meta.point == d.point).map_or(0, |p| p.meta.nodes);
+            let nodes = before.get(d.point.as_str()).map_or(0, |p| p.meta.nodes);
             let change = d.step_change();
             let size = if change.abs() >= 1.0 {
                 format!("{:.1}x", d.step_after_s / d.step_before_s)

@@ -10,6 +10,7 @@ use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::markdown::fmt;
 use super::{summarize_sweep, write_csv};
+use crate::compare::decision::configuration;
 use crate::compare::{
     busbw, compare, CompareOptions, Comparison, Decomposition, PhaseChange, Verdict,
 };
@@ -175,10 +176,6 @@ fn regression_message(x: &PhaseChange) -> String {
     )
 }
 
-fn label(p: &PointSummary) -> String {
-    crate::compare::decision::configuration(p)
-}
-
 fn figures(
     c: &Comparison,
     b: &[PointSummary],
@@ -213,7 +210,7 @@ fn figures(
         let mut points: Vec<(f64, f64)> = side
             .iter()
             .filter(|p| {
-                p.meta.model == model && label(p) == name && p.no_figures_reason().is_none()
+                p.meta.model == model && configuration(p) == name && p.no_figures_reason().is_none()
             })
             .map(|p| (f64::from(p.meta.nodes), p.images_per_s.estimate))
             .collect();
@@ -224,7 +221,7 @@ fn figures(
         .iter()
         .map(|model| {
             let mut names: Vec<String> =
-                b.iter().filter(|p| p.meta.model == *model).map(label).collect();
+                b.iter().filter(|p| p.meta.model == *model).map(configuration).collect();
             names.sort();
             names.dedup();
             let lines = names
@@ -261,18 +258,13 @@ fn figures(
 
 /// Per model, the step verdict of every (configuration, nodes) cell.
 fn heat(c: &Comparison, b: &[PointSummary], models: &[String]) -> Vec<HeatMap> {
-    let verdicts: BTreeMap<&str, &PhaseChange> = c
-        .changes
-        .iter()
-        .filter(|x| x.phase == "step" || (x.phase == "outcome"))
-        .map(|x| (x.point.as_str(), x))
-        .collect();
+    let verdicts = c.step_verdicts();
     models
         .iter()
         .map(|model| {
             let of_model: Vec<&PointSummary> =
                 b.iter().filter(|p| p.meta.model == *model).collect();
-            let mut rows: Vec<String> = of_model.iter().map(|p| label(p)).collect();
+            let mut rows: Vec<String> = of_model.iter().map(|p| configuration(p)).collect();
             rows.sort();
             rows.dedup();
             let mut nodes: Vec<u32> = of_model.iter().map(|p| p.meta.nodes).collect();
@@ -281,7 +273,7 @@ fn heat(c: &Comparison, b: &[PointSummary], models: &[String]) -> Vec<HeatMap> {
             let cells = of_model
                 .iter()
                 .map(|p| {
-                    let row = rows.iter().position(|r| *r == label(p)).unwrap_or(0);
+                    let row = rows.iter().position(|r| *r == configuration(p)).unwrap_or(0);
                     let column = nodes.iter().position(|n| *n == p.meta.nodes).unwrap_or(0);
                     let (tone, text) = match verdicts.get(p.meta.point.as_str()) {
                         Some(x) if x.phase == "outcome" => (Tone::Unknown, x.reason.clone()),

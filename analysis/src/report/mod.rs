@@ -41,7 +41,7 @@ pub fn slow_nodes(sweep_dir: &Path) -> Result<Option<Vec<NodeScore>>, AnalysisEr
     let summary = if sweep_dir.is_dir() {
         summarize_sweep(sweep_dir)
     } else {
-        Err(AnalysisError::Empty(sweep_dir.display().to_string()))
+        Err(AnalysisError::Empty(sweep_dir.to_path_buf()))
     };
     match summary {
         Ok((_, nodes, _)) => {
@@ -82,7 +82,7 @@ fn summarize_unlocked(
     update.skipped.splice(0..0, unreadable);
     points.retain(|p| !update.skipped.iter().any(|s| s.path.starts_with(&p.dir)));
     if points.is_empty() {
-        return Err(AnalysisError::Empty(sweep_dir.display().to_string()));
+        return Err(AnalysisError::Empty(sweep_dir.to_path_buf()));
     }
     let (mut summaries, rank_scores) = summarize(&points, &Store::open(&update.dir)?)?;
     // Efficiencies compare points with each other, so they follow the per-point summaries.

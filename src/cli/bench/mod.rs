@@ -1,17 +1,23 @@
-//! `shardsweep bench`: what the harness costs, its collectives against bare MPI and its
-//! instrumented step against an uninstrumented one; or, with `--sizes`, an OSU-style sweep of
-//! collectives over message and group sizes written to a CSV (`sweep.rs`); or the harness side by
-//! side with PyTorch (`pytorch.rs`). `bench-worker` is one rank of the first two.
+//! `shardsweep bench`: its options and which bench they ask for. Each bench has its home:
+//! what the harness costs (its collectives against bare MPI, its instrumented step against an
+//! uninstrumented one: `overhead.rs`); with `--sizes`, an OSU-style sweep of collectives over
+//! message and group sizes written to a CSV (`sweep.rs`); or the harness side by side with
+//! PyTorch (`pytorch.rs`). The first two run as `bench-worker` ranks (`ranks.rs` starts them),
+//! whose argv is the options' serialised form.
 
+mod overhead;
 mod pytorch;
+mod ranks;
 mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use shardsweep::comm::C10dBackend;
 use shardsweep::plan::{Backend, DeviceKind, Dtype, Strategy};
 
+/// The options the ranks get too: `bench-worker` parses them back from [`BenchOptions::args`].
 #[derive(clap::Args, Clone, Debug, PartialEq, serde::Serialize)]
 pub struct BenchOptions {
     /// Model whose unit sizes the collectives use and which the training steps train.
@@ -68,6 +74,13 @@ pub struct SweepArgs {
     /// Untimed calls before the timed repetitions of each size.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+}
+
+impl SweepArgs {
+    /// The c10d backend of a `--sizes` sweep over gloo or nccl (one that needs no MPI).
+    fn c10d(&self) -> Option<C10dBackend> {
+        C10dBackend::of(self.backend).filter(|_| self.sizes)
+    }
 }
 
 /// `8`, `4KiB`, `64MiB`, `1GiB` as bytes.
@@ -242,54 +255,16 @@ pub fn run(mut args: Args) -> Result<ExitCode> {
     if args.fsdp.pytorch_fsdp {
         return pytorch::against_pytorch(&args);
     }
-    let c10d_sweep = args.options.sweep.sizes
-        && shardsweep::comm::C10dBackend::of(args.options.sweep.backend).is_some();
-    if args.options.sweep.sizes && args.options.sweep.backend == Backend::Nccl {
-        // NCCL puts no two ranks of a communicator on one GPU.
-        let gpus = tch::Cuda::device_count();
-        if i64::from(args.ranks) > gpus {
-            bail!(
-                "--ranks {}: NCCL needs a GPU per rank, and this libtorch sees {gpus}",
-                args.ranks
-            );
-        }
-    }
-    if !c10d_sweep && !cfg!(feature = "mpi") {
+    if args.options.sweep.c10d().is_none() && !cfg!(feature = "mpi") {
         bail!(
             "this bench runs as MPI ranks, and this build leaves out MPI (cargo feature `mpi`); \
              --pytorch-fsdp, --pytorch-eager and --sizes with --backend gloo or nccl need no MPI"
         );
     }
-    // The ranks may start elsewhere: they get the CSV's absolute path.
-    if let Some(out) = &mut args.options.sweep.out {
-        *out = std::path::absolute(&*out)
-            .with_context(|| format!("resolving --out {}", out.display()))?;
-        sweep::refuse_existing(out)?;
+    if args.options.sweep.sizes {
+        sweep::prepare(&mut args)?;
     }
-    let options = &args.options;
-    let mut program = vec![std::env::current_exe()?.display().to_string(), "bench-worker".into()];
-    program.extend(options.args());
-    // A c10d sweep needs no MPI: torchrun starts it where asked to or where MPI is left out.
-    let command = if c10d_sweep && (args.fsdp.torchrun.is_some() || !cfg!(feature = "mpi")) {
-        let ranks = args.ranks.to_string();
-        let torchrun = args.fsdp.torchrun();
-        let mut command = vec![torchrun, "--standalone".into(), "--nproc-per-node".into(), ranks];
-        command.push("--no-python".into());
-        command.extend(program);
-        command
-    } else {
-        // The ranks also meet in a c10d store, for gloo's side of the comparison or sweep: on
-        // this host, where mpirun starts them all.
-        let port = shardsweep::launch::free_port()?;
-        let env = ["MASTER_ADDR=127.0.0.1".to_string(), format!("MASTER_PORT={port}")];
-        let extra: Vec<String> = env.into_iter().flat_map(|var| ["-x".to_string(), var]).collect();
-        shardsweep::launch::mpirun_command(&args.mpirun, args.ranks, &extra, &program)
-    };
-    let status = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .status()
-        .with_context(|| format!("starting {}", command[0]))?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    ranks::launch(&args)
 }
 
 /// One rank of `bench`: a c10d sweep joins the group its launcher's environment names; the
@@ -298,89 +273,14 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode> {
     let options = &args.options;
     tch::set_num_threads(1);
     options.micro_batch()?;
-    if let (true, Some(backend)) =
-        (options.sweep.sizes, shardsweep::comm::C10dBackend::of(options.sweep.backend))
-    {
+    if let Some(backend) = options.sweep.c10d() {
         return sweep::c10d_sweep(options, backend);
     }
-    mpi_worker(options)
-}
-
-#[cfg(not(feature = "mpi"))]
-fn mpi_worker(_options: &BenchOptions) -> Result<ExitCode> {
-    bail!("this build leaves out MPI (cargo feature `mpi`)")
-}
-
-/// The comparison of the harness's collectives and step with bare calls, or a sweep over MPI.
-#[cfg(feature = "mpi")]
-fn mpi_worker(options: &BenchOptions) -> Result<ExitCode> {
-    use mpi::traits::Communicator;
-    let universe = mpi::initialize().context("MPI is already initialised")?;
-    let world = universe.world();
-    let mpi = shardsweep::comm::MpiComm::new(universe.world());
     if options.sweep.sizes {
-        // mpirun on this host (bench's own launch) starts every rank here.
-        let ranks_per_node = options.sweep.ranks_per_node.unwrap_or(world.size() as usize);
-        if let Err(error) = sweep::sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node) {
-            errln!("rank {}: {error:#}", world.rank());
-            // The others may be waiting in a collective (MPI has no timeout): end the job.
-            world.abort(3)
-        }
-        return Ok(ExitCode::SUCCESS);
+        sweep::mpi_sweep(options)
+    } else {
+        overhead::against_bare(options)
     }
-    #[cfg(feature = "gloo")]
-    let gloo = c10d_group(
-        shardsweep::comm::C10dBackend::Gloo,
-        &shardsweep::comm::Rendezvous::from_env()?,
-    )?;
-    #[cfg_attr(not(feature = "gloo"), allow(unused_mut))]
-    let mut comms: Vec<(&str, &dyn shardsweep::comm::Comm)> = vec![("mpi", &mpi)];
-    #[cfg(feature = "gloo")]
-    comms.push(("gloo", &gloo));
-    let mut results =
-        shardsweep::bench::collectives(&world, &comms, &options.model, options.repeats)?;
-    results.push(shardsweep::bench::instrumentation(
-        &world,
-        comms[0],
-        &options.model,
-        options.micro_batch()?,
-        options.steps,
-    )?);
-    if world.rank() == 0 {
-        let mut table =
-            super::table(["what", "backend", "size", "harness (median)", "bare (median)", "ratio"]);
-        for r in &results {
-            table.add_row([
-                r.what.clone(),
-                r.backend.clone(),
-                r.detail.clone(),
-                format!("{:.1} us", r.harness_s * 1e6),
-                format!("{:.1} us", r.bare_s * 1e6),
-                format!("{:.3}", r.ratio()),
-            ]);
-        }
-        outln!("harness on each backend vs bare MPI calls (collectives) and instrumented vs uninstrumented (training step); slowest rank per repetition, median");
-        outln!("{table}");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// This rank's end of a `backend` group over the whole world, meeting at the store its
-/// launcher named (`place`: `MASTER_ADDR`, `MASTER_PORT`).
-#[cfg(any(feature = "gloo", feature = "cuda"))]
-fn c10d_group(
-    backend: shardsweep::comm::C10dBackend,
-    place: &shardsweep::comm::Rendezvous,
-) -> Result<shardsweep::comm::C10dComm> {
-    shardsweep::comm::C10dComm::connect(
-        backend,
-        &place.master_addr,
-        place.master_port,
-        place.rank,
-        place.world_size,
-        crate::cli::C10D_TIMEOUT_MS,
-    )
-    .with_context(|| format!("rank {} cannot join the {} group", place.rank, backend.name()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `bench --sizes`: one rank of the collective sweep, over MPI or a c10d group, writing the CSV.
+//! `bench --sizes`: the collective sweep. Its checks before the ranks start, and one rank of
+//! it, over MPI or a c10d group, writing the CSV.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +9,50 @@ use shardsweep::comm::C10dBackend;
 #[cfg(any(feature = "gloo", feature = "cuda"))]
 use shardsweep::plan::DeviceKind;
 
-use super::BenchOptions;
+use super::{Args, BenchOptions};
+
+/// Before the ranks start: NCCL has a GPU per rank, and `--out` is absolute (the ranks may
+/// start elsewhere) and not there yet.
+pub(super) fn prepare(args: &mut Args) -> Result<()> {
+    if args.options.sweep.backend == shardsweep::plan::Backend::Nccl {
+        // NCCL puts no two ranks of a communicator on one GPU.
+        let gpus = tch::Cuda::device_count();
+        if i64::from(args.ranks) > gpus {
+            bail!(
+                "--ranks {}: NCCL needs a GPU per rank, and this libtorch sees {gpus}",
+                args.ranks
+            );
+        }
+    }
+    if let Some(out) = &mut args.options.sweep.out {
+        *out = std::path::absolute(&*out)
+            .with_context(|| format!("resolving --out {}", out.display()))?;
+        refuse_existing(out)?;
+    }
+    Ok(())
+}
+
+/// A `--sizes` sweep over MPI, every rank on this host (mpirun, `bench`'s own launch, starts
+/// them here) unless `--ranks-per-node` says otherwise.
+#[cfg(feature = "mpi")]
+pub(super) fn mpi_sweep(options: &BenchOptions) -> Result<ExitCode> {
+    use mpi::traits::Communicator;
+    let universe = mpi::initialize().context("MPI is already initialised")?;
+    let world = universe.world();
+    let mpi = shardsweep::comm::MpiComm::new(universe.world());
+    let ranks_per_node = options.sweep.ranks_per_node.unwrap_or(world.size() as usize);
+    if let Err(error) = sweep(options, "mpi", &mpi, tch::Device::Cpu, ranks_per_node) {
+        errln!("rank {}: {error:#}", world.rank());
+        // The others may be waiting in a collective (MPI has no timeout): end the job.
+        world.abort(3)
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "mpi"))]
+pub(super) fn mpi_sweep(_options: &BenchOptions) -> Result<ExitCode> {
+    bail!("this build leaves out MPI (cargo feature `mpi`)")
+}
 
 /// A `--sizes` sweep over gloo (CPU) or NCCL (this rank's GPU, by its local rank).
 #[cfg(any(feature = "gloo", feature = "cuda"))]
@@ -26,7 +70,7 @@ pub(super) fn c10d_sweep(options: &BenchOptions, backend: C10dBackend) -> Result
         }
         C10dBackend::Gloo => tch::Device::Cpu,
     };
-    let comm = super::c10d_group(backend, &place)?;
+    let comm = super::ranks::c10d_group(backend, &place)?;
     let ranks_per_node = match options.sweep.ranks_per_node {
         Some(n) => n,
         None => ranks_per_node_of(&comm, place.local_rank, device)?,
@@ -106,7 +150,7 @@ pub(super) fn sweep(
 }
 
 /// A sweep never replaces an earlier one's file, finished or cut short.
-pub(super) fn refuse_existing(out: &Path) -> Result<()> {
+fn refuse_existing(out: &Path) -> Result<()> {
     if out.exists() {
         bail!("{}", already_there(out));
     }

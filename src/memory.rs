@@ -1,11 +1,28 @@
-//! Peak device memory per rank by FSDP's categories (Zhao et al. 2023, PyTorch FSDP notes
-//! "FSDP buffer sizes"; ZeRO's 16 B/param for mixed-precision AdamW, Rajbhandari et al. 2019),
-//! activations after Korthikanti et al. 2022, allocator overhead as a calibrated fraction.
+//! The memory formula: peak device memory per rank by FSDP's categories (Zhao et al. 2023,
+//! PyTorch FSDP notes "FSDP buffer sizes"; ZeRO's 16 B/param for mixed-precision AdamW,
+//! Rajbhandari et al. 2019), activations after Korthikanti et al. 2022, allocator overhead as a
+//! given fraction. It lies below both of its users, `plan` (which rejects points that do not
+//! fit, without overhead) and `predict` (which adds the calibrated overhead), and takes plain
+//! values: the model's shapes, the strategy, the knobs and the layout ([`Inputs`]).
 
 use serde::Serialize;
 
 use crate::model::{block_params, ModelConfig};
-use crate::plan::{Dtype, PointSpec, Strategy};
+use crate::records::{Dtype, ParallelSpec, Strategy};
+
+/// What the formula needs of a point (`plan::PointSpec` converts into it).
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub model: &'a ModelConfig,
+    pub strategy: Strategy,
+    pub parallel: &'a ParallelSpec,
+    /// Ranks in the run.
+    pub world_size: u32,
+    /// Ranks sharding each unit (at least 1).
+    pub shard_ranks: u32,
+    /// Images per rank and micro-step.
+    pub micro_batch: u32,
+}
 
 /// Bytes per rank at the step's peak, by category.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -67,14 +84,15 @@ impl UnitSizes {
     }
 }
 
-/// Peak memory of one rank of `point`: model states plus the step's transients. AdamW runs
-/// libtorch's fused kernel, which needs no temporary (the unfused update's `exp_avg_sq.sqrt()`
-/// would add one unit's shard). The planner rejects points with it (`overhead_fraction` 0);
-/// predictions add the calibrated allocator overhead.
-pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
-    let k = &point.parallel;
-    let shard = f64::from(point.shard_ranks());
-    let UnitSizes { total: params, root, largest } = UnitSizes::of(&point.model);
+/// Peak memory of one rank of `point` (a `PointSpec` or its [`Inputs`]): model states plus the
+/// step's transients. AdamW runs libtorch's fused kernel, which needs no temporary (the
+/// unfused update's `exp_avg_sq.sqrt()` would add one unit's shard). The planner rejects points
+/// with it (`overhead_fraction` 0); predictions add the calibrated allocator overhead.
+pub fn peak<'a>(point: impl Into<Inputs<'a>>, overhead_fraction: f64) -> MemoryBytes {
+    let point = point.into();
+    let k = point.parallel;
+    let shard = f64::from(point.shard_ranks);
+    let UnitSizes { total: params, root, largest } = UnitSizes::of(point.model);
     let (bp, b) = (dtype_bytes(k.param_dtype), f64::from(point.micro_batch));
     let gathered = match point.strategy {
         Strategy::NoShard if k.param_dtype == Dtype::Fp32 => 0.0,
@@ -82,8 +100,8 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
         Strategy::FullShard | Strategy::HybridShard => bp * (root + 2.0 * largest),
         Strategy::ShardGradOp | Strategy::HybridShardZero2 => bp * params,
     };
-    let unsharded_grads = unsharded_grad_bytes(point, params, root, largest);
-    let activations = activation_bytes(point, b, bp);
+    let unsharded_grads = unsharded_grad_bytes(&point, params, root, largest);
+    let activations = activation_bytes(&point, b, bp);
     // Activations are all held at the end of forward, gradient shards all at the end of
     // backward; in between, backward frees the one as it makes the other (so taking the larger
     // is an approximation: mid-backward holds part of each).
@@ -107,11 +125,11 @@ pub fn peak(point: &PointSpec, overhead_fraction: f64) -> MemoryBytes {
 /// unit has `root` and whose largest block `largest` (elements). Between units the peak moves
 /// from one unit's post-backward to the next, so the current unit is the larger of root and
 /// block and the one in flight the largest block.
-fn unsharded_grad_bytes(point: &PointSpec, params: f64, root: f64, largest: f64) -> f64 {
-    let k = &point.parallel;
+fn unsharded_grad_bytes(point: &Inputs, params: f64, root: f64, largest: f64) -> f64 {
+    let k = point.parallel;
     let (bp, reduce) = (dtype_bytes(k.param_dtype), dtype_bytes(k.reduce_dtype));
     let cast = if k.reduce_dtype == k.param_dtype { 0.0 } else { reduce };
-    let (current, reduces) = (largest.max(root), point.world_size() > 1);
+    let (current, reduces) = (largest.max(root), point.world_size > 1);
     if k.accumulation > 1 {
         // Autograd's new gradient beside the accumulated one until added, then the cast; the
         // unit in flight holds its reduction input instead of its accumulated gradient.
@@ -126,8 +144,8 @@ fn unsharded_grad_bytes(point: &PointSpec, params: f64, root: f64, largest: f64)
 /// Activations per block after Korthikanti et al. (2022), s*b*h*(34 + 5*a*s/h) bytes in
 /// 16-bit (doubled in fp32); with checkpointing only each block's input (2*s*b*h) is kept,
 /// plus one block's full set while it is recomputed. Beside them, [`pixel_bytes`].
-fn activation_bytes(point: &PointSpec, b: f64, bp: f64) -> f64 {
-    blocks_activation_bytes(point, b, bp) + pixel_bytes(&point.model, b, bp)
+fn activation_bytes(point: &Inputs, b: f64, bp: f64) -> f64 {
+    blocks_activation_bytes(point, b, bp) + pixel_bytes(point.model, b, bp)
 }
 
 /// The micro-batch's tensors of C x H x W values per image, which the blocks' count leaves
@@ -139,8 +157,8 @@ fn pixel_bytes(m: &ModelConfig, b: f64, bp: f64) -> f64 {
     b * values * (4.0 * 4.0 + bp)
 }
 
-fn blocks_activation_bytes(point: &PointSpec, b: f64, bp: f64) -> f64 {
-    let m = &point.model;
+fn blocks_activation_bytes(point: &Inputs, b: f64, bp: f64) -> f64 {
+    let m = point.model;
     let scale = bp / 2.0;
     let block = |s: i64, h: i64, a: i64| {
         let (s, h, a) = (s as f64, h as f64, a as f64);
