@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         shardsweep::predict::decision::keep_candidates(&mut plan, &model);
     }
     if args.json {
-        shardsweep::plan::write_json(&plan, &model, super::output::StdoutWriter::new())?;
+        shardsweep::predict::write_plan_json(&plan, &model, super::output::StdoutWriter::new())?;
         return Ok(ExitCode::SUCCESS);
     }
     // Predictions are the cost of a large plan (10^5 points): made on every core, in order.

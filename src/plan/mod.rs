@@ -3,7 +3,6 @@
 
 mod experiment;
 mod feasibility;
-mod json;
 mod matrix;
 mod models;
 mod parse;
@@ -17,7 +16,6 @@ pub use experiment::{
     LaunchSettings, OptimizerSettings, Rule, Settings, Strategy, Timing, MAE_CROP_MIN_SCALE,
 };
 pub use feasibility::{check, rank_memory_bytes, Machine};
-pub use json::write_json;
 pub use matrix::{expand, point_id, Plan, Rejected, Rejection};
 pub use models::{ModelShape, Models};
 pub use point::{read_point, sha256_hex, write_point, ParallelSpec, PointSpec, SystemSpec};

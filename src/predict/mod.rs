@@ -25,6 +25,7 @@ pub mod fit;
 pub mod hardware;
 pub mod hindcast;
 pub mod measurements;
+mod plan_json;
 /// Peak memory by FSDP category: the formula below both the planner and the model.
 pub mod memory {
     pub use crate::memory::{peak, Inputs, MemoryBytes};
@@ -38,6 +39,7 @@ pub use anchor::{AnchorPoint, Basis};
 pub use calibration::Calibration;
 pub use hardware::Hardware;
 pub use memory::MemoryBytes;
+pub use plan_json::write_plan_json;
 pub use timeline::StepTimes;
 
 use crate::plan::PointSpec;

@@ -7,7 +7,8 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use shardsweep::plan::{expand, write_json, Experiment, Machine};
+use shardsweep::plan::{expand, Experiment, Machine};
+use shardsweep::predict::write_plan_json;
 use shardsweep::predict::{Hardware, PerfModel};
 
 const EXPERIMENT: &str = include_str!("../../../experiments/plan-1e5.toml");
@@ -28,7 +29,7 @@ fn plan_1e5(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("expand_1e5_points", |b| b.iter(|| expand(&experiment, &machine)));
     group.bench_function(format!("json_{}_points", plan.points.len()), |b| {
-        b.iter(|| write_json(&plan, &model, std::io::sink()).unwrap())
+        b.iter(|| write_plan_json(&plan, &model, std::io::sink()).unwrap())
     });
     group.finish();
 }

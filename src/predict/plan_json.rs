@@ -1,10 +1,11 @@
-//! `shardsweep plan --json`: the plan as one JSON document, streamed.
+//! `shardsweep plan --json`: the plan with each point's prediction, as one JSON document,
+//! streamed. It lives here, not in `plan`, because the planner knows nothing of prediction.
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{rank_memory_bytes, Plan, PointSpec};
-use crate::predict::{PerfModel, Prediction};
+use super::{PerfModel, Prediction};
+use crate::plan::{rank_memory_bytes, Plan, PointSpec};
 
 /// Points whose documents are made at once (on every core) before they are written: enough
 /// to keep the cores busy, few enough that memory does not grow with the plan.
@@ -46,7 +47,7 @@ impl<'a> PointDocument<'a> {
 ///
 /// # Errors
 /// What `out` returns.
-pub fn write_json(
+pub fn write_plan_json(
     plan: &Plan,
     model: &PerfModel,
     mut out: impl std::io::Write,
@@ -152,7 +153,7 @@ mod tests {
             let experiment = Experiment::parse(&text, std::path::Path::new("s.toml")).unwrap();
             let plan = expand(&experiment, &Machine { memory_bytes, per_rank: true });
             let mut streamed = Vec::new();
-            write_json(&plan, &model, &mut streamed).unwrap();
+            write_plan_json(&plan, &model, &mut streamed).unwrap();
             let streamed = String::from_utf8(streamed).unwrap();
             // The same content as the document of values (whose keys are sorted)...
             let parsed: serde_json::Value = serde_json::from_str(&streamed).unwrap();
