@@ -19,11 +19,7 @@ pub fn write<const N: usize>(
     rows: &[[String; N]],
 ) -> io::Result<()> {
     if rows.iter().flatten().any(|cell| cell.contains('\n')) {
-        let mut table = super::table(header);
-        for row in rows {
-            table.add_row(row.iter().map(String::as_str));
-        }
-        return writeln!(out, "{table}");
+        return writeln!(out, "{}", comfy_table(header, rows));
     }
     let mut widths = header.map(UnicodeWidthStr::width);
     for row in rows {
@@ -66,16 +62,21 @@ pub fn write<const N: usize>(
     rule(out, ['└', '─', '┴', '┘'])
 }
 
+/// The same table as comfy-table lays it out.
+fn comfy_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> comfy_table::Table {
+    let mut table = super::table(header);
+    for row in rows {
+        table.add_row(row.iter().map(String::as_str));
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn comfy<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-        let mut table = super::super::table(header);
-        for row in rows {
-            table.add_row(row.iter().map(String::as_str));
-        }
-        format!("{table}\n")
+        format!("{}\n", comfy_table(header, rows))
     }
 
     fn ours<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
