@@ -19,6 +19,7 @@ mod history_plot;
 mod load;
 mod pipeline;
 mod plot;
+mod point_steps;
 pub mod predicted;
 mod probe;
 pub mod report;
@@ -42,8 +43,6 @@ use std::path::PathBuf;
 pub enum AnalysisError {
     #[error("{}: {message}", path.display())]
     Read { path: PathBuf, message: String },
-    #[error("more than one analysis handles at once: at most {points} points, {steps} steps per point and {ranks} ranks")]
-    TooLarge { points: usize, steps: usize, ranks: usize },
     /// No finished point's records under the sweep folder.
     #[error("no finished records under {}", .0.display())]
     Empty(PathBuf),
@@ -74,9 +73,6 @@ pub enum EmptyPart {
     /// None of the points asked for has a file in the store.
     #[error("no file of the points asked for")]
     Points,
-    /// A batch's query returned fewer step tables than it computes.
-    #[error("a batch's query returned fewer step tables than it computes")]
-    StepTables,
 }
 
 impl AnalysisError {

@@ -22,26 +22,6 @@ pub struct NodeScore {
     pub rank_points: usize,
 }
 
-/// Per point and rank, the median over steps after the warm-up of the rank's forward time
-/// over the median rank's in the same step (a lazy part of the analysis' one pass over
-/// rows with packed keys `point_step`, then `rank`, `phase`, `value`, `steady`); the result's
-/// key is `point_rank`.
-pub(crate) fn rank_scores(
-    timed: LazyFrame,
-    step_bits: u32,
-    rank_bits: u32,
-) -> Result<LazyFrame, AnalysisError> {
-    let point = col("point_step") / lit(1u64 << step_bits);
-    Ok(timed
-        .filter(col("phase").eq(lit("forward")).and(col("steady")))
-        .with_column(
-            (col("value") / col("value").median().over([col("point_step")])?).alias("ratio"),
-        )
-        .group_by([(point * lit(1u64 << rank_bits) + col("rank").cast(DataType::UInt64))
-            .alias("point_rank")])
-        .agg([col("ratio").median().alias("score")]))
-}
-
 /// Node scores from rank scores (point: index in `points`, rank, score), slowest first; each
 /// rank's node comes from its point's manifest.
 pub fn node_scores(

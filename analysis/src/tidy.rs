@@ -171,16 +171,11 @@ pub fn scan_store(glob: &Path) -> Result<LazyFrame, AnalysisError> {
     )?)
 }
 
-/// A store's point files, read a batch of points at a time: every aggregation of the analysis
-/// groups by point, so batches bound memory by the batch, not by the sweep.
+/// A store's point files: every aggregation of the analysis is per point, so points are read
+/// one file at a time and memory is bounded by a few points, not by the sweep.
 pub struct Store {
     pub dir: PathBuf,
 }
-
-/// Points per query: enough rows to keep both cores busy, few enough to stay small in memory
-/// (1.02e8 rows of 1,000 points: 0.75 GiB peak at 50 per query, 1.14 GiB at 100, in the same
-/// time).
-const POINTS_PER_BATCH: usize = 50;
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, AnalysisError> {
@@ -188,40 +183,9 @@ impl Store {
         Ok(Self { dir: dir.to_path_buf() })
     }
 
-    /// The rows of `points`, a batch at a time, with `point` replaced by the point's index in
-    /// `points` and its `warmup_steps` beside it: integer keys instead of text make the joins
-    /// and group-bys several times cheaper, and the point column need not be decoded at all.
-    /// Points without a file in the store are left out.
-    pub fn batches<'a>(
-        &'a self,
-        points: &'a [PointRecords],
-    ) -> impl Iterator<Item = Result<LazyFrame, AnalysisError>> + 'a {
-        let present: Vec<(u32, PathBuf)> = points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i as u32, self.dir.join(format!("{}.parquet", p.point))))
-            .filter(|(_, file)| file.exists())
-            .collect();
-        let batches: Vec<Vec<(u32, PathBuf)>> =
-            present.chunks(POINTS_PER_BATCH).map(<[_]>::to_vec).collect();
-        batches.into_iter().map(move |batch| {
-            let scans = batch
-                .iter()
-                .map(|(i, file)| {
-                    let scan = LazyFrame::scan_parquet(
-                        PlRefPath::new(file.display().to_string()),
-                        ScanArgsParquet::default(),
-                    )?;
-                    Ok(scan.drop(cols(["point"])).with_columns([
-                        lit(*i).cast(DataType::UInt32).alias("point"),
-                        lit(points[*i as usize].warmup_steps)
-                            .cast(DataType::UInt32)
-                            .alias("warmup_steps"),
-                    ]))
-                })
-                .collect::<Result<Vec<_>, AnalysisError>>()?;
-            Ok(concat(scans, UnionArgs { maintain_order: false, ..UnionArgs::default() })?)
-        })
+    /// The file of `point`, if the store has one.
+    pub fn file(&self, point: &str) -> Option<PathBuf> {
+        Some(self.dir.join(format!("{point}.parquet"))).filter(|file| file.exists())
     }
 }
 
