@@ -4,9 +4,12 @@ use std::{env, path::Path, process::Command};
 fn main() {
     // The linker keeps every function that a shared library in the link could call back into
     // (libtorch calls inline functions of tch's C++ wrapper), and those reference libtorch, so
-    // `shardsweep-lite` would load it though it never calls it. Symbols of static archives
-    // and rlibs are not exported from this binary: its unused parts go, libtorch with them.
-    println!("cargo:rustc-link-arg-bin=shardsweep-lite=-Wl,--exclude-libs=ALL");
+    // `shardsweep` and `shardsweep-lite` would load it though they never call it. Symbols of
+    // static archives and rlibs are not exported from these binaries: their unused parts go,
+    // libtorch with them.
+    for bin in ["shardsweep", "shardsweep-lite"] {
+        println!("cargo:rustc-link-arg-bin={bin}=-Wl,--exclude-libs=ALL");
+    }
     // torch-sys exports libtorch's lib folder to direct dependents; a RUNPATH to it lets the
     // binary (and every MPI rank it launches) find libtorch without LD_LIBRARY_PATH.
     if let Ok(lib) = env::var("DEP_TCH_LIBTORCH_LIB") {
@@ -158,13 +161,14 @@ fn cuda_includes(lib: &Path) -> Result<Vec<std::path::PathBuf>, String> {
     Ok(dirs)
 }
 
-/// Links `library` into every target that may train (`shardsweep`, tests and benches)
+/// Links `library` into every target that may train (`shardsweep-torch`, tests and benches)
 /// even though no symbol of it is referenced: a device backend registers itself when loaded.
-/// `shardsweep-lite` never trains and links no part of libtorch (the linker leaves out every
-/// library it references nothing of), so it starts without loading any of it.
+/// `shardsweep` and `shardsweep-lite` run only commands that never train and link no part of
+/// libtorch (the linker leaves out every library they reference nothing of), so they start
+/// without loading any of it.
 fn keep_linked(library: &str) {
     let arg = format!("-Wl,--no-as-needed,-l{library},--as-needed");
-    println!("cargo:rustc-link-arg-bin=shardsweep={arg}");
+    println!("cargo:rustc-link-arg-bin=shardsweep-torch={arg}");
     for kind in ["tests", "benches"] {
         println!("cargo:rustc-link-arg-{kind}={arg}");
     }

@@ -311,8 +311,9 @@ pub fn tidy_point(point: &PointRecords) -> Result<DataFrame, AnalysisError> {
             rows.push(rank, step, &phase, "payload", bytes, "bytes");
         }
     }
-    // Rows of one metric together: a query for a rare metric (memory, loss) then skips the
-    // row groups of times by their statistics.
+    // Rows of one metric together: the analysis resolves a phase and metric once per run of
+    // equal rows, and a reader's query for a rare metric (memory, loss) skips the row groups
+    // of times by their statistics.
     Ok(rows
         .into_frame(point)?
         .sort(["metric"], SortMultipleOptions::default().with_maintain_order(true))?)

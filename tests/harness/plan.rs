@@ -611,7 +611,7 @@ fn timing_defaults_to_the_devices_clock_names_points_off_it_and_events_need_a_gp
 }
 
 #[test]
-fn the_lite_binary_plans_as_shardsweep_does_and_links_no_libtorch() {
+fn the_binaries_without_libtorch_plan_as_the_one_with_it_does() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("lite.toml");
     // Points to run and points rejected (a shard group that does not divide the world).
@@ -627,19 +627,57 @@ fn the_lite_binary_plans_as_shardsweep_does_and_links_no_libtorch() {
         assert!(out.status.success(), "{exe}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
-    let (full, lite) = (env!("CARGO_BIN_EXE_shardsweep"), env!("CARGO_BIN_EXE_shardsweep-lite"));
+    let (front, torch, lite) = (
+        env!("CARGO_BIN_EXE_shardsweep"),
+        env!("CARGO_BIN_EXE_shardsweep-torch"),
+        env!("CARGO_BIN_EXE_shardsweep-lite"),
+    );
     for json in [false, true] {
-        assert_eq!(plan(full, json), plan(lite, json), "plan --json {json}");
+        assert_eq!(plan(front, json), plan(torch, json), "plan --json {json}");
+        assert_eq!(plan(lite, json), plan(torch, json), "plan --json {json}");
     }
     let doc: serde_json::Value = serde_json::from_slice(&plan(lite, true)).unwrap();
     assert_eq!(doc["points"].as_array().unwrap().len(), 4, "{doc}");
     assert_eq!(doc["rejected"].as_array().unwrap().len(), 4, "{doc}");
-    // The library a binary loads at start is named in its dynamic section; the full binary
-    // names it, so the search finds what it looks for.
+    // The library a binary loads at start is named in its dynamic section; the binary that
+    // trains names it, so the search finds what it looks for.
     let names_libtorch = |exe: &str| {
         let bytes = std::fs::read(exe).unwrap();
         bytes.windows(16).any(|w| w == b"libtorch_cpu.so\0")
     };
-    assert!(names_libtorch(full));
+    assert!(names_libtorch(torch));
+    assert!(!names_libtorch(front), "{front} links libtorch");
     assert!(!names_libtorch(lite), "{lite} links libtorch");
+}
+
+#[test]
+fn shardsweep_hands_every_command_that_trains_to_the_binary_with_libtorch() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep")).args(args).output();
+        let out = out.unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Its own help lists every command, the ones that train included.
+    let (code, help) = run(&["--help"]);
+    assert_eq!(code, Some(0), "{help}");
+    for command in ["plan", "run", "submit", "analyze", "bench", "probe"] {
+        assert!(help.contains(&format!("  {command}")), "{command} in {help}");
+    }
+    assert!(help.starts_with("Sweeps of FSDP-style sharded MAE training"), "{help}");
+    // `data` has both kinds: the group's help and `bench` are the full binary's.
+    let (code, data) = run(&["data", "--help"]);
+    assert!(code == Some(0) && data.contains("  bench") && data.contains("  import"), "{data}");
+    let (_, bench) = run(&["data", "bench", "--help"]);
+    assert!(bench.contains("Usage: shardsweep data bench"), "{bench}");
+    // A command run here names this program in its usage, as the full binary does.
+    let (code, plan) = run(&["plan", "--help"]);
+    assert!(code == Some(0) && plan.contains("Usage: shardsweep plan"), "{plan}");
+    let (code, version) = run(&["--version"]);
+    assert!(code == Some(0) && version.starts_with("shardsweep "), "{version}");
+    // An unknown command is refused by the full binary, with its list.
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep")).arg("trian").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unrecognized subcommand 'trian'"), "{stderr}");
 }
