@@ -44,7 +44,7 @@ pub(crate) struct PointSteps {
 }
 
 /// Reads `file` (one point of the tidy store) and reduces it; `warmup_steps` are left out of
-/// the straggler scores.
+/// the straggler scores. Errors name the file.
 pub(crate) fn read(file: &Path, warmup_steps: u32) -> Result<PointSteps, AnalysisError> {
     let handle = std::fs::File::open(file).map_err(|e| AnalysisError::read(file, e))?;
     let columns = ["rank", "step", "phase", "metric", "value"].map(String::from).to_vec();
@@ -52,8 +52,13 @@ pub(crate) fn read(file: &Path, warmup_steps: u32) -> Result<PointSteps, Analysi
         .with_columns(Some(columns))
         // Points are read in parallel; one file's columns are decoded on one thread.
         .read_parallel(ParallelStrategy::None)
-        .finish()?;
-    reduce(&frame, warmup_steps)
+        .finish()
+        .map_err(|e| AnalysisError::read(file, e))?;
+    // A file of another layout (a column missing or of another type) is named too.
+    reduce(&frame, warmup_steps).map_err(|e| match e {
+        AnalysisError::Polars(e) => AnalysisError::read(file, e),
+        other => other,
+    })
 }
 
 /// What a row is for, from its metric (and phase).
@@ -366,5 +371,19 @@ mod tests {
         for (got, want) in point.rank_scores.iter().zip(&expected) {
             assert!(got.0 == want.0 && (got.1 - want.1).abs() < 1e-12, "{got:?} {want:?}");
         }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_point_of_the_store_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("torn.parquet");
+        std::fs::write(&file, b"PAR1 not really").unwrap();
+        let error = read(&file, 0).unwrap_err().to_string();
+        assert!(error.starts_with(&file.display().to_string()), "{error}");
+        let mut frame = df!("rank" => [0u32], "step" => [0u32], "value" => [1.0]).unwrap();
+        let other = dir.path().join("other.parquet");
+        crate::tidy::write_parquet(&other, &mut frame).unwrap();
+        let error = read(&other, 0).unwrap_err().to_string();
+        assert!(error.starts_with(&other.display().to_string()), "{error}");
     }
 }

@@ -66,11 +66,13 @@ build() {
   checks=$(cargo_ test --lib --no-run --message-format=json \
     | sed -n 's/.*"profile":{[^}]*"test":true[^}]*}.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
   [ -x "$checks" ] || { echo "portable.sh: cargo named no unit-test executable" >&2; exit 2; }
-  cp "$repo/target/portable-$version/release/shardsweep" "$out/"
+  # `shardsweep` runs the commands that never train and becomes `shardsweep-torch` beside it
+  # for the rest.
+  cp "$repo/target/portable-$version/release/"{shardsweep,shardsweep-torch} "$out/"
   cp "$checks" "$out/device-checks"
-  strip "$out/shardsweep" "$out/device-checks"
+  strip "$out/shardsweep" "$out/shardsweep-torch" "$out/device-checks"
   # grep reads all of nm's output (with -q it may leave early, and pipefail would see SIGPIPE).
-  if nm -D "$out/shardsweep" | grep ProcessGroupNCCL >/dev/null; then
+  if nm -D "$out/shardsweep-torch" | grep ProcessGroupNCCL >/dev/null; then
     echo "[portable] NCCL compiled in" >&2
   else
     echo "[portable] NCCL left out (no CUDA and NCCL headers beside torch/: install the wheel" \
@@ -80,7 +82,7 @@ build() {
   cp "$here/portable.sh" "$out/"
   echo "$version" > "$out/torch_version"
   echo "[portable] $out: $(du -sh "$out" | cut -f1); libraries outside libtorch:" >&2
-  ldd "$out/shardsweep" | grep -v "$torch_dir\|torch_\|libc10\|nvidia" >&2 || true
+  ldd "$out/shardsweep-torch" | grep -v "$torch_dir\|torch_\|libc10\|nvidia" >&2 || true
 }
 
 run() {
