@@ -33,6 +33,11 @@ fn main() -> ExitCode {
         command.arg0(name);
     }
     let error = command.args(args.iter().skip(1)).exec();
-    eprintln!("error: cannot start {}: {error}", torch.display());
-    ExitCode::FAILURE
+    eprintln!(
+        "error: cannot start {}: {error} (every command but the ones that never train is its; \
+         `cargo build` makes it beside this program)",
+        torch.display()
+    );
+    // The shell's codes for a command not found and one that cannot be run.
+    ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
 }

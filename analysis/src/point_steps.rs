@@ -10,7 +10,8 @@
 //! over batches of points (a join for the critical path, group-bys for the maxima, a window
 //! median and a group-by median for the scores) took 7.5-8.4 s for 1e8 rows, against 3.2-3.5 s
 //! this way (`shardsweep bench-analysis`). Each point is independent, so points are read in
-//! parallel and memory is bounded by a few points' rows, not by the sweep.
+//! parallel, a group of at most 64 MiB of files at a time (`summary.rs`): memory is bounded
+//! by that, not by the sweep or the number of cores.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,7 +56,7 @@ pub(crate) fn read(file: &Path, warmup_steps: u32) -> Result<PointSteps, Analysi
         .finish()
         .map_err(|e| AnalysisError::read(file, e))?;
     // A file of another layout (a column missing or of another type) is named too.
-    reduce(&frame, warmup_steps).map_err(|e| match e {
+    reduce(&frame, warmup_steps, file).map_err(|e| match e {
         AnalysisError::Polars(e) => AnalysisError::read(file, e),
         other => other,
     })
@@ -92,8 +93,13 @@ fn memory_key(metric: &str, phase: &str) -> String {
     }
 }
 
-/// A point's rows (columns rank, step, phase, metric, value) reduced.
-pub(crate) fn reduce(frame: &DataFrame, warmup_steps: u32) -> Result<PointSteps, AnalysisError> {
+/// A point's rows (columns rank, step, phase, metric, value) reduced; `file` is where they
+/// come from (for errors).
+pub(crate) fn reduce(
+    frame: &DataFrame,
+    warmup_steps: u32,
+    file: &Path,
+) -> Result<PointSteps, AnalysisError> {
     let (rank, step, phase, metric, value) = (
         frame.column("rank")?.u32()?,
         frame.column("step")?.u32()?,
@@ -103,15 +109,19 @@ pub(crate) fn reduce(frame: &DataFrame, warmup_steps: u32) -> Result<PointSteps,
     );
     let mut out = PointSteps { final_loss: f64::NAN, ..PointSteps::default() };
     let mut phases: Vec<String> = Vec::new();
-    let mut timed: Vec<(u32, u32, u16, f64)> = Vec::with_capacity(frame.height());
+    let mut timed: Vec<(u32, u32, u32, f64)> = Vec::with_capacity(frame.height());
     let mut losses: Vec<(u32, f64)> = Vec::new();
     // Rows of one phase and metric come in long runs: each is resolved once per run.
     let (mut last_phase, mut last_metric, mut last_use, mut last_code) = ("", "", Use::Unused, 0);
+    let mut last_key = String::new();
     let rows = rank.iter().zip(step.iter()).zip(phase.iter()).zip(metric.iter()).zip(value.iter());
     for ((((r, s), ph), m), v) in rows {
         let (Some(r), Some(s), Some(ph), Some(m), Some(v)) = (r, s, ph, m, v) else { continue };
         if ph != last_phase || m != last_metric {
             (last_phase, last_metric, last_use) = (ph, m, use_of(m, ph));
+            if last_use == Use::Memory {
+                last_key = memory_key(m, ph);
+            }
             if last_use == Use::Timed {
                 last_code = match phases.iter().position(|p| p == ph) {
                     Some(i) => i,
@@ -123,13 +133,13 @@ pub(crate) fn reduce(frame: &DataFrame, warmup_steps: u32) -> Result<PointSteps,
             }
         }
         match last_use {
-            Use::Timed => timed.push((s, r, last_code as u16, v)),
+            Use::Timed => timed.push((s, r, last_code as u32, v)),
             Use::Loss => losses.push((s, v)),
             Use::LoaderWork => *out.loader_work.entry(s).or_default() += v,
-            Use::Memory => {
-                let figure = out.memory.entry(memory_key(m, ph)).or_insert(f64::NEG_INFINITY);
-                *figure = figure.max(v);
-            }
+            Use::Memory => match out.memory.get_mut(&last_key) {
+                Some(figure) => *figure = figure.max(v),
+                None => drop(out.memory.insert(last_key.clone(), f64::NEG_INFINITY.max(v))),
+            },
             Use::Unused => {}
         }
     }
@@ -140,7 +150,8 @@ pub(crate) fn reduce(frame: &DataFrame, warmup_steps: u32) -> Result<PointSteps,
         out.final_loss = at_last.iter().sum::<f64>() / at_last.len() as f64;
     }
     if !timed.is_empty() {
-        let table = Table::new(&timed, phases.len());
+        let table =
+            Table::new(&timed, phases.len()).map_err(|why| AnalysisError::read(file, why))?;
         table.reduce(&phases, &mut out);
         if let Some(forward) = phases.iter().position(|p| p == "forward") {
             out.rank_scores = table.rank_scores(forward, warmup_steps);
@@ -148,6 +159,11 @@ pub(crate) fn reduce(frame: &DataFrame, warmup_steps: u32) -> Result<PointSteps,
     }
     Ok(out)
 }
+
+/// The most cells of a point's table per time it holds: a rank's phases differ from step to
+/// step (waits of collectives some steps lack) and ranks complete different numbers of steps,
+/// but not by this much.
+const SPARSEST: usize = 64;
 
 /// A point's times, steps `first..=last` x ranks x phases, NaN where a rank has none.
 struct Table {
@@ -159,18 +175,27 @@ struct Table {
 }
 
 impl Table {
-    fn new(rows: &[(u32, u32, u16, f64)], phases: usize) -> Self {
+    fn new(rows: &[(u32, u32, u32, f64)], phases: usize) -> Result<Self, String> {
         let first = rows.iter().map(|r| r.0).min().unwrap_or(0);
         let last = rows.iter().map(|r| r.0).max().unwrap_or(0);
         let ranks = rows.iter().map(|r| r.1 as usize + 1).max().unwrap_or(0);
         let steps = (last - first) as usize + 1;
-        let mut table =
-            Table { first, steps, ranks, phases, values: vec![f64::NAN; steps * ranks * phases] };
+        // A table far larger than its rows comes of step or rank numbers that no run makes
+        // (the store's rows come from [ranks, steps] datasets); refused, not allocated.
+        let cells = steps.checked_mul(ranks).and_then(|n| n.checked_mul(phases));
+        let cells = cells.filter(|&n| n <= SPARSEST * rows.len() + 65_536).ok_or_else(|| {
+            format!(
+                "{} times of steps {first}..={last} and {ranks} ranks: too sparse for a table of \
+                 steps x ranks x {phases} phases (a step or rank number out of all proportion)",
+                rows.len()
+            )
+        })?;
+        let mut table = Table { first, steps, ranks, phases, values: vec![f64::NAN; cells] };
         for &(step, rank, phase, value) in rows {
             let i = table.index((step - first) as usize, rank as usize, phase as usize);
             table.values[i] = value;
         }
-        table
+        Ok(table)
     }
 
     fn index(&self, step: usize, rank: usize, phase: usize) -> usize {
@@ -273,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_points_rows_reduce_to_its_critical_path_maxima_and_scores() {
-        let point = reduce(&rows(), 1).unwrap();
+        let point = reduce(&rows(), 1, Path::new("rows")).unwrap();
         // The slowest rank's phases, its exposed wait included; spans are not times.
         assert_eq!(point.critical["step"], per_step([4.0, 5.0, 6.0]));
         assert_eq!(point.critical["forward"], per_step([3.0, 4.0, 5.0]));
@@ -298,7 +323,7 @@ mod tests {
     fn a_rank_missing_from_a_step_is_left_out_not_counted_as_zero() {
         let rows =
             rows().lazy().filter(col("rank").eq(lit(1u32)).and(col("step").eq(lit(2u32))).not());
-        let point = reduce(&rows.collect().unwrap(), 0).unwrap();
+        let point = reduce(&rows.collect().unwrap(), 0, Path::new("rows")).unwrap();
         assert_eq!(point.critical["step"], per_step([4.0, 5.0, 2.0]));
         assert_eq!(point.max_over_ranks["forward"], per_step([3.0, 4.0, 1.0]));
         // Rank 0's ratios: 1/2, 4/3, and 1 in step 2, where it is its own median.
@@ -320,7 +345,7 @@ mod tests {
             ScanArgsParquet::default(),
         )
         .unwrap()
-        .filter(col("metric").eq(lit("time")));
+        .filter(col("metric").eq(lit("time")).or(col("metric").eq(lit("wait"))));
         let slowest = rows
             .clone()
             .filter(col("phase").eq(lit("step")))
@@ -385,5 +410,18 @@ mod tests {
         crate::tidy::write_parquet(&other, &mut frame).unwrap();
         let error = read(&other, 0).unwrap_err().to_string();
         assert!(error.starts_with(&other.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_step_number_out_of_all_proportion_is_refused_not_allocated() {
+        let rows = rows().lazy().with_column(
+            when(col("rank").eq(lit(1u32)).and(col("step").eq(lit(2u32))))
+                .then(lit(4_000_000_000u32))
+                .otherwise(col("step"))
+                .alias("step"),
+        );
+        let error =
+            reduce(&rows.collect().unwrap(), 0, Path::new("odd.parquet")).unwrap_err().to_string();
+        assert!(error.starts_with("odd.parquet: ") && error.contains("too sparse"), "{error}");
     }
 }

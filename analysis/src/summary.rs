@@ -110,18 +110,23 @@ pub fn summarize(
     if files.iter().all(Option::is_none) {
         return Err(AnalysisError::EmptyStore { dir: store.dir.clone(), what: EmptyPart::Points });
     }
-    let out: Vec<(PointSummary, Vec<(u32, f64)>)> = points
-        .par_iter()
-        .zip(files)
-        .map(|(meta, file)| {
-            let steps = match file {
-                Some(file) => point_steps::read(&file, meta.warmup_steps)?,
-                // A point without a file in the store has no figures.
-                None => PointSteps { final_loss: f64::NAN, ..PointSteps::default() },
-            };
-            Ok((point_summary(meta, &steps), steps.rank_scores))
-        })
-        .collect::<Result<_, AnalysisError>>()?;
+    let summarize_one = |(meta, file): (&PointRecords, &Option<PathBuf>)| {
+        let steps = match file {
+            Some(file) => point_steps::read(file, meta.warmup_steps)?,
+            // A point without a file in the store has no figures.
+            None => PointSteps { final_loss: f64::NAN, ..PointSteps::default() },
+        };
+        Ok((point_summary(meta, &steps), steps.rank_scores))
+    };
+    let mut out: Vec<(PointSummary, Vec<(u32, f64)>)> = Vec::with_capacity(points.len());
+    for group in in_flight_groups(&files) {
+        let part: Vec<_> = points[group.clone()]
+            .par_iter()
+            .zip(&files[group])
+            .map(summarize_one)
+            .collect::<Result<_, AnalysisError>>()?;
+        out.extend(part);
+    }
     let (mut point, mut rank, mut score) = (Vec::new(), Vec::new(), Vec::new());
     for (index, (_, scores)) in out.iter().enumerate() {
         for &(r, s) in scores {
@@ -132,6 +137,32 @@ pub fn summarize(
     }
     let rank_scores = df!("point" => point, "rank" => rank, "score" => score)?;
     Ok((out.into_iter().map(|(summary, _)| summary).collect(), rank_scores))
+}
+
+/// Store bytes read at once: points are reduced in parallel, each whole in memory (about 15
+/// bytes decoded per byte of its file), so a group of points at most this large is read at
+/// a time, whatever the number of cores. 64 MiB is about 1.2e7 rows, 1 GiB decoded.
+const IN_FLIGHT_FILE_BYTES: u64 = 64 << 20;
+
+/// Consecutive ranges of `files` of at most [`IN_FLIGHT_FILE_BYTES`] together (a larger file
+/// alone).
+fn in_flight_groups(files: &[Option<PathBuf>]) -> Vec<std::ops::Range<usize>> {
+    let size = |f: &Option<PathBuf>| {
+        f.as_ref().and_then(|f| std::fs::metadata(f).ok()).map_or(0, |m| m.len())
+    };
+    let (mut groups, mut start, mut bytes) = (Vec::new(), 0, 0);
+    for (i, file) in files.iter().enumerate() {
+        let len = size(file);
+        if i > start && bytes + len > IN_FLIGHT_FILE_BYTES {
+            groups.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < files.len() {
+        groups.push(start..files.len());
+    }
+    groups
 }
 
 /// One point's summary from its reduced rows.

@@ -3,7 +3,7 @@
 //! included), in alternating pairs, with medians and ranges of both sides and their ratio.
 //!
 //! The pairs are run by `shardsweep-lite` (the binary beside `shardsweep`, which does not load
-//! libtorch; `shardsweep` hands the command over to it), and the analysis side runs as
+//! libtorch; the other binaries hand the command over to it), and the analysis side runs as
 //! `shardsweep-lite bench-analysis DIR --single`. Each side's peak memory is the kernel's
 //! account of that child (`wait4`), which starts at the peak of the process that started it
 //! (Linux keeps a process's peak across `exec`): so the runner is the small binary, and it
@@ -72,7 +72,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let me = std::env::current_exe().context("cannot find the running binary")?;
     let lite = me.with_file_name("shardsweep-lite");
     if me != lite && lite.is_file() {
-        // Replaces this process (libtorch loaded, 0.5 GiB resident) by the small one.
+        // Replaces this process by the small one (whose peak the children start from; under
+        // `shardsweep-torch`, libtorch's 0.5 GiB).
         let error = std::os::unix::process::CommandExt::exec(
             Command::new(&lite).args(std::env::args_os().skip(1)),
         );

@@ -1,5 +1,6 @@
-//! What the command modules that both binaries build (`shardsweep` and `shardsweep-lite`)
-//! share: logging, the tables' look and how a command's result becomes the exit status.
+//! What the command modules of every binary (`shardsweep`, `shardsweep-torch`,
+//! `shardsweep-lite`) share: logging, the tables' look and how a command's result becomes the
+//! exit status.
 
 use std::process::ExitCode;
 

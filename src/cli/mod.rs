@@ -1,5 +1,5 @@
 //! One module per command: each holds its clap arguments and the function that runs it.
-//! `main.rs` only parses and dispatches.
+//! `src/bin/shardsweep-torch.rs` only parses and dispatches.
 
 #[macro_use]
 pub mod output;

@@ -674,6 +674,31 @@ fn shardsweep_hands_every_command_that_trains_to_the_binary_with_libtorch() {
     assert!(code == Some(0) && plan.contains("Usage: shardsweep plan"), "{plan}");
     let (code, version) = run(&["--version"]);
     assert!(code == Some(0) && version.starts_with("shardsweep "), "{version}");
+    // Every command run here takes what the full binary takes: the same help, word for word.
+    let help = |exe: &str, command: &[&str]| {
+        let mut run = std::process::Command::new(exe);
+        std::os::unix::process::CommandExt::arg0(&mut run, "shardsweep");
+        let out = run.args(command).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{exe} {command:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let leaves: [&[&str]; 11] = [
+        &["plan"],
+        &["predict"],
+        &["analyze"],
+        &["compare"],
+        &["trace"],
+        &["bench-analysis"],
+        &["bundle"],
+        &["history"],
+        &["data", "import"],
+        &["data", "rasters"],
+        &["data", "digits"],
+    ];
+    for command in leaves {
+        let here = help(env!("CARGO_BIN_EXE_shardsweep"), command);
+        assert_eq!(here, help(env!("CARGO_BIN_EXE_shardsweep-torch"), command), "{command:?}");
+    }
     // An unknown command is refused by the full binary, with its list.
     let out =
         std::process::Command::new(env!("CARGO_BIN_EXE_shardsweep")).arg("trian").output().unwrap();
