@@ -106,20 +106,21 @@ pub fn summarize(
     points: &[PointRecords],
     store: &Store,
 ) -> Result<(Vec<PointSummary>, DataFrame), AnalysisError> {
-    let files: Vec<Option<PathBuf>> = points.iter().map(|p| store.file(&p.point)).collect();
+    let files: Vec<Option<(PathBuf, u64)>> = points.iter().map(|p| store.file(&p.point)).collect();
     if files.iter().all(Option::is_none) {
         return Err(AnalysisError::EmptyStore { dir: store.dir.clone(), what: EmptyPart::Points });
     }
-    let summarize_one = |(meta, file): (&PointRecords, &Option<PathBuf>)| {
+    let summarize_one = |(meta, file): (&PointRecords, &Option<(PathBuf, u64)>)| {
         let steps = match file {
-            Some(file) => point_steps::read(file, meta.warmup_steps)?,
+            Some((file, _)) => point_steps::read(file, meta.warmup_steps)?,
             // A point without a file in the store has no figures.
             None => PointSteps { final_loss: f64::NAN, ..PointSteps::default() },
         };
         Ok((point_summary(meta, &steps), steps.rank_scores))
     };
     let mut out: Vec<(PointSummary, Vec<(u32, f64)>)> = Vec::with_capacity(points.len());
-    for group in in_flight_groups(&files) {
+    let sizes: Vec<u64> = files.iter().map(|f| f.as_ref().map_or(0, |f| f.1)).collect();
+    for group in in_flight_groups(&sizes) {
         let part: Vec<_> = points[group.clone()]
             .par_iter()
             .zip(&files[group])
@@ -144,23 +145,19 @@ pub fn summarize(
 /// a time, whatever the number of cores. 64 MiB is about 1.2e7 rows, 1 GiB decoded.
 const IN_FLIGHT_FILE_BYTES: u64 = 64 << 20;
 
-/// Consecutive ranges of `files` of at most [`IN_FLIGHT_FILE_BYTES`] together (a larger file
-/// alone).
-fn in_flight_groups(files: &[Option<PathBuf>]) -> Vec<std::ops::Range<usize>> {
-    let size = |f: &Option<PathBuf>| {
-        f.as_ref().and_then(|f| std::fs::metadata(f).ok()).map_or(0, |m| m.len())
-    };
+/// Consecutive ranges of files, whose sizes are `sizes` (bytes), of at most
+/// [`IN_FLIGHT_FILE_BYTES`] together (a larger file alone).
+fn in_flight_groups(sizes: &[u64]) -> Vec<std::ops::Range<usize>> {
     let (mut groups, mut start, mut bytes) = (Vec::new(), 0, 0);
-    for (i, file) in files.iter().enumerate() {
-        let len = size(file);
+    for (i, &len) in sizes.iter().enumerate() {
         if i > start && bytes + len > IN_FLIGHT_FILE_BYTES {
             groups.push(start..i);
             (start, bytes) = (i, 0);
         }
         bytes += len;
     }
-    if start < files.len() {
-        groups.push(start..files.len());
+    if start < sizes.len() {
+        groups.push(start..sizes.len());
     }
     groups
 }
@@ -243,5 +240,19 @@ fn point_summary(meta: &PointRecords, point: &PointSteps) -> PointSummary {
         data_share,
         weak_scaling_efficiency: None,
         strong_scaling_efficiency: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_are_read_in_groups_within_the_budget_and_a_larger_file_alone() {
+        let mib = 1 << 20;
+        let sizes = [40 * mib, 20 * mib, 10 * mib, 100 * mib, 0, 64 * mib];
+        // The 100 MiB file is alone; the empty file after it fits with the next.
+        assert_eq!(in_flight_groups(&sizes), [0..2, 2..3, 3..4, 4..6]);
+        assert_eq!(in_flight_groups(&[]), Vec::<std::ops::Range<usize>>::new());
     }
 }

@@ -183,9 +183,11 @@ impl Store {
         Ok(Self { dir: dir.to_path_buf() })
     }
 
-    /// The file of `point`, if the store has one.
-    pub fn file(&self, point: &str) -> Option<PathBuf> {
-        Some(self.dir.join(format!("{point}.parquet"))).filter(|file| file.exists())
+    /// The file of `point` and its size (bytes), if the store has one.
+    pub fn file(&self, point: &str) -> Option<(PathBuf, u64)> {
+        let file = self.dir.join(format!("{point}.parquet"));
+        let bytes = std::fs::metadata(&file).ok().filter(|m| m.is_file())?.len();
+        Some((file, bytes))
     }
 }
 

@@ -150,14 +150,7 @@ fn a_file_cut_off_half_way_is_skipped_named_and_counted() {
     .unwrap();
     std::fs::write(tree.join("scene/cut.png"), &png[..png.len() * 2 / 3]).unwrap();
     let out = dir.path().join("set.h5");
-    let import = Command::new(env!("CARGO_BIN_EXE_shardsweep"))
-        .args(["data", "import"])
-        .arg(&tree)
-        .arg("--out")
-        .arg(&out)
-        .args(["--size", "8"])
-        .output()
-        .unwrap();
+    let import = import_at_8_px(env!("CARGO_BIN_EXE_shardsweep"), &tree, &out).output().unwrap();
     let (stdout, stderr) =
         (String::from_utf8_lossy(&import.stdout), String::from_utf8_lossy(&import.stderr));
     assert!(import.status.success(), "{stderr}");
@@ -300,8 +293,15 @@ fn a_decompression_bomb_is_refused_from_its_header() {
     );
 }
 
+/// `EXE data import TREE --out OUT --size 8`.
+fn import_at_8_px(exe: &str, tree: &Path, out: &Path) -> Command {
+    let mut command = Command::new(exe);
+    command.args(["data", "import"]).arg(tree).arg("--out").arg(out).args(["--size", "8"]);
+    command
+}
+
 #[test]
-fn the_lite_binary_imports_the_set_shardsweep_imports() {
+fn the_binaries_without_libtorch_import_the_set_the_one_with_it_imports() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("sea")).unwrap();
@@ -309,21 +309,19 @@ fn the_lite_binary_imports_the_set_shardsweep_imports() {
     solid(&tree.join("land/a.png"), [10, 200, 10]);
     let import = |exe: &str, name: &str| {
         let out = dir.path().join(name);
-        let status = Command::new(exe)
-            .args(["data", "import"])
-            .arg(&tree)
-            .arg("--out")
-            .arg(&out)
-            .args(["--size", "8"])
-            .status()
-            .unwrap();
+        let status = import_at_8_px(exe, &tree, &out).status().unwrap();
         assert!(status.success(), "{exe}");
         ImageSet::open(&out).unwrap()
     };
-    let full = import(env!("CARGO_BIN_EXE_shardsweep"), "full.h5");
-    let lite = import(env!("CARGO_BIN_EXE_shardsweep-lite"), "lite.h5");
+    let full = import(env!("CARGO_BIN_EXE_shardsweep-torch"), "full.h5");
     assert_eq!(full.len(), 2);
-    for i in 0..2 {
-        assert_eq!(full.read(i).unwrap(), lite.read(i).unwrap(), "image {i}");
+    for (exe, name) in [
+        (env!("CARGO_BIN_EXE_shardsweep"), "front.h5"),
+        (env!("CARGO_BIN_EXE_shardsweep-lite"), "lite.h5"),
+    ] {
+        let set = import(exe, name);
+        for i in 0..2 {
+            assert_eq!(full.read(i).unwrap(), set.read(i).unwrap(), "{exe}: image {i}");
+        }
     }
 }
